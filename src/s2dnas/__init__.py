@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from s2dnas.errors import *  # noqa: F401,F403
 from s2dnas.errors import __all__ as _errors_all
-from s2dnas.zoo import list_models
+from s2dnas.cost import count_macs, count_params
+from s2dnas.zoo import create_model, list_models
 
 __version__ = "0.1.0"
-__all__ = ["list_models", *_errors_all]
+__all__ = ["create_model", "list_models", "count_macs", "count_params", *_errors_all]

@@ -17,6 +17,7 @@ __all__ = [
     "CalibrationError",
     "ExportError",
     "RunDirError",
+    "TrainingError",
 ]
 
 
@@ -71,3 +72,7 @@ class ExportError(S2DNASError):
 
 class RunDirError(S2DNASError):
     """An output or run directory is unwritable, or exists without ``--resume``/``--force``."""
+
+
+class TrainingError(S2DNASError):
+    """Training stopped: the loss became NaN or infinite (the last good checkpoint is kept)."""

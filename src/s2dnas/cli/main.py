@@ -14,8 +14,6 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # Subcommand name -> module in s2dnas.cli exposing `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS: dict[str, str] = {
     "train-base": "s2dnas.cli.train_base",
-    "evaluate-base": "s2dnas.cli.evaluate_base",
-    "demo": "s2dnas.cli.demo",
 }
 
 

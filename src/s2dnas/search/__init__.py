@@ -1,0 +1,19 @@
+"""Search: decisions and samples, controllers (ask/tell), and the journal of evaluated candidates."""
+from __future__ import annotations
+
+from s2dnas.search.controller import Controller, RandomController, RLController
+from s2dnas.search.decision import Decision, Sample, check_sample, count_samples, validate_decisions
+from s2dnas.search.journal import Journal, sample_key
+
+__all__ = [
+    "Decision",
+    "Sample",
+    "validate_decisions",
+    "check_sample",
+    "count_samples",
+    "Controller",
+    "RLController",
+    "RandomController",
+    "Journal",
+    "sample_key",
+]

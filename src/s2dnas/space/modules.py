@@ -1,0 +1,117 @@
+"""Slices of base-model layers: copied (weight inheritance) or shared (one-shot super-network)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["sliced_module", "shared_module", "SharedConv2d", "SharedLinear", "SharedBatchNorm"]
+
+
+def _conv_groups(base: nn.Conv2d, out_idx: torch.Tensor) -> int:
+    if base.groups == 1:
+        return 1
+    return len(out_idx) // (base.in_channels // base.groups)
+
+
+def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tensor) -> nn.Module:
+    """A new layer holding a copy of ``base``'s weights at output rows ``out_idx`` and input columns
+    ``in_idx`` (grouped and depthwise convs and batch norms use ``out_idx`` only)."""
+    with torch.no_grad():
+        if isinstance(base, nn.Conv2d):
+            groups = _conv_groups(base, out_idx)
+            w = base.weight[out_idx] if base.groups > 1 else base.weight[out_idx][:, in_idx]
+            new = nn.Conv2d(w.shape[1] * groups, len(out_idx), base.kernel_size, stride=base.stride,
+                            padding=base.padding, dilation=base.dilation, groups=groups,
+                            bias=base.bias is not None, padding_mode=base.padding_mode,
+                            device=w.device, dtype=w.dtype)
+            new.weight.copy_(w)
+            if base.bias is not None:
+                new.bias.copy_(base.bias[out_idx])
+            return new
+        if isinstance(base, nn.Linear):
+            w = base.weight[out_idx][:, in_idx]
+            new = nn.Linear(w.shape[1], w.shape[0], bias=base.bias is not None, device=w.device, dtype=w.dtype)
+            new.weight.copy_(w)
+            if base.bias is not None:
+                new.bias.copy_(base.bias[out_idx])
+            return new
+        if isinstance(base, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            new = type(base)(len(out_idx), eps=base.eps, momentum=base.momentum, affine=base.affine,
+                             track_running_stats=base.track_running_stats)
+            ref = base.weight if base.affine else base.running_mean
+            new.to(device=ref.device if ref is not None else None)
+            if base.affine:
+                new.weight.copy_(base.weight[out_idx])
+                new.bias.copy_(base.bias[out_idx])
+            if base.track_running_stats:
+                new.running_mean.copy_(base.running_mean[out_idx])
+                new.running_var.copy_(base.running_var[out_idx])
+                new.num_batches_tracked.copy_(base.num_batches_tracked)
+            return new
+    raise TypeError(f"Cannot slice a {type(base).__name__}")  # the analysis only passes the above
+
+
+class _Shared(nn.Module):
+    """Computes its weights as a slice of a base layer at every call (gradients flow to the base)."""
+
+    def __init__(self, base: nn.Module, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
+        super().__init__()
+        object.__setattr__(self, "base", base)  # not a submodule: the base owns the parameters
+        self.register_buffer("out_idx", out_idx.clone(), persistent=False)
+        self.register_buffer("in_idx", in_idx.clone(), persistent=False)
+
+
+class SharedConv2d(_Shared):
+    """Conv2d over a slice of a shared base conv."""
+
+    def __init__(self, base: nn.Conv2d, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
+        super().__init__(base, out_idx, in_idx)
+        self.groups = _conv_groups(base, out_idx)
+        self.kernel_size = base.kernel_size
+        self.out_channels = len(out_idx)
+        per_group = base.in_channels // base.groups
+        self.in_channels = per_group * self.groups if base.groups > 1 else len(in_idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.base
+        w = b.weight[self.out_idx]
+        if b.groups == 1:
+            w = w[:, self.in_idx]
+        bias = b.bias[self.out_idx] if b.bias is not None else None
+        return F.conv2d(x, w, bias, b.stride, b.padding, b.dilation, self.groups)
+
+
+class SharedLinear(_Shared):
+    """Linear over a slice of a shared base linear layer."""
+
+    def __init__(self, base: nn.Linear, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
+        super().__init__(base, out_idx, in_idx)
+        self.in_features, self.out_features = len(in_idx), len(out_idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.base
+        bias = b.bias[self.out_idx] if b.bias is not None else None
+        return F.linear(x, b.weight[self.out_idx][:, self.in_idx], bias)
+
+
+class SharedBatchNorm(_Shared):
+    """Batch norm over a slice of a shared base norm; always normalises with batch statistics
+    (a candidate's running statistics are re-estimated after it is materialised)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.base
+        weight = b.weight[self.out_idx] if b.affine else None
+        bias = b.bias[self.out_idx] if b.affine else None
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, b.eps)
+
+
+def shared_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tensor) -> nn.Module:
+    """Like :func:`sliced_module` but sharing ``base``'s parameters instead of copying them."""
+    if isinstance(base, nn.Conv2d):
+        return SharedConv2d(base, out_idx, in_idx)
+    if isinstance(base, nn.Linear):
+        return SharedLinear(base, out_idx, in_idx)
+    if isinstance(base, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        return SharedBatchNorm(base, out_idx, in_idx)
+    raise TypeError(f"Cannot share a slice of a {type(base).__name__}")

@@ -1,0 +1,270 @@
+"""The space of multi-stage networks made from one base model by split and concat.
+
+Example:
+    >>> import torch
+    >>> from s2dnas.zoo import create_model
+    >>> space = Space(create_model("resnet20", num_classes=10), input_shape=(3, 32, 32))
+    >>> space.num_groups, [d.name for d in space.decisions]
+    (3, ['split.g1', 'split.g2', 'split.g3', 'concat.s2', 'concat.s3'])
+    >>> net = space.build(space.default_architecture())
+    >>> [tuple(t.shape) for t in net(torch.zeros(2, 3, 32, 32))]
+    [(2, 10), (2, 10), (2, 10)]
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import nn
+
+from s2dnas.errors import ConfigError, InvalidArchitectureError, TransformError
+from s2dnas.graph.analysis import ChannelClass, GraphAnalysis, analyze
+from s2dnas.search.decision import Decision, check_sample
+from s2dnas.space.architecture import Architecture, default_split
+from s2dnas.space.build import StagePlan, build_stage, cache_key, concat_feeds
+from s2dnas.space.multistage import MultiStageNet
+
+__all__ = ["Space", "compositions"]
+
+IMPORTANCE = ("bn", "l1", "none")
+
+
+def compositions(total: int, parts: int) -> list[tuple[int, ...]]:
+    """All ways to write ``total`` as ``parts`` positive integers, in lexicographic order."""
+    out = []
+    for cuts in itertools.combinations(range(1, total), parts - 1):
+        bounds = (0, *cuts, total)
+        out.append(tuple(b - a for a, b in zip(bounds, bounds[1:])))
+    return out
+
+
+class Space:
+    """Multi-stage networks made from ``model`` by the split and concat transformations.
+
+    Args:
+        model: the trained base CNN (not modified; stages copy slices of its weights).
+        input_shape: ``(C, H, W)`` of one input.
+        num_stages: S.
+        ratio_grid: q; split ratios are multiples of ``1/q``.
+        groups: ``"resolution"`` (one group per spatial resolution) or ``"resolution:N"`` (each
+            resolution group cut into N consecutive groups of layers).
+        importance: channel order before cutting: ``"bn"`` (|BN gamma|, else filter L1 norm),
+            ``"l1"`` (filter L1 norm) or ``"none"`` (stage 1 takes the first channels).
+        model_name: recorded in architectures, informational.
+
+    Raises:
+        UnsupportedModelError: the graph has a node that cannot be split.
+        ConfigError: invalid options.
+    """
+
+    def __init__(self, model: nn.Module, *, input_shape: tuple[int, int, int], num_stages: int = 3,
+                 ratio_grid: int = 8, groups: str = "resolution", importance: str = "bn",
+                 model_name: str | None = None) -> None:
+        problems = []
+        if not isinstance(num_stages, int) or num_stages < 1:
+            problems.append(f"num_stages must be an integer >= 1, got {num_stages!r}")
+        elif not isinstance(ratio_grid, int) or ratio_grid < num_stages:
+            problems.append(f"ratio_grid must be an integer >= num_stages ({num_stages}), got {ratio_grid!r}")
+        if importance not in IMPORTANCE:
+            problems.append(f"importance must be one of {IMPORTANCE}, got {importance!r}")
+        sub = _parse_groups(groups, problems)
+        if len(tuple(input_shape)) != 3:
+            problems.append(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+        if problems:
+            raise ConfigError("Invalid space options: " + "; ".join(problems))
+        self.model = model
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_stages = num_stages
+        self.ratio_grid = ratio_grid
+        self.groups = groups
+        self.importance = importance
+        self.model_name = model_name
+        self.analysis: GraphAnalysis = analyze(model, input_shape=self.input_shape)
+        self._op_group = self._assign_groups(sub)
+        self.num_groups = max(self._op_group.values(), default=0) + 1
+        for cls in self.analysis.classes.values():
+            cls.group = self._op_group[cls.producers[0]]
+            if cls.size // cls.granularity < num_stages:
+                raise TransformError(
+                    f"A channel dimension of {cls.size} channels (written by {cls.producers[0]!r}) cannot be "
+                    f"split into {num_stages} stages; use fewer stages"
+                )
+        self._choices = compositions(ratio_grid, num_stages)
+        self._scores = {cid: self._importance(cls) for cid, cls in self.analysis.classes.items()}
+
+    # -- decisions ----------------------------------------------------------------------------
+    @property
+    def decisions(self) -> list[Decision]:
+        """The decisions a controller makes: each group's split, then each stage's concat position."""
+        out = [Decision(f"split.g{g + 1}", tuple(self._choices)) for g in range(self.num_groups)]
+        out += [Decision(f"concat.s{s + 1}", tuple(range(self.num_groups + 1))) for s in range(1, self.num_stages)]
+        return out
+
+    def size(self) -> int:
+        """Number of architectures in the space."""
+        return len(self._choices) ** self.num_groups * (self.num_groups + 1) ** (self.num_stages - 1)
+
+    @property
+    def signature(self) -> str:
+        """Fingerprint of this space (model structure, input shape, groups, S, q)."""
+        return f"{self.analysis.signature()}-g{self.num_groups}-s{self.num_stages}-q{self.ratio_grid}"
+
+    def architecture(self, *, splits: Any, concat: Any) -> Architecture:
+        """An architecture of this space from explicit splits (one per group, or one for all)."""
+        splits = tuple(tuple(g) for g in splits)
+        if len(splits) == 1 and self.num_groups > 1:
+            splits = splits * self.num_groups
+        return Architecture(num_stages=self.num_stages, ratio_grid=self.ratio_grid, splits=splits,
+                            concat=tuple(concat), signature=self.signature, model=self.model_name)
+
+    def default_architecture(self) -> Architecture:
+        """METHOD.md's hand-picked point: split 1/4, 1/4, 1/2 (for S=3) everywhere, full concat."""
+        return self.architecture(splits=[default_split(self.num_stages, self.ratio_grid)],
+                                 concat=[0] * (self.num_stages - 1))
+
+    def from_sample(self, sample: dict[str, int]) -> Architecture:
+        """The architecture a controller's sample picks."""
+        problem = check_sample(self.decisions, sample)
+        if problem:
+            raise InvalidArchitectureError(problem)
+        splits = [self._choices[sample[f"split.g{g + 1}"]] for g in range(self.num_groups)]
+        concat = [sample[f"concat.s{s + 1}"] for s in range(1, self.num_stages)]
+        return self.architecture(splits=splits, concat=concat)
+
+    def to_sample(self, arch: Architecture) -> dict[str, int]:
+        """The sample that picks ``arch`` (inverse of :meth:`from_sample`)."""
+        self.validate_architecture(arch)
+        sample = {f"split.g{g + 1}": self._choices.index(tuple(p)) for g, p in enumerate(arch.splits)}
+        sample.update({f"concat.s{s + 2}": p for s, p in enumerate(arch.concat)})
+        return sample
+
+    def sample(self, generator: torch.Generator | None = None) -> Architecture:
+        """A uniformly random architecture."""
+        pick = {d.name: int(torch.randint(d.size, (1,), generator=generator)) for d in self.decisions}
+        return self.from_sample(pick)
+
+    def validate_architecture(self, arch: Architecture) -> None:
+        """Raise :class:`InvalidArchitectureError` unless ``arch`` belongs to this space."""
+        if not isinstance(arch, Architecture):
+            raise InvalidArchitectureError(f"Expected an Architecture, but got {type(arch).__name__}")
+        if arch.num_stages != self.num_stages:
+            raise InvalidArchitectureError(
+                f"The architecture has {arch.num_stages} stages but the space has {self.num_stages}; "
+                f"use --stages {arch.num_stages} or another architecture")
+        if arch.num_groups != self.num_groups:
+            raise InvalidArchitectureError(
+                f"The architecture has {arch.num_groups} split groups but this model's space has "
+                f"{self.num_groups}; it was made for another model or grouping")
+        if arch.signature is not None and arch.signature != self.signature:
+            raise InvalidArchitectureError(
+                f"The architecture was made for another model or input shape (signature {arch.signature}, "
+                f"this space {self.signature}); search or write one for this model")
+
+    # -- building -----------------------------------------------------------------------------
+    def stage_indices(self, arch: Architecture) -> list[dict[int, torch.Tensor]]:
+        """Per stage, the base channel indices of every class that the stage computes."""
+        per_stage: list[dict[int, torch.Tensor]] = [{} for _ in range(self.num_stages)]
+        for cid, cls in self.analysis.classes.items():
+            parts = arch.splits[cls.group]
+            units = cls.size // cls.granularity
+            bounds, acc = [0], 0
+            for s, p in enumerate(parts[:-1]):
+                acc += p
+                lo, hi = bounds[-1] + 1, units - (self.num_stages - 1 - s)
+                bounds.append(min(max(round(units * acc / self.ratio_grid), lo), hi))
+            bounds.append(units)
+            order = torch.argsort(-self._scores[cid], stable=True)
+            for s in range(self.num_stages):
+                chosen = torch.sort(order[bounds[s]:bounds[s + 1]]).values
+                idx = (chosen[:, None] * cls.granularity + torch.arange(cls.granularity)[None, :]).reshape(-1)
+                per_stage[s][cid] = idx
+        return per_stage
+
+    def build(self, arch: Architecture | None = None, *, share_weights: bool = False) -> MultiStageNet:
+        """Build the multi-stage network of ``arch`` with weights inherited from the base model.
+
+        Args:
+            arch: the architecture (default: :meth:`default_architecture`).
+            share_weights: slice the base parameters at every call instead of copying them (the
+                one-shot super-network; batch norms then always use batch statistics).
+        """
+        arch = self.default_architecture() if arch is None else arch
+        self.validate_architecture(arch)
+        indices = tuple(self.stage_indices(arch))
+        concat_ops: list[set[str]] = [set() for _ in range(self.num_stages)]
+        for name, op in self.analysis.mixing.items():
+            if op.in_dim.is_input:
+                continue
+            for s in range(1, self.num_stages):
+                if op.is_head or self._op_group[name] >= arch.concat[s - 1]:
+                    concat_ops[s].add(name)
+        stages, reads, writes, macs = [], [], [], []
+        for s in range(self.num_stages):
+            exports = tuple(concat_feeds(self.analysis, set().union(*concat_ops[s + 1:])))
+            plan = StagePlan(stage=s, class_indices=indices, concat_ops=frozenset(concat_ops[s]), exports=exports)
+            gm, stage_reads, stage_macs = build_stage(self.analysis, plan, share_weights=share_weights)
+            stages.append(gm)
+            reads.append(stage_reads)
+            writes.append([cache_key(n, s) for n in exports])
+            macs.append(stage_macs)
+        net = MultiStageNet(stages, reads=reads, writes=writes, architecture=arch,
+                            input_shape=self.input_shape, analytic_macs=macs)
+        if not share_weights:
+            net.train(self.model.training)
+        return net
+
+    def base_macs(self) -> int:
+        """MACs per input of the base model by the analytic formula (equals one stage with S=1)."""
+        from s2dnas.space.build import _macs
+
+        modules = dict(self.analysis.graph_module.named_modules())
+        return sum(_macs(modules[str(n.target)], self.analysis.shapes[n.name])
+                   for n in self.analysis.graph_module.graph.nodes
+                   if n.name in self.analysis.mixing or n.name in self.analysis.channelwise)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _assign_groups(self, sub: int) -> dict[str, int]:
+        ops = [name for name, op in self.analysis.mixing.items()]
+        by_res: dict[int, list[str]] = {}
+        for name in ops:
+            by_res.setdefault(self.analysis.mixing[name].group, []).append(name)
+        out, base = {}, 0
+        for res in sorted(by_res):
+            names = by_res[res]
+            n = min(sub, len(names))
+            for i, name in enumerate(names):
+                out[name] = base + i * n // len(names)
+            base += n
+        return out
+
+    def _importance(self, cls: ChannelClass) -> torch.Tensor:
+        """Score per unit (a unit is ``granularity`` channels); higher goes to earlier stages."""
+        modules = dict(self.analysis.graph_module.named_modules())
+        target = {n.name: str(n.target) for n in self.analysis.graph_module.graph.nodes}
+        score = torch.zeros(cls.size)
+        if self.importance == "none":
+            return -torch.arange(cls.size // cls.granularity, dtype=torch.float)  # keep natural order
+        with torch.no_grad():
+            if self.importance == "bn" and cls.norms:
+                for name in cls.norms:
+                    bn = modules[target[name]]
+                    if bn.affine:
+                        score += bn.weight.detach().abs().float().cpu()
+            if not score.any():
+                for name in cls.producers:
+                    w = modules[target[name]].weight.detach().float().cpu()
+                    norm = w.abs().reshape(w.shape[0], -1).sum(1)
+                    score += norm / norm.mean().clamp_min(1e-12)
+        return score.reshape(-1, cls.granularity).sum(1)
+
+
+def _parse_groups(groups: str, problems: list[str]) -> int:
+    if groups == "resolution":
+        return 1
+    if isinstance(groups, str) and groups.startswith("resolution:"):
+        tail = groups.split(":", 1)[1]
+        if tail.isdigit() and int(tail) >= 1:
+            return int(tail)
+    problems.append(f"groups must be 'resolution' or 'resolution:N' with N >= 1, got {groups!r}")
+    return 1

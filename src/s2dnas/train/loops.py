@@ -1,0 +1,75 @@
+"""Pieces shared by every training loop: schedule, evaluation, the NaN guard, epoch seeding."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from s2dnas.errors import TrainingError
+
+__all__ = ["EvalResult", "cosine_lr", "evaluate", "check_finite", "seed_everything", "to_device"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy (0..1), mean cross-entropy and number of examples of one evaluation."""
+
+    accuracy: float
+    loss: float
+    num_examples: int
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (called at each epoch start so resumed runs replay exactly)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def cosine_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up then cosine decay to zero; a pure function of the step (resumable)."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool) -> torch.Tensor:
+    """Move an image batch to ``device``, in channels-last layout when asked."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def check_finite(loss: torch.Tensor, *, where: str) -> None:
+    """Raise :class:`TrainingError` when the loss is NaN or infinite."""
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"Loss became {loss.item()} at {where}; training stopped and the last good checkpoint is kept. "
+            "Lower the learning rate (--lr) and resume"
+        )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device,
+             channels_last: bool = False) -> EvalResult:
+    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader`` (eval mode)."""
+    was_training = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    try:
+        for x, y in loader:
+            x, y = to_device(x, device, channels_last=channels_last), y.to(device)
+            logits = model(x)
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise TrainingError("Cannot evaluate on an empty split")
+    return EvalResult(accuracy=correct / total, loss=loss_sum / total, num_examples=total)
