@@ -45,6 +45,12 @@ _PASS_FUNCTIONS = {
     F.tanh, F.mish, torch.relu, torch.sigmoid, torch.tanh, F.dropout, F.dropout2d, F.max_pool2d,
     F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.clamp, torch.clip,
 }
+try:  # torchvision's stochastic depth drops whole samples: it keeps the channel layout
+    from torchvision.ops import stochastic_depth as _stochastic_depth
+
+    _PASS_FUNCTIONS.add(_stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is a dependency
+    pass
 _PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "contiguous", "clone", "float"}
 _ELEMENTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub,
                           operator.truediv, torch.add, torch.mul, torch.sub}

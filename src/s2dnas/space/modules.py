@@ -17,6 +17,8 @@ def _conv_groups(base: nn.Conv2d, out_idx: torch.Tensor) -> int:
 def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tensor) -> nn.Module:
     """A new layer holding a copy of ``base``'s weights at output rows ``out_idx`` and input columns
     ``in_idx`` (grouped and depthwise convs and batch norms use ``out_idx`` only)."""
+    # Layers are made on the meta device and then filled: their random initialisation would be
+    # thrown away and costs most of the build time of a large network.
     with torch.no_grad():
         if isinstance(base, nn.Conv2d):
             groups = _conv_groups(base, out_idx)
@@ -24,14 +26,15 @@ def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tenso
             new = nn.Conv2d(w.shape[1] * groups, len(out_idx), base.kernel_size, stride=base.stride,
                             padding=base.padding, dilation=base.dilation, groups=groups,
                             bias=base.bias is not None, padding_mode=base.padding_mode,
-                            device=w.device, dtype=w.dtype)
+                            device="meta", dtype=w.dtype).to_empty(device=w.device)
             new.weight.copy_(w)
             if base.bias is not None:
                 new.bias.copy_(base.bias[out_idx])
             return new
         if isinstance(base, nn.Linear):
             w = base.weight[out_idx][:, in_idx]
-            new = nn.Linear(w.shape[1], w.shape[0], bias=base.bias is not None, device=w.device, dtype=w.dtype)
+            new = nn.Linear(w.shape[1], w.shape[0], bias=base.bias is not None, device="meta",
+                            dtype=w.dtype).to_empty(device=w.device)
             new.weight.copy_(w)
             if base.bias is not None:
                 new.bias.copy_(base.bias[out_idx])

@@ -91,6 +91,8 @@ class Space:
                     f"split into {num_stages} stages; use fewer stages"
                 )
         self._choices = compositions(ratio_grid, num_stages)
+        self._modules = dict(self.analysis.graph_module.named_modules())
+        self._targets = {n.name: str(n.target) for n in self.analysis.graph_module.graph.nodes}
         self._scores = {cid: self._importance(cls) for cid, cls in self.analysis.classes.items()}
 
     # -- decisions ----------------------------------------------------------------------------
@@ -240,8 +242,7 @@ class Space:
 
     def _importance(self, cls: ChannelClass) -> torch.Tensor:
         """Score per unit (a unit is ``granularity`` channels); higher goes to earlier stages."""
-        modules = dict(self.analysis.graph_module.named_modules())
-        target = {n.name: str(n.target) for n in self.analysis.graph_module.graph.nodes}
+        modules, target = self._modules, self._targets
         score = torch.zeros(cls.size)
         if self.importance == "none":
             return -torch.arange(cls.size // cls.granularity, dtype=torch.float)  # keep natural order
