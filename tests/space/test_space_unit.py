@@ -1,0 +1,229 @@
+"""Unit tests of the space: channel partitions, ties, importance, architectures, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2dnas.errors import ConfigError, InvalidArchitectureError, TransformError, UnsupportedModelError
+from s2dnas.space import Architecture, Space
+from s2dnas.space.space import compositions
+from s2dnas.zoo import create_model
+
+
+class ToyNet(nn.Module):
+    """Two resolutions, a residual add, a depthwise conv, a grouped conv, a channel cat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.pw = nn.Conv2d(16, 16, 1, bias=True)
+        self.gc = nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False)
+        self.down = nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.side = nn.Conv2d(16, 8, 1, stride=2)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = x + self.pw(F.relu(self.dw(x)))
+        x = F.relu(self.gc(x))
+        x = torch.cat([self.down(x), self.side(x)], dim=1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_compositions():
+    assert compositions(4, 2) == [(1, 3), (2, 2), (3, 1)]
+    assert len(compositions(8, 3)) == 21
+    assert all(sum(c) == 8 and min(c) >= 1 for c in compositions(8, 3))
+
+
+def test_toy_ties_and_partitions(seed):
+    model = ToyNet().eval()
+    space = Space(model, input_shape=(3, 8, 8), num_stages=3, ratio_grid=8)
+    assert space.num_groups == 2
+    a = space.analysis
+    # stem output and pw output are tied by the residual add (one class, 16 channels);
+    # gc ties in/out with granularity 4; down and side are separate classes concatenated.
+    stem_cls = a.mixing["stem"].out_cls
+    assert a.mixing["pw"].out_cls == stem_cls
+    assert a.classes[stem_cls].granularity == 4
+    assert a.dims["cat"].parts[0].cls == a.mixing["down"].out_cls
+    assert a.dims["cat"].parts[1].cls == a.mixing["side"].out_cls
+    for arch in [space.default_architecture()] + [space.sample(torch.Generator().manual_seed(i)) for i in range(20)]:
+        per_stage = space.stage_indices(arch)
+        for cid, cls in a.classes.items():
+            idx = torch.cat([per_stage[s][cid] for s in range(3)])
+            assert sorted(idx.tolist()) == list(range(cls.size)), "channels must be conserved"
+            for s in range(3):
+                assert len(per_stage[s][cid]) >= 1
+                assert len(per_stage[s][cid]) % cls.granularity == 0
+        net = space.build(arch).eval()
+        assert net.stage_macs() == net.analytic_macs
+        assert sum(net.analytic_macs) <= space.base_macs()
+
+
+def test_toy_one_stage_equivalence(seed):
+    model = ToyNet().eval()
+    x = torch.randn(4, 3, 8, 8)
+    net = Space(model, input_shape=(3, 8, 8), num_stages=1).build().eval()
+    torch.testing.assert_close(net(x)[0], model(x), rtol=0, atol=1e-5)
+
+
+def test_split_sizes_follow_ratios(seed):
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    space = Space(model, input_shape=(1, 16, 16), num_stages=3)
+    arch = space.architecture(splits=[(2, 2, 4), (1, 3, 4), (4, 2, 2)], concat=[0, 0])
+    per_stage = space.stage_indices(arch)
+    sizes = {}
+    for cid, cls in space.analysis.classes.items():
+        sizes.setdefault(cls.size, set()).add(tuple(len(per_stage[s][cid]) for s in range(3)))
+    assert sizes[16] == {(4, 4, 8)}
+    assert sizes[32] == {(4, 12, 16)}
+    assert sizes[64] == {(32, 16, 16)}
+
+
+def test_importance_ordering_puts_strongest_filters_first(seed):
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        model.bn1.weight.copy_(torch.arange(16, dtype=torch.float))  # channel 15 strongest
+    space = Space(model, input_shape=(1, 16, 16), num_stages=2, ratio_grid=4, importance="bn")
+    arch = space.architecture(splits=[(1, 3)] * space.num_groups, concat=[0])
+    stem_cls = space.analysis.mixing["conv1"].out_cls
+    # stem class is tied to layer1's residual stream: its BN scores are summed; make them equal elsewhere
+    scores = space._scores[stem_cls]
+    top = torch.argsort(-scores, stable=True)[:4].sort().values
+    assert torch.equal(space.stage_indices(arch)[0][stem_cls], top)
+    plain = Space(model, input_shape=(1, 16, 16), num_stages=2, ratio_grid=4, importance="none")
+    assert plain.stage_indices(arch)[0][stem_cls].tolist() == [0, 1, 2, 3]
+
+
+def test_concat_positions_change_what_stages_read(seed):
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    space = Space(model, input_shape=(1, 16, 16), num_stages=3)
+    full = space.build(space.architecture(splits=[(2, 2, 4)], concat=[0, 0]))
+    none = space.build(space.architecture(splits=[(2, 2, 4)], concat=[3, 3]))
+    late = space.build(space.architecture(splits=[(2, 2, 4)], concat=[2, 3]))
+    # without concat only the classifier reads earlier stages (the pooled features)
+    assert none.reads[1] == ["flatten@0"] and none.reads[2] == ["flatten@0", "flatten@1"]
+    assert len(full.reads[1]) > len(late.reads[1]) > len(none.reads[1])
+    assert late.reads[2] == none.reads[2]
+    assert none.analytic_macs[2] < full.analytic_macs[2]
+    # stage 1 is the same network whatever the concat positions of later stages
+    assert none.analytic_macs[0] == full.analytic_macs[0]
+
+
+def test_shared_weights_equal_copied_weights(seed):
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    space = Space(model, input_shape=(1, 16, 16), num_stages=3)
+    arch = space.sample(torch.Generator().manual_seed(3))
+    copied = space.build(arch).train()
+    shared = space.build(arch, share_weights=True).train()
+    x = torch.randn(8, 1, 16, 16)
+    for a, b in zip(copied(x), shared(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # gradients of the shared network reach the base model's parameters
+    sum(o.sum() for o in shared(x)).backward()
+    assert model.conv1.weight.grad is not None and model.conv1.weight.grad.abs().sum() > 0
+
+
+def test_architecture_json_round_trip_and_errors(tmp_path):
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    space = Space(model, input_shape=(1, 16, 16), num_stages=3, model_name="resnet20")
+    arch = space.sample(torch.Generator().manual_seed(0))
+    path = tmp_path / "arch.json"
+    arch.save(path)
+    assert Architecture.load(path) == arch
+    assert space.from_sample(space.to_sample(arch)) == arch
+    data = json.loads(path.read_text())
+    data["splits"][0] = [1, 1, 1]
+    with pytest.raises(InvalidArchitectureError, match=r"splits\[0\].*summing to ratio_grid=8"):
+        Architecture.from_dict(data)
+    with pytest.raises(InvalidArchitectureError, match="Malformed architecture JSON"):
+        Architecture.from_json("{not json")
+    with pytest.raises(InvalidArchitectureError, match="Missing field"):
+        Architecture.from_dict({"num_stages": 3})
+    with pytest.raises(InvalidArchitectureError, match=r"concat\[0\].*0\.\.3"):
+        Architecture(num_stages=3, ratio_grid=8, splits=((2, 2, 4),) * 3, concat=(4, 0))
+    two = Space(model, input_shape=(1, 16, 16), num_stages=2)
+    with pytest.raises(InvalidArchitectureError, match="3 stages but the space has 2"):
+        two.build(arch)
+    other = Space(create_model("resnet32", num_classes=10, in_channels=1), input_shape=(1, 16, 16))
+    with pytest.raises(InvalidArchitectureError, match="another model"):
+        other.build(arch)
+
+
+def test_invalid_options_listed_together():
+    model = create_model("resnet20", num_classes=10, in_channels=1)
+    with pytest.raises(ConfigError) as err:
+        Space(model, input_shape=(1, 16, 16), num_stages=0, importance="magic", groups="layers")
+    msg = str(err.value)
+    assert "num_stages" in msg and "importance" in msg and "groups" in msg
+
+
+def test_too_many_stages_for_narrow_layer():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    with pytest.raises(TransformError, match="cannot be split into 3 stages"):
+        Space(model, input_shape=(3, 8, 8), num_stages=3)
+
+
+def test_finer_groups(seed):
+    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    coarse = Space(model, input_shape=(1, 16, 16), num_stages=3)
+    fine = Space(model, input_shape=(1, 16, 16), num_stages=3, groups="resolution:2")
+    assert fine.num_groups == 2 * coarse.num_groups
+    net = fine.build(fine.sample(torch.Generator().manual_seed(0)))
+    assert net.stage_macs() == net.analytic_macs
+
+
+class _Permute(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = x[:, :4] * 2  # channel slicing moves channels between stages
+        return self.fc(x.mean((2, 3)).repeat(1, 2))
+
+
+class _Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if x.sum() > 0:  # data-dependent control flow cannot be traced
+            x = x * 2
+        return self.fc(x.mean((2, 3)))
+
+
+class _ConvHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.cls = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.cls(self.conv(x)), 1), 1)
+
+
+def test_unsupported_models_name_the_node():
+    with pytest.raises(UnsupportedModelError, match=r"node 'getitem'.*indexing"):
+        Space(_Permute(), input_shape=(3, 8, 8))
+    with pytest.raises(UnsupportedModelError, match="Cannot trace _Branchy"):
+        Space(_Branchy(), input_shape=(3, 8, 8))
+    with pytest.raises(UnsupportedModelError, match="must end with a Linear classifier"):
+        Space(_ConvHead(), input_shape=(3, 8, 8))
+    shuffle = torch.hub  # noqa: F841 - keep import order stable
+    import torchvision
+
+    with pytest.raises(UnsupportedModelError, match=r"node 'view'.*view/reshape"):
+        Space(torchvision.models.shufflenet_v2_x0_5(num_classes=10), input_shape=(3, 32, 32))
