@@ -13,7 +13,14 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 # Subcommand name -> module in s2dnas.cli exposing `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS: dict[str, str] = {
+    "run": "s2dnas.cli.run",
     "train-base": "s2dnas.cli.train_base",
+    "space": "s2dnas.cli.space",
+    "train": "s2dnas.cli.train",
+    "export": "s2dnas.cli.export",
+    "evaluate": "s2dnas.cli.evaluate",
+    "evaluate-base": "s2dnas.cli.evaluate_base",
+    "demo": "s2dnas.cli.demo",
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from s2dnas.data import fashion_mnist
+from s2dnas.data import cifar, fashion_mnist
 from s2dnas.errors import DataError
 
 __all__ = ["DataSplits", "TensorImageDataset", "RandomCropFlip", "build_splits", "list_datasets", "make_loader"]
@@ -79,7 +79,10 @@ class DataSplits:
 
 def _split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0 < val_size < n:
-        raise DataError(f"Expected 0 < val_size < {n} (the training set's size), but got {val_size}")
+        raise DataError(
+            f"Expected 0 < val_size < {n} (the training set's size), but got {val_size}; "
+            "pass a smaller --val-size"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
@@ -130,23 +133,12 @@ def _fashion_mnist(data_dir: str | os.PathLike | None, *, val_size: int, seed: i
 
 
 def _cifar(num: int, data_dir: str | os.PathLike | None, *, val_size: int, seed: int, download: bool) -> DataSplits:
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    cls = CIFAR10 if num == 10 else CIFAR100
-    root = data_dir or os.environ.get("S2DNAS_DATA") or str(os.path.expanduser("~/.cache/s2dnas/data"))
-    try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
-    except Exception as err:  # noqa: BLE001 - missing or corrupt files, or no network
-        raise DataError(
-            f"CIFAR-{num} not found or unreadable under {root} ({type(err).__name__}: {err}); put the "
-            f"extracted 'cifar-{num}-batches-py' / 'cifar-100-python' folder there (--data-dir DIR or "
-            "S2DNAS_DATA=DIR) or allow torchvision to download it"
-        ) from None
+    # Our own reader (restricted unpickler), not torchvision's CIFAR10 class, which unpickles freely.
+    arrays = cifar.load_cifar(cifar.find_cifar(num_classes=num, data_dir=data_dir, download=download),
+                              num_classes=num)
     return _in_memory_splits(
-        f"cifar{num}", np.asarray(train.data), np.asarray(train.targets), np.asarray(test.data),
-        np.asarray(test.targets), val_size=val_size, seed=seed, pad=4, flip=True,
-        class_names=tuple(train.classes),
+        f"cifar{num}", arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels,
+        val_size=val_size, seed=seed, pad=4, flip=True, class_names=arrays.class_names,
     )
 
 

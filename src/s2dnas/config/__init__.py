@@ -1,0 +1,38 @@
+"""Configuration: frozen dataclasses per pipeline step; defaults -> YAML -> ``--set`` overrides."""
+from __future__ import annotations
+
+from s2dnas.config.loader import (
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_override,
+    resolve_config,
+    validate_config,
+)
+from s2dnas.config.schema import (
+    CalibrationConfig,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SearchConfig,
+    SpaceConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "CalibrationConfig",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SearchConfig",
+    "SpaceConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "parse_override",
+    "resolve_config",
+    "validate_config",
+]

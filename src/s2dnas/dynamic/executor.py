@@ -1,0 +1,296 @@
+"""The batched early-exit executor and the exit rule it implements.
+
+The rule (METHOD.md "Dynamic inference"): stage 0 runs on every input; an input leaves at stage
+``s < S-1`` when ``confidence(logits_s) >= thresholds[s]``; stage ``S-1`` answers for the rest.
+:class:`DynamicNet` runs it on a batch without a Python loop over inputs: after each stage the
+inputs still in flight, and the cached features later stages read, are gathered with
+``index_select`` and only they go on. :func:`reference_forward` computes the same rule from all
+stages' logits (every stage on every input) and is what tests compare the executor against.
+
+Example:
+    >>> import torch
+    >>> from s2dnas.space import Space
+    >>> from s2dnas.zoo import create_model
+    >>> space = Space(create_model("resnet20", num_classes=10, in_channels=1), input_shape=(1, 16, 16))
+    >>> net = DynamicNet(space.build().eval(), [0.9, 0.9])
+    >>> out = net(torch.randn(4, 1, 16, 16))
+    >>> tuple(out.logits.shape), out.exit_stage.dtype
+    ((4, 10), torch.int64)
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from s2dnas.dynamic.confidence import confidence as _confidence
+from s2dnas.dynamic.confidence import validate_measure
+from s2dnas.errors import CalibrationError
+from s2dnas.space.multistage import MultiStageNet
+
+__all__ = ["DynamicOutput", "DynamicNet", "reference_forward", "validate_thresholds", "route", "executed_macs"]
+
+_logger = logging.getLogger(__name__)
+
+
+class DynamicOutput(NamedTuple):
+    """What :class:`DynamicNet` returns for a batch.
+
+    Attributes:
+        logits: ``(B, K)`` logits of the stage each input left at.
+        exit_stage: ``(B,)`` int64, the 0-based stage each input left at.
+    """
+
+    logits: torch.Tensor
+    exit_stage: torch.Tensor
+
+
+def validate_thresholds(thresholds: Any, *, num_stages: int) -> tuple[float, ...]:
+    """Check ``thresholds`` and return them as a tuple of floats.
+
+    Args:
+        thresholds: ``num_stages - 1`` numbers (a sequence, numpy array or 1-D tensor). Each must be
+            finite and ``>= 0``; values above 1 are allowed and mean "nobody exits here".
+        num_stages: S, the number of stages of the network.
+
+    Returns:
+        The thresholds as Python floats.
+
+    Raises:
+        CalibrationError: wrong count, not numbers, NaN, infinite or negative.
+    """
+    if isinstance(thresholds, torch.Tensor):
+        thresholds = thresholds.detach().cpu().reshape(-1).tolist()
+    try:
+        values = [float(t) for t in thresholds]
+    except (TypeError, ValueError):
+        raise CalibrationError(
+            f"Expected thresholds to be a sequence of {num_stages - 1} numbers, but got {thresholds!r}"
+        ) from None
+    if len(values) != num_stages - 1:
+        raise CalibrationError(
+            f"Expected {num_stages - 1} thresholds (one per stage except the last of {num_stages}), but got "
+            f"{len(values)}: {values}; pass one value per early exit"
+        )
+    bad = [t for t in values if math.isnan(t) or math.isinf(t) or t < 0]
+    if bad:
+        raise CalibrationError(
+            f"Expected every threshold to be a finite number >= 0, but got {values}; use 0 for 'everyone "
+            "exits here' and any value above 1 for 'nobody exits here'"
+        )
+    return tuple(values)
+
+
+def route(confidences: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Apply the exit rule to precomputed confidences, for many threshold settings at once.
+
+    Args:
+        confidences: ``(S-1, N)`` float32 confidences of the early stages.
+        thresholds: ``(P, S-1)`` threshold settings (compared in float32).
+
+    Returns:
+        ``(P, N)`` int64 exit stage of every input under every setting: the first ``s`` with
+        ``confidences[s] >= thresholds[:, s]``, else ``S-1``.
+    """
+    num_early, n = confidences.shape
+    p = thresholds.shape[0]
+    assert thresholds.shape == (p, num_early), f"expected ({p}, {num_early}) thresholds, got {tuple(thresholds.shape)}"
+    conf = confidences.float()
+    t = thresholds.to(dtype=torch.float32, device=conf.device)
+    exit_stage = torch.full((p, n), num_early, dtype=torch.int64, device=conf.device)
+    # Walk the stages backwards: the earliest stage that accepts an input writes last and wins.
+    for s in range(num_early - 1, -1, -1):
+        leave = conf[s].unsqueeze(0) >= t[:, s : s + 1]
+        exit_stage = torch.where(leave, s, exit_stage)
+    return exit_stage
+
+
+def executed_macs(exit_stage: torch.Tensor, stage_macs: Sequence[int]) -> int:
+    """MACs actually executed for inputs that left at ``exit_stage``.
+
+    Stage ``s`` runs on every input with ``exit_stage >= s`` and costs ``stage_macs[s]`` per input
+    (its own MACs; reused features are not counted again).
+
+    Args:
+        exit_stage: ``(B,)`` 0-based exit stages.
+        stage_macs: per stage, its own MACs per input.
+
+    Returns:
+        ``sum_s #{exit_stage >= s} * stage_macs[s]``, an exact integer.
+    """
+    counts = torch.bincount(exit_stage.detach().cpu().reshape(-1), minlength=len(stage_macs)).tolist()
+    reached = len(exit_stage.reshape(-1))
+    total = 0
+    for s, macs in enumerate(stage_macs):
+        total += reached * int(macs)
+        reached -= counts[s]
+    return total
+
+
+class DynamicNet(nn.Module):
+    """A multi-stage network that stops computing for an input once an exit is confident enough.
+
+    Stage 0 runs on the whole batch. After stage ``s < S-1``, inputs with
+    ``confidence >= thresholds[s]`` leave with that stage's logits; the rest, and the cached
+    features that later stages read, are gathered with ``index_select`` (never recomputed) and go
+    on. It stops as soon as no input remains. Outside training the forward pass runs under
+    ``torch.inference_mode``. Batch norms should be in eval mode (``net.eval()``) so that an
+    input's result does not depend on which other inputs share its batch.
+
+    Args:
+        msnet: the multi-stage network.
+        thresholds: ``S-1`` thresholds, finite and ``>= 0`` (above 1: nobody exits at that stage).
+        confidence: ``"max_softmax"``, ``"entropy"`` or ``"margin"``.
+        stage_macs: per stage, its own MACs per input; counted once with ``msnet.stage_macs()``
+            on first use when not given.
+        calibration: the :class:`~s2dnas.dynamic.calibrate.Calibration` the thresholds came from
+            (kept for saving), or ``None``.
+        model_spec: what :func:`s2dnas.dynamic.load` needs to rebuild the base model (see
+            :func:`s2dnas.dynamic.io.build_model_spec`); :meth:`save` uses it by default.
+
+    Raises:
+        CalibrationError: invalid thresholds.
+        ConfigError: unknown confidence measure.
+    """
+
+    def __init__(self, msnet: MultiStageNet, thresholds: Sequence[float] | torch.Tensor, *,
+                 confidence: str = "max_softmax", stage_macs: Sequence[int] | None = None,
+                 calibration: Any = None, model_spec: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        validate_measure(confidence)
+        self.msnet = msnet
+        self.confidence = confidence
+        self.thresholds = validate_thresholds(thresholds, num_stages=msnet.num_stages)
+        if stage_macs is not None and len(stage_macs) != msnet.num_stages:
+            raise CalibrationError(
+                f"Expected {msnet.num_stages} per-stage MACs, but got {len(stage_macs)}; pass msnet.stage_macs()"
+            )
+        self._stage_macs: list[int] | None = None if stage_macs is None else [int(m) for m in stage_macs]
+        self.calibration = calibration
+        self.model_spec = dict(model_spec) if model_spec is not None else None
+        self.train(msnet.training)  # a DynamicNet over an eval-mode network starts in eval mode
+        # Per stage s: the cache keys any later stage still reads (everything else is dropped).
+        self._needed_after: list[tuple[str, ...]] = []
+        for s in range(msnet.num_stages):
+            later = {k for r in msnet.reads[s + 1:] for k in r}
+            self._needed_after.append(tuple(k for w in msnet.writes[: s + 1] for k in w if k in later))
+
+    @property
+    def num_stages(self) -> int:
+        """S, the number of stages."""
+        return self.msnet.num_stages
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one input."""
+        return self.msnet.input_shape
+
+    @property
+    def stage_macs(self) -> list[int]:
+        """Per stage, its own MACs per input (counted by execution once, then cached)."""
+        if self._stage_macs is None:
+            self._stage_macs = [int(m) for m in self.msnet.stage_macs()]
+        return list(self._stage_macs)
+
+    def macs_of(self, exit_stage: torch.Tensor) -> int:
+        """MACs executed for a batch whose inputs left at ``exit_stage`` (see :func:`executed_macs`)."""
+        return executed_macs(exit_stage, self.stage_macs)
+
+    def set_thresholds(self, thresholds: Sequence[float] | torch.Tensor) -> None:
+        """Replace the thresholds (validated as in the constructor)."""
+        self.thresholds = validate_thresholds(thresholds, num_stages=self.num_stages)
+
+    def forward(self, x: torch.Tensor) -> DynamicOutput:
+        """Run the early-exit rule on a batch.
+
+        Args:
+            x: ``(B, C, H, W)`` images on the network's device.
+
+        Returns:
+            :class:`DynamicOutput` with ``logits`` ``(B, K)`` and ``exit_stage`` ``(B,)`` int64.
+        """
+        if self.training:
+            return self._forward(x)
+        with torch.inference_mode():
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> DynamicOutput:
+        msnet, last = self.msnet, self.num_stages - 1
+        batch = x.shape[0]
+        position = torch.arange(batch, device=x.device)  # original index of each input in flight
+        cache: dict[str, torch.Tensor] = {}
+        pieces_pos: list[torch.Tensor] = []
+        pieces_logits: list[torch.Tensor] = []
+        pieces_stage: list[torch.Tensor] = []
+        for s in range(last + 1):
+            z = msnet.forward_stage(s, x, cache)  # (B_s, K)
+            if s == last:
+                leave = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+            else:
+                leave = _confidence(z, self.confidence) >= self.thresholds[s]
+            out_idx = leave.nonzero().squeeze(1)
+            if out_idx.numel() == z.shape[0]:  # everyone leaves: no gather needed
+                pieces_pos.append(position)
+                pieces_logits.append(z)
+                pieces_stage.append(torch.full_like(position, s))
+                break
+            if out_idx.numel():
+                pieces_pos.append(position.index_select(0, out_idx))
+                pieces_logits.append(z.index_select(0, out_idx))
+                pieces_stage.append(torch.full_like(pieces_pos[-1], s))
+            # Only the inputs in flight go on; their cached features are gathered, not recomputed.
+            keep = (~leave).nonzero().squeeze(1)
+            position = position.index_select(0, keep)
+            x = x.index_select(0, keep)
+            cache = {k: cache[k].index_select(0, keep) for k in self._needed_after[s]}
+        order = torch.cat(pieces_pos)
+        logits_cat = torch.cat(pieces_logits)
+        logits = torch.empty_like(logits_cat).index_copy(0, order, logits_cat)
+        exit_stage = torch.empty_like(order).index_copy(0, order, torch.cat(pieces_stage))
+        return DynamicOutput(logits=logits, exit_stage=exit_stage)
+
+    def save(self, directory: str | Path, *, model_spec: dict[str, Any] | None = None) -> Path:
+        """Write the model as a directory that :func:`s2dnas.load` reads (see :mod:`s2dnas.dynamic.io`).
+
+        Args:
+            directory: target directory (created if needed; other files in it are kept).
+            model_spec: how to rebuild the base model (:func:`s2dnas.dynamic.io.build_model_spec`);
+                defaults to the spec this net was loaded or built with.
+
+        Returns:
+            The directory.
+        """
+        from s2dnas.dynamic.io import save_dynamic
+
+        return save_dynamic(self, directory, model_spec=model_spec)
+
+    def extra_repr(self) -> str:
+        return f"thresholds={list(self.thresholds)}, confidence={self.confidence!r}"
+
+
+def reference_forward(msnet: MultiStageNet, x: torch.Tensor, thresholds: Sequence[float], *,
+                      confidence: str = "max_softmax") -> DynamicOutput:
+    """The exit rule computed the slow way: every stage on every input (``msnet(x)``), then route.
+
+    Args:
+        msnet: the multi-stage network (put it in eval mode first).
+        x: ``(B, C, H, W)`` images.
+        thresholds: ``S-1`` thresholds.
+        confidence: the confidence measure.
+
+    Returns:
+        The :class:`DynamicOutput` the rule gives.
+    """
+    values = validate_thresholds(thresholds, num_stages=msnet.num_stages)
+    validate_measure(confidence)
+    with torch.inference_mode():
+        all_logits = torch.stack(msnet(x))  # (S, B, K)
+        conf = torch.stack([_confidence(z, confidence) for z in all_logits[:-1]]) if values else (
+            torch.zeros(0, x.shape[0], device=x.device))
+        exit_stage = route(conf, torch.tensor([values], dtype=torch.float32))[0]
+        logits = all_logits[exit_stage, torch.arange(x.shape[0], device=x.device)]
+    return DynamicOutput(logits=logits, exit_stage=exit_stage)

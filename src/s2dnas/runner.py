@@ -1,0 +1,210 @@
+"""The whole S2DNAS pipeline of ``s2dnas run``: base -> search -> final training -> calibration ->
+test evaluation -> export -> report. Each step writes its result into the run directory and is
+skipped on ``--resume`` when its result is already there; the search and the final training
+resume inside themselves (journal, checkpoints).
+
+Run directory::
+
+    config.yaml        resolved configuration
+    base.json          base model: val/test accuracy, MACs
+    search/            journal.jsonl, controller.pt, supernet.safetensors (one-shot), result.json
+    final/             checkpoint.pt of the final training, metrics.json
+    model/             the dynamic model (s2dnas.load)
+    export/            ONNX + TorchScript stages and manifest
+    results.json       every number of the report
+    report.md, *.png   the report
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s2dnas._device import resolve_device
+from s2dnas._io import atomic_write_json
+from s2dnas.config import RunConfig, dump_config
+from s2dnas.data import DataSplits, build_splits, make_loader
+from s2dnas.dynamic import DynamicNet
+from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
+from s2dnas.dynamic.io import build_model_spec
+from s2dnas.search.controller import RandomController, RLController
+from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
+from s2dnas.search.oneshot import build_supernet_space, train_supernet
+from s2dnas.search.strategy import SearchStrategy
+from s2dnas.space import Architecture, Space
+from s2dnas.train.checkpoint import load_weights, save_weights
+from s2dnas.train.loops import evaluate
+from s2dnas.train.multistage import train_multistage
+
+__all__ = ["run_pipeline"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _say(progress: bool, text: str) -> None:
+    _logger.info(text)
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text)
+
+
+def _base_metrics(cfg: RunConfig, out: Path, base: torch.nn.Module, splits: DataSplits, space: Space,
+                  device: torch.device, resume: bool) -> dict[str, Any]:
+    path = out / "base.json"
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    loader_kw = {"batch_size": cfg.data.eval_batch_size}
+    val = evaluate(base, make_loader(splits.val, **loader_kw), device=device)
+    test = evaluate(base, make_loader(splits.test, **loader_kw), device=device)
+    metrics = {"model": cfg.model.name, "val_accuracy": val.accuracy, "test_accuracy": test.accuracy,
+               "macs": space.base_macs()}
+    atomic_write_json(path, metrics)
+    return metrics
+
+
+def _search(cfg: RunConfig, out: Path, space: Space, base: torch.nn.Module, splits: DataSplits,
+            device: torch.device, target: float, *, resume: bool, progress: bool) -> tuple[Architecture, float]:
+    sdir = out / "search"
+    result_path = sdir / "result.json"
+    if resume and result_path.exists():
+        data = json.loads(result_path.read_text())
+        return Architecture.from_dict(data["architecture"]), float(data["reward"])
+    sc = cfg.search
+    seed = cfg.seed if sc.seed is None else sc.seed
+    common = dict(calibration=cfg.calibration, reward=sc.reward, target_accuracy=target, device=device,
+                  eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight)
+    candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
+                                          limit_train=sc.candidate_limit_train, seed=seed)
+    if sc.strategy == "oneshot":
+        sdir.mkdir(parents=True, exist_ok=True)
+        super_space = build_supernet_space(space)
+        weights = sdir / "supernet.safetensors"
+        if resume and weights.exists():
+            state, _ = load_weights(weights)
+            super_space.model.load_state_dict(state)
+        else:
+            _say(progress, f"training the super-network ({sc.supernet_epochs} epochs)")
+            train_supernet(super_space, splits, config=candidate_train, teacher=base, epochs=sc.supernet_epochs,
+                           device=device, seed=seed, progress=progress)
+            save_weights(weights, super_space.model.state_dict(), {"kind": "supernet"})
+        evaluator = OneShotEvaluator(super_space, splits, batch_size=cfg.data.batch_size, **common)
+    else:
+        evaluator = TrainedEvaluator(space, splits, teacher=base, train=candidate_train, **common)
+    if sc.strategy == "random":
+        controller = RandomController(space.decisions, seed=seed, unique=True)
+    else:
+        controller = RLController(space.decisions, kind=sc.controller, lr=sc.controller_lr,
+                                  entropy_weight=sc.entropy_weight, baseline_decay=sc.baseline_decay, seed=seed)
+    strategy = SearchStrategy(space, evaluator, controller, budget=sc.budget, run_dir=sdir,
+                              max_invalid=sc.max_invalid, progress=progress)
+    result = strategy.run(resume=resume)
+    atomic_write_json(result_path, {"architecture": result.best.to_dict(), "reward": result.best_reward,
+                                    "num_candidates": len(result.records)})
+    return result.best, result.best_reward
+
+
+def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every step of the pipeline into ``out`` (prepared by the caller) and return the results.
+
+    Args:
+        cfg: the validated configuration.
+        out: the run directory (exists; ``config.yaml`` is written here).
+        resume: skip the steps whose results are on disk; resume search and training.
+        progress: progress bars and one line per step.
+    """
+    from s2dnas.cli.evaluate_base import load_base_model
+
+    start = time.time()
+    dump_config(cfg, out / "config.yaml")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    splits = build_splits(cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
+                          seed=cfg.data.seed)
+    base, model_name, source = load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
+    base = base.to(device).eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    sp = cfg.space
+    space = Space(base, input_shape=splits.input_shape, num_stages=sp.num_stages, ratio_grid=sp.ratio_grid,
+                  groups=sp.groups, importance=sp.importance, model_name=model_name)
+    base_metrics = _base_metrics(cfg, out, base, splits, space, device, resume)
+    cc = cfg.calibration
+    target = cc.target_accuracy if cc.target_accuracy is not None else base_metrics["val_accuracy"] - cc.tolerance
+    _say(progress, f"base {model_name} ({source}): val {base_metrics['val_accuracy']:.4f}, "
+                   f"test {base_metrics['test_accuracy']:.4f}, {base_metrics['macs'] / 1e6:.2f}M MACs; "
+                   f"target val accuracy {target:.4f}")
+    timings: dict[str, float] = {}
+
+    # 1. search (METHOD.md "Search")
+    t = time.time()
+    arch, reward = _search(cfg, out, space, base, splits, device, target, resume=resume, progress=progress)
+    timings["search_seconds"] = time.time() - t
+    _say(progress, f"search: best reward {reward:.3f}, splits {list(map(list, arch.splits))}, "
+                   f"concat {list(arch.concat)}")
+
+    # 2. final training with inherited weights and distillation (METHOD.md "Final training")
+    t = time.time()
+    msnet = space.build(arch).to(device)
+    final_cfg = cfg.train if cfg.final_epochs is None else dataclasses.replace(cfg.train, epochs=cfg.final_epochs)
+    final_dir = out / "final"
+    final_dir.mkdir(exist_ok=True)
+    resume_final = resume and (final_dir / "checkpoint.pt").exists()
+    train_metrics = train_multistage(msnet, splits, config=final_cfg, teacher=base, device=device,
+                                     out_dir=final_dir, resume=resume_final, progress=progress)
+    timings["final_training_seconds"] = time.time() - t
+    msnet.eval()
+
+    # 3. thresholds on val only; 4. test for reporting
+    stage_macs = msnet.analytic_macs
+    val_logits = collect_logits(msnet, make_loader(splits.val, batch_size=cfg.data.eval_batch_size), device=device)
+    # config budgets are fractions of the base model's MACs
+    cal_kw: dict[str, Any] = ({"macs_budget": cc.macs_budget * space.base_macs()} if cc.macs_budget is not None
+                              else {"target_accuracy": target})
+    cal = calibrate(val_logits, stage_macs=stage_macs, confidence=cc.confidence, **cal_kw)
+    test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
+    test = evaluate_dynamic(test_logits, cal.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
+    # the val curve's thresholds applied to test: the accuracy-vs-MACs curve a user can expect
+    test_curve = [evaluate_dynamic(test_logits, p.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
+                  for p in cal.curve]
+    spec = build_model_spec(space, num_classes=splits.num_classes, model=model_name, class_names=splits.class_names,
+                            mean=splits.mean, std=splits.std, base_accuracy=base_metrics["val_accuracy"])
+    dyn = DynamicNet(msnet, cal.thresholds, confidence=cc.confidence, stage_macs=stage_macs, calibration=cal,
+                     model_spec=spec)
+    dyn.save(out / "model")
+
+    # 5. export (optional dependencies)
+    export_dir = None
+    try:
+        from s2dnas.export import export_dynamic
+
+        export_dir = export_dynamic(msnet, out / "export", thresholds=cal.thresholds, confidence=cc.confidence,
+                                    class_names=splits.class_names, mean=splits.mean, std=splits.std,
+                                    stage_macs=stage_macs)
+    except ImportError as err:
+        _logger.warning("export skipped: %s", err)
+
+    base_macs = base_metrics["macs"]
+    results = {
+        "dataset": splits.name, "base_model": model_name, "base": base_metrics,
+        "target_val_accuracy": target, "architecture": arch.to_dict(), "search_reward": reward,
+        "calibration": cal.to_dict(),
+        "val": {"accuracy": cal.accuracy, "expected_macs": cal.expected_macs, "stage_accuracy": val_logits.stage_accuracy()},
+        "test": {**test, "macs_ratio": test["expected_macs"] / base_macs, "stage_accuracy": test_logits.stage_accuracy(),
+                 "oracle": oracle(test_logits, stage_macs)},
+        "test_curve": [{"expected_macs": p["expected_macs"], "accuracy": p["accuracy"]} for p in test_curve],
+        "stage_macs": list(stage_macs), "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
+        "timings": {**timings, "total_seconds": time.time() - start}, "export_dir": str(export_dir) if export_dir else None,
+    }
+    atomic_write_json(out / "results.json", results)
+    from s2dnas.report import write_report
+
+    write_report(out, results)
+    _say(progress, f"test accuracy {test['accuracy']:.4f} at {test['expected_macs'] / 1e6:.2f}M MACs "
+                   f"({100 * test['expected_macs'] / base_macs:.1f}% of the base); report: {out / 'report.md'}")
+    return results

@@ -1,0 +1,153 @@
+"""Evaluators: score one architecture (build, train or re-use shared weights, calibrate on val).
+
+``TrainedEvaluator`` follows METHOD.md: build with inherited weights, train briefly with the
+multi-stage loss and distillation, calibrate thresholds on val, reward. ``OneShotEvaluator``
+scores a candidate with the weights of a super-network trained once (see ``oneshot.py``), after
+re-estimating its batch-norm statistics. Both only ever see the val split for scoring.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from s2dnas.config import CalibrationConfig, TrainConfig
+from s2dnas.data import DataSplits, make_loader
+from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, oracle
+from s2dnas.search.reward import compute_reward
+from s2dnas.space import Architecture, MultiStageNet, Space
+from s2dnas.train.multistage import train_multistage
+
+__all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "OneShotEvaluator", "reestimate_batch_norm"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One scored architecture."""
+
+    architecture: Architecture
+    reward: float
+    metrics: dict[str, Any]
+    seconds: float
+
+
+class Evaluator:
+    """Scores architectures of one space on the val split.
+
+    Subclasses implement :meth:`_prepare` (turn an architecture into a trained network); this
+    base class calibrates it on val and computes the reward, the same way for every evaluator.
+
+    Args:
+        space: the space the architectures come from.
+        splits: the data (only ``val`` is used for scoring).
+        calibration: confidence measure, target/tolerance or MACs budget.
+        reward: ``macs_saving`` (default), ``accuracy_in_budget`` or ``tradeoff``.
+        target_accuracy: the accuracy the thresholds must reach (target-mode rewards).
+        device: where to run.
+        eval_batch_size: batch size of the val pass.
+        tradeoff_weight: exponent of the ``tradeoff`` reward.
+    """
+
+    def __init__(self, space: Space, splits: DataSplits, *, calibration: CalibrationConfig, reward: str,
+                 target_accuracy: float | None, device: torch.device, eval_batch_size: int = 512,
+                 tradeoff_weight: float = -0.07) -> None:
+        self.space = space
+        self.splits = splits
+        self.calibration = calibration
+        self.reward = reward
+        self.target_accuracy = target_accuracy
+        self.device = device
+        self.tradeoff_weight = tradeoff_weight
+        self.val_loader = make_loader(splits.val, batch_size=eval_batch_size)
+        self.base_macs = space.base_macs()
+
+    def _prepare(self, arch: Architecture) -> MultiStageNet:
+        raise NotImplementedError
+
+    def evaluate(self, arch: Architecture) -> CandidateResult:
+        """Build, train (or re-use shared weights), calibrate on val and score ``arch``."""
+        start = time.time()
+        net = self._prepare(arch)
+        logits = collect_logits(net, self.val_loader, device=self.device)
+        reward, metrics = self.score(logits, stage_macs=net.analytic_macs)
+        return CandidateResult(arch, reward, metrics, time.time() - start)
+
+    def score(self, logits: StageLogits, *, stage_macs: list[int]) -> tuple[float, dict[str, Any]]:
+        """Calibrate on cached val logits and compute the reward."""
+        cfg = self.calibration
+        budget_mode = self.reward == "accuracy_in_budget"  # the config's budget is a fraction of base MACs
+        cal = calibrate(logits, stage_macs=stage_macs, confidence=cfg.confidence,
+                        target_accuracy=None if budget_mode else self.target_accuracy,
+                        macs_budget=cfg.macs_budget * self.base_macs if budget_mode else None)
+        reward, metrics = compute_reward(cal, reward=self.reward, base_macs=self.base_macs,
+                                         tradeoff_weight=self.tradeoff_weight)
+        metrics["stage_val_accuracy"] = logits.stage_accuracy()
+        metrics["stage_macs"] = list(stage_macs)
+        metrics["oracle_macs_ratio"] = oracle(logits, stage_macs)["expected_macs"] / self.base_macs
+        return reward, metrics
+
+
+class TrainedEvaluator(Evaluator):
+    """Scores a candidate after brief training from inherited weights (METHOD.md "Search")."""
+
+    def __init__(self, space: Space, splits: DataSplits, *, teacher: nn.Module, train: TrainConfig,
+                 **kwargs: Any) -> None:
+        super().__init__(space, splits, **kwargs)
+        self.teacher = teacher
+        self.train_config = train
+
+    def _prepare(self, arch: Architecture) -> MultiStageNet:
+        net = self.space.build(arch).to(self.device)
+        train_multistage(net, self.splits, config=self.train_config, teacher=self.teacher, out_dir=None,
+                         device=self.device, progress=False, evaluate_val=False)
+        return net
+
+
+class OneShotEvaluator(Evaluator):
+    """Scores a candidate with the super-network's shared weights, without its own training.
+
+    ``space`` must be built over the super-network (its model holds the shared weights).
+    """
+
+    def __init__(self, space: Space, splits: DataSplits, *, bn_batches: int = 20, batch_size: int = 128,
+                 **kwargs: Any) -> None:
+        super().__init__(space, splits, **kwargs)
+        self.bn_batches = bn_batches
+        self.bn_loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, seed=12345)
+
+    def _prepare(self, arch: Architecture) -> MultiStageNet:
+        net = self.space.build(arch).to(self.device)
+        reestimate_batch_norm(net, self.bn_loader, batches=self.bn_batches, device=self.device)
+        return net
+
+
+@torch.no_grad()
+def reestimate_batch_norm(net: nn.Module, loader: DataLoader, *, batches: int, device: torch.device) -> None:
+    """Replace every batch norm's running statistics by their average over ``batches`` batches.
+
+    Slices of a shared super-network inherit statistics measured with other slices beside them;
+    they are wrong for the candidate, so they are recomputed (cumulative average, momentum None).
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = net.training
+    net.train()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            net(x.to(device))
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        net.train(was_training)

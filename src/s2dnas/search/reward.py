@@ -1,0 +1,53 @@
+"""Rewards: turn a calibrated candidate into one number a controller maximises.
+
+Design choice (METHOD.md "Search"; its evidence section): briefly trained candidates often cannot
+reach the base model's accuracy at all, so every reward must still rank them. ``macs_saving``
+gives a feasible candidate its MAC saving ``F_base / F_dynamic`` (>= 1, since all stages together
+never cost more than the base) and an infeasible one ``accuracy - target`` (< 0): every
+feasible candidate outranks every infeasible one, and among infeasible ones the closer wins.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from s2dnas.dynamic.calibrate import Calibration
+from s2dnas.errors import ConfigError
+
+__all__ = ["REWARDS", "compute_reward"]
+
+REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
+
+
+def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
+                   tradeoff_weight: float = -0.07) -> tuple[float, dict[str, Any]]:
+    """Score a calibration; returns the reward and the metrics it came from.
+
+    Args:
+        calibration: thresholds chosen on val in the mode matching ``reward`` (target mode for
+            ``macs_saving``, budget mode for ``accuracy_in_budget``; either for ``tradeoff``).
+        reward: ``macs_saving``, ``accuracy_in_budget`` or ``tradeoff``.
+        base_macs: the base model's MACs per input.
+        tradeoff_weight: exponent ``w`` of ``accuracy * (macs / base_macs) ** w`` (MnasNet-style).
+    """
+    macs_ratio = calibration.expected_macs / base_macs
+    best_accuracy = max((p.accuracy for p in calibration.curve), default=calibration.accuracy)
+    metrics = {"accuracy": calibration.accuracy, "expected_macs": calibration.expected_macs,
+               "macs_ratio": macs_ratio, "feasible": calibration.feasible,
+               "thresholds": list(calibration.thresholds), "exit_fractions": list(calibration.exit_fractions),
+               "best_accuracy": best_accuracy, "target_accuracy": calibration.target_accuracy}
+    if reward == "macs_saving":
+        if calibration.target_accuracy is None:
+            raise ConfigError("Reward 'macs_saving' needs thresholds calibrated to a target accuracy")
+        if calibration.feasible:
+            value = base_macs / calibration.expected_macs
+        else:
+            value = best_accuracy - calibration.target_accuracy
+    elif reward == "accuracy_in_budget":
+        if calibration.macs_budget is None:
+            raise ConfigError("Reward 'accuracy_in_budget' needs thresholds calibrated to a MACs budget")
+        value = calibration.accuracy if calibration.feasible else calibration.accuracy - 1.0
+    elif reward == "tradeoff":
+        value = calibration.accuracy * macs_ratio ** tradeoff_weight
+    else:
+        raise ConfigError(f"Expected reward to be one of {REWARDS}, but got {reward!r}")
+    return float(value), metrics
