@@ -118,7 +118,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         resume: skip the steps whose results are on disk; resume search and training.
         progress: progress bars and one line per step.
     """
-    from s2dnas.cli.evaluate_base import load_base_model
+    from s2dnas.train.evaluate import load_base_model
 
     start = time.time()
     dump_config(cfg, out / "config.yaml")

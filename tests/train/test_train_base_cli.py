@@ -155,7 +155,6 @@ def test_interrupted_then_resumed_equals_uninterrupted(run_a: Path, tmp_path: Pa
     assert history_b == json.loads((run_a / "metrics.json").read_text())["history"]
 
 
-@pytest.mark.xfail(strict=True, reason="cli/train_base.py does not seed the model's initial weights from --seed")
 def test_model_init_follows_seed(run_a: Path, tmp_path: Path) -> None:
     """Same command and --seed, different process RNG state -> the same weights (issue 7, determinism)."""
     torch.manual_seed(999)

@@ -10,7 +10,8 @@ import argparse
 
 from s2dnas._device import resolve_device
 from s2dnas.cli.common import add_device_arg
-from s2dnas.cli.evaluate_base import evaluate_base_model, format_summary, load_base_model
+from s2dnas.cli.evaluate_base import format_summary
+from s2dnas.train.evaluate import evaluate_base_model, load_base_model
 from s2dnas.data import build_splits
 
 __all__ = ["DEMO_DATASET", "DEMO_MODEL", "DEMO_VAL_SIZE", "add_parser", "run", "run_demo"]

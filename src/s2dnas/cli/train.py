@@ -100,7 +100,7 @@ def load_base(cfg: RunConfig, splits: DataSplits) -> tuple[nn.Module, str, str]:
         CheckpointError: weights missing, corrupt, for another model, or none shipped.
         DataError: weights for another class count or number of input channels.
     """
-    from s2dnas.cli.evaluate_base import load_base_model
+    from s2dnas.train.evaluate import load_base_model
 
     if cfg.model.weights is None and not cfg.model.pretrained:
         raise ConfigError("Expected a trained base model to inherit weights and distil from, but model.weights is "

@@ -8,6 +8,7 @@ from s2dnas._device import resolve_device
 from s2dnas.cli.common import add_data_args, add_device_arg, prepare_out_dir
 from s2dnas.data import build_splits
 from s2dnas.train.base import BaseTrainConfig, train_base
+from s2dnas.train.loops import seed_everything
 from s2dnas.zoo import create_model
 
 __all__ = ["add_parser", "run"]
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, resume=args.resume, force=args.force, marker="checkpoint.pt")
     args.resume_hint = f"s2dnas train-base ... --out {out} --resume"
     splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
+    seed_everything(config.seed)  # the initial weights follow --seed, not the process's random state
     model = create_model(args.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
     metrics = train_base(model, splits, config=config, out_dir=out, model_name=args.model, device=device,
                          resume=args.resume, progress=not args.no_progress)

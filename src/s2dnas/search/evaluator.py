@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from s2dnas.config import CalibrationConfig, TrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, oracle
 from s2dnas.search.reward import compute_reward
 from s2dnas.space import Architecture, MultiStageNet, Space
+from s2dnas.train.loops import reestimate_batch_norm
 from s2dnas.train.multistage import train_multistage
 
-__all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "OneShotEvaluator", "reestimate_batch_norm"]
+__all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "OneShotEvaluator"]
 
 _logger = logging.getLogger(__name__)
 
@@ -95,18 +95,26 @@ class Evaluator:
 
 
 class TrainedEvaluator(Evaluator):
-    """Scores a candidate after brief training from inherited weights (METHOD.md "Search")."""
+    """Scores a candidate after brief training from inherited weights (METHOD.md "Search").
+
+    Brief training leaves the batch norms' running statistics far from the trained weights'
+    (momentum 0.1 over a few dozen steps, starting from statistics the sliced network never had),
+    so they are re-estimated on ``bn_batches`` training batches before scoring.
+    """
 
     def __init__(self, space: Space, splits: DataSplits, *, teacher: nn.Module, train: TrainConfig,
-                 **kwargs: Any) -> None:
+                 bn_batches: int = 20, **kwargs: Any) -> None:
         super().__init__(space, splits, **kwargs)
         self.teacher = teacher
         self.train_config = train
+        self.bn_batches = bn_batches
+        self.bn_loader = make_loader(splits.train, batch_size=train.batch_size or 128, shuffle=True, seed=12345)
 
     def _prepare(self, arch: Architecture) -> MultiStageNet:
         net = self.space.build(arch).to(self.device)
         train_multistage(net, self.splits, config=self.train_config, teacher=self.teacher, out_dir=None,
                          device=self.device, progress=False, evaluate_val=False)
+        reestimate_batch_norm(net, self.bn_loader, batches=self.bn_batches, device=self.device)
         return net
 
 
@@ -126,28 +134,3 @@ class OneShotEvaluator(Evaluator):
         net = self.space.build(arch).to(self.device)
         reestimate_batch_norm(net, self.bn_loader, batches=self.bn_batches, device=self.device)
         return net
-
-
-@torch.no_grad()
-def reestimate_batch_norm(net: nn.Module, loader: DataLoader, *, batches: int, device: torch.device) -> None:
-    """Replace every batch norm's running statistics by their average over ``batches`` batches.
-
-    Slices of a shared super-network inherit statistics measured with other slices beside them;
-    they are wrong for the candidate, so they are recomputed (cumulative average, momentum None).
-    """
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    was_training = net.training
-    net.train()
-    try:
-        for i, (x, _) in enumerate(loader):
-            if i >= batches:
-                break
-            net(x.to(device))
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        net.train(was_training)

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from s2dnas.errors import TrainingError
 
-__all__ = ["EvalResult", "cosine_lr", "evaluate", "check_finite", "seed_everything", "to_device"]
+__all__ = ["EvalResult", "cosine_lr", "evaluate", "check_finite", "seed_everything", "to_device",
+           "reestimate_batch_norm"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,28 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device,
     if total == 0:
         raise TrainingError("Cannot evaluate on an empty split")
     return EvalResult(accuracy=correct / total, loss=loss_sum / total, num_examples=total)
+
+
+@torch.no_grad()
+def reestimate_batch_norm(net: nn.Module, loader: DataLoader, *, batches: int, device: torch.device) -> None:
+    """Replace every batch norm's running statistics by their average over ``batches`` batches.
+
+    Used where running statistics are stale for the weights: slices of a shared super-network,
+    or a network after a few dozen training steps (cumulative average, momentum None).
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = net.training
+    net.train()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            net(x.to(device))
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        net.train(was_training)
