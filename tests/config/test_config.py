@@ -40,7 +40,7 @@ def test_defaults_are_valid() -> None:
 
 
 def test_shipped_default_yaml_is_valid_and_documents_every_key() -> None:
-    path = REPO / "configs" / "default.yaml"
+    path = REPO / "src" / "s2dnas" / "config" / "default.yaml"
     cfg = load_config(path)
     assert (cfg.data.dataset, cfg.model.name, cfg.space.num_stages) == ("fashion-mnist", "resnet20", 3)
     raw = yaml.safe_load(path.read_text())

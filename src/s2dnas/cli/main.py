@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # Subcommand name -> module in s2dnas.cli exposing `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS: dict[str, str] = {
     "run": "s2dnas.cli.run",
+    "bench": "s2dnas.cli.bench",
     "train-base": "s2dnas.cli.train_base",
     "space": "s2dnas.cli.space",
     "train": "s2dnas.cli.train",

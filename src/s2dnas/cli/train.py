@@ -35,7 +35,7 @@ _FLAGS = {
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--set KEY=VALUE ...`` (shared by the commands that read a RunConfig)."""
     parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML config (sections data/model/space/train/...; see configs/default.yaml)")
+                        help="YAML config (sections data/model/space/train/...; see src/s2dnas/config/default.yaml)")
     parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set train.lr=0.05 train.stage_weights=[1,1,2]")
 

@@ -1,0 +1,129 @@
+"""Measured wall-clock speed of the static base model and the DynamicNet, side by side.
+
+Both run in the same process on the same images, with the same threads, under inference mode,
+and both get the same optimisations (batch norm folded into convolutions, the faster of NCHW and
+channels-last for each), so the speed-up is not measured against a handicapped baseline.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
+
+from s2dnas.dynamic.executor import DynamicNet
+
+__all__ = ["SpeedRow", "prepare_static", "prepare_dynamic", "time_passes", "benchmark_speed"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """One batch size: median seconds per pass over the images, images per second, ratios."""
+
+    batch_size: int
+    num_images: int
+    base_seconds: float
+    dynamic_seconds: float
+    base_images_per_second: float
+    dynamic_images_per_second: float
+    measured_speedup: float
+    macs_ratio: float
+    speedup_over_macs_ratio: float
+    base_layout: str
+    dynamic_layout: str
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """Plain-data form."""
+        return asdict(self)
+
+
+def _fold_bn(module: nn.Module) -> nn.Module:
+    """Fold eval-mode batch norms into the preceding convolutions (a traced copy)."""
+    gm = module if isinstance(module, fx.GraphModule) else fx.symbolic_trace(module)
+    return fuse(copy.deepcopy(gm).eval(), inplace=True)
+
+
+def prepare_static(model: nn.Module, *, channels_last: bool) -> nn.Module:
+    """An inference copy of a static model: BN folded, in the given memory format."""
+    out = _fold_bn(model.eval())
+    return out.to(memory_format=torch.channels_last) if channels_last else out
+
+
+def prepare_dynamic(net: DynamicNet, *, channels_last: bool) -> DynamicNet:
+    """An inference copy of a DynamicNet: every stage with BN folded, in the given memory format."""
+    out = copy.deepcopy(net).eval()
+    for s, stage in enumerate(out.msnet.stages):
+        out.msnet.stages[s] = _fold_bn(stage)
+    return out.to(memory_format=torch.channels_last) if channels_last else out
+
+
+def time_passes(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor], *, warmup: int = 1,
+                repeats: int = 5) -> float:
+    """Median wall-clock seconds of one pass of ``fn`` over ``batches`` (after ``warmup`` passes)."""
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            for x in batches:
+                fn(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _layout(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "nchw"
+
+
+def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *,
+                    batch_sizes: Sequence[int] = (1, 32, 256), repeats: int = 5, warmup: int = 1,
+                    base_macs: int, max_batches: int | None = None) -> list[SpeedRow]:
+    """Time ``base`` and ``dynamic`` on the same ``images`` at each batch size.
+
+    Each model is prepared in both memory formats and the faster one is kept (each at its best).
+    The MAC ratio is ``base_macs`` over the MACs the DynamicNet executes on these images.
+
+    Args:
+        base: the static base model.
+        dynamic: the dynamic network (thresholds set).
+        images: ``(N, C, H, W)`` normalised inputs (e.g. the first N test images).
+        batch_sizes: batch sizes to measure.
+        repeats: timed passes per setting (the median is reported).
+        warmup: untimed passes first.
+        base_macs: the base model's MACs per input.
+        max_batches: cap the number of batches per pass (batch size 1 over many images is slow).
+    """
+    variants_base = {cl: prepare_static(base, channels_last=cl) for cl in (False, True)}
+    variants_dyn = {cl: prepare_dynamic(dynamic, channels_last=cl) for cl in (False, True)}
+    rows = []
+    for bs in batch_sizes:
+        batches = list(torch.split(images, bs))
+        if max_batches is not None:
+            batches = batches[:max_batches]
+        n = sum(len(b) for b in batches)
+        with torch.inference_mode():
+            exits = torch.cat([dynamic(b).exit_stage for b in batches])
+        dyn_macs = dynamic.macs_of(exits) / n
+        best_base = min(((time_passes(m, [b.contiguous(memory_format=torch.channels_last) if cl else b
+                                         for b in batches], warmup=warmup, repeats=repeats), cl)
+                         for cl, m in variants_base.items()))
+        best_dyn = min(((time_passes(m, [b.contiguous(memory_format=torch.channels_last) if cl else b
+                                        for b in batches], warmup=warmup, repeats=repeats), cl)
+                        for cl, m in variants_dyn.items()))
+        speedup = best_base[0] / best_dyn[0]
+        macs_ratio = base_macs / dyn_macs
+        rows.append(SpeedRow(batch_size=bs, num_images=n, base_seconds=best_base[0], dynamic_seconds=best_dyn[0],
+                             base_images_per_second=n / best_base[0], dynamic_images_per_second=n / best_dyn[0],
+                             measured_speedup=speedup, macs_ratio=macs_ratio,
+                             speedup_over_macs_ratio=speedup / macs_ratio, base_layout=_layout(best_base[1]),
+                             dynamic_layout=_layout(best_dyn[1])))
+        _logger.info("batch %d: speed-up %.2fx, MAC ratio %.2fx", bs, speedup, macs_ratio)
+    return rows

@@ -1,0 +1,73 @@
+"""``s2dnas bench``: time the static base model and a DynamicNet in one process, same inputs."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+
+from s2dnas._io import atomic_write_json
+from s2dnas.cli.common import add_data_args
+from s2dnas.data import build_splits
+from s2dnas.errors import ConfigError
+
+__all__ = ["add_parser", "run", "machine_info"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure the speed-up of a dynamic model over its base model",
+                       description="Times the static base model and the DynamicNet on the same test images "
+                                   "(warm-up, repeats, median) at several batch sizes; prints the measured "
+                                   "speed-up next to the MAC ratio.")
+    p.add_argument("model_dir", help="a dynamic model directory (s2dnas run writes RUN/model)")
+    p.add_argument("--base-weights", default=None,
+                   help="the base model's model.safetensors (default: the shipped pretrained weights)")
+    add_data_args(p)
+    p.add_argument("--num-images", type=int, default=2048, help="test images to time (default 2048)")
+    p.add_argument("--batch-sizes", default="1,32,256", help="comma-separated (default 1,32,256)")
+    p.add_argument("--max-batches", type=int, default=256, help="batches per pass at most (bounds batch size 1)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=run)
+
+
+def machine_info() -> dict[str, object]:
+    """What the timings were measured on."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": __import__("os").cpu_count(), "cuda": torch.cuda.is_available()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from s2dnas.bench.speed import benchmark_speed
+    from s2dnas.dynamic import load
+    from s2dnas.train.evaluate import load_base_model
+
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"Expected --batch-sizes like 1,32,256, but got {args.batch_sizes!r}") from None
+    if not batch_sizes or min(batch_sizes) < 1 or args.num_images < 1 or args.repeats < 1:
+        raise ConfigError("Expected positive --batch-sizes, --num-images and --repeats")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    dynamic = load(args.model_dir, device="cpu").eval()
+    spec = dynamic.model_spec or {}
+    splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
+    base, name, source = load_base_model(splits=splits, model_name=spec.get("model"), weights=args.base_weights)
+    n = min(args.num_images, len(splits.test))
+    images = torch.stack([splits.test[i][0] for i in range(n)])
+    base_macs = int(spec.get("base_macs") or 0) or __import__("s2dnas").count_macs(base, images[:1])
+    rows = benchmark_speed(base, dynamic, images, batch_sizes=batch_sizes, repeats=args.repeats,
+                           base_macs=base_macs, max_batches=args.max_batches)
+    print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, {torch.get_num_threads()} threads")
+    print("batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio")
+    for r in rows:
+        print(f"{r.batch_size:5d} | {r.base_images_per_second:10.0f} | {r.dynamic_images_per_second:13.0f} | "
+              f"{r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | {r.speedup_over_macs_ratio:.2f}")
+    if args.json:
+        atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
+                                      "rows": [r.to_dict() for r in rows]})
+    return 0
