@@ -38,7 +38,7 @@ from s2dnas.search.oneshot import build_supernet_space, train_supernet
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, Space
 from s2dnas.train.checkpoint import load_weights, save_weights
-from s2dnas.train.loops import evaluate
+from s2dnas.train.loops import evaluate, reestimate_batch_norm
 from s2dnas.train.multistage import train_multistage
 
 __all__ = ["run_pipeline"]
@@ -69,18 +69,13 @@ def _base_metrics(cfg: RunConfig, out: Path, base: torch.nn.Module, splits: Data
 
 
 def _search(cfg: RunConfig, out: Path, space: Space, base: torch.nn.Module, splits: DataSplits,
-            device: torch.device, target: float, *, resume: bool, progress: bool) -> tuple[Architecture, float]:
+            device: torch.device, target: float, *, resume: bool,
+            progress: bool) -> tuple[Architecture, float, Space]:
+    """Run (or resume) the search; returns the best architecture, its reward, and the space whose
+    weights the final training starts from (the super-network's in one-shot mode)."""
     sdir = out / "search"
     result_path = sdir / "result.json"
-    if resume and result_path.exists():
-        data = json.loads(result_path.read_text())
-        return Architecture.from_dict(data["architecture"]), float(data["reward"])
     sc = cfg.search
-    seed = cfg.seed if sc.seed is None else sc.seed
-    common = dict(calibration=cfg.calibration, reward=sc.reward, target_accuracy=target, device=device,
-                  eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight)
-    candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
-                                          limit_train=sc.candidate_limit_train, seed=seed)
     if sc.strategy == "oneshot":
         sdir.mkdir(parents=True, exist_ok=True)
         super_space = build_supernet_space(space)
@@ -88,9 +83,20 @@ def _search(cfg: RunConfig, out: Path, space: Space, base: torch.nn.Module, spli
         if resume and weights.exists():
             state, _ = load_weights(weights)
             super_space.model.load_state_dict(state)
-        else:
+    if resume and result_path.exists():
+        data = json.loads(result_path.read_text())
+        return (Architecture.from_dict(data["architecture"]), float(data["reward"]),
+                super_space if sc.strategy == "oneshot" else space)
+    seed = cfg.seed if sc.seed is None else sc.seed
+    common = dict(calibration=cfg.calibration, reward=sc.reward, target_accuracy=target, device=device,
+                  eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight)
+    candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
+                                          limit_train=sc.candidate_limit_train, seed=seed)
+    if sc.strategy == "oneshot":
+        if not (resume and weights.exists()):
             _say(progress, f"training the super-network ({sc.supernet_epochs} epochs)")
-            train_supernet(super_space, splits, config=candidate_train, teacher=base, epochs=sc.supernet_epochs,
+            train_supernet(super_space, splits, config=dataclasses.replace(cfg.train, seed=seed), teacher=base,
+                           epochs=sc.supernet_epochs,
                            device=device, seed=seed, progress=progress)
             save_weights(weights, super_space.model.state_dict(), {"kind": "supernet"})
         evaluator = OneShotEvaluator(super_space, splits, batch_size=cfg.data.batch_size, **common)
@@ -106,7 +112,7 @@ def _search(cfg: RunConfig, out: Path, space: Space, base: torch.nn.Module, spli
     result = strategy.run(resume=resume)
     atomic_write_json(result_path, {"architecture": result.best.to_dict(), "reward": result.best_reward,
                                     "num_candidates": len(result.records)})
-    return result.best, result.best_reward
+    return result.best, result.best_reward, super_space if sc.strategy == "oneshot" else space
 
 
 def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -143,20 +149,26 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
 
     # 1. search (METHOD.md "Search")
     t = time.time()
-    arch, reward = _search(cfg, out, space, base, splits, device, target, resume=resume, progress=progress)
+    arch, reward, init_space = _search(cfg, out, space, base, splits, device, target, resume=resume,
+                                       progress=progress)
     timings["search_seconds"] = time.time() - t
     _say(progress, f"search: best reward {reward:.3f}, splits {list(map(list, arch.splits))}, "
                    f"concat {list(arch.concat)}")
 
-    # 2. final training with inherited weights and distillation (METHOD.md "Final training")
+    # 2. final training with inherited weights and distillation (METHOD.md "Final training").
+    # Design choice: in one-shot mode the weights come from the super-network, which has already
+    # learnt to work as a multi-stage network; otherwise from the base model.
     t = time.time()
-    msnet = space.build(arch).to(device)
+    msnet = init_space.build(arch).to(device)
     final_cfg = cfg.train if cfg.final_epochs is None else dataclasses.replace(cfg.train, epochs=cfg.final_epochs)
     final_dir = out / "final"
     final_dir.mkdir(exist_ok=True)
     resume_final = resume and (final_dir / "checkpoint.pt").exists()
     train_metrics = train_multistage(msnet, splits, config=final_cfg, teacher=base, device=device,
                                      out_dir=final_dir, resume=resume_final, progress=progress)
+    # running statistics exactly for the final weights (cheap: a few forward batches)
+    reestimate_batch_norm(msnet, make_loader(splits.train, batch_size=cfg.data.batch_size, shuffle=True,
+                                             seed=cfg.seed), batches=50, device=device)
     timings["final_training_seconds"] = time.time() - t
     msnet.eval()
 

@@ -39,6 +39,7 @@ class SpeedRow:
     speedup_over_macs_ratio: float
     base_layout: str
     dynamic_layout: str
+    compiled: bool = False
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Plain-data form."""
@@ -51,18 +52,30 @@ def _fold_bn(module: nn.Module) -> nn.Module:
     return fuse(copy.deepcopy(gm).eval(), inplace=True)
 
 
-def prepare_static(model: nn.Module, *, channels_last: bool) -> nn.Module:
-    """An inference copy of a static model: BN folded, in the given memory format."""
+def _compile(module: nn.Module) -> nn.Module:
+    # dynamic shapes: later stages see whatever batch is left after the exits
+    return torch.compile(module, dynamic=True)
+
+
+def prepare_static(model: nn.Module, *, channels_last: bool, compile: bool = False) -> nn.Module:
+    """An inference copy of a static model: BN folded, in the given memory format, optionally
+    compiled with ``torch.compile``."""
     out = _fold_bn(model.eval())
-    return out.to(memory_format=torch.channels_last) if channels_last else out
+    out = out.to(memory_format=torch.channels_last) if channels_last else out
+    return _compile(out) if compile else out
 
 
-def prepare_dynamic(net: DynamicNet, *, channels_last: bool) -> DynamicNet:
-    """An inference copy of a DynamicNet: every stage with BN folded, in the given memory format."""
+def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = False) -> DynamicNet:
+    """An inference copy of a DynamicNet: every stage with BN folded, in the given memory format,
+    optionally compiled stage by stage (the routing stays eager)."""
     out = copy.deepcopy(net).eval()
     for s, stage in enumerate(out.msnet.stages):
         out.msnet.stages[s] = _fold_bn(stage)
-    return out.to(memory_format=torch.channels_last) if channels_last else out
+    out = out.to(memory_format=torch.channels_last) if channels_last else out
+    if compile:
+        for s, stage in enumerate(out.msnet.stages):
+            out.msnet.stages[s] = _compile(stage)
+    return out
 
 
 def time_passes(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor], *, warmup: int = 1,
@@ -85,7 +98,7 @@ def _layout(channels_last: bool) -> str:
 
 def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *,
                     batch_sizes: Sequence[int] = (1, 32, 256), repeats: int = 5, warmup: int = 1,
-                    base_macs: int, max_batches: int | None = None) -> list[SpeedRow]:
+                    base_macs: int, max_batches: int | None = None, compile: bool = False) -> list[SpeedRow]:
     """Time ``base`` and ``dynamic`` on the same ``images`` at each batch size.
 
     Each model is prepared in both memory formats and the faster one is kept (each at its best).
@@ -100,9 +113,10 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         warmup: untimed passes first.
         base_macs: the base model's MACs per input.
         max_batches: cap the number of batches per pass (batch size 1 over many images is slow).
+        compile: compile both models with ``torch.compile`` (both or neither: same treatment).
     """
-    variants_base = {cl: prepare_static(base, channels_last=cl) for cl in (False, True)}
-    variants_dyn = {cl: prepare_dynamic(dynamic, channels_last=cl) for cl in (False, True)}
+    variants_base = {cl: prepare_static(base, channels_last=cl, compile=compile) for cl in (False, True)}
+    variants_dyn = {cl: prepare_dynamic(dynamic, channels_last=cl, compile=compile) for cl in (False, True)}
     rows = []
     for bs in batch_sizes:
         batches = list(torch.split(images, bs))
@@ -124,6 +138,6 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                              base_images_per_second=n / best_base[0], dynamic_images_per_second=n / best_dyn[0],
                              measured_speedup=speedup, macs_ratio=macs_ratio,
                              speedup_over_macs_ratio=speedup / macs_ratio, base_layout=_layout(best_base[1]),
-                             dynamic_layout=_layout(best_dyn[1])))
+                             dynamic_layout=_layout(best_dyn[1]), compiled=compile))
         _logger.info("batch %d: speed-up %.2fx, MAC ratio %.2fx", bs, speedup, macs_ratio)
     return rows

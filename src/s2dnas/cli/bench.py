@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", default="1,32,256", help="comma-separated (default 1,32,256)")
     p.add_argument("--max-batches", type=int, default=256, help="batches per pass at most (bounds batch size 1)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (slow to start)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     images = torch.stack([splits.test[i][0] for i in range(n)])
     base_macs = int(spec.get("base_macs") or 0) or __import__("s2dnas").count_macs(base, images[:1])
     rows = benchmark_speed(base, dynamic, images, batch_sizes=batch_sizes, repeats=args.repeats,
-                           base_macs=base_macs, max_batches=args.max_batches)
+                           base_macs=base_macs, max_batches=args.max_batches, compile=args.compile)
     print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, {torch.get_num_threads()} threads")
     print("batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio")
     for r in rows:

@@ -80,8 +80,9 @@ class DataSplits:
 def _split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0 < val_size < n:
         raise DataError(
-            f"Expected 0 < val_size < {n} (the training set's size), but got {val_size}; "
-            "pass a smaller --val-size"
+            f"Expected 0 < val_size < {n} (the training set's size), but got {val_size}: the validation "
+            "or the training split would be empty; "
+            + (f"pass --val-size between 1 and {n - 1}" if n > 1 else "use a training set of at least 2 images")
         )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])

@@ -52,12 +52,12 @@ class Evaluator:
         target_accuracy: the accuracy the thresholds must reach (target-mode rewards).
         device: where to run.
         eval_batch_size: batch size of the val pass.
-        tradeoff_weight: exponent of the ``tradeoff`` reward.
+        tradeoff_weight: weight ``w >= 0`` of the MAC term of the ``tradeoff`` reward.
     """
 
     def __init__(self, space: Space, splits: DataSplits, *, calibration: CalibrationConfig, reward: str,
                  target_accuracy: float | None, device: torch.device, eval_batch_size: int = 512,
-                 tradeoff_weight: float = -0.07) -> None:
+                 tradeoff_weight: float = 0.07) -> None:
         self.space = space
         self.splits = splits
         self.calibration = calibration

@@ -30,7 +30,10 @@ _logger = logging.getLogger(__name__)
 
 def build_supernet_space(space: Space) -> Space:
     """A copy of ``space`` over a private copy of its base model: the super-network's weights."""
-    return Space(copy.deepcopy(space.model), input_shape=space.input_shape, num_stages=space.num_stages,
+    model = copy.deepcopy(space.model)
+    for p in model.parameters():  # the base may be frozen (it is the distillation teacher)
+        p.requires_grad_(True)
+    return Space(model, input_shape=space.input_shape, num_stages=space.num_stages,
                  ratio_grid=space.ratio_grid, groups=space.groups, importance=space.importance,
                  model_name=space.model_name)
 

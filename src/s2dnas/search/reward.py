@@ -19,7 +19,7 @@ REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
 
 
 def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
-                   tradeoff_weight: float = -0.07) -> tuple[float, dict[str, Any]]:
+                   tradeoff_weight: float = 0.07) -> tuple[float, dict[str, Any]]:
     """Score a calibration; returns the reward and the metrics it came from.
 
     Args:
@@ -27,7 +27,12 @@ def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
             ``macs_saving``, budget mode for ``accuracy_in_budget``; either for ``tradeoff``).
         reward: ``macs_saving``, ``accuracy_in_budget`` or ``tradeoff``.
         base_macs: the base model's MACs per input.
-        tradeoff_weight: exponent ``w`` of ``accuracy * (macs / base_macs) ** w`` (MnasNet-style).
+        tradeoff_weight: ``w >= 0`` in ``accuracy * (macs / base_macs) ** -w`` (MnasNet-style;
+            the weight of the MAC term, as in ``search.tradeoff_weight``; larger ``w`` favours
+            cheaper candidates more).
+
+    Raises:
+        ConfigError: unknown reward, calibration made in the wrong mode, or ``tradeoff_weight < 0``.
     """
     macs_ratio = calibration.expected_macs / base_macs
     best_accuracy = max((p.accuracy for p in calibration.curve), default=calibration.accuracy)
@@ -47,7 +52,9 @@ def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
             raise ConfigError("Reward 'accuracy_in_budget' needs thresholds calibrated to a MACs budget")
         value = calibration.accuracy if calibration.feasible else calibration.accuracy - 1.0
     elif reward == "tradeoff":
-        value = calibration.accuracy * macs_ratio ** tradeoff_weight
+        if not tradeoff_weight >= 0:  # a negative weight would reward spending more MACs
+            raise ConfigError(f"Expected tradeoff_weight >= 0 (the weight of the MAC term), but got {tradeoff_weight}")
+        value = calibration.accuracy * macs_ratio ** -tradeoff_weight
     else:
         raise ConfigError(f"Expected reward to be one of {REWARDS}, but got {reward!r}")
     return float(value), metrics

@@ -154,14 +154,19 @@ class Space:
             raise InvalidArchitectureError(
                 f"The architecture has {arch.num_stages} stages but the space has {self.num_stages}; "
                 f"use --stages {arch.num_stages} or another architecture")
+        made_for = f" (model {arch.model!r})" if arch.model else ""
+        this = f" of {self.model_name!r}" if self.model_name else ""
+        fix = (f"use the model it was made for, or make one for this model with "
+               f"'s2dnas space --model {self.model_name} --arch-out FILE' (or a search)" if self.model_name
+               else "use the model it was made for, or make one for this model (s2dnas space --arch-out, or a search)")
         if arch.num_groups != self.num_groups:
             raise InvalidArchitectureError(
-                f"The architecture has {arch.num_groups} split groups but this model's space has "
-                f"{self.num_groups}; it was made for another model or grouping")
+                f"Expected an architecture with {self.num_groups} split group(s), as the space{this} has, but the "
+                f"architecture{made_for} has {arch.num_groups}: it was made for another model or grouping; {fix}")
         if arch.signature is not None and arch.signature != self.signature:
             raise InvalidArchitectureError(
-                f"The architecture was made for another model or input shape (signature {arch.signature}, "
-                f"this space {self.signature}); search or write one for this model")
+                f"Expected an architecture of this space{this} (signature {self.signature}), but it was made for "
+                f"another model or input shape{made_for} (signature {arch.signature}); {fix}")
 
     # -- building -----------------------------------------------------------------------------
     def stage_indices(self, arch: Architecture) -> list[dict[int, torch.Tensor]]:

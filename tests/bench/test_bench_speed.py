@@ -1,0 +1,67 @@
+"""The speed benchmark: prepared models compute the same thing; rows are consistent."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2dnas.bench.speed import benchmark_speed, prepare_dynamic, prepare_static
+from s2dnas.cli.main import main
+from s2dnas.dynamic import DynamicNet
+from s2dnas.space import Space
+from s2dnas.zoo import create_model
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    for m in base.modules():  # non-trivial BN so that folding is really tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    space = Space(base, input_shape=(1, 12, 12), num_stages=3)
+    msnet = space.build(space.default_architecture()).eval()
+    x = torch.randn(40, 1, 12, 12)
+    with torch.no_grad():
+        conf = torch.softmax(msnet(x)[0], 1).max(1).values
+    t = float(conf.median())  # about half the inputs leave at stage 1
+    return base, DynamicNet(msnet, [t, t]).eval(), space, x
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prepared_models_compute_the_same(nets, channels_last, seed):
+    base, dyn, _, x = nets
+    xs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    with torch.inference_mode():
+        torch.testing.assert_close(prepare_static(base, channels_last=channels_last)(xs), base(x),
+                                   rtol=1e-4, atol=1e-4)
+        ref, out = dyn(x), prepare_dynamic(dyn, channels_last=channels_last)(xs)
+    assert torch.equal(out.exit_stage, ref.exit_stage)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_benchmark_rows(nets, seed):
+    base, dyn, space, x = nets
+    rows = benchmark_speed(base, dyn, x, batch_sizes=(1, 16), repeats=1, warmup=0, base_macs=space.base_macs(),
+                           max_batches=8)
+    assert [r.batch_size for r in rows] == [1, 16]
+    assert rows[0].num_images == 8 and rows[1].num_images == 40
+    with torch.inference_mode():
+        exits = dyn(x).exit_stage
+    assert rows[1].macs_ratio == pytest.approx(space.base_macs() / (dyn.macs_of(exits) / 40))
+    for r in rows:
+        assert r.base_seconds > 0 and r.dynamic_seconds > 0
+        assert r.measured_speedup == pytest.approx(r.base_seconds / r.dynamic_seconds)
+        assert r.speedup_over_macs_ratio == pytest.approx(r.measured_speedup / r.macs_ratio)
+
+
+def test_bench_cli_help(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["bench", "--help"])
+    assert err.value.code == 0
+    assert "MAC ratio" in capsys.readouterr().out
+
+
+def test_bench_cli_bad_batch_sizes(tmp_path, capsys):
+    assert main(["bench", str(tmp_path), "--batch-sizes", "a,b"]) == 2
+    assert "Expected --batch-sizes like 1,32,256" in capsys.readouterr().err
