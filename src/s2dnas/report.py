@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from s2dnas._io import atomic_write_bytes
-from s2dnas.dynamic.plots import _pyplot, plot_accuracy_vs_macs, plot_exit_histogram
+from s2dnas.dynamic.plots import _pyplot, plot_accuracy_vs_macs, plot_exit_histogram, save_png
 
 __all__ = ["write_report", "plot_reward_curve"]
 
@@ -29,7 +29,7 @@ def plot_reward_curve(records: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -78,7 +78,13 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         "",
     ]
     if records:
-        lines += ["## Search", "", f"{len(records)} candidates evaluated.", "", "![reward](reward_curve.png)", ""]
+        lines += ["## Search", "", f"{len(records)} candidates evaluated.", ""]
+        ref = results.get("search_reference")
+        if ref:
+            lines += [f"Search target (accuracy the rewards asked for): {100 * ref['search_target']:.2f}% "
+                      f"(the default architecture reached {100 * ref['metrics']['best_accuracy']:.2f}% when scored "
+                      f"the same way; final target {100 * ref['final_target']:.2f}%).", ""]
+        lines += ["![reward](reward_curve.png)", ""]
     lines += ["## Accuracy vs MACs", "", "![curve](accuracy_vs_macs.png)", "", "## Exits", "",
               "![exits](exit_histogram.png)", ""]
     path = out / "report.md"

@@ -200,8 +200,8 @@ def train_run(base_run: Path, arch_file: Path, data_dir: Path, tmp_path_factory:
     out = tmp_path_factory.mktemp("train") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2DNAS_DATA", str(data_dir))
-        assert main(["train", "--arch", str(arch_file), "--base-weights", str(base_run / "model.safetensors"),
-                     "--epochs", "1", *FAST, "--out", str(out)]) == 0
+        assert main(["train", "--arch", str(arch_file), "--model", TINY, "--base-weights",
+                     str(base_run / "model.safetensors"), "--epochs", "1", *FAST, "--out", str(out)]) == 0
     return out
 
 
@@ -219,8 +219,8 @@ def model_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return directory
 
 
-def _train_args(arch: Path, weights: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--arch", str(arch), "--base-weights", str(weights), "--epochs", "1", *FAST,
+def _train_args(arch: Path, weights: Path, out: Path, *extra: str, model: str = TINY) -> list[str]:
+    return ["train", "--arch", str(arch), "--model", model, "--base-weights", str(weights), "--epochs", "1", *FAST,
             "--out", str(out), *extra]
 
 
@@ -298,7 +298,7 @@ def test_factory_that_does_not_import(ref: str, fragment: str, tmp_path: Path,
 
 
 def test_factory_without_the_named_function(capsys: pytest.CaptureFixture[str]) -> None:
-    _fails(capsys, ["space", "--model", f"{MODELS}:resnet9000"], f"has no attribute 'resnet9000'",
+    _fails(capsys, ["space", "--model", f"{MODELS}:resnet9000"], "has no attribute 'resnet9000'",
            "expected", "returns an nn.Module")
 
 
@@ -311,9 +311,10 @@ def test_untraceable_model_through_train(arch_file: Path, tmp_path: Path, capsys
     from s2dnas.zoo import create_model
 
     weights = tmp_path / "branchy.safetensors"
-    save_weights(weights, create_model(f"{MODELS}:branchy").state_dict(),
+    save_weights(weights, create_model(f"{MODELS}:branchy", in_channels=1).state_dict(),
                  {"model": f"{MODELS}:branchy", "num_classes": 10, "in_channels": 1})
-    _fails(capsys, _train_args(arch_file, weights, tmp_path / "o"), "Cannot trace Branchy with torch.fx",
+    _fails(capsys, _train_args(arch_file, weights, tmp_path / "o", model=f"{MODELS}:branchy"),
+           "Cannot trace Branchy with torch.fx",
            unchanged=(weights, arch_file))
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
 
@@ -334,7 +335,7 @@ def test_architecture_made_for_another_model(made_for: str, base_run: Path, tmp_
     # resnet20 has 3 split groups, the tiny CNN 1; the wide tiny CNN has 1 too, but another signature.
     fragment = "split group(s)" if made_for == "resnet20" else "signature"
     _fails(capsys, _train_args(arch, base_run / "model.safetensors", tmp_path / "o"),
-           "Expected an architecture", fragment, f"(model '{made_for}')", f"s2dnas space --model {TINY}",
+           "Expected an architecture", fragment, f"model '{made_for}'", f"s2dnas space --model {TINY}",
            unchanged=(arch, base_run))
 
 
@@ -376,6 +377,14 @@ def test_train_base_checkpoint_given_to_train_resume(train_run: Path, arch_file:
     shutil.copy(base_run / "checkpoint.pt", out / "checkpoint.pt")
     _fails(capsys, _train_args(arch_file, base_run / "model.safetensors", out, "--resume"),
            str(out / "checkpoint.pt"), unchanged=(out, base_run))
+
+
+def test_base_weights_of_another_model_than_named(arch_file: Path, base_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--base-weights of the tiny CNN while the model name is the default (resnet20)."""
+    argv = [a for a in _train_args(arch_file, base_run / "model.safetensors", tmp_path / "o") if a not in ("--model", TINY)]
+    _fails(capsys, argv, f"Expected the model to be '{TINY}'", "but got 'resnet20'", f"pass --model {TINY}",
+           unchanged=(base_run, arch_file))
 
 
 def test_existing_train_run_needs_resume_or_force(train_run: Path, arch_file: Path, base_run: Path,
@@ -430,7 +439,8 @@ def test_hostile_multistage_checkpoint_runs_nothing(train_run: Path, arch_file: 
     victim = tmp_path / "pwned.txt"
     (out / "checkpoint.pt").write_bytes(pickle.dumps({"model": Planted(victim)}, protocol=2))
     _fails(capsys, _train_args(arch_file, base_run / "model.safetensors", out, "--resume"),
-           "Refusing to load", "not a weights-only checkpoint", unchanged=(out, base_run))
+           "Refusing to load", "not a weights-only checkpoint (Unsupported global", "would run pickled code",
+           unchanged=(out, base_run))
     assert not victim.exists()
     # The threat is real: plain pickle would have created the file.
     pickle.loads((out / "checkpoint.pt").read_bytes())["model"].close()

@@ -227,3 +227,51 @@ def test_unsupported_models_name_the_node():
 
     with pytest.raises(UnsupportedModelError, match=r"node 'view'.*view/reshape"):
         Space(torchvision.models.shufflenet_v2_x0_5(num_classes=10), input_shape=(3, 32, 32))
+
+
+class _DropoutHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect")
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        x = x.relu_()  # an in-place method: stages must not overwrite what they cache
+        return self.fc(self.drop(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+
+
+def test_stages_do_not_share_mode_or_padding_with_the_base(seed):
+    model = _DropoutHead().eval()
+    space = Space(model, input_shape=(3, 8, 8), num_stages=2, ratio_grid=4)
+    net = space.build(space.default_architecture())
+    net.train()  # must not switch the base model's (the teacher's) dropout on
+    assert not model.drop.training
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(model(x), model(x))
+    # shared (one-shot) convolutions honour reflect padding like the copied ones
+    copied = space.build(space.default_architecture()).train()
+    shared = space.build(space.default_architecture(), share_weights=True).train()
+    for m in (copied, shared):
+        for mod in m.modules():
+            if isinstance(mod, nn.Dropout):
+                mod.p = 0.0
+    for a, b in zip(copied(x), shared(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert all("relu_" not in str(n.target) for st in net.stages for n in st.graph.nodes)
+    assert shared.stage_macs() == shared.analytic_macs
+
+
+def test_architecture_on_another_ratio_grid_is_refused():
+    model = create_model("resnet20", num_classes=10, in_channels=1)
+    space = Space(model, input_shape=(1, 16, 16), num_stages=3)
+    arch = Architecture(num_stages=3, ratio_grid=4, splits=((1, 1, 2),) * 3, concat=(0, 0))
+    with pytest.raises(InvalidArchitectureError, match="ratio grid q=8"):
+        space.build(arch)
+
+
+def test_double_precision_model_builds(seed):
+    model = create_model("resnet20", num_classes=10, in_channels=1).double().eval()
+    net = Space(model, input_shape=(1, 8, 8), num_stages=2).build().eval()
+    assert all(o.dtype == torch.float64 for o in net(torch.randn(2, 1, 8, 8, dtype=torch.float64)))

@@ -44,7 +44,7 @@ def prepare_out_dir(path: str | os.PathLike, *, resume: bool, force: bool, marke
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".s2dnas-write-test"
+        probe = out / f".s2dnas-write-test-{os.getpid()}"  # one per process: torchrun ranks share OUT
         probe.write_text("")
         probe.unlink()
     except OSError as err:

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from s2dnas.errors import S2DNASError
+from s2dnas import distributed
+from s2dnas.errors import ConfigError, S2DNASError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "DISTRIBUTED_COMMANDS"]
 
 # Subcommand name -> module in s2dnas.cli exposing `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS: dict[str, str] = {
@@ -41,27 +44,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Subcommands that run on several processes under torchrun (see s2dnas.distributed).
+DISTRIBUTED_COMMANDS = ("train-base", "train")
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """Send stdout and stderr to /dev/null when ``quiet`` (the ranks other than 0 under torchrun)."""
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+def _world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        return 1  # reported by init_distributed if a distributed command runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print one line and return exit code 2."""
+    """Run the CLI; user errors print one line and return exit code 2.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the commands in :data:`DISTRIBUTED_COMMANDS` join the
+    process group before they start and leave it at exit; only rank 0 prints (results, progress,
+    warnings), and a user error on any rank is printed once, by the first rank that hits it
+    (every rank exits with its code).
+    """
+    world_size = _world_size()
+    quiet = world_size > 1 and os.environ.get("RANK", "0") != "0"
     parser = build_parser()
-    args = parser.parse_args(argv)
+    with _silenced(quiet):  # a usage error or --help shows once, not once per rank
+        args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.debug else logging.WARNING,
+        level=logging.ERROR if quiet else logging.INFO if args.verbose or args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    started = False
     try:
-        return int(args.func(args) or 0)
+        if world_size > 1:
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise ConfigError(f"s2dnas {args.command} runs in one process; launch it without torchrun "
+                                  f"(commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})")
+            distributed.init_distributed()
+            started = True
+        with _silenced(quiet):  # results, warnings and bars from rank 0 only (tracebacks still show)
+            code = int(args.func(args) or 0)
+        if started:
+            distributed.barrier()  # no rank leaves the group while another still needs it
+        return code
     except S2DNASError as err:
         if args.debug:
             raise
-        print(f"s2dnas: error: {err}", file=sys.stderr)
+        if distributed.claim_report() if started else not quiet:
+            print(f"s2dnas: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         if args.debug:
             raise
         hint = getattr(args, "resume_hint", None)
-        print("s2dnas: interrupted" + (f"; resume with: {hint}" if hint else ""), file=sys.stderr)
+        if not quiet:
+            print("s2dnas: interrupted" + (f"; resume with: {hint}" if hint else ""), file=sys.stderr)
         return 130
+    finally:
+        if started:
+            distributed.cleanup()
 
 
 if __name__ == "__main__":  # pragma: no cover

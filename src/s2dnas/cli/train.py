@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from s2dnas import distributed
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, add_device_arg, prepare_out_dir
@@ -17,6 +19,7 @@ from s2dnas.cost import count_macs
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.errors import CheckpointError, ConfigError, InvalidArchitectureError
 from s2dnas.space import Architecture, Space
+from s2dnas.train.checkpoint import load_checkpoint
 from s2dnas.train.multistage import CHECKPOINT_NAME, evaluate_stages, save_multistage, train_multistage
 
 __all__ = ["add_parser", "run", "add_config_args", "config_from_args", "load_base", "check_architecture"]
@@ -123,6 +126,14 @@ def _input_shape(cfg: RunConfig, splits: DataSplits) -> tuple[int, int, int]:
     return shape
 
 
+def _check_resume_checkpoint(path: Path, arch: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` loads (weights-only) and was written for ``arch``."""
+    state = load_checkpoint(path)
+    if state.get("architecture") != arch:
+        raise CheckpointError(f"{path} is not a multi-stage training checkpoint of this architecture; resume with "
+                              "the --arch it was written for, or start over with --force")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``s2dnas train``."""
     cfg = config_from_args(args)
@@ -131,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     check_architecture(arch, num_stages=cfg.space.num_stages, ratio_grid=cfg.space.ratio_grid)
     out = prepare_out_dir(cfg.out, resume=args.resume, force=args.force, marker=CHECKPOINT_NAME)
     args.resume_hint = f"s2dnas train --arch {args.arch} ... --out {out} --resume"
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(distributed.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     t0 = time.time()
 
     # 1. data, base model, space, and the architecture's network with inherited weights
@@ -144,12 +155,17 @@ def run(args: argparse.Namespace) -> int:
                   model_name=model_name)
     space.validate_architecture(arch)
     msnet = space.build(arch)
-    dump_config(cfg, out / "config.yaml")
+    if args.resume:  # check the checkpoint before rewriting anything in OUT: a bad one leaves OUT as it was
+        _check_resume_checkpoint(out / CHECKPOINT_NAME, msnet.architecture.to_dict())
+    if distributed.is_main():
+        dump_config(cfg, out / "config.yaml")
 
     # 2. training (checkpoint every epoch; --resume continues exactly)
     result = train_multistage(msnet, splits, config=cfg.train, teacher=base, device=device, out_dir=out,
                               resume=args.resume, progress=not args.no_progress,
-                              eval_batch_size=cfg.data.eval_batch_size)
+                              eval_batch_size=cfg.data.eval_batch_size, distributed=True)
+    if not distributed.is_main():  # every rank holds rank 0's weights; the report and files come from rank 0
+        return 0
 
     # 3. report: per-stage accuracy (val for choices, test for reporting) and MACs counted by execution
     val_acc = result["val_accuracy"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from s2dnas import distributed
 from s2dnas._device import resolve_device
 from s2dnas.cli.common import add_data_args, add_device_arg, prepare_out_dir
 from s2dnas.data import build_splits
@@ -37,13 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = BaseTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train)
-    device = resolve_device(args.device)
+    device = distributed.device_for(distributed.get_info(), resolve_device(args.device))  # torchrun: cuda:LOCAL_RANK
     out = prepare_out_dir(args.out, resume=args.resume, force=args.force, marker="checkpoint.pt")
     args.resume_hint = f"s2dnas train-base ... --out {out} --resume"
     splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
     seed_everything(config.seed)  # the initial weights follow --seed, not the process's random state
     model = create_model(args.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
     metrics = train_base(model, splits, config=config, out_dir=out, model_name=args.model, device=device,
-                         resume=args.resume, progress=not args.no_progress)
+                         resume=args.resume, progress=not args.no_progress, distributed=True)
     print(json.dumps({k: metrics[k] for k in ("model", "dataset", "val_accuracy", "test_accuracy")}))
     return 0

@@ -41,6 +41,7 @@ __all__ = [
 CONFIDENCES = ("max_softmax", "entropy", "margin")
 STRATEGIES = ("rl", "random", "oneshot")
 CONTROLLERS = ("lstm", "factorized")
+SEARCH_TARGETS = ("reference", "base")
 REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
 IMPORTANCES = ("bn", "l1", "none")
 _BUILTIN_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
@@ -402,6 +403,10 @@ class SearchConfig:
         controller_lr: Adam learning rate of the controller (None = its default).
         entropy_weight: weight of the controller's entropy bonus.
         baseline_decay: decay of the moving-average reward baseline.
+        target: accuracy target of the rewards during the search: ``base`` (the final target:
+            base val accuracy - tolerance) or ``reference`` (the lower of that and what the default
+            architecture reaches when scored the same way, minus the tolerance: briefly trained or
+            one-shot candidates rarely reach the base, and then MACs would not count).
     """
 
     _SECTION: ClassVar[str] = "search"
@@ -419,11 +424,13 @@ class SearchConfig:
     controller_lr: float | None = None
     entropy_weight: float = 1e-3
     baseline_decay: float = 0.9
+    target: str = "reference"
 
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
         c = _Checker(self)
         c.one_of("strategy", STRATEGIES)
+        c.one_of("target", SEARCH_TARGETS)
         c.at_least("budget", 1)
         c.one_of("controller", CONTROLLERS)
         c.at_least("candidate_epochs", 1)

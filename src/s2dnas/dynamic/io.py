@@ -37,6 +37,7 @@ from s2dnas.dynamic.calibrate import Calibration
 from s2dnas.dynamic.confidence import CONFIDENCE_MEASURES
 from s2dnas.dynamic.executor import DynamicNet, validate_thresholds
 from s2dnas.errors import CalibrationError, CheckpointError, ConfigError, RunDirError, S2DNASError
+from s2dnas.train.checkpoint import check_state_dict
 
 __all__ = ["MODEL_FILES", "build_model_spec", "save_dynamic", "load"]
 
@@ -300,17 +301,7 @@ def _read_weights(path: Path, *, expected_sha: Any) -> dict[str, torch.Tensor]:
 
 
 def _check_state(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], *, source: Path) -> None:
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = [k for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing, e.g. {missing[0]}")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
-        if wrong:
-            k = wrong[0]
-            detail.append(f"{k} has shape {tuple(tensors[k].shape)}, expected {tuple(own[k].shape)}")
+    problem = check_state_dict(tensors, own)
+    if problem:
         raise CheckpointError(f"Expected the weights in {source} to match architecture.json, but they belong to "
-                              f"another model ({'; '.join(detail)}); save the weights and architecture together")
+                              f"another model ({problem}); save the weights and architecture together")

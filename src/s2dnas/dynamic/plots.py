@@ -4,11 +4,14 @@ matplotlib is imported inside the functions with the Agg backend (no display nee
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-__all__ = ["plot_accuracy_vs_macs", "plot_exit_histogram"]
+from s2dnas._io import atomic_write_bytes
+
+__all__ = ["plot_accuracy_vs_macs", "plot_exit_histogram", "save_png"]
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -18,6 +21,15 @@ def _pyplot():  # type: ignore[no-untyped-def]
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig, path: str | os.PathLike[str], **kwargs) -> Path:  # type: ignore[no-untyped-def]
+    """Render ``fig`` as PNG in memory, then write it atomically (a kill never leaves half a PNG)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **kwargs)
+    out = Path(path)
+    atomic_write_bytes(out, buffer.getvalue())
+    return out
 
 
 def _macs_axis(macs: float, base: float | None) -> float:
@@ -57,8 +69,7 @@ def plot_accuracy_vs_macs(curves: Mapping[str, Sequence[tuple[float, float]]], p
         if curves or points:
             ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, format="png")
+        out = save_png(fig, path)
     finally:
         plt.close(fig)
     return out
@@ -96,8 +107,7 @@ def plot_exit_histogram(exit_fractions: Sequence[float], path: str | os.PathLike
         ax.set_ylim(0, 105)
         ax.set_title("Exit distribution")
         fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, format="png")
+        out = save_png(fig, path)
     finally:
         plt.close(fig)
     return out

@@ -239,7 +239,8 @@ def export_dynamic(net: nn.Module, out_dir: str | os.PathLike[str], *, threshold
             tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
             tmp.mkdir()
         except OSError as err:
-            raise ExportError(f"Cannot create the export directory next to {out} ({err.strerror})") from None
+            raise ExportError(f"Cannot create the export directory next to {out} ({err.strerror}); expected a "
+                              "writable folder: choose another --out") from None
 
         stages = [prune_stage(net.stages[s], plan[s].keep) for s in range(num_stages)]
         # Example batch of 2 for export; the check uses 3 so a frozen batch size would show.
@@ -365,7 +366,8 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         else:
             os.replace(tmp, out)
     except OSError as err:
-        raise ExportError(f"Cannot move the export into {out} ({err.strerror})") from None
+        raise ExportError(f"Cannot move the export into {out} ({err.strerror}); any earlier export there is "
+                          "kept: choose another --out") from None
     fsync_dir(out.parent)
 
 

@@ -476,7 +476,9 @@ def analyze(model: nn.Module, *, input_shape: tuple[int, int, int]) -> GraphAnal
     gm = trace(model)
     was_training = model.training
     gm.eval()
-    example = torch.zeros(2, *input_shape, device=_device_of(model))
+    ref = next(model.parameters(), None)
+    example = torch.zeros(2, *input_shape, device=_device_of(model),
+                          dtype=ref.dtype if ref is not None and ref.is_floating_point() else None)
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(example)

@@ -18,6 +18,7 @@ from torch import nn
 from s2dnas.config import CalibrationConfig, TrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, oracle
+from s2dnas.errors import ConfigError
 from s2dnas.search.reward import compute_reward
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.train.loops import reestimate_batch_norm
@@ -26,6 +27,8 @@ from s2dnas.train.multistage import train_multistage
 __all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "OneShotEvaluator"]
 
 _logger = logging.getLogger(__name__)
+
+_BN_SEED = 12345  # data order and augmentation of every candidate's batch-norm re-estimation
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Evaluator:
     def __init__(self, space: Space, splits: DataSplits, *, calibration: CalibrationConfig, reward: str,
                  target_accuracy: float | None, device: torch.device, eval_batch_size: int = 512,
                  tradeoff_weight: float = 0.07) -> None:
+        if reward == "accuracy_in_budget" and calibration.macs_budget is None:
+            raise ConfigError("Reward 'accuracy_in_budget' needs calibration.macs_budget (a fraction of the base "
+                              "model's MACs, e.g. 0.3)")
         self.space = space
         self.splits = splits
         self.calibration = calibration
@@ -70,6 +76,18 @@ class Evaluator:
 
     def _prepare(self, arch: Architecture) -> MultiStageNet:
         raise NotImplementedError
+
+    def _reestimate_batch_norm(self, net: MultiStageNet, *, batch_size: int, batches: int) -> None:
+        """Re-estimate ``net``'s batch-norm statistics on training batches that depend on nothing else.
+
+        The loader is made afresh with a fixed seed, and the augmentation's draws come from a
+        fixed seed in a forked RNG, so a candidate scores the same whatever was scored before it
+        (a resumed search scores its next candidates in a new process; issue 7, determinism).
+        """
+        loader = make_loader(self.splits.train, batch_size=batch_size, shuffle=True, seed=_BN_SEED)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_BN_SEED)
+            reestimate_batch_norm(net, loader, batches=batches, device=self.device)
 
     def evaluate(self, arch: Architecture) -> CandidateResult:
         """Build, train (or re-use shared weights), calibrate on val and score ``arch``."""
@@ -108,13 +126,13 @@ class TrainedEvaluator(Evaluator):
         self.teacher = teacher
         self.train_config = train
         self.bn_batches = bn_batches
-        self.bn_loader = make_loader(splits.train, batch_size=train.batch_size or 128, shuffle=True, seed=12345)
+        self.bn_batch_size = train.batch_size or 128
 
     def _prepare(self, arch: Architecture) -> MultiStageNet:
         net = self.space.build(arch).to(self.device)
         train_multistage(net, self.splits, config=self.train_config, teacher=self.teacher, out_dir=None,
                          device=self.device, progress=False, evaluate_val=False)
-        reestimate_batch_norm(net, self.bn_loader, batches=self.bn_batches, device=self.device)
+        self._reestimate_batch_norm(net, batch_size=self.bn_batch_size, batches=self.bn_batches)
         return net
 
 
@@ -128,9 +146,9 @@ class OneShotEvaluator(Evaluator):
                  **kwargs: Any) -> None:
         super().__init__(space, splits, **kwargs)
         self.bn_batches = bn_batches
-        self.bn_loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, seed=12345)
+        self.bn_batch_size = batch_size
 
     def _prepare(self, arch: Architecture) -> MultiStageNet:
         net = self.space.build(arch).to(self.device)
-        reestimate_batch_norm(net, self.bn_loader, batches=self.bn_batches, device=self.device)
+        self._reestimate_batch_norm(net, batch_size=self.bn_batch_size, batches=self.bn_batches)
         return net

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from s2dnas.config import TrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.space import Space
-from s2dnas.train.loops import check_finite, cosine_lr, seed_everything, to_device
+from s2dnas.train.loops import check_finite, cosine_lr, make_sgd, seed_everything, to_device
 from s2dnas.train.multistage import MultiStageLoss
 
 __all__ = ["build_supernet_space", "train_supernet"]
@@ -57,11 +57,8 @@ def train_supernet(space: Space, splits: DataSplits, *, config: TrainConfig, tea
     model = space.model.to(device)
     teacher = teacher.to(device).eval()
     model.train()
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    optimizer = make_sgd(model.parameters(), lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
     criterion = MultiStageLoss(space.num_stages, stage_weights=config.stage_weights,
                                distill_weight=config.distill_weight, temperature=config.temperature)
     generator = torch.Generator().manual_seed(seed)

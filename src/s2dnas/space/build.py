@@ -9,6 +9,7 @@ inheritance, METHOD.md "Split"): a mixing op of stage ``s`` gets ``W[out_s, in_c
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -129,9 +130,11 @@ def build_stage(analysis: GraphAnalysis, plan: StagePlan, *, share_weights: bool
         elif node.op == "call_module":
             name = local_name(str(node.target))
             if name not in modules:
-                mod = base_modules[str(node.target)]
-                if getattr(mod, "inplace", False):  # cached features must never be overwritten
-                    mod = copy.copy(mod)
+                # A stage's own copy: sharing the base model's Dropout would let msnet.train()
+                # switch the distillation teacher's dropout on; and cached features must never
+                # be overwritten in place.
+                mod = copy.copy(base_modules[str(node.target)])
+                if getattr(mod, "inplace", False):
                     mod.inplace = False
                 modules[name] = mod
             env[node.name] = graph.call_module(name, _map_args(node.args, env), _map_args(node.kwargs, env))
@@ -139,9 +142,16 @@ def build_stage(analysis: GraphAnalysis, plan: StagePlan, *, share_weights: bool
             new = graph.node_copy(node, lambda n: env[n.name])
             if "inplace" in new.kwargs:
                 new.kwargs = {**new.kwargs, "inplace": False}
+            if new.op == "call_method" and str(new.target).endswith("_"):  # relu_ -> relu, add_ -> add
+                new.target = str(new.target)[:-1]
+            elif new.target in _OUT_OF_PLACE:
+                new.target = _OUT_OF_PLACE[new.target]
             env[node.name] = new
     graph.lint()
     return fx.GraphModule(modules, graph, class_name=f"Stage{s + 1}"), reads, macs
+
+
+_OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul}
 
 
 def concat_feeds(analysis: GraphAnalysis, ops: frozenset[str] | set[str]) -> list[str]:

@@ -43,7 +43,8 @@ def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tenso
             new = type(base)(len(out_idx), eps=base.eps, momentum=base.momentum, affine=base.affine,
                              track_running_stats=base.track_running_stats)
             ref = base.weight if base.affine else base.running_mean
-            new.to(device=ref.device if ref is not None else None)
+            if ref is not None:
+                new.to(device=ref.device, dtype=ref.dtype)
             if base.affine:
                 new.weight.copy_(base.weight[out_idx])
                 new.bias.copy_(base.bias[out_idx])
@@ -82,6 +83,9 @@ class SharedConv2d(_Shared):
         if b.groups == 1:
             w = w[:, self.in_idx]
         bias = b.bias[self.out_idx] if b.bias is not None else None
+        if b.padding_mode != "zeros":  # as nn.Conv2d does for reflect/replicate/circular padding
+            x = F.pad(x, b._reversed_padding_repeated_twice, mode=b.padding_mode)
+            return F.conv2d(x, w, bias, b.stride, 0, b.dilation, self.groups)
         return F.conv2d(x, w, bias, b.stride, b.padding, b.dilation, self.groups)
 
 

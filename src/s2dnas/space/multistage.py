@@ -1,6 +1,7 @@
 """MultiStageNet: the S stages of a searched network, run in order with a feature cache."""
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
@@ -65,8 +66,9 @@ class MultiStageNet(nn.Module):
         """Each stage's own MACs per input, counted by executing it (reused features are inputs)."""
         from s2dnas.cost import count_macs
 
-        device = next(self.parameters()).device
-        x = torch.zeros(1, *self.input_shape, device=device)
+        ref = next(itertools.chain(self.parameters(), self.buffers()))  # shared stages own buffers only
+        x = torch.zeros(1, *self.input_shape, device=ref.device,
+                        dtype=ref.dtype if ref.is_floating_point() else None)
         cache: dict[str, torch.Tensor] = {}
         macs = []
         was_training = self.training

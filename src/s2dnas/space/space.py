@@ -159,14 +159,19 @@ class Space:
         fix = (f"use the model it was made for, or make one for this model with "
                f"'s2dnas space --model {self.model_name} --arch-out FILE' (or a search)" if self.model_name
                else "use the model it was made for, or make one for this model (s2dnas space --arch-out, or a search)")
+        if arch.ratio_grid != self.ratio_grid:
+            raise InvalidArchitectureError(
+                f"Expected an architecture on ratio grid q={self.ratio_grid} (the space's), but it has "
+                f"ratio_grid={arch.ratio_grid}; use --ratio-grid {arch.ratio_grid} or rewrite its splits")
         if arch.num_groups != self.num_groups:
             raise InvalidArchitectureError(
                 f"Expected an architecture with {self.num_groups} split group(s), as the space{this} has, but the "
                 f"architecture{made_for} has {arch.num_groups}: it was made for another model or grouping; {fix}")
         if arch.signature is not None and arch.signature != self.signature:
+            of = f"model {arch.model!r}, " if arch.model else ""
             raise InvalidArchitectureError(
                 f"Expected an architecture of this space{this} (signature {self.signature}), but it was made for "
-                f"another model or input shape{made_for} (signature {arch.signature}); {fix}")
+                f"another model or input shape ({of}signature {arch.signature}); {fix}")
 
     # -- building -----------------------------------------------------------------------------
     def stage_indices(self, arch: Architecture) -> list[dict[int, torch.Tensor]]:

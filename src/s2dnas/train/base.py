@@ -12,11 +12,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from s2dnas import distributed as dist
 from s2dnas._io import atomic_write_json
 from s2dnas.data import DataSplits, make_loader
-from s2dnas.errors import CheckpointError, ConfigError
+from s2dnas.errors import CheckpointError, ConfigError, TrainingError
 from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_checkpoint, save_weights
-from s2dnas.train.loops import check_finite, cosine_lr, evaluate, seed_everything, to_device
+from s2dnas.train.loops import (EvalResult, check_finite, check_finite_weights, cosine_lr, evaluate, make_sgd,
+                               seed_everything, to_device)
 
 __all__ = ["BaseTrainConfig", "train_base"]
 
@@ -66,27 +68,31 @@ class BaseTrainConfig:
 
 def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig, out_dir: str | Path,
                model_name: str, device: torch.device, resume: bool = False,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, distributed: bool = False) -> dict[str, Any]:
     """Train ``model`` on ``splits.train``, validating every epoch; write checkpoints and metrics.
 
     Files in ``out_dir``: ``checkpoint.pt`` (each epoch, atomic, weights-only loadable),
     ``model.safetensors`` + ``model.json`` (final weights and metadata), ``metrics.json``.
 
+    With ``distributed=True`` inside a torchrun job (see :mod:`s2dnas.distributed`), the model is
+    wrapped in ``DistributedDataParallel``, ``config.batch_size`` is the global batch split over the
+    ranks, metrics and val/test passes are reduced over the ranks, and only rank 0 shows progress,
+    logs and writes files; every rank returns the same metrics. Without a process group it is the
+    single-process loop.
+
     Returns:
         The metrics dict (history of train loss/accuracy and val accuracy, final val/test accuracy).
     """
+    ddp = distributed and dist.is_distributed()
+    main = not ddp or dist.is_main()
+    progress = progress and main
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    params_decay = [p for p in model.parameters() if p.ndim > 1]
-    params_no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": params_decay, "weight_decay": config.weight_decay},
-         {"params": params_no_decay, "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-    )
+    optimizer = make_sgd(model.parameters(), lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume:
@@ -102,6 +108,7 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         start_epoch, history = int(state["epoch"]), list(state["history"])
         if BaseTrainConfig.from_dict(state["config"]) != config:
             _logger.warning("resuming with a recipe that differs from the checkpoint's")
+    net = dist.wrap_ddp(model, device) if ddp else model  # `model` stays the unwrapped module (state dicts)
     train_loader_len = -(-min(len(splits.train), config.limit_train or len(splits.train)) // config.batch_size)
     total_steps = config.epochs * train_loader_len
     warmup_steps = int(config.warmup_epochs * train_loader_len)
@@ -110,10 +117,15 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
     t_start = time.time()
     for epoch in range(start_epoch, config.epochs):
         # Each epoch's shuffling and augmentation depend only on (seed, epoch): resume replays exactly.
-        seed_everything(config.seed * 1000 + epoch)
-        loader = make_loader(splits.train, batch_size=config.batch_size, shuffle=True,
-                             seed=config.seed * 1000 + epoch, limit=config.limit_train)
-        model.train()
+        if ddp:  # DistributedSampler; batch_size is the global batch (see dist.train_loader)
+            seed_everything(dist.rank_seed(config.seed * 1000 + epoch))
+            loader = dist.train_loader(splits.train, batch_size=config.batch_size, seed=config.seed * 1000,
+                                       epoch=epoch, limit=config.limit_train)
+        else:
+            seed_everything(config.seed * 1000 + epoch)
+            loader = make_loader(splits.train, batch_size=config.batch_size, shuffle=True,
+                                 seed=config.seed * 1000 + epoch, limit=config.limit_train)
+        net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for i, (x, y) in enumerate(bar):
@@ -121,7 +133,7 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=config.lr)
             x, y = to_device(x, device, channels_last=config.channels_last), y.to(device)
-            logits = model(x)
+            logits = net(x)
             loss = criterion(logits, y)
             check_finite(loss, where=f"epoch {epoch + 1}, step {i}")
             optimizer.zero_grad(set_to_none=True)
@@ -131,19 +143,32 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.numel()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val = evaluate(model, val_loader, device=device, channels_last=config.channels_last)
+        if ddp:
+            dist.average_buffers(model)  # the ranks' batch-norm statistics differ after the last step
+            loss_sum, correct, seen = _reduce_sums(loss_sum, correct, seen)
+            val = _evaluate_sharded(model, splits.val, device=device, channels_last=config.channels_last)
+        else:
+            val = evaluate(model, val_loader, device=device, channels_last=config.channels_last)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "val_accuracy": val.accuracy, "val_loss": val.loss})
-        _logger.info("epoch %d: train loss %.4f, val acc %.4f", epoch + 1, loss_sum / seen, val.accuracy)
+        if main:
+            _logger.info("epoch %d: train loss %.4f, val acc %.4f", epoch + 1, loss_sum / seen, val.accuracy)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum / seen:.4f} "
                        f"acc {correct / seen:.4f} | val acc {val.accuracy:.4f}")
-        save_checkpoint(ckpt_path, {
-            "model_name": model_name, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": epoch + 1, "history": history, "config": config.to_dict(),
-        })
-    test = evaluate(model, make_loader(splits.test, batch_size=512), device=device,
-                    channels_last=config.channels_last)
+        check_finite_weights(model, where=f"the end of epoch {epoch + 1}")  # never checkpoint NaN weights
+        if main:  # the other ranks hold the same state; they wait so a resume finds the file
+            save_checkpoint(ckpt_path, {
+                "model_name": model_name, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1, "history": history, "config": config.to_dict(),
+            })
+        if ddp:
+            dist.barrier()
+    if ddp:
+        test = _evaluate_sharded(model, splits.test, device=device, channels_last=config.channels_last)
+    else:
+        test = evaluate(model, make_loader(splits.test, batch_size=512), device=device,
+                        channels_last=config.channels_last)
     val_acc = history[-1]["val_accuracy"] if history else float("nan")
     metrics = {
         "model": model_name, "dataset": splits.name, "num_classes": splits.num_classes,
@@ -152,8 +177,31 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         "recipe": config.to_dict(), "seconds_this_run": time.time() - t_start,
         "mean": list(splits.mean), "std": list(splits.std),
     }
-    save_weights(out_dir / "model.safetensors", model.state_dict(), {k: v for k, v in metrics.items() if k != "history"})
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    if main:
+        save_weights(out_dir / "model.safetensors", model.state_dict(),
+                     {k: v for k, v in metrics.items() if k != "history"})
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    if ddp:
+        dist.barrier()
+    dist.debug_dump_weights(model, tag="train-base")
     return metrics
+
+
+def _reduce_sums(loss_sum: float, correct: int, seen: int) -> tuple[float, int, int]:
+    """The epoch's train sums over every rank (each rank counted its own examples)."""
+    total = dist.all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64))
+    return float(total[0]), int(total[1]), int(total[2])
+
+
+def _evaluate_sharded(model: nn.Module, dataset: Any, *, device: torch.device, channels_last: bool) -> EvalResult:
+    """:func:`evaluate` over ``dataset`` split across the ranks, counts summed (exact; no padding)."""
+    def counts(part: Any) -> list[float]:
+        r = evaluate(model, make_loader(part, batch_size=512), device=device, channels_last=channels_last)
+        return [round(r.accuracy * r.num_examples), r.loss * r.num_examples, r.num_examples]
+
+    correct, loss_sum, total = dist.evaluate_sharded(counts, dataset, 3)
+    if total == 0:
+        raise TrainingError("Cannot evaluate on an empty split")
+    return EvalResult(accuracy=correct / total, loss=loss_sum / total, num_examples=int(total))
 
 

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from s2dnas._io import atomic_torch_save, atomic_write_json
+from s2dnas._io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from s2dnas.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_model_identity"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_state_dict",
+           "check_model_identity"]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -40,8 +42,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"Refusing to load {path}: it is not a weights-only checkpoint (it would run pickled code: "
-            f"{str(err).splitlines()[0][:120]}); only load checkpoints written by s2dnas"
+            f"Refusing to load {path}: it is not a weights-only checkpoint ({_unpickling_detail(err)}; loading it "
+            "would run pickled code); only load checkpoints written by s2dnas"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(
@@ -53,12 +55,23 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return state
 
 
+def _unpickling_detail(err: Exception) -> str:
+    """The useful part of torch's weights-only refusal (e.g. ``Unsupported global: GLOBAL io.open``), on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch highlights part of its message with ANSI codes
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    detail = found.group(1) if found else (text.strip().splitlines() or ["unpickling refused"])[0]
+    return detail.split(" was not an allowed global")[0].strip()[:120]
+
+
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """Write ``state_dict`` as ``path`` (safetensors) and ``metadata`` as ``path`` with ``.json``."""
+    """Write ``state_dict`` as ``path`` (safetensors) and ``metadata`` as ``path`` with ``.json``.
+
+    Each file is written atomically (temporary file, fsync, rename): a kill leaves the previous
+    version of each file, never a partial one.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
-    tmp.replace(path)
+    data = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()})
+    atomic_write_bytes(path, data)
     atomic_write_json(path.with_suffix(".json"), metadata)
 
 
@@ -81,21 +94,26 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, meta
 
 
-def check_model_identity(state_dict: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> None:
-    """Raise :class:`CheckpointError` unless ``state_dict`` has exactly ``model``'s keys and shapes."""
-    own = model.state_dict()
+def check_state_dict(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str | None:
+    """Return how ``state_dict`` differs from ``own`` in keys or shapes, or ``None`` if it matches."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    wrong = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"missing {missing[:3]}")
-        if unexpected:
-            detail.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            detail.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)}")
+    wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        detail.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if wrong:
+        k = wrong[0]
+        detail.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)}")
+    return "; ".join(detail) or None
+
+
+def check_model_identity(state_dict: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` has exactly ``model``'s keys and shapes."""
+    problem = check_state_dict(state_dict, model.state_dict())
+    if problem:
         raise CheckpointError(
-            f"{source} was saved for another model ({'; '.join(detail)}); pass the matching --model and class count"
+            f"{source} was saved for another model ({problem}); pass the matching --model and class count"
         )

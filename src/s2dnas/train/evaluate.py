@@ -104,15 +104,16 @@ def load_base_model(*, splits: DataSplits, model_name: str | None = None,
     state, meta = load_weights(path)
     saved_name = meta.get("model") if isinstance(meta.get("model"), str) else None
     if model_name and saved_name and model_name != saved_name:
-        raise CheckpointError(f"Expected --model to be {saved_name!r} (what {path} was trained as), but got "
-                              f"{model_name!r}; drop --model or pass --model {saved_name}")
+        raise CheckpointError(f"Expected the model to be {saved_name!r} (what {path} was trained as), but got "
+                              f"{model_name!r}; pass --model {saved_name} (or model.name: {saved_name} in the config)")
     name = model_name or saved_name or DEFAULT_MODEL
     num_classes = _meta_int(meta, "num_classes", path)
     in_channels = _meta_int(meta, "in_channels", path)
     want_classes, want_channels = num_classes or splits.num_classes, in_channels or splits.in_channels
     if (want_classes, want_channels) != (splits.num_classes, splits.in_channels):
         raise _data_mismatch(what=str(path), want_classes=want_classes, want_channels=want_channels, splits=splits,
-                             fix="evaluate on the dataset the model was trained on, or train one for this data")
+                             fix="use the --dataset the model was trained on, or train a base model for this "
+                             "data with s2dnas train-base")
     if isinstance(meta.get("dataset"), str) and meta["dataset"] != splits.name:
         _logger.warning("%s was trained on %s, evaluating on %s", path, meta["dataset"], splits.name)
     _check_normalisation(meta, splits, path)

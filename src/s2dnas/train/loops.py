@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from s2dnas.errors import TrainingError
 
-__all__ = ["EvalResult", "cosine_lr", "evaluate", "check_finite", "seed_everything", "to_device",
-           "reestimate_batch_norm"]
+__all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "seed_everything",
+           "to_device", "reestimate_batch_norm"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,15 @@ class EvalResult:
     accuracy: float
     loss: float
     num_examples: int
+
+
+def make_sgd(params: Iterable[nn.Parameter], *, lr: float, momentum: float, weight_decay: float
+             ) -> torch.optim.SGD:
+    """SGD (Nesterov when momentum > 0) with weight decay on weights only, not on BN or biases."""
+    params = list(params)
+    return torch.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+                            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+                           lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
 def seed_everything(seed: int) -> None:
@@ -50,9 +60,26 @@ def check_finite(loss: torch.Tensor, *, where: str) -> None:
     """Raise :class:`TrainingError` when the loss is NaN or infinite."""
     if not torch.isfinite(loss):
         raise TrainingError(
-            f"Loss became {loss.item()} at {where}; training stopped and the last good checkpoint is kept. "
-            "Lower the learning rate (--lr) and resume"
+            f"Loss became {loss.item()} at {where}; training stopped and the last good checkpoint is kept "
+            "(that of the last completed epoch, if any). Expected a finite loss: lower the learning rate (--lr), "
+            "then resume with --resume (or start over with --force)"
         )
+
+
+@torch.no_grad()
+def check_finite_weights(model: nn.Module, *, where: str) -> None:
+    """Raise :class:`TrainingError` when a parameter or floating-point buffer is NaN or infinite.
+
+    Called before a checkpoint is written: the last optimizer step of an epoch can blow the
+    weights up although every loss was finite, and such a checkpoint must not replace the last good one.
+    """
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(
+                f"Weights became NaN or infinite ({name}) at {where}; training stopped and the last good checkpoint "
+                "is kept (that of the last completed epoch, if any). Expected finite weights: lower the learning "
+                "rate (--lr), then resume with --resume (or start over with --force)"
+            )
 
 
 @torch.no_grad()

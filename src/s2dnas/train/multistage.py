@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from s2dnas import distributed as dist
 from s2dnas.config import DataConfig, TrainConfig, config_to_dict, validate_config
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.errors import CheckpointError, ConfigError, TrainingError
@@ -36,7 +37,7 @@ from s2dnas.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from s2dnas.train.loops import check_finite, cosine_lr, seed_everything, to_device
+from s2dnas.train.loops import check_finite, check_finite_weights, cosine_lr, make_sgd, seed_everything, to_device
 
 __all__ = [
     "MultiStageLoss",
@@ -173,7 +174,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
                      teacher: nn.Module | None, device: torch.device | str = "cpu",
                      out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
                      evaluate_val: bool = True, eval_batch_size: int = DataConfig.eval_batch_size,
-                     stop_after_epochs: int | None = None) -> MultiStageMetrics:
+                     stop_after_epochs: int | None = None, distributed: bool = False) -> MultiStageMetrics:
     """Train ``msnet`` on ``splits.train`` with :class:`MultiStageLoss`, distilling from ``teacher``.
 
     Each epoch's shuffling and augmentation depend only on ``(seed, epoch)`` and the learning rate
@@ -196,6 +197,10 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
         eval_batch_size: batch size of the val passes.
         stop_after_epochs: train at most this many epochs in this call (the schedule still spans
             ``config.epochs``; resume continues).
+        distributed: inside a torchrun job, train ``msnet`` with ``DistributedDataParallel`` over
+            every rank (``batch_size`` is the global batch; metrics and val passes are reduced;
+            only rank 0 shows progress, logs and writes the checkpoint; every rank loads it on
+            resume). Off by default: a search candidate is trained by one rank on its own.
 
     Returns:
         :class:`MultiStageMetrics`.
@@ -206,6 +211,9 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
         TrainingError: the loss became NaN or infinite (the last checkpoint is left as it was).
     """
     validate_config(config)
+    ddp = distributed and dist.is_distributed()
+    main = not ddp or dist.is_main()
+    progress = progress and main
     if resume and out_dir is None:
         raise ConfigError("Expected out_dir when resume=True (the checkpoint lives there), but got None")
     device = torch.device(device)
@@ -224,11 +232,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
     if not params:
         raise ConfigError("Expected a network with trainable parameters, but it has none (a network built with "
                           "share_weights=True keeps them in the base model; build it with share_weights=False)")
-    optimizer = torch.optim.SGD(
-        [{"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
-         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-    )
+    optimizer = make_sgd(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     arch = msnet.architecture.to_dict() if hasattr(msnet.architecture, "to_dict") else None
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     history: list[dict[str, Any]] = []
@@ -249,6 +253,8 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             _logger.warning("resuming with a training config that differs from the checkpoint's")
     elif ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    # A stage of weight 0 contributes no loss, so its exit head gets no gradient; DDP must be told.
+    net = dist.wrap_ddp(msnet, device, find_unused_parameters=0 in criterion.stage_weights) if ddp else msnet
 
     num_train = min(len(splits.train), config.limit_train or len(splits.train))
     steps_per_epoch = -(-num_train // batch_size)
@@ -260,10 +266,15 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
     try:
         for epoch in range(start_epoch, end_epoch):
             # Shuffling, augmentation and dropout depend only on (seed, epoch): resume replays exactly.
-            seed_everything(seed * 1000 + epoch)
-            loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, seed=seed * 1000 + epoch,
-                                 limit=config.limit_train)
-            msnet.train()
+            if ddp:  # DistributedSampler; batch_size is the global batch (see dist.train_loader)
+                seed_everything(dist.rank_seed(seed * 1000 + epoch))
+                loader = dist.train_loader(splits.train, batch_size=batch_size, seed=seed * 1000, epoch=epoch,
+                                           limit=config.limit_train)
+            else:
+                seed_everything(seed * 1000 + epoch)
+                loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, seed=seed * 1000 + epoch,
+                                     limit=config.limit_train)
+            net.train()
             loss_sum, seen, lr = 0.0, 0, config.lr
             correct = [0] * msnet.num_stages
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
@@ -279,7 +290,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(x)
-                logits = msnet(x)
+                logits = net(x)
                 loss = criterion(logits, y, teacher_logits)
                 # 3. NaN guard before the step, so no bad update reaches a checkpoint
                 check_finite(loss, where=f"epoch {epoch + 1}, step {i}")
@@ -293,31 +304,60 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
                 if progress:
                     bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
                                     acc="/".join(f"{c / seen:.3f}" for c in correct))
+            if ddp:
+                dist.average_buffers(msnet)  # the ranks' batch-norm statistics differ after the last step
+                total = dist.all_reduce_sum(torch.tensor([loss_sum, seen, *correct], dtype=torch.float64))
+                loss_sum, seen, correct = float(total[0]), int(total[1]), [int(c) for c in total[2:]]
             entry: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
                                      "train_accuracy": [c / max(seen, 1) for c in correct]}
-            if val_loader is not None:
+            if val_loader is not None and ddp:
+                entry["val_accuracy"] = _evaluate_stages_sharded(msnet, splits.val, batch_size=eval_batch_size,
+                                                                 device=device, channels_last=config.channels_last)
+            elif val_loader is not None:
                 entry["val_accuracy"] = evaluate_stages(msnet, val_loader, device=device,
                                                         channels_last=config.channels_last)
             history.append(entry)
-            _logger.info("epoch %d: train loss %.4f, val acc %s", epoch + 1, entry["train_loss"],
-                         entry.get("val_accuracy"))
+            if main:
+                _logger.info("epoch %d: train loss %.4f, val acc %s", epoch + 1, entry["train_loss"],
+                             entry.get("val_accuracy"))
             if progress:
                 val = entry.get("val_accuracy")
                 tqdm.write(f"epoch {epoch + 1}/{config.epochs}: train loss {entry['train_loss']:.4f} | "
                            f"train acc {'/'.join(f'{a:.4f}' for a in entry['train_accuracy'])}"
                            + (f" | val acc {'/'.join(f'{a:.4f}' for a in val)}" if val else ""))
             if ckpt_path is not None:
+                check_finite_weights(msnet, where=f"the end of epoch {epoch + 1}")  # never checkpoint NaN weights
+            if ckpt_path is not None and main:  # the other ranks hold the same state
                 save_checkpoint(ckpt_path, {
                     "kind": _KIND, "architecture": arch, "model": msnet.state_dict(),
                     "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history,
                     "config": config_to_dict(config),
                 })
+            if ddp:  # the others wait, so a resume on any rank finds the file
+                dist.barrier()
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
+    dist.debug_dump_weights(msnet, tag="train")
     val_acc = history[-1].get("val_accuracy") if history else None
     return MultiStageMetrics(epochs=len(history), history=history, val_accuracy=val_acc,
                              seconds=time.time() - t_start)
+
+
+def _evaluate_stages_sharded(msnet: nn.Module, dataset: Any, *, batch_size: int, device: torch.device,
+                             channels_last: bool) -> list[float]:
+    """:func:`evaluate_stages` over ``dataset`` split across the ranks, counts summed (exact)."""
+    num_stages = int(getattr(msnet, "num_stages"))
+
+    def counts(part: Any) -> list[float]:
+        acc = evaluate_stages(msnet, make_loader(part, batch_size=batch_size), device=device,
+                              channels_last=channels_last)
+        return [round(a * len(part)) for a in acc] + [len(part)]
+
+    *correct, total = dist.evaluate_sharded(counts, dataset, num_stages + 1)
+    if total == 0:
+        raise TrainingError("Cannot evaluate on an empty split")
+    return [c / total for c in correct]
 
 
 def save_multistage(path: str | Path, msnet: MultiStageNet, *, metadata: dict[str, Any]) -> None:

@@ -202,17 +202,9 @@ def load_pretrained(model_module: nn.Module, meta: WeightsMeta) -> nn.Module:
 
 def _check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> None:
     """Raise :class:`CheckpointError` unless ``state`` has exactly ``model``'s keys and shapes."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"missing {missing[:3]}")
-        if unexpected:
-            detail.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            detail.append(f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
-        raise CheckpointError(f"Expected {source} to match the model's state dict, but got {'; '.join(detail)}; "
+    from s2dnas.train.checkpoint import check_state_dict
+
+    problem = check_state_dict(state, model.state_dict())
+    if problem:
+        raise CheckpointError(f"Expected {source} to match the model's state dict, but got {problem}; "
                               "build the model named in the entry's metadata")

@@ -1,0 +1,206 @@
+"""End-to-end smoke test of ``s2dnas run`` (issue 5, "Done when"): synthetic Fashion-MNIST IDX files, a
+tiny user-factory base model trained by ``s2dnas train-base``, then the whole pipeline with 3 search
+candidates and 1 epoch of final training, for each search strategy; plus the run-directory guard and
+``--resume`` of a finished run."""
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import s2dnas
+from s2dnas.cli.main import main
+from s2dnas.data import build_splits, make_loader
+from s2dnas.search import Journal
+
+N_TRAIN, N_TEST, VAL_SIZE = 400, 120, 100
+FACTORY = "tests_toy_models:toy_cnn"
+
+# A user model given as package.module:factory (its checkpoint metadata stores this name).
+TOY_MODELS = '''"""A tiny base model for the s2dnas CLI tests."""
+import torch
+from torch import nn
+
+
+class ToyCNN(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1, width=8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def toy_cnn(num_classes=10, in_channels=1):
+    return ToyCNN(num_classes=num_classes, in_channels=in_channels)
+'''
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_mnist(directory: Path, *, n_train: int = N_TRAIN, n_test: int = N_TEST) -> None:
+    """Fashion-MNIST-shaped IDX files with 4 easy classes: horizontal stripes, vertical stripes, a
+    checkerboard, flat grey (plus noise); they survive the random shifts and flips of augmentation."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28]
+    patterns = [(yy // 2) % 2 * 200, (xx // 2) % 2 * 200, (yy // 2 + xx // 2) % 2 * 200, np.full((28, 28), 100)]
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % len(patterns)
+        rng.shuffle(labels)
+        images = rng.integers(0, 50, size=(n, 28, 28)) + np.stack([patterns[k] for k in labels])
+        write_idx(directory / f"{prefix}-images-idx3-ubyte", np.clip(images, 0, 255), 0x00000803)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, 0x00000801)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Data files ($S2DNAS_DATA), the toy model module (on sys.path), one thread."""
+    root = tmp_path_factory.mktemp("cli_run")
+    (root / "data").mkdir()
+    write_fashion_mnist(root / "data")
+    (root / "models").mkdir()
+    (root / "models" / "tests_toy_models.py").write_text(TOY_MODELS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("S2DNAS_DATA", str(root / "data"))
+        mp.syspath_prepend(str(root / "models"))
+        yield root
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(env: Path) -> Path:
+    out = env / "base"
+    assert main(["train-base", "--model", FACTORY, "--epochs", "1", "--limit-train", "256", "--val-size",
+                 str(VAL_SIZE), "--out", str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["model"] == FACTORY  # the factory name travels with the weights
+    return out / "model.safetensors"
+
+
+def run_args(out: Path, base: Path, *extra: str) -> list[str]:
+    sets = {"model.weights": str(base), "model.name": FACTORY, "search.budget": "3",
+            "search.candidate_limit_train": "128", "train.limit_train": "256", "final_epochs": "1",
+            "data.val_size": str(VAL_SIZE), "device": "cpu"}
+    args = ["run", "--out", str(out), "--no-progress"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return args + list(extra)
+
+
+RUN_FILES = ["config.yaml", "base.json", "search/journal.jsonl", "search/result.json", "final/checkpoint.pt",
+             "model/model.json", "export/manifest.json", "results.json", "report.md", "reward_curve.png",
+             "accuracy_vs_macs.png", "exit_histogram.png"]
+STRATEGIES = {"rl": [], "random": ["--set", "search.strategy=random"],
+              "oneshot": ["--set", "search.strategy=oneshot", "--set", "search.supernet_epochs=1"]}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = env / f"run-{strategy}"
+    assert main(run_args(out, base, *STRATEGIES[strategy])) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    if strategy == "oneshot":
+        assert (out / "search" / "supernet.safetensors").is_file()
+
+    # the search: 3 distinct candidates, the best one chosen
+    records = Journal(out / "search" / "journal.jsonl").records()
+    assert len(records) == 3
+    assert len({json.dumps(r["sample"], sort_keys=True) for r in records}) == 3
+    chosen = json.loads((out / "search" / "result.json").read_text())
+    best = max(records, key=lambda r: r["reward"])
+    assert chosen["architecture"] == best["architecture"] and chosen["reward"] == best["reward"]
+
+    # the search's accuracy target: what the default architecture reaches when scored the same way
+    # (capped by the final target); every candidate's calibration used it
+    results = json.loads((out / "results.json").read_text())
+    ref = json.loads((out / "search" / "reference.json").read_text())
+    assert ref["search_target"] == pytest.approx(min(ref["final_target"], ref["metrics"]["best_accuracy"] - 0.001))
+    assert results["search_reference"]["search_target"] == ref["search_target"]
+    assert all(r["metrics"]["target_accuracy"] == ref["search_target"] for r in records)
+    assert results["target_val_accuracy"] == ref["final_target"]
+
+    # thresholds from val, numbers from test
+    assert results["architecture"] == best["architecture"]
+    assert results["calibration"]["num_examples"] == VAL_SIZE
+    assert results["test"]["num_examples"] == N_TEST
+    assert results["test"]["thresholds"] == results["calibration"]["thresholds"]
+    assert results["base"]["model"] == FACTORY
+    assert 0 < results["test"]["macs_ratio"] <= 1
+    assert "| dynamic (ours) |" in (out / "report.md").read_text()
+
+    # the saved model reproduces the test numbers
+    dyn = s2dnas.load(out / "model")
+    assert list(dyn.thresholds) == pytest.approx(results["calibration"]["thresholds"])
+    splits = build_splits("fashion-mnist", data_dir=env / "data", val_size=VAL_SIZE, seed=0)
+    correct, exits = 0, torch.zeros(dyn.num_stages)
+    for x, y in make_loader(splits.test, batch_size=64):
+        output = dyn(x)
+        correct += int((output.logits.argmax(1) == y).sum())
+        exits += torch.bincount(output.exit_stage, minlength=dyn.num_stages)
+    assert correct == results["test"]["num_correct"]
+    assert (exits / N_TEST).tolist() == pytest.approx(results["test"]["exit_fractions"])
+
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert manifest  # written by the export step (ONNX + TorchScript stages)
+
+
+def test_existing_run_dir_needs_resume_or_force(env: Path, base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = env / "run-guard"
+    out.mkdir()
+    (out / "config.yaml").write_text("seed: 0\n")
+    capsys.readouterr()
+    assert main(run_args(out, base)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("s2dnas: error:") and "--resume" in err and "--force" in err
+    assert (out / "config.yaml").read_text() == "seed: 0\n"  # nothing touched
+    assert main(run_args(env / "run-none", base, "--resume")) == 2
+    assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_skips_everything(env: Path, base: Path) -> None:
+    out = env / "run-rl"
+    if not (out / "results.json").exists():
+        assert main(run_args(out, base)) == 0
+    watched = ["config.yaml", "base.json", "search/journal.jsonl", "search/controller.pt", "search/result.json",
+               "final/checkpoint.pt", "model/weights.safetensors", "export/manifest.json", "results.json",
+               "report.md"]
+    before = {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in watched}
+    assert main(run_args(out, base, "--resume")) == 0
+    after = {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in watched}
+    assert after == before  # nothing recomputed, nothing rewritten
+
+    # a killed report is written again from results.json
+    (out / "report.md").unlink()
+    assert main(run_args(out, base, "--resume")) == 0
+    assert (out / "report.md").read_bytes() == before["report.md"][1]
+
+
+def test_force_starts_the_search_over(env: Path, base: Path) -> None:
+    out = env / "run-force"
+    assert main(run_args(out, base, "--set", "search.strategy=random")) == 0
+    first = Journal(out / "search" / "journal.jsonl").records()
+    assert main(run_args(out, base, "--force", "--set", "search.strategy=random", "--set", "search.budget=2",
+                         "--set", "search.seed=7")) == 0
+    records = Journal(out / "search" / "journal.jsonl").records()
+    assert len(first) == 3 and len(records) == 2  # a new journal, not the old one extended or reused
+    results = json.loads((out / "results.json").read_text())
+    assert results["architecture"] == max(records, key=lambda r: r["reward"])["architecture"]

@@ -1,0 +1,201 @@
+"""Tests of the evaluators (brief training, one-shot) and the super-network, on a 2-block toy CNN and an
+easy synthetic task: 8x8 images, class = which quadrant is bright."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from s2dnas.config import CalibrationConfig, TrainConfig
+from s2dnas.data import DataSplits, make_loader
+from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
+from s2dnas.dynamic.calibrate import collect_logits
+from s2dnas.errors import ConfigError
+from s2dnas.search.evaluator import CandidateResult, Evaluator, OneShotEvaluator, TrainedEvaluator
+from s2dnas.search.oneshot import build_supernet_space, train_supernet
+from s2dnas.space import Architecture, Space
+from s2dnas.train.loops import evaluate
+
+NUM_CLASSES, SIZE = 4, 8
+CPU = torch.device("cpu")
+
+
+class ToyCNN(nn.Module):
+    """Two conv-bn-relu blocks at two resolutions (two split groups), pooling, a linear head."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 1, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def quadrant_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise, plus a bright 4x4 quadrant: top-left, top-right, bottom-left, bottom-right = class 0..3."""
+    labels = torch.arange(n) % NUM_CLASSES
+    images = torch.randn(n, 1, SIZE, SIZE, generator=generator) * 0.5
+    half = SIZE // 2
+    for i, k in enumerate(labels.tolist()):
+        r, c = divmod(k, 2)
+        images[i, 0, r * half:(r + 1) * half, c * half:(c + 1) * half] += 2.0
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def splits() -> DataSplits:
+    gen = torch.Generator().manual_seed(0)
+    (xtr, ytr), (xva, yva), (xte, yte) = (quadrant_images(n, gen) for n in (384, 128, 64))
+    # an augmented train split like the real ones (random shifts drawn from the global RNG)
+    augment = RandomCropFlip(pad=1, flip=False, fill=torch.zeros(1))
+    return DataSplits(name="quadrants", train=TensorImageDataset(xtr, ytr, augment), val=TensorImageDataset(xva, yva),
+                      test=TensorImageDataset(xte, yte), num_classes=NUM_CLASSES, in_channels=1,
+                      input_size=(SIZE, SIZE), mean=(0.0,), std=(1.0,), class_names=("tl", "tr", "bl", "br"))
+
+
+@pytest.fixture(scope="module")
+def base(splits: DataSplits) -> nn.Module:
+    """The toy CNN trained for a few epochs (it gets the easy task right)."""
+    torch.manual_seed(0)
+    model = ToyCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(3):
+        for x, y in make_loader(splits.train, batch_size=32, shuffle=True, seed=epoch):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    assert evaluate(model, make_loader(splits.val, batch_size=256), device=CPU).accuracy > 0.9
+    return model
+
+
+@pytest.fixture(scope="module")
+def space(base: nn.Module) -> Space:
+    return Space(base, input_shape=(1, SIZE, SIZE), num_stages=3, ratio_grid=4, model_name="toy")
+
+
+@pytest.fixture(scope="module")
+def common(base: nn.Module, splits: DataSplits) -> dict:
+    target = evaluate(base, make_loader(splits.val, batch_size=256), device=CPU).accuracy - 0.02
+    return dict(calibration=CalibrationConfig(), reward="macs_saving", target_accuracy=target, device=CPU,
+                eval_batch_size=256)
+
+
+TRAIN = TrainConfig(epochs=1, lr=0.05, batch_size=32, limit_train=128, seed=0)
+ARCH_A = {"split.g1": 0, "split.g2": 1, "concat.s2": 0, "concat.s3": 1}
+ARCH_B = {"split.g1": 2, "split.g2": 0, "concat.s2": 2, "concat.s3": 0}
+
+
+def check_result(result: CandidateResult, arch: Architecture, space: Space) -> None:
+    assert isinstance(result, CandidateResult)
+    assert result.architecture == arch
+    assert math.isfinite(result.reward)
+    m = result.metrics
+    assert len(m["stage_val_accuracy"]) == space.num_stages
+    assert all(0.0 <= a <= 1.0 for a in m["stage_val_accuracy"])
+    assert 0.0 < m["macs_ratio"] <= 1.0
+    assert len(m["thresholds"]) == space.num_stages - 1
+    assert sum(m["exit_fractions"]) == pytest.approx(1.0)
+    assert len(m["stage_macs"]) == space.num_stages and sum(m["stage_macs"]) <= space.base_macs()
+    assert m["oracle_macs_ratio"] <= 1.0
+    # the reward follows the feasibility rule of macs_saving
+    assert (result.reward >= 1.0) if m["feasible"] else (result.reward < 0.0)
+    assert result.seconds > 0.0
+
+
+def test_trained_evaluator(space: Space, splits: DataSplits, base: nn.Module, common: dict) -> None:
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    evaluator = TrainedEvaluator(space, splits, teacher=base, train=TRAIN, bn_batches=4, **common)
+    arch = space.from_sample(ARCH_A)
+    first = evaluator.evaluate(arch)
+    check_result(first, arch, space)
+    # deterministic whatever was scored before (a resumed search scores candidates in a new process)
+    check_result(evaluator.evaluate(space.from_sample(ARCH_B)), space.from_sample(ARCH_B), space)
+    again = evaluator.evaluate(arch)
+    assert again.reward == first.reward
+    assert again.metrics == first.metrics
+    # the teacher is never modified
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+
+
+def test_evaluator_reward_modes(space: Space, splits: DataSplits, base: nn.Module, common: dict) -> None:
+    arch = space.from_sample(ARCH_A)
+    kw = {**common, "reward": "accuracy_in_budget", "target_accuracy": None,
+          "calibration": CalibrationConfig(macs_budget=0.6)}
+    result = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **kw).evaluate(arch)
+    m = result.metrics
+    assert m["feasible"] == (m["expected_macs"] <= 0.6 * space.base_macs())
+    assert result.reward == (m["accuracy"] if m["feasible"] else m["accuracy"] - 1.0)
+    tradeoff = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32,
+                                **{**common, "reward": "tradeoff", "tradeoff_weight": 0.5}).evaluate(arch)
+    assert tradeoff.reward == pytest.approx(tradeoff.metrics["accuracy"] * tradeoff.metrics["macs_ratio"] ** -0.5)
+    with pytest.raises(ConfigError, match="accuracy_in_budget' needs calibration.macs_budget"):
+        OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **{**common, "reward": "accuracy_in_budget"})
+
+
+def test_train_supernet_changes_its_weights_not_the_teachers(space: Space, splits: DataSplits,
+                                                             base: nn.Module) -> None:
+    teacher_before = {k: v.clone() for k, v in base.state_dict().items()}
+    super_space = build_supernet_space(space)
+    super_before = {k: v.clone() for k, v in super_space.model.state_dict().items()}
+    history = train_supernet(super_space, splits, config=TRAIN, teacher=base, epochs=1, device=CPU,
+                             resample_every=2, seed=0, progress=False)
+    assert history["steps"] == 4  # 128 images / 32
+    assert len(history["history"]) == 1 and math.isfinite(history["history"][0]["train_loss"])
+    changed = [k for k, v in super_space.model.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, super_before[k])]
+    assert "conv1.weight" in changed and "fc.weight" in changed
+    assert all(torch.equal(teacher_before[k], v) for k, v in base.state_dict().items())
+    assert space.model is base  # the original space still holds the untouched base
+
+
+@pytest.fixture(scope="module")
+def super_space(space: Space, splits: DataSplits, base: nn.Module) -> Space:
+    sp = build_supernet_space(space)
+    train_supernet(sp, splits, config=TRAIN, teacher=base, epochs=1, device=CPU, resample_every=2, seed=0,
+                   progress=False)
+    return sp
+
+
+def test_oneshot_evaluator(super_space: Space, splits: DataSplits, common: dict) -> None:
+    evaluator = OneShotEvaluator(super_space, splits, bn_batches=4, batch_size=32, **common)
+    arch = super_space.from_sample(ARCH_A)
+    first = evaluator.evaluate(arch)
+    check_result(first, arch, super_space)
+
+    # scoring = calibrating the materialised network: the super-network's weights, untrained, with
+    # its batch-norm statistics re-estimated
+    weights_before = {k: v.clone() for k, v in super_space.model.state_dict().items()}
+    prepared = evaluator._prepare(arch)
+    materialised = super_space.build(arch)
+    for (name, p), (_, q) in zip(prepared.named_parameters(), materialised.named_parameters()):
+        assert torch.equal(p, q), name
+    logits = collect_logits(prepared, make_loader(splits.val, batch_size=256), device=CPU)
+    reward, metrics = evaluator.score(logits, stage_macs=prepared.analytic_macs)
+    assert reward == first.reward
+    assert metrics == first.metrics
+    # scoring does not touch the shared weights
+    assert all(torch.equal(weights_before[k], v) for k, v in super_space.model.state_dict().items())
+
+    # deterministic: the same architecture scores the same, whatever was scored in between
+    evaluator.evaluate(super_space.from_sample(ARCH_B))
+    again = evaluator.evaluate(arch)
+    assert again.reward == first.reward and again.metrics == first.metrics
+    fresh = OneShotEvaluator(super_space, splits, bn_batches=4, batch_size=32, **common).evaluate(arch)
+    assert fresh.reward == first.reward and fresh.metrics == first.metrics
+
+
+def test_evaluator_base_class_needs_prepare(space: Space, splits: DataSplits, common: dict) -> None:
+    with pytest.raises(NotImplementedError):
+        Evaluator(space, splits, **common).evaluate(space.default_architecture())
