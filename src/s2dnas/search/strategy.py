@@ -118,7 +118,10 @@ class SearchStrategy:
         return SearchResult(Architecture.from_dict(best["architecture"]), float(best["reward"]), records)
 
     def _evaluate(self, sample: dict[str, int]) -> dict[str, Any]:
-        arch = self.space.from_sample(sample)
+        return self.journal.append(self._score_candidate(sample, self.space.from_sample(sample)))
+
+    def _score_candidate(self, sample: dict[str, int], arch: Architecture) -> dict[str, Any]:
+        """Score ``arch``; the journal record (without index and time) of the candidate."""
         try:
             result = self.evaluator.evaluate(arch)
             reward, metrics, seconds = result.reward, result.metrics, result.seconds
@@ -127,8 +130,8 @@ class SearchStrategy:
         except S2DNASError as err:  # an invalid candidate is scored, counted and journalled
             _logger.warning("candidate %s failed: %s", sample, err)
             reward, metrics, seconds = REWARD_FOR_INVALID, {"invalid": True, "error": str(err)}, 0.0
-        return self.journal.append({"sample": sample, "architecture": arch.to_dict(), "metrics": metrics,
-                                    "reward": reward, "seconds": seconds})
+        return {"sample": sample, "architecture": arch.to_dict(), "metrics": metrics, "reward": reward,
+                "seconds": seconds}
 
 
 class DistributedSearchStrategy(SearchStrategy):
@@ -209,16 +212,7 @@ class DistributedSearchStrategy(SearchStrategy):
             arch = self.space.from_sample(sample)
         except S2DNASError as err:  # sent to rank 0, raised on every rank (as SearchStrategy raises it)
             return "error", err
-        try:
-            result = self.evaluator.evaluate(arch)
-            reward, metrics, seconds = result.reward, result.metrics, result.seconds
-            if not math.isfinite(reward):
-                raise S2DNASError(f"non-finite reward {reward}")
-        except S2DNASError as err:  # an invalid candidate is scored, counted and journalled
-            _logger.warning("candidate %s failed: %s", sample, err)
-            reward, metrics, seconds = REWARD_FOR_INVALID, {"invalid": True, "error": str(err)}, 0.0
-        return "ok", {"sample": sample, "architecture": arch.to_dict(), "metrics": metrics, "reward": reward,
-                      "seconds": seconds}
+        return "ok", self._score_candidate(sample, arch)
 
     def _record(self, plan: list[dict[str, int]], results: list[tuple[str, Any] | None],
                 loop: dict[str, Any], bar: Any) -> None:
