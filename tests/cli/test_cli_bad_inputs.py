@@ -12,7 +12,6 @@ import hashlib
 import json
 import pickle
 import shutil
-import struct
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,8 @@ from s2dnas.dynamic import DynamicNet, build_model_spec
 from s2dnas.errors import UnknownModelError
 from s2dnas.space import Space
 from s2dnas.train.checkpoint import save_weights
+
+from _synthetic import write_band_dataset
 
 MODELS = "s2dnas_badinput_models"  # module written to a temporary folder on sys.path
 TINY = f"{MODELS}:tiny"
@@ -91,11 +92,6 @@ class Planted:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    path.write_bytes(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-                     + array.astype(np.uint8).tobytes())
-
-
 def _tree_digest(*roots: Path) -> dict[str, str]:
     """SHA-256 of every file under ``roots`` (a missing root maps to nothing)."""
     digest = {}
@@ -144,16 +140,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fashion-MNIST-shaped IDX files: class k is a bright band at height 2k, plus noise."""
-    directory = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, k in enumerate(labels):
-            images[i, 2 + 2 * k: 4 + 2 * k] += 180
-        _write_idx(directory / f"{prefix}-images-idx3-ubyte", images, 0x00000803)
-        _write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, 0x00000801)
-    return directory
+    return write_band_dataset(tmp_path_factory.mktemp("fmnist"), n_train=N_TRAIN, n_test=N_TEST)
 
 
 @pytest.fixture(autouse=True)

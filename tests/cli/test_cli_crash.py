@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -23,7 +22,8 @@ from safetensors.torch import load_file
 from s2dnas.cli.main import main
 from s2dnas.data import fashion_mnist
 from s2dnas.train.checkpoint import load_checkpoint
-from test_cli_bad_inputs import MODELS, MODELS_SOURCE, N_TEST, N_TRAIN, TINY, _write_idx
+from _synthetic import write_band_dataset
+from test_cli_bad_inputs import MODELS, MODELS_SOURCE, N_TEST, N_TRAIN, TINY
 
 EPOCHS = 30  # long enough (about 2 s on one busy core) to kill the run in the middle
 TIMEOUT = 180.0
@@ -36,14 +36,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "models").mkdir()
     (root / "models" / f"{MODELS}.py").write_text(MODELS_SOURCE)
     (root / "data").mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, k in enumerate(labels):
-            images[i, 2 + 2 * k: 4 + 2 * k] += 180
-        _write_idx(root / "data" / f"{prefix}-images-idx3-ubyte", images, 0x00000803)
-        _write_idx(root / "data" / f"{prefix}-labels-idx1-ubyte", labels, 0x00000801)
+    write_band_dataset(root / "data", n_train=N_TRAIN, n_test=N_TEST)
     return root
 
 

@@ -5,15 +5,14 @@ candidates and 1 epoch of final training, for each search strategy; plus the run
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import s2dnas
+from _synthetic import write_pattern_dataset
 from s2dnas.cli.main import main
 from s2dnas.data import build_splits, make_loader
 from s2dnas.search import Journal
@@ -47,31 +46,12 @@ def toy_cnn(num_classes=10, in_channels=1):
 '''
 
 
-def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_fashion_mnist(directory: Path, *, n_train: int = N_TRAIN, n_test: int = N_TEST) -> None:
-    """Fashion-MNIST-shaped IDX files with 4 easy classes: horizontal stripes, vertical stripes, a
-    checkerboard, flat grey (plus noise); they survive the random shifts and flips of augmentation."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:28, 0:28]
-    patterns = [(yy // 2) % 2 * 200, (xx // 2) % 2 * 200, (yy // 2 + xx // 2) % 2 * 200, np.full((28, 28), 100)]
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % len(patterns)
-        rng.shuffle(labels)
-        images = rng.integers(0, 50, size=(n, 28, 28)) + np.stack([patterns[k] for k in labels])
-        write_idx(directory / f"{prefix}-images-idx3-ubyte", np.clip(images, 0, 255), 0x00000803)
-        write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, 0x00000801)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Data files ($S2DNAS_DATA), the toy model module (on sys.path), one thread."""
     root = tmp_path_factory.mktemp("cli_run")
     (root / "data").mkdir()
-    write_fashion_mnist(root / "data")
+    write_pattern_dataset(root / "data", n_train=N_TRAIN, n_test=N_TEST)
     (root / "models").mkdir()
     (root / "models" / "tests_toy_models.py").write_text(TOY_MODELS)
     threads = torch.get_num_threads()

@@ -6,63 +6,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from _synthetic import write_pattern_dataset
 from s2dnas.cli.main import main
 from s2dnas.search import Journal, sample_key
+from test_cli_run import TOY_MODELS
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
 FACTORY = "tests_toy_models_kill:toy_cnn"
 BUDGET, VAL_SIZE = 5, 100
 TIMEOUT = 120  # seconds, for any one subprocess (the whole test takes ~30 s on a busy 2-core machine)
-
-TOY_MODELS = '''"""A tiny base model for the s2dnas kill/resume test."""
-import torch
-from torch import nn
-
-
-class ToyCNN(nn.Module):
-    def __init__(self, num_classes=10, in_channels=1, width=8):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * width)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def toy_cnn(num_classes=10, in_channels=1):
-    return ToyCNN(num_classes=num_classes, in_channels=in_channels)
-'''
-
-
-def write_fashion_mnist(directory: Path, *, n_train: int = 400, n_test: int = 120) -> None:
-    """Fashion-MNIST-shaped IDX files, 4 easy classes (stripes of two orientations, checkerboard, grey)."""
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:28, 0:28]
-    patterns = [(yy // 2) % 2 * 200, (xx // 2) % 2 * 200, (yy // 2 + xx // 2) % 2 * 200, np.full((28, 28), 100)]
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % len(patterns)
-        rng.shuffle(labels)
-        images = np.clip(rng.integers(0, 50, size=(n, 28, 28)) + np.stack([patterns[k] for k in labels]), 0, 255)
-        for kind, array, magic in (("images-idx3", images, 0x00000803), ("labels-idx1", labels, 0x00000801)):
-            header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-            (directory / f"{prefix}-{kind}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +33,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[s
     root = tmp_path_factory.mktemp("cli_kill")
     for sub in ("data", "models"):
         (root / sub).mkdir()
-    write_fashion_mnist(root / "data")
+    write_pattern_dataset(root / "data", n_train=400, n_test=120, seed=1)
     (root / "models" / "tests_toy_models_kill.py").write_text(TOY_MODELS)
     child_env = {**os.environ, "S2DNAS_DATA": str(root / "data"), "OMP_NUM_THREADS": "1",
                  "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "models"), os.environ.get("PYTHONPATH")]))}

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,27 +15,15 @@ from s2dnas.space import Architecture
 from s2dnas.train.checkpoint import save_weights
 from s2dnas.zoo import create_model
 
+from _synthetic import write_band_dataset
+
 N_TRAIN, N_TEST = 300, 60
-
-
-def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fashion-MNIST-shaped files: class k is a bright band at height 2k, plus noise."""
-    directory = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, k in enumerate(labels):
-            images[i, 2 + 2 * k: 4 + 2 * k] += 180
-        _write_idx(directory / f"{prefix}-images-idx3-ubyte", images, 0x00000803)
-        _write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, 0x00000801)
-    return directory
+    return write_band_dataset(tmp_path_factory.mktemp("fashion"), n_train=N_TRAIN, n_test=N_TEST)
 
 
 @pytest.fixture(scope="module")
