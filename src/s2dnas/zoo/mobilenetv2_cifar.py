@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from s2dnas.errors import ConfigError
+from s2dnas.zoo._init import init_weights
 from s2dnas.zoo.registry import register_model
 
 __all__ = ["ConvBNReLU6", "InvertedResidual", "CifarMobileNetV2", "CIFAR_INVERTED_RESIDUAL_SETTING", "mobilenetv2"]
@@ -105,15 +106,7 @@ class CifarMobileNetV2(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk: ``(B, C_in, H, W) -> (B, last_channel, H/8, W/8)``."""

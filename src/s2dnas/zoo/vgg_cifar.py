@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from s2dnas.zoo._init import init_weights
 from s2dnas.zoo.registry import register_model
 
 __all__ = ["CifarVGG", "VGG16_CFG", "vgg16_bn"]
@@ -46,15 +47,7 @@ class CifarVGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk: ``(B, C_in, H, W) -> (B, 512, ceil(H/32), ceil(W/32))``."""
