@@ -69,9 +69,31 @@ def test_mobilenetv2_width_mult_and_resolution(seed: int) -> None:
         create_model("mobilenetv2", width_mult=0.0)
 
 
+@pytest.mark.parametrize(("name", "width_mult", "widths", "macs"), [
+    # ResNet-20 at 28x28: 16/32/64 channels scaled; the MACs were counted once and are pinned here
+    ("resnet20", 0.5, (8, 16, 32), 7_783_872),
+    ("resnet20", 0.75, (12, 24, 48), 17_471_136),
+    ("resnet20", 1.0, (16, 32, 64), 31_021_952),
+    ("vgg16_bn", 0.25, (16, 32, 64, 128, 128), 16_813_568),
+])
+def test_width_mult_scales_every_stage(name: str, width_mult: float, widths: tuple[int, ...], macs: int,
+                                       seed: int) -> None:
+    model = create_model(name, num_classes=10, in_channels=1, width_mult=width_mult)
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    # every distinct width appears, in order of first appearance, and nothing else
+    assert list(dict.fromkeys(convs)) == list(dict.fromkeys(widths))
+    assert count_macs(model, torch.zeros(1, 1, 28, 28)) == macs
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, "half", True])
+def test_width_mult_must_be_positive(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"Expected `width_mult` > 0"):
+        create_model("resnet20", width_mult=bad)
+
+
 def test_unknown_builder_kwarg_raises() -> None:
-    with pytest.raises(ConfigError, match=r"Expected keyword arguments accepted by model 'resnet20'.*width_mult"):
-        create_model("resnet20", width_mult=2.0)
+    with pytest.raises(ConfigError, match=r"Expected keyword arguments accepted by model 'resnet20'.*depth"):
+        create_model("resnet20", depth=2.0)
 
 
 def test_unknown_registered_name_raises() -> None:

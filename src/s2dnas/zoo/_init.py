@@ -1,9 +1,22 @@
-"""Weight initialisation shared by the zoo's CIFAR builders."""
+"""Helpers shared by the zoo's CIFAR builders: layer widths and weight initialisation."""
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["init_weights"]
+from s2dnas.errors import ConfigError
+
+__all__ = ["init_weights", "scaled_widths"]
+
+
+def scaled_widths(widths: tuple[int, ...], width_mult: float) -> tuple[int, ...]:
+    """``widths`` times ``width_mult``, rounded to the nearest integer and at least 1.
+
+    Raises:
+        ConfigError: ``width_mult`` is not a positive number.
+    """
+    if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool) or not width_mult > 0:
+        raise ConfigError(f"Expected `width_mult` > 0, but got {width_mult!r}; pass e.g. 0.5, 0.75 or 1.0")
+    return tuple(max(1, round(w * width_mult)) for w in widths)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from s2dnas.zoo._init import init_weights
+from s2dnas.zoo._init import init_weights, scaled_widths
 from s2dnas.zoo.registry import register_model
 
 __all__ = ["CifarVGG", "VGG16_CFG", "vgg16_bn"]
@@ -28,9 +28,12 @@ class CifarVGG(nn.Module):
     """VGG trunk of conv-BN-ReLU layers and max pools, global average pool, linear head."""
 
     def __init__(
-        self, cfg: tuple[int | str, ...], *, num_classes: int = 10, in_channels: int = 3
+        self, cfg: tuple[int | str, ...], *, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0
     ) -> None:
         super().__init__()
+        convs = scaled_widths(tuple(c for c in cfg if c != "M"), width_mult)  # type: ignore[misc]
+        scaled = iter(convs)
+        cfg = tuple(item if item == "M" else next(scaled) for item in cfg)
         layers: list[nn.Module] = []
         channels = in_channels
         for item in cfg:
@@ -62,14 +65,16 @@ class CifarVGG(nn.Module):
 
 
 @register_model
-def vgg16_bn(*, num_classes: int = 10, in_channels: int = 3) -> CifarVGG:
+def vgg16_bn(*, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> CifarVGG:
     """VGG-16 with batch normalization for 32x32 (or 28x28) inputs (14.7M parameters).
 
     Args:
         num_classes: Number of output classes.
         in_channels: Number of input image channels (1 for grey-scale, 3 for RGB).
+        width_mult: Multiplier of every conv's width (rounded, at least 1), e.g. 0.25 for a
+            16-to-128-channel VGG that trains on a CPU.
 
     Returns:
         The randomly initialised model.
     """
-    return CifarVGG(VGG16_CFG, num_classes=num_classes, in_channels=in_channels)
+    return CifarVGG(VGG16_CFG, num_classes=num_classes, in_channels=in_channels, width_mult=width_mult)
