@@ -1,0 +1,494 @@
+"""Method comparison: S2DNAS against what a user would do otherwise, side by side in one run.
+
+For one base model (the shipped ResNet-20, or VGG-16-BN x0.25 trained here) and Fashion-MNIST:
+
+1. ``static_base``: the base model;
+2. ``static_x0.5``, ``static_x0.75``: thinner static models, trained from scratch with the base's recipe
+   for half its epochs (the full budget does not fit the benchmark's time on 2 cores);
+3. ``sdn_frozen``, ``sdn_joint``: SDN-style exits at 1/4, 2/4, 3/4 of the base's convolutions,
+   trained on the frozen base (heads only) or jointly;
+4. ``cascade``: a big/little cascade of ``static_x0.5`` and the base;
+5. ``s2dnas_handpicked``: METHOD.md's architecture (split 1/4, 1/4, 1/2, full concat), no search;
+   ``s2dnas_random``: random search;
+6. ``s2dnas_rl``: REINFORCE over briefly trained candidates; ``s2dnas_oneshot``: REINFORCE over
+   candidates scored with a weight-sharing super-network;
+7. ``oracle``: the ``s2dnas_rl`` network when every input leaves at the first stage that gets it right.
+
+Every multi-stage method gets the same final training (epochs, images, distillation) and goes
+through one evaluation: thresholds calibrated on val for the base's val accuracy (minus the
+tolerance), test accuracy and MACs (counted by executing the stages), and measured CPU speed-up
+over the base (both BN-folded, each in its faster memory format, batch 256, same process).
+Each method's result is cached under ``runs/bench/<model>/<method>/`` so a killed run resumes;
+the timing runs after all training, in the same process (``--no-speed`` leaves it for a later run
+on a quiet machine, which rebuilds every network from the cache in seconds).
+
+    python -m benchmarks.methods --model resnet20 --scale small
+writes benchmarks/results/methods_<model>.json (schema of issue 6), a PNG and a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from s2dnas._io import atomic_write_json
+from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
+from s2dnas.bench.speed import prepare_dynamic, prepare_static, time_passes
+from s2dnas.config import TrainConfig, load_config
+from s2dnas.data import DataSplits, build_splits, make_loader
+from s2dnas.dynamic import DynamicNet
+from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
+from s2dnas.runner import run_pipeline
+from s2dnas.space import MultiStageNet, Space
+from s2dnas.train.base import BaseTrainConfig, train_base
+from s2dnas.train.evaluate import load_base_model
+from s2dnas.train.loops import reestimate_batch_norm
+from s2dnas.train.multistage import train_multistage
+from s2dnas.zoo import create_model
+
+RESULTS = Path("benchmarks/results")
+_logger = logging.getLogger("benchmarks.methods")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How much compute each method gets (the same for every method of a kind)."""
+
+    final_epochs: int  # multi-stage training of every dynamic method (S2DNAS final training, SDN)
+    limit_train: int | None  # training images per epoch of that training (None = all)
+    budget: int  # candidates per search (random, RL, one-shot: the same)
+    candidate_epochs: int
+    candidate_limit_train: int
+    supernet_epochs: int
+    speed_images: int  # test images timed per pass
+    speed_repeats: int
+    thin_limit_train: int | None = None  # smoke runs only: cut the static models' training
+    eval_batch_size: int = 512
+
+
+SCALES = {
+    # `make test` runs this on synthetic data (tests/benchmarks): every method, minutes of nothing
+    "smoke": Scale(final_epochs=1, limit_train=256, budget=2, candidate_epochs=1, candidate_limit_train=64,
+                   supernet_epochs=1, speed_images=64, speed_repeats=1, thin_limit_train=256, eval_batch_size=128),
+    # the committed results: fits a 2-core CPU in about an hour per base model
+    "small": Scale(final_epochs=3, limit_train=20000, budget=12, candidate_epochs=1, candidate_limit_train=2000,
+                   supernet_epochs=1, speed_images=2048, speed_repeats=3),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A base model of the benchmark and its thinner static variants."""
+
+    name: str  # what s2dnas calls it (zoo name or module:factory)
+    thin: dict[str, str]  # method name -> model name
+    base_epochs: int  # the base recipe's epochs (shipped base: its recipe; else trained here)
+    thin_epochs: int  # the static thinner models' epochs (the base's recipe otherwise)
+    shipped: bool  # the base's weights ship with s2dnas
+
+
+MODELS = {
+    "resnet20": ModelSpec("resnet20", {"static_x0.5": "benchmarks.models:resnet20_w50",
+                                       "static_x0.75": "benchmarks.models:resnet20_w75"}, base_epochs=10, thin_epochs=5,
+                          shipped=True),
+    "vgg16_bn_w25": ModelSpec("benchmarks.models:vgg16_bn_w25", {"static_x0.5": "benchmarks.models:vgg16_bn_w12",
+                                                                  "static_x0.75": "benchmarks.models:vgg16_bn_w19"},
+                              base_epochs=6, thin_epochs=3, shipped=False),
+}
+
+
+class SpeedMeter:
+    """Times networks against the base at batch 256 on the same test images, in one process.
+
+    The base is prepared once (BN folded, the faster memory format) and timed once; every network
+    is prepared the same way, its faster memory format chosen at its first operating point.
+    """
+
+    def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, repeats: int, batch_size: int = 256) -> None:
+        self.batches = list(torch.split(images, batch_size))
+        self.repeats = repeats
+        times = {cl: time_passes(prepare_static(base, channels_last=cl), self._layout(cl), repeats=repeats)
+                 for cl in (False, True)}
+        self.base_layout = min(times, key=times.__getitem__)
+        self.base_seconds = times[self.base_layout]
+
+    def _layout(self, channels_last: bool) -> list[torch.Tensor]:
+        return [b.contiguous(memory_format=torch.channels_last) if channels_last else b for b in self.batches]
+
+    def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[float]:
+        """Measured speed-up over the base for each threshold setting (in order)."""
+        variants = {cl: prepare_dynamic(net, channels_last=cl) for cl in (False, True)}
+        first = {}
+        for cl, v in variants.items():
+            v.set_thresholds(thresholds[0])
+            first[cl] = time_passes(v, self._layout(cl), repeats=self.repeats)
+        best = min(first, key=first.__getitem__)
+        out = [self.base_seconds / first[best]]
+        for t in thresholds[1:]:
+            variants[best].set_thresholds(t)
+            out.append(self.base_seconds / time_passes(variants[best], self._layout(best), repeats=self.repeats))
+        return out
+
+
+@dataclasses.dataclass
+class Context:
+    """What every method needs: data, base, accuracy target, scale, where to cache."""
+
+    splits: DataSplits
+    base: torch.nn.Module
+    base_val: float
+    base_test: float
+    base_macs: int
+    target: float
+    scale: Scale
+    spec: ModelSpec
+    out: Path
+    dataset: str
+    data_dir: str | None
+    val_size: int
+    device: torch.device
+    base_weights: str | None
+
+
+def evaluate_network(ctx: Context, msnet: MultiStageNet, *, extra_points: int = 3) -> dict[str, Any]:
+    """Calibrate on val for the target and evaluate on test: the operating point, and up to
+    ``extra_points`` other points of the val Pareto curve (speed is measured later, by :func:`measure_speed`)."""
+    msnet = msnet.to(ctx.device).eval()
+    stage_macs = msnet.stage_macs()
+    loader = lambda ds: make_loader(ds, batch_size=ctx.scale.eval_batch_size)  # noqa: E731
+    val = collect_logits(msnet, loader(ctx.splits.val), device=ctx.device)
+    test = collect_logits(msnet, loader(ctx.splits.test), device=ctx.device)
+    cal = calibrate(val, stage_macs=stage_macs, target_accuracy=ctx.target)
+    settings = [tuple(cal.thresholds)]
+    curve = list(cal.curve)
+    if len(curve) > 1 and extra_points:
+        step = max(1, len(curve) // (extra_points + 1))
+        for p in curve[step::step][:extra_points]:
+            if tuple(p.thresholds) not in settings:
+                settings.append(tuple(p.thresholds))
+    tests = [evaluate_dynamic(test, t, stage_macs=stage_macs) for t in settings]
+    points = [{"test_accuracy": r["accuracy"], "macs": r["expected_macs"], "measured_speedup": None,
+               "macs_ratio": ctx.base_macs / r["expected_macs"], "thresholds": list(t),
+               "exit_fractions": r["exit_fractions"], "operating_point": i == 0}
+              for i, (r, t) in enumerate(zip(tests, settings))]
+    test_curve = [evaluate_dynamic(test, p.thresholds, stage_macs=stage_macs) for p in curve]
+    return {"points": points, "val_accuracy": cal.accuracy, "feasible": cal.feasible,
+            "stage_macs": list(stage_macs), "stage_test_accuracy": test.stage_accuracy(),
+            "stage_val_accuracy": val.stage_accuracy(), "oracle": oracle(test, stage_macs),
+            "test_curve": [{"test_accuracy": r["accuracy"], "macs": r["expected_macs"]} for r in test_curve]}
+
+
+def measure_speed(meter: SpeedMeter, msnet: MultiStageNet, entry: dict[str, Any]) -> None:
+    """Fill in the measured speed-up of every point of ``entry`` (same thresholds as evaluated)."""
+    settings = [tuple(p["thresholds"]) for p in entry["points"]]
+    net = DynamicNet(msnet.cpu().eval(), settings[0], stage_macs=entry["stage_macs"])
+    for p, speedup in zip(entry["points"], meter.speedups(net, settings)):
+        p["measured_speedup"] = speedup
+
+
+def _train_cfg(ctx: Context) -> TrainConfig:
+    """The one multi-stage training recipe of every dynamic method: the run config's defaults at this scale."""
+    cfg = load_config(None).train
+    return dataclasses.replace(cfg, epochs=ctx.scale.final_epochs, limit_train=ctx.scale.limit_train, seed=0)
+
+
+def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestimate: bool = True) -> float:
+    """Final training as ``s2dnas run`` does it (resumable), then BN statistics re-estimated; seconds."""
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    train_multistage(msnet, ctx.splits, config=_train_cfg(ctx), teacher=ctx.base, device=ctx.device, out_dir=out,
+                     resume=(out / "checkpoint.pt").exists(), progress=False,
+                     eval_batch_size=ctx.scale.eval_batch_size)
+    if reestimate:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            reestimate_batch_norm(msnet, make_loader(ctx.splits.train, batch_size=128, shuffle=True, seed=0),
+                                  batches=50, device=ctx.device)
+    return time.time() - start
+
+
+def _train_static(ctx: Context, name: str, out: Path) -> tuple[torch.nn.Module, float]:
+    """A static model trained from scratch with the base's recipe (resumable); (model, seconds)."""
+    cfg = BaseTrainConfig(epochs=ctx.spec.thin_epochs, limit_train=ctx.scale.thin_limit_train)
+    start = time.time()
+    done = (out / "model.safetensors").exists()
+    if not done:
+        out.mkdir(parents=True, exist_ok=True)
+        model = create_model(name, num_classes=ctx.splits.num_classes, in_channels=ctx.splits.in_channels)
+        train_base(model, ctx.splits, config=cfg, out_dir=out, model_name=name, device=ctx.device,
+                   resume=(out / "checkpoint.pt").exists(), progress=False)
+    model, _, _ = load_base_model(splits=ctx.splits, model_name=name, weights=str(out))
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    return model.eval(), float(metrics.get("seconds_this_run", time.time() - start))
+
+
+# -- the methods: each returns (network, build seconds, extra fields) -------------------------------
+
+def m_static_base(ctx: Context) -> tuple[MultiStageNet, float | None, dict[str, Any]]:
+    return single_stage(ctx.base, input_shape=ctx.splits.input_shape), None, {}
+
+
+def _thin(key: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+        model, seconds = _train_static(ctx, ctx.spec.thin[key], ctx.out / key)
+        return single_stage(model, input_shape=ctx.splits.input_shape), seconds, {"model": ctx.spec.thin[key]}
+    return method
+
+
+def m_sdn(frozen: bool) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+        net = attach_exits(ctx.base, num_stages=4, input_shape=ctx.splits.input_shape)
+        if frozen:
+            freeze_trunk(net)
+        seconds = _finish_multistage(ctx, net, ctx.out / ("sdn_frozen" if frozen else "sdn_joint"),
+                                     reestimate=not frozen)
+        return net, seconds, {"cuts": net.architecture["cuts"]}
+    return method
+
+
+def m_cascade(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+    little, seconds = _train_static(ctx, ctx.spec.thin["static_x0.5"], ctx.out / "static_x0.5")
+    return cascade([little, ctx.base], input_shape=ctx.splits.input_shape), seconds, {
+        "stages": [ctx.spec.thin["static_x0.5"], ctx.spec.name]}
+
+
+def _space(ctx: Context) -> Space:
+    sp = load_config(None).space
+    return Space(ctx.base, input_shape=ctx.splits.input_shape, num_stages=sp.num_stages, ratio_grid=sp.ratio_grid,
+                 groups=sp.groups, importance=sp.importance, model_name=ctx.spec.name)
+
+
+def m_handpicked(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+    space = _space(ctx)
+    arch = space.default_architecture()
+    msnet = space.build(arch)
+    seconds = _finish_multistage(ctx, msnet, ctx.out / "s2dnas_handpicked")
+    return msnet, seconds, {"architecture": arch.to_dict()}
+
+
+def _searched(strategy: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+        from s2dnas.dynamic import load
+
+        s = ctx.scale
+        run_dir = ctx.out / f"s2dnas_{strategy}"
+        overrides = [("out", str(run_dir)), ("data.dataset", ctx.dataset), ("data.data_dir", ctx.data_dir),
+                     ("data.val_size", ctx.val_size),
+                     ("data.eval_batch_size", s.eval_batch_size), ("model.name", ctx.spec.name),
+                     ("model.weights", ctx.base_weights), ("final_epochs", s.final_epochs),
+                     ("train.limit_train", s.limit_train), ("search.strategy", strategy),
+                     ("search.budget", s.budget), ("search.candidate_epochs", s.candidate_epochs),
+                     ("search.candidate_limit_train", s.candidate_limit_train),
+                     ("search.supernet_epochs", s.supernet_epochs), ("device", str(ctx.device))]
+        cfg = load_config(None, overrides)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        results = run_pipeline(cfg, out=run_dir, resume=True, progress=False)
+        msnet = load(run_dir / "model", device=ctx.device).msnet
+        t = results["timings"]
+        seconds = t["search_seconds"] + t["final_training_seconds"]
+        return msnet, seconds, {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
+                                "search_reward": results["search_reward"]}
+    return method
+
+
+METHODS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[str, Any]]]] = {
+    "static_base": m_static_base,
+    "static_x0.5": _thin("static_x0.5"),
+    "static_x0.75": _thin("static_x0.75"),
+    "sdn_frozen": m_sdn(frozen=True),
+    "sdn_joint": m_sdn(frozen=False),
+    "cascade": m_cascade,
+    "s2dnas_handpicked": m_handpicked,
+    "s2dnas_random": _searched("random"),
+    "s2dnas_rl": _searched("rl"),
+    "s2dnas_oneshot": _searched("oneshot"),
+}
+
+
+def _prepare_base(spec: ModelSpec, splits: DataSplits, out: Path, device: torch.device, scale: Scale
+                  ) -> tuple[torch.nn.Module, str | None, float | None]:
+    """The base model: shipped weights, or trained here with its recipe (resumable)."""
+    if spec.shipped:
+        base, _, _ = load_base_model(splits=splits, model_name=spec.name)
+        return base, None, None
+    bdir = out / "base"
+    if not (bdir / "model.safetensors").exists():
+        bdir.mkdir(parents=True, exist_ok=True)
+        model = create_model(spec.name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+        train_base(model, splits, config=BaseTrainConfig(epochs=spec.base_epochs, limit_train=scale.thin_limit_train),
+                   out_dir=bdir, model_name=spec.name, device=device, resume=(bdir / "checkpoint.pt").exists(),
+                   progress=False)
+    base, _, _ = load_base_model(splits=splits, model_name=spec.name, weights=str(bdir))
+    metrics = json.loads((bdir / "metrics.json").read_text()) if (bdir / "metrics.json").exists() else {}
+    return base, str(bdir / "model.safetensors"), metrics.get("seconds_this_run")
+
+
+def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
+                  val_size: int | None = None, methods: list[str] | None = None,
+                  result_path: Path | None = None, speed: bool = True) -> dict[str, Any]:
+    """Run ``methods`` (default: all; each cached under ``out``) and write the result file
+    (default: ``benchmarks/results/methods_<model>.json``); returns its content.
+
+    With ``speed``, every network is then timed against the base in this process (after all
+    training; cached methods are rebuilt from their files); without, ``measured_speedup`` is None
+    (train on a busy machine, time later on a quiet one)."""
+    spec, sc = MODELS[model], SCALES[scale]
+    from s2dnas._device import resolve_device
+
+    device = resolve_device("auto")
+    val_size = load_config(None).data.val_size if val_size is None else val_size
+    splits = build_splits(dataset, data_dir=data_dir, val_size=val_size, seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    base, base_weights, base_seconds = _prepare_base(spec, splits, out, device, sc)
+    base = base.to(device).eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    from s2dnas.cost import count_macs
+    from s2dnas.train.loops import evaluate
+
+    base_val = evaluate(base, make_loader(splits.val, batch_size=sc.eval_batch_size), device=device).accuracy
+    base_test = evaluate(base, make_loader(splits.test, batch_size=sc.eval_batch_size), device=device).accuracy
+    base_macs = count_macs(base, torch.zeros(1, *splits.input_shape, device=device))
+    tolerance = load_config(None).calibration.tolerance
+    ctx = Context(splits=splits, base=base, base_val=base_val, base_test=base_test, base_macs=base_macs,
+                  target=base_val - tolerance, scale=sc, spec=spec, out=out, dataset=dataset,
+                  data_dir=data_dir, val_size=val_size, device=device, base_weights=base_weights)
+    results: dict[str, Any] = {}
+    nets: dict[str, MultiStageNet] = {}
+    for name in methods or list(METHODS):
+        cache = out / name / "result.json"
+        if cache.exists() and not speed:
+            results[name] = json.loads(cache.read_text())
+            continue
+        print(f"[{model}] {name} ...", flush=True)
+        start = time.time()
+        net, seconds, extra = METHODS[name](ctx)  # cached: rebuilt from the method's files in seconds
+        nets[name] = net
+        if cache.exists():
+            results[name] = json.loads(cache.read_text())
+            continue
+        entry = {**evaluate_network(ctx, net, extra_points=0 if name.startswith("static") else 3),
+                 "build_seconds": seconds if name != "static_base" else base_seconds, **extra,
+                 "benchmark_seconds": time.time() - start}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cache, entry)
+        results[name] = entry
+        op = entry["points"][0]
+        print(f"[{model}] {name}: test {op['test_accuracy']:.4f} at {op['macs'] / 1e6:.2f}M MACs "
+              f"({op['macs_ratio']:.2f}x fewer)", flush=True)
+    meter = None
+    if speed:  # after all training, so the timings do not compete with it
+        n = min(sc.speed_images, len(splits.test))
+        meter = SpeedMeter(base.cpu(), torch.stack([splits.test[i][0] for i in range(n)]), repeats=sc.speed_repeats)
+        base.to(device)
+        for name, net in nets.items():
+            measure_speed(meter, net, results[name])
+            atomic_write_json(out / name / "result.json", results[name])
+            op = results[name]["points"][0]
+            print(f"[{model}] {name}: measured speed-up {op['measured_speedup']:.2f}x at a MAC ratio of "
+                  f"{op['macs_ratio']:.2f}x", flush=True)
+    if "s2dnas_rl" in results:
+        o = results["s2dnas_rl"]["oracle"]
+        results["oracle"] = {"points": [{"test_accuracy": o["accuracy"], "macs": o["expected_macs"],
+                                         "measured_speedup": None, "macs_ratio": base_macs / o["expected_macs"],
+                                         "operating_point": True}],
+                             "build_seconds": results["s2dnas_rl"]["build_seconds"], "of": "s2dnas_rl"}
+    data = {"dataset": dataset, "base_model": spec.name, "scale": {"name": scale, **dataclasses.asdict(sc)},
+            "machine": machine(), "base": {"test_accuracy": base_test, "val_accuracy": base_val, "macs": base_macs,
+                                           "build_seconds": base_seconds,
+                                           "speed_layout": meter.base_layout if meter else None,
+                                           "seconds_per_pass": meter.base_seconds if meter else None},
+            "target_val_accuracy": ctx.target, "methods": results,
+            "command": f"python -m benchmarks.methods --model {model} --scale {scale}"}
+    path = result_path or RESULTS / f"methods_{model}.json"
+    atomic_write_json(path, data)
+    return data
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import os
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+
+
+def table(data: dict[str, Any]) -> str:
+    """Markdown table of one result file: the operating point of every method."""
+    b = data["base"]
+    m = data["machine"]
+    lines = [f"**{data['base_model']}** on {data['dataset']} (base: test {100 * b['test_accuracy']:.2f}%, "
+             f"{b['macs'] / 1e6:.2f}M MACs; target val accuracy {100 * data['target_val_accuracy']:.2f}%). "
+             f"Our measurements on {m['processor']} ({m['cpu_count']} cores, {m['threads']} threads), "
+             f"torch {m['torch']}, scale `{data['scale']['name']}`.", "",
+             "| method | test acc | MACs (% of base) | MAC ratio | measured speed-up (batch 256) | val target met | "
+             "build time |", "|---|---|---|---|---|---|---|"]
+    for name, r in data["methods"].items():
+        p = next(q for q in r["points"] if q.get("operating_point", True))
+        sp = "-" if p.get("measured_speedup") is None else f"{p['measured_speedup']:.2f}x"
+        feasible = {True: "yes", False: "no", None: "-"}[r.get("feasible")]
+        build = "-" if r.get("build_seconds") is None else f"{r['build_seconds'] / 60:.1f} min"
+        lines.append(f"| {name} | {100 * p['test_accuracy']:.2f}% | {100 * p['macs'] / b['macs']:.1f}% | "
+                     f"{p['macs_ratio']:.2f}x | {sp} | {feasible} | {build} |")
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    """Test accuracy against MACs: every method's points and test curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    base = data["base"]
+    for name, r in data["methods"].items():
+        if r.get("test_curve"):
+            xs = [100 * q["macs"] / base["macs"] for q in r["test_curve"]]
+            ax.plot(xs, [100 * q["test_accuracy"] for q in r["test_curve"]], lw=1, alpha=0.6)
+        pts = r["points"]
+        ax.scatter([100 * q["macs"] / base["macs"] for q in pts], [100 * q["test_accuracy"] for q in pts],
+                   label=name, s=18)
+    ax.axhline(100 * base["test_accuracy"], color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("average MACs (% of the base)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{data['base_model']} on {data['dataset']} (ours)")
+    lo = min(100 * q["test_accuracy"] for r in data["methods"].values() for q in r["points"])
+    ax.set_ylim(max(lo - 2, 0), 100 * base["test_accuracy"] + 1)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=sorted(MODELS), default="resnet20")
+    p.add_argument("--scale", choices=sorted(SCALES), default="small")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="cache directory (default: runs/bench/<model>)")
+    p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(args.out or f"runs/bench/{args.model}")
+    methods = args.methods.split(",") if args.methods else None
+    data = run_benchmark(model=args.model, scale=args.scale, out=out, dataset=args.dataset, data_dir=args.data_dir,
+                         methods=methods, speed=not args.no_speed)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(data, RESULTS / f"methods_{args.model}.png")
+    (RESULTS / f"methods_{args.model}.md").write_text(table(data) + "\n")
+    print(table(data))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The method benchmark at smoke scale on synthetic Fashion-MNIST-shaped data: the result file
+follows issue 6's schema, every method goes through the same calibration, and a rerun resumes
+from the per-method cache instead of training again."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli._synthetic import write_band_dataset
+
+pytest.importorskip("matplotlib")
+methods = pytest.importorskip("benchmarks.methods")
+
+SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "cascade", "s2dnas_handpicked", "s2dnas_random"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    (root / "data").mkdir()
+    data = write_band_dataset(root / "data", n_train=500, n_test=120)
+    result = root / "methods.json"
+    out = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
+                                data_dir=str(data), val_size=100, methods=SUBSET, result_path=result)
+    return out, root
+
+
+def test_result_file_follows_the_schema(smoke: tuple[dict, Path]) -> None:
+    data, root = smoke
+    assert json.loads((root / "methods.json").read_text()) == json.loads(json.dumps(data))
+    assert data["dataset"] == "fashion-mnist" and data["base_model"] == "resnet20"
+    assert set(data["machine"]) >= {"processor", "cpu_count", "torch", "threads"}
+    assert data["base"]["macs"] == 31_021_952 and 0 <= data["base"]["test_accuracy"] <= 1
+    assert list(data["methods"]) == SUBSET
+    for name, r in data["methods"].items():
+        assert r["points"], name
+        for p in r["points"]:
+            assert set(p) >= {"test_accuracy", "macs", "measured_speedup"}
+            assert 0 <= p["test_accuracy"] <= 1 and p["macs"] > 0 and p["measured_speedup"] > 0
+        assert "build_seconds" in r
+
+
+def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, Path]) -> None:
+    data, _ = smoke
+    m, base_macs = data["methods"], data["base"]["macs"]
+    # the static base as a one-stage network: exactly the base's MACs and test accuracy
+    assert m["static_base"]["points"][0]["macs"] == base_macs
+    assert m["static_base"]["points"][0]["test_accuracy"] == data["base"]["test_accuracy"]
+    assert m["static_x0.5"]["points"][0]["macs"] == 7_783_872  # ResNet-20 at half width, 28x28
+    # the cascade's stages are the half-width model and the base, nothing shared
+    assert m["cascade"]["stage_macs"] == [7_783_872, base_macs]
+    # SDN exits on the base: the trunk segments add up to the base plus the three linear heads
+    assert len(m["sdn_frozen"]["stage_macs"]) == 4 and sum(m["sdn_frozen"]["stage_macs"]) > base_macs
+    # the frozen trunk leaves the last exit equal to the base model
+    assert m["sdn_frozen"]["stage_test_accuracy"][-1] == data["base"]["test_accuracy"]
+    for name, r in m.items():
+        op = next(p for p in r["points"] if p["operating_point"])
+        assert op["macs_ratio"] == pytest.approx(base_macs / op["macs"])
+        # operating point MACs lie between the first stage alone and every stage
+        assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
+    assert m["s2dnas_random"]["search_seconds"] > 0 and "architecture" in m["s2dnas_random"]
+
+
+def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path]) -> None:
+    data, root = smoke
+    again = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
+                                  data_dir=str(root / "data"), val_size=100, methods=SUBSET,
+                                  result_path=root / "again.json", speed=False)
+    assert again["methods"] == json.loads(json.dumps(data["methods"]))  # nothing retrained or re-measured
+    text = methods.table(again)
+    assert text.count("\n| ") == len(SUBSET) + 1 and "our measurements" in text.lower()
+    methods.plot(again, root / "plot.png")
+    assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG"
