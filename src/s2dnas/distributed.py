@@ -15,6 +15,9 @@ What the training loops use (see ``train/base.py`` and ``train/multistage.py``):
 * :func:`all_reduce_sum` reduces the epoch metrics, :func:`evaluate_sharded` the val/test passes;
 * :func:`is_main` guards progress bars, logs and files; :func:`barrier` makes the other ranks wait.
 
+What ``s2dnas run`` adds (see ``runner.py``): :func:`run_on_main` runs a step on rank 0 and hands
+its result, or its error, to every rank; :func:`broadcast_module` copies rank 0's weights.
+
 Example (single process: every call is a no-op):
     >>> info = init_distributed()
     >>> info.world_size, is_main(), broadcast_object({"a": 1})
@@ -48,6 +51,8 @@ __all__ = [
     "broadcast_object",
     "all_gather_object",
     "run_on_main",
+    "from_main",
+    "broadcast_module",
     "claim_report",
     "device_for",
     "cleanup",
@@ -59,6 +64,7 @@ __all__ = [
     "evaluate_sharded",
     "rank_seed",
     "BACKEND_ENV",
+    "TIMEOUT_ENV",
     "DEBUG_DUMP_ENV",
     "state_digest",
     "debug_dump_weights",
@@ -70,6 +76,9 @@ T = TypeVar("T")
 
 #: Overrides the backend choice of :func:`init_distributed` (e.g. ``gloo`` to train on CPUs of a GPU machine).
 BACKEND_ENV = "S2DNAS_DIST_BACKEND"
+
+#: Overrides the collective timeout of :func:`init_distributed`, in minutes (how long a rank may wait for the others).
+TIMEOUT_ENV = "S2DNAS_DIST_TIMEOUT_MINUTES"
 
 #: Test-only hook: when set to a directory, :func:`debug_dump_weights` writes one hash per rank.
 DEBUG_DUMP_ENV = "S2DNAS_DEBUG_DUMP_WEIGHTS"
@@ -117,6 +126,19 @@ def _env_int(name: str, default: int) -> int:
                           "launch with torchrun, which sets it") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0:
+        raise ConfigError(f"Expected the environment variable {name} to be a positive number, but got {value!r}")
+    return number
+
+
 def init_distributed(*, backend: str | None = None, timeout_minutes: float = 30.0) -> DistInfo:
     """Join the process group described by torchrun's environment variables.
 
@@ -128,7 +150,8 @@ def init_distributed(*, backend: str | None = None, timeout_minutes: float = 30.
     Args:
         backend: ``"nccl"`` or ``"gloo"``; None reads ``$S2DNAS_DIST_BACKEND``, else picks NCCL when
             CUDA is available and gloo otherwise.
-        timeout_minutes: how long a collective may wait for the other ranks before failing.
+        timeout_minutes: how long a collective may wait for the other ranks before failing;
+            ``$S2DNAS_DIST_TIMEOUT_MINUTES``, when set, overrides it.
 
     Returns:
         This process's :class:`DistInfo`.
@@ -151,6 +174,7 @@ def init_distributed(*, backend: str | None = None, timeout_minutes: float = 30.
     if not 0 <= rank < world_size:
         raise ConfigError(f"Expected RANK in [0, {world_size}) with WORLD_SIZE={world_size}, but got "
                           f"{os.environ.get('RANK')!r}; launch with torchrun instead of setting them by hand")
+    timeout_minutes = _env_float(TIMEOUT_ENV, timeout_minutes)
     if backend is None:
         backend = os.environ.get(BACKEND_ENV) or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend not in ("nccl", "gloo"):
@@ -243,7 +267,7 @@ def run_on_main(fn: Callable[[], T]) -> T:
     architecture) reaches the others without deadlocking them when it fails: an
     :class:`~s2dnas.errors.S2DNASError` is sent as is (so the CLI exits 2 on every rank and rank 0
     prints it); any other exception is re-raised on rank 0 and becomes an ``S2DNASError`` naming it
-    on the other ranks.
+    on the other ranks. On those ranks the error is marked (:func:`from_main`): rank 0 reports it.
     """
     if not _active():
         return fn()
@@ -260,8 +284,39 @@ def run_on_main(fn: Callable[[], T]) -> T:
         return value
     status, payload = broadcast_object(None)
     if status == "error":
+        setattr(payload, _FROM_MAIN, True)
         raise payload
     return payload
+
+
+_FROM_MAIN = "_s2dnas_from_main"
+
+
+def from_main(err: BaseException) -> bool:
+    """True for an error that :func:`run_on_main` received from rank 0 (rank 0 reports it, not this rank)."""
+    return bool(getattr(err, _FROM_MAIN, False))
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into ``module`` on every rank, in place.
+
+    For weights that one rank computed alone (a super-network trained on rank 0) before the
+    others use them. No-op in a single process.
+    """
+    if not _active():
+        return
+    dist = _dist()
+    nccl = dist.get_backend() == "nccl"
+    with torch.no_grad():
+        for tensor in module.state_dict().values():  # share storage with the parameters and buffers
+            work = tensor
+            if nccl and tensor.device.type != "cuda":
+                work = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+            elif not tensor.is_contiguous():
+                work = tensor.contiguous()
+            dist.broadcast(work, src=src)
+            if work is not tensor:
+                tensor.copy_(work)
 
 
 def claim_report() -> bool:

@@ -13,6 +13,16 @@ Run directory::
     export/            ONNX + TorchScript stages and manifest
     results.json       every number of the report
     report.md, *.png   the report
+
+Under torchrun (``torchrun --nproc_per_node=N -m s2dnas run``; see :mod:`s2dnas.distributed`)
+every rank runs :func:`run_pipeline` with the same arguments. Design choice: the two long steps
+use every rank -- the search scores N candidates at a time
+(:class:`~s2dnas.search.strategy.DistributedSearchStrategy`: controller and journal on rank 0) and
+the final training is data-parallel (DDP) -- while the other steps (base metrics, the
+super-network, the reference architecture, calibration, test, export, report) run on rank 0 and
+the others wait for their result (:func:`~s2dnas.distributed.run_on_main`, which also sends rank
+0's errors to every rank). Only rank 0 reads and writes the run directory, except that every rank
+reads ``final/checkpoint.pt`` when the final training resumes (as ``s2dnas train`` does).
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ from typing import Any
 
 import torch
 
+from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.config import RunConfig, dump_config
@@ -35,11 +46,11 @@ from s2dnas.dynamic.io import build_model_spec
 from s2dnas.search.controller import RandomController, RLController
 from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
 from s2dnas.search.oneshot import build_supernet_space, train_supernet
-from s2dnas.search.strategy import SearchStrategy
-from s2dnas.space import Architecture, Space
+from s2dnas.search.strategy import DistributedSearchStrategy
+from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.train.checkpoint import load_weights, save_weights
 from s2dnas.train.loops import evaluate, reestimate_batch_norm
-from s2dnas.train.multistage import train_multistage
+from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 
 __all__ = ["run_pipeline"]
 
@@ -76,29 +87,42 @@ def _search(cfg: RunConfig, out: Path, space: Space, base: torch.nn.Module, spli
     sdir = out / "search"
     result_path = sdir / "result.json"
     sc = cfg.search
-    if sc.strategy == "oneshot":
-        sdir.mkdir(parents=True, exist_ok=True)
-        super_space = build_supernet_space(space)
-        weights = sdir / "supernet.safetensors"
-        if resume and weights.exists():
-            state, _ = load_weights(weights)
-            super_space.model.load_state_dict(state)
-    if resume and result_path.exists():
-        data = json.loads(result_path.read_text())
-        return (Architecture.from_dict(data["architecture"]), float(data["reward"]),
-                super_space if sc.strategy == "oneshot" else space)
+    oneshot = sc.strategy == "oneshot"
+    super_space = build_supernet_space(space) if oneshot else space
+    weights = sdir / "supernet.safetensors"
+
+    def saved() -> tuple[dict[str, Any] | None, bool]:
+        """Rank 0: the finished search's result (or None) and whether super-network weights were loaded."""
+        loaded = False
+        if oneshot:
+            sdir.mkdir(parents=True, exist_ok=True)
+            if resume and weights.exists():
+                state, _ = load_weights(weights)
+                super_space.model.load_state_dict(state)
+                loaded = True
+        return (json.loads(result_path.read_text()) if resume and result_path.exists() else None), loaded
+
+    data, loaded = dist.run_on_main(saved)
+    if data is not None:
+        if oneshot:
+            dist.broadcast_module(super_space.model)
+        return Architecture.from_dict(data["architecture"]), float(data["reward"]), super_space
     seed = cfg.seed if sc.seed is None else sc.seed
     common = dict(calibration=cfg.calibration, reward=sc.reward, target_accuracy=target, device=device,
                   eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight)
     candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                           limit_train=sc.candidate_limit_train, seed=seed)
-    if sc.strategy == "oneshot":
-        if not (resume and weights.exists()):
-            _say(progress, f"training the super-network ({sc.supernet_epochs} epochs)")
-            train_supernet(super_space, splits, config=dataclasses.replace(cfg.train, seed=seed), teacher=base,
-                           epochs=sc.supernet_epochs,
-                           device=device, seed=seed, progress=progress)
-            save_weights(weights, super_space.model.state_dict(), {"kind": "supernet"})
+    if oneshot:
+        if not loaded:
+            def train() -> None:  # rank 0 alone (train_supernet has no data-parallel mode)
+                _say(progress, f"training the super-network ({sc.supernet_epochs} epochs)")
+                train_supernet(super_space, splits, config=dataclasses.replace(cfg.train, seed=seed), teacher=base,
+                               epochs=sc.supernet_epochs,
+                               device=device, seed=seed, progress=progress)
+                save_weights(weights, super_space.model.state_dict(), {"kind": "supernet"})
+
+            dist.run_on_main(train)
+        dist.broadcast_module(super_space.model)  # every rank scores candidates with rank 0's weights
         evaluator = OneShotEvaluator(super_space, splits, batch_size=cfg.data.batch_size, **common)
     else:
         evaluator = TrainedEvaluator(space, splits, teacher=base, train=candidate_train, **common)
@@ -108,21 +132,28 @@ def _search(cfg: RunConfig, out: Path, space: Space, base: torch.nn.Module, spli
         controller = RLController(space.decisions, kind=sc.controller, lr=sc.controller_lr,
                                   entropy_weight=sc.entropy_weight, baseline_decay=sc.baseline_decay, seed=seed)
     if not resume:  # --force: start the search over (the journal is appended to, never overwritten)
-        for stale in (sdir / "journal.jsonl", sdir / "controller.pt", sdir / "reference.json"):
-            stale.unlink(missing_ok=True)
+        def forget() -> None:
+            for stale in (sdir / "journal.jsonl", sdir / "controller.pt", sdir / "reference.json"):
+                stale.unlink(missing_ok=True)
+
+        dist.run_on_main(forget)
     if sc.target == "reference" and sc.reward == "macs_saving":
         # Design choice (METHOD.md's lesson): candidates scored after brief training or with
         # shared weights rarely reach the base accuracy; when none does, the reward ignores MACs.
         # The search target becomes what the default architecture reaches when scored the same
         # way (capped by the final target), so candidates compete on MACs at that accuracy.
-        evaluator.target_accuracy = _reference_target(evaluator, space, sdir, target=target,
-                                                      tolerance=cfg.calibration.tolerance, resume=resume)
-    strategy = SearchStrategy(space, evaluator, controller, budget=sc.budget, run_dir=sdir,
-                              max_invalid=sc.max_invalid, progress=progress)
+        # Under torchrun rank 0 scores it and every rank's evaluator gets the target.
+        evaluator.target_accuracy = dist.run_on_main(
+            lambda: _reference_target(evaluator, space, sdir, target=target, tolerance=cfg.calibration.tolerance,
+                                      resume=resume))
+    # In one process this is SearchStrategy; under torchrun one candidate per rank at a time.
+    strategy = DistributedSearchStrategy(space, evaluator, controller, budget=sc.budget, run_dir=sdir,
+                                         max_invalid=sc.max_invalid, progress=progress)
     result = strategy.run(resume=resume)
-    atomic_write_json(result_path, {"architecture": result.best.to_dict(), "reward": result.best_reward,
-                                    "num_candidates": len(result.records)})
-    return result.best, result.best_reward, super_space if sc.strategy == "oneshot" else space
+    dist.run_on_main(lambda: atomic_write_json(result_path, {"architecture": result.best.to_dict(),
+                                                             "reward": result.best_reward,
+                                                             "num_candidates": len(result.records)}))
+    return result.best, result.best_reward, super_space
 
 
 def _reference_target(evaluator: Any, space: Space, sdir: Path, *, target: float, tolerance: float,
@@ -145,24 +176,36 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         cfg: the validated configuration.
         out: the run directory (exists; ``config.yaml`` is written here).
         resume: skip the steps whose results are on disk; resume search and training.
-        progress: progress bars and one line per step.
+        progress: progress bars and one line per step (rank 0 only under torchrun).
+
+    Under torchrun every rank calls it with the same arguments and gets the same results (see the
+    module docstring); in one process no step changes.
     """
     from s2dnas.train.evaluate import load_base_model
 
     start = time.time()
+    progress = progress and dist.is_main()
     results_path = out / "results.json"
-    if resume and results_path.exists():
-        # results.json is written after every other step's output: the run is finished. Return its
-        # numbers as they are (recomputing them could only change them) and keep its config.yaml.
-        results = json.loads(results_path.read_text())
-        if not (out / "report.md").exists():  # killed while writing the report
-            from s2dnas.report import write_report
 
-            write_report(out, results)
-        _say(progress, f"{out} holds a finished run; nothing to resume")
-        return results
-    dump_config(cfg, out / "config.yaml")
-    device = resolve_device(cfg.device)
+    def finished() -> dict[str, Any] | None:
+        """Rank 0: a finished run's results, or None after writing config.yaml for a new or resumed one."""
+        if resume and results_path.exists():
+            # results.json is written after every other step's output: the run is finished. Return its
+            # numbers as they are (recomputing them could only change them) and keep its config.yaml.
+            results = json.loads(results_path.read_text())
+            if not (out / "report.md").exists():  # killed while writing the report
+                from s2dnas.report import write_report
+
+                write_report(out, results)
+            _say(progress, f"{out} holds a finished run; nothing to resume")
+            return results
+        dump_config(cfg, out / "config.yaml")
+        return None
+
+    done = dist.run_on_main(finished)
+    if done is not None:
+        return done
+    device = dist.device_for(dist.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
                           seed=cfg.data.seed)
@@ -173,7 +216,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     sp = cfg.space
     space = Space(base, input_shape=splits.input_shape, num_stages=sp.num_stages, ratio_grid=sp.ratio_grid,
                   groups=sp.groups, importance=sp.importance, model_name=model_name)
-    base_metrics = _base_metrics(cfg, out, base, splits, space, device, resume)
+    base_metrics = dist.run_on_main(lambda: _base_metrics(cfg, out, base, splits, space, device, resume))
     cc = cfg.calibration
     target = cc.target_accuracy if cc.target_accuracy is not None else base_metrics["val_accuracy"] - cc.tolerance
     _say(progress, f"base {model_name} ({source}): val {base_metrics['val_accuracy']:.4f}, "
@@ -196,17 +239,36 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     msnet = init_space.build(arch).to(device)
     final_cfg = cfg.train if cfg.final_epochs is None else dataclasses.replace(cfg.train, epochs=cfg.final_epochs)
     final_dir = out / "final"
-    final_dir.mkdir(exist_ok=True)
-    resume_final = resume and (final_dir / "checkpoint.pt").exists()
+
+    def prepare_final() -> bool:
+        final_dir.mkdir(exist_ok=True)
+        return resume and (final_dir / "checkpoint.pt").exists()
+
+    resume_final = dist.run_on_main(prepare_final)
+    # under torchrun: data-parallel over every rank (train.batch_size is the global batch)
     train_metrics = train_multistage(msnet, splits, config=final_cfg, teacher=base, device=device,
-                                     out_dir=final_dir, resume=resume_final, progress=progress)
+                                     out_dir=final_dir, resume=resume_final, progress=progress, distributed=True)
+    timings["final_training_seconds"] = time.time() - t
+    # Steps 3-6 on rank 0 (the others hold the same weights and wait for the results).
+    return dist.run_on_main(lambda: _finish(cfg, out, msnet, splits, space, base_metrics, device=device, arch=arch,
+                                            reward=reward, target=target, train_metrics=train_metrics,
+                                            model_name=model_name, timings=timings, start=start, progress=progress))
+
+
+def _finish(cfg: RunConfig, out: Path, msnet: MultiStageNet, splits: DataSplits, space: Space,
+            base_metrics: dict[str, Any], *, device: torch.device, arch: Architecture, reward: float, target: float,
+            train_metrics: MultiStageMetrics, model_name: str, timings: dict[str, float], start: float,
+            progress: bool) -> dict[str, Any]:
+    """Steps 3-6 after the final training: batch-norm statistics, calibration, test, model, export, report."""
+    t = time.time()
+    cc = cfg.calibration
     # running statistics exactly for the final weights (cheap: a few forward batches); the
     # augmentation draws from a seeded, forked RNG, so a resumed run gets the same statistics
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         reestimate_batch_norm(msnet, make_loader(splits.train, batch_size=cfg.data.batch_size, shuffle=True,
                                                  seed=cfg.seed), batches=50, device=device)
-    timings["final_training_seconds"] = time.time() - t
+    timings["final_training_seconds"] += time.time() - t
     msnet.eval()
 
     # 3. thresholds on val only; 4. test for reporting

@@ -160,6 +160,27 @@ def _search_part(rank: int, out_dir: Path) -> dict[str, Any]:
             "straight_best": straight.best.to_dict(), "error": error}
 
 
+def _broadcast_module_part(rank: int) -> str:
+    """Rank 0's weights and batch-norm statistics reach a model initialised differently on each rank."""
+    torch.manual_seed(100 + rank)
+    model = ToyCNN()
+    model.features[1].running_mean.add_(rank + 1.0)
+    distributed.broadcast_module(model)
+    return distributed.state_digest(model.state_dict())
+
+
+def _relayed_error_part() -> list[Any]:
+    """Rank 0's error raised through run_on_main: its message, and whether this rank got it from rank 0."""
+    def fail() -> None:
+        raise S2DNASError("rank 0 says no")
+
+    try:
+        distributed.run_on_main(fail)
+    except S2DNASError as err:
+        return [str(err), distributed.from_main(err)]
+    return []
+
+
 def library_worker(rank: int, world_size: int, port: int, out: str) -> None:
     """One process of the library-level tests; writes ``rank<r>.json`` into ``out``."""
     _join(rank, world_size, port)
@@ -170,7 +191,9 @@ def library_worker(rank: int, world_size: int, port: int, out: str) -> None:
                   "claims": distributed.all_gather_object(distributed.claim_report()),
                   "objects": distributed.all_gather_object({"rank": rank}),
                   "broadcast": distributed.broadcast_object(f"from {rank}"),
-                  "sum": distributed.all_reduce_sum(torch.tensor([rank + 1.0])).tolist()}
+                  "sum": distributed.all_reduce_sum(torch.tensor([rank + 1.0])).tolist(),
+                  "module": _broadcast_module_part(rank),
+                  "relayed": _relayed_error_part()}
         (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     finally:
         distributed.cleanup()

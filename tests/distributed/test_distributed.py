@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +22,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import _dist_workers as workers
+from _launch import HERE, TIMEOUT, child_env, free_port, torchrun
 from s2dnas import distributed
 from s2dnas.cli.main import main
 from s2dnas.data import fashion_mnist
-from s2dnas.errors import ConfigError
+from s2dnas.errors import ConfigError, RunDirError
 from s2dnas.search.controller import RLController
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.train.checkpoint import load_checkpoint
@@ -41,46 +37,13 @@ pytestmark = [
                        reason="torch.distributed with gloo is not available"),
 ]
 
-HERE = Path(__file__).resolve().parent
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-TIMEOUT = 180  # seconds; a deadlock fails the test instead of hanging the suite
 TRAIN_ARGS = ["--model", "_dist_workers:tiny_cnn", "--epochs", "2", "--batch-size", "16", "--lr", "0.1",
               "--val-size", "64", "--no-progress", "--device", "cpu"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                             "MASTER_PORT")}
-    env.update({"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "HOME": str(tmp / "home"),
-                "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
-    env.update(extra)
-    return env
-
-
-def _torchrun(args: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``torchrun --nproc_per_node=2 -m s2dnas ARGS`` on 127.0.0.1; the whole process group is killed on timeout."""
-    cmd = [str(TORCHRUN), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "s2dnas", *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and the workers it started
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun timed out after {TIMEOUT} s\nstdout:\n{out}\nstderr:\n{err}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 def _spawn(fn: Callable[..., None], *args: Any) -> None:
     """Run ``fn(rank, 2, port, *args)`` in 2 spawned processes; a child's exception fails the test."""
-    context = mp.start_processes(fn, args=(2, _free_port(), *args), nprocs=2, join=False, start_method="spawn")
+    context = mp.start_processes(fn, args=(2, free_port(), *args), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -104,6 +67,7 @@ def test_helpers_are_no_ops_in_a_single_process(monkeypatch: pytest.MonkeyPatch)
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
     assert distributed.all_gather_object(3) == [3]
     assert distributed.run_on_main(lambda: 5) == 5
+    distributed.broadcast_module(workers.ToyCNN())
     assert distributed.device_for(info, "cpu") == torch.device("cpu")
     assert distributed.claim_report()
     model = workers.ToyCNN()
@@ -121,6 +85,10 @@ def test_bad_environment_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(ConfigError, match="RANK in \\[0, 2\\)"):
+        distributed.init_distributed()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "-3")
+    with pytest.raises(ConfigError, match="S2DNAS_DIST_TIMEOUT_MINUTES to be a positive number"):
         distributed.init_distributed()
 
 
@@ -183,6 +151,26 @@ def test_cli_refuses_commands_that_do_not_run_distributed(monkeypatch: pytest.Mo
     assert capsys.readouterr() == ("", "")
 
 
+def test_cli_leaves_errors_from_rank_0_to_rank_0(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import s2dnas.cli.run as cli_run
+
+    def refused(args: Any) -> int:
+        raise RunDirError("Output directory x already holds a run")
+
+    monkeypatch.setattr(cli_run, "run", refused)  # the parser binds it when main() builds it
+    monkeypatch.setattr(distributed, "init_distributed", lambda **kw: distributed.DistInfo())
+    monkeypatch.setattr(distributed, "claim_report", lambda: True)  # this rank would win the claim
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed, "from_main", lambda err: True)  # run_on_main handed it over
+    assert main(["run"]) == 2
+    assert capsys.readouterr() == ("", "")  # rank 0 prints it
+    monkeypatch.setattr(distributed, "from_main", lambda err: False)  # this rank's own error
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err == "s2dnas: error: Output directory x already holds a run\n"
+
+
 # ------------------------------------------------------------------ torchrun: the real CLI
 
 @pytest.fixture(scope="module")
@@ -195,8 +183,8 @@ def fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchrun_train_base(tmp_path: Path, fmnist_dir: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str], seed: int) -> None:
     hashes, out = tmp_path / "hashes", tmp_path / "out"
-    env = _env(tmp_path, S2DNAS_DATA=str(fmnist_dir), S2DNAS_DEBUG_DUMP_WEIGHTS=str(hashes))
-    done = _torchrun(["train-base", *TRAIN_ARGS, "--out", str(out)], env=env, cwd=tmp_path)
+    env = child_env(tmp_path, S2DNAS_DATA=str(fmnist_dir), S2DNAS_DEBUG_DUMP_WEIGHTS=str(hashes))
+    done = torchrun(["train-base", *TRAIN_ARGS, "--out", str(out)], env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # rank 0 alone prints, writes the files, once
     lines = done.stdout.strip().splitlines()
@@ -226,7 +214,7 @@ def test_torchrun_train_base(tmp_path: Path, fmnist_dir: Path, monkeypatch: pyte
 def test_torchrun_user_error_prints_one_line(tmp_path: Path, fmnist_dir: Path) -> None:
     # 15 is not a multiple of 2 processes: every rank raises the same ConfigError
     args = ["train-base", *TRAIN_ARGS, "--batch-size", "15", "--out", str(tmp_path / "out")]
-    done = _torchrun(args, env=_env(tmp_path, S2DNAS_DATA=str(fmnist_dir)), cwd=tmp_path)
+    done = torchrun(args, env=child_env(tmp_path, S2DNAS_DATA=str(fmnist_dir)), cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.count("s2dnas: error:") == 1, done.stderr
     assert "multiple of the number of processes (2)" in done.stderr
@@ -251,6 +239,12 @@ def test_collectives(library_run: tuple[Path, list[dict[str, Any]]]) -> None:
         assert report["broadcast"] == "from 0"
         assert report["sum"] == [3.0]
     assert sum(reports[0]["claims"]) == 1 and reports[0]["claims"] == reports[1]["claims"]
+    torch.manual_seed(100)  # rank 0's model
+    model = workers.ToyCNN()
+    model.features[1].running_mean.add_(1.0)
+    assert reports[0]["module"] == reports[1]["module"] == distributed.state_digest(model.state_dict())
+    # rank 0's error reaches rank 1, marked so that rank 0 alone reports it
+    assert [r["relayed"] for r in reports] == [["rank 0 says no", False], ["rank 0 says no", True]]
 
 
 def test_train_base_distributed_resume(library_run: tuple[Path, list[dict[str, Any]]], seed: int,

@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Subcommands that run on several processes under torchrun (see s2dnas.distributed).
-DISTRIBUTED_COMMANDS = ("train-base", "train")
+DISTRIBUTED_COMMANDS = ("train-base", "train", "run")
+
+#: Collective timeout (minutes) of the commands in which ranks wait for long: in ``run`` the
+#: others wait while rank 0 trains the super-network or scores the reference architecture, and
+#: every rank waits for the slowest candidate of a round. $S2DNAS_DIST_TIMEOUT_MINUTES overrides.
+_TIMEOUT_MINUTES = {"run": 24 * 60.0}
 
 
 @contextlib.contextmanager
@@ -70,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the commands in :data:`DISTRIBUTED_COMMANDS` join the
     process group before they start and leave it at exit; only rank 0 prints (results, progress,
-    warnings), and a user error on any rank is printed once, by the first rank that hits it
-    (every rank exits with its code).
+    warnings), and a user error on any rank is printed once, by the first rank that hits it, or
+    by rank 0 when rank 0 raised it and handed it to the others (every rank exits with its code).
     """
     world_size = _world_size()
     quiet = world_size > 1 and os.environ.get("RANK", "0") != "0"
@@ -88,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command not in DISTRIBUTED_COMMANDS:
                 raise ConfigError(f"s2dnas {args.command} runs in one process; launch it without torchrun "
                                   f"(commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})")
-            distributed.init_distributed()
+            distributed.init_distributed(timeout_minutes=_TIMEOUT_MINUTES.get(args.command, 30.0))
             started = True
         with _silenced(quiet):  # results, warnings and bars from rank 0 only (tracebacks still show)
             code = int(args.func(args) or 0)
@@ -98,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except S2DNASError as err:
         if args.debug:
             raise
-        if distributed.claim_report() if started else not quiet:
+        # rank 0 reports its own errors, also those it handed to the others; otherwise the first rank
+        if (not distributed.from_main(err) and distributed.claim_report()) if started else not quiet:
             print(f"s2dnas: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

@@ -3,9 +3,11 @@ test -> export -> report)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from s2dnas import distributed
 from s2dnas.cli.common import prepare_out_dir
-from s2dnas.config import load_config
+from s2dnas.config import RunConfig, load_config
 
 __all__ = ["add_parser", "run", "add_config_args"]
 
@@ -30,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_run_config(args: argparse.Namespace, *, default_out: str = "runs/s2dnas"):  # type: ignore[no-untyped-def]
+def load_run_config(args: argparse.Namespace, *, default_out: str = "runs/s2dnas") -> RunConfig:
     """The validated config of ``args`` (file, then flags, then ``--set``)."""
     flags = []
     if args.out is not None:
@@ -44,12 +46,20 @@ def load_run_config(args: argparse.Namespace, *, default_out: str = "runs/s2dnas
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``s2dnas run`` (under torchrun: on every rank; see :mod:`s2dnas.runner`)."""
     from s2dnas.runner import run_pipeline
 
-    cfg = load_run_config(args)
-    out = prepare_out_dir(cfg.out, resume=args.resume, force=args.force, marker="config.yaml")
+    def prepare() -> tuple[RunConfig, Path]:
+        cfg = load_run_config(args)
+        return cfg, prepare_out_dir(cfg.out, resume=args.resume, force=args.force, marker="config.yaml")
+
+    # Under torchrun rank 0 reads the config and checks the run directory (another rank could
+    # otherwise see the config.yaml rank 0 has just written); the others get both, or its error.
+    cfg, out = distributed.run_on_main(prepare)
     args.resume_hint = f"s2dnas run {'--config ' + args.config + ' ' if args.config else ''}--out {out} --resume"
     results = run_pipeline(cfg, out=out, resume=args.resume, progress=not args.no_progress)
+    if not distributed.is_main():
+        return 0
     test = results["test"]
     print(f"test accuracy {100 * test['accuracy']:.2f}% (base {100 * results['base']['test_accuracy']:.2f}%) at "
           f"{100 * test['macs_ratio']:.1f}% of the base MACs; report: {out / 'report.md'}")
