@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2dnas.bench.speed import benchmark_speed, prepare_dynamic, prepare_static
+from s2dnas.bench.speed import benchmark_speed, prepare_dynamic, prepare_static, profile_stages
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet
 from s2dnas.space import Space
@@ -55,6 +55,21 @@ def test_benchmark_rows(nets, seed):
         assert r.speedup_over_macs_ratio == pytest.approx(r.measured_speedup / r.macs_ratio)
 
 
+@pytest.mark.parametrize("channels_last", [False, True, None])
+def test_stage_profile_shares(nets, channels_last, seed):
+    base, dyn, space, x = nets
+    prof = profile_stages(base, dyn, x, base_macs=space.base_macs(), batch_size=16, repeats=1,
+                          channels_last=channels_last)
+    assert [p.stage for p in prof] == [0, 1, 2]
+    assert [p.macs for p in prof] == dyn.stage_macs  # the executed counter, not a formula
+    assert sum(p.macs_share for p in prof) == pytest.approx(sum(dyn.stage_macs) / space.base_macs())
+    for p in prof:
+        assert p.seconds > 0 and p.time_share > 0
+        assert p.gmacs_per_second == pytest.approx(p.macs * 40 / p.seconds / 1e9)
+        # shares relative to one base time: rates and shares tell the same story
+        assert p.time_share / p.macs_share == pytest.approx(p.base_gmacs_per_second / p.gmacs_per_second)
+
+
 def test_bench_cli_help(capsys):
     with pytest.raises(SystemExit) as err:
         main(["bench", "--help"])
@@ -65,3 +80,27 @@ def test_bench_cli_help(capsys):
 def test_bench_cli_bad_batch_sizes(tmp_path, capsys):
     assert main(["bench", str(tmp_path), "--batch-sizes", "a,b"]) == 2
     assert "Expected --batch-sizes like 1,32,256" in capsys.readouterr().err
+
+
+def test_bench_cli_end_to_end_with_profile(tmp_path, capsys, seed):
+    import json
+
+    from s2dnas.dynamic.io import build_model_spec
+    from tests.cli._synthetic import write_band_dataset
+
+    base = create_model("resnet20", num_classes=10, in_channels=1, pretrained=True).eval()
+    space = Space(base, input_shape=(1, 28, 28), num_stages=3, model_name="resnet20")
+    spec = build_model_spec(space, num_classes=10, model="resnet20", class_names=[str(i) for i in range(10)],
+                            mean=[0.5], std=[0.5], base_accuracy=0.9)
+    DynamicNet(space.build(space.default_architecture()).eval(), [0.9, 0.9], model_spec=spec).save(tmp_path / "m")
+    data = write_band_dataset(tmp_path, n_train=200, n_test=64)
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(tmp_path / "m"), "--data-dir", str(data), "--val-size", "50", "--num-images", "64",
+                 "--batch-sizes", "32", "--repeats", "1", "--profile", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "speed-up / MAC ratio" in text and "GMAC/s (base:" in text
+    result = json.loads(out.read_text())
+    assert [r["batch_size"] for r in result["rows"]] == [32] and result["rows"][0]["num_images"] == 64
+    assert [p["stage"] for p in result["stage_profile"]] == [0, 1, 2]
+    assert [p["macs"] for p in result["stage_profile"]] == space.build(space.default_architecture()).stage_macs()

@@ -19,7 +19,8 @@ from torch.fx.experimental.optimization import fuse
 
 from s2dnas.dynamic.executor import DynamicNet
 
-__all__ = ["SpeedRow", "prepare_static", "prepare_dynamic", "time_passes", "benchmark_speed"]
+__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "time_passes", "benchmark_speed",
+           "profile_stages"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,6 +43,28 @@ class SpeedRow:
     compiled: bool = False
 
     def to_dict(self) -> dict[str, float | int | str]:
+        """Plain-data form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageProfile:
+    """Where the time goes: one stage run on a whole batch, against the base model.
+
+    ``macs_share`` and ``time_share`` are the stage's MACs and seconds over the base model's;
+    ``efficiency`` is their ratio (``time_share / macs_share`` below 1 means the stage runs its
+    MACs as fast as the base does). Thin stages on a CPU are memory-bound: low efficiency.
+    """
+
+    stage: int
+    macs: int
+    seconds: float
+    macs_share: float
+    time_share: float
+    gmacs_per_second: float
+    base_gmacs_per_second: float
+
+    def to_dict(self) -> dict[str, float | int]:
         """Plain-data form."""
         return asdict(self)
 
@@ -141,3 +164,54 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                              dynamic_layout=_layout(best_dyn[1]), compiled=compile))
         _logger.info("batch %d: speed-up %.2fx, MAC ratio %.2fx", bs, speedup, macs_ratio)
     return rows
+
+
+def profile_stages(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *, base_macs: int,
+                   batch_size: int = 256, repeats: int = 5, channels_last: bool | None = None) -> list[StageProfile]:
+    """Time each stage on whole batches (every input, no exits) next to the base model.
+
+    Both are prepared as in :func:`benchmark_speed`; ``channels_last=None`` picks the faster
+    layout for each (measured on the base and on stage 0 with its cached features).
+
+    Args:
+        base: the static base model.
+        dynamic: the dynamic network.
+        images: ``(N, C, H, W)`` inputs.
+        base_macs: the base model's MACs per input.
+        batch_size: images per batch.
+        repeats: timed passes (median).
+        channels_last: the layout, or None for the faster one of each.
+    """
+    batches = list(torch.split(images, batch_size))
+    n = sum(len(b) for b in batches)
+    stage_macs = dynamic.stage_macs
+
+    def layout(cl: bool) -> list[torch.Tensor]:
+        return [b.contiguous(memory_format=torch.channels_last) if cl else b for b in batches]
+
+    def time_base(cl: bool) -> float:
+        return time_passes(prepare_static(base, channels_last=cl), layout(cl), repeats=repeats)
+
+    def time_stages(cl: bool) -> list[float]:
+        msnet = prepare_dynamic(dynamic, channels_last=cl).msnet
+        caches = []  # features of the earlier stages, computed once, outside the timed region
+        with torch.inference_mode():
+            for x in layout(cl):
+                cache: dict[str, torch.Tensor] = {}
+                for s in range(msnet.num_stages):
+                    msnet.forward_stage(s, x, cache)
+                caches.append(cache)
+        seconds = []
+        for s in range(msnet.num_stages):
+            args = [(x, *[c[k] for k in msnet.reads[s]]) for x, c in zip(layout(cl), caches)]
+            stage = msnet.stages[s]
+            seconds.append(time_passes(lambda a: stage(*a), args, repeats=repeats))  # type: ignore[arg-type]
+        return seconds
+
+    layouts = (False, True) if channels_last is None else (channels_last,)
+    base_seconds = min(time_base(cl) for cl in layouts)
+    stage_seconds = min((time_stages(cl) for cl in layouts), key=sum)
+    base_rate = base_macs * n / base_seconds / 1e9
+    return [StageProfile(stage=s, macs=int(m), seconds=t, macs_share=m / base_macs, time_share=t / base_seconds,
+                         gmacs_per_second=m * n / t / 1e9, base_gmacs_per_second=base_rate)
+            for s, (m, t) in enumerate(zip(stage_macs, stage_seconds))]

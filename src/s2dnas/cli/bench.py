@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="torch.compile both models (slow to start)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time each stage on whole batches of 256 and print its share of the MACs and of the time")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -68,7 +70,18 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r.batch_size:5d} | {r.base_images_per_second:10.0f} | {r.dynamic_images_per_second:13.0f} | "
               f"{r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | {r.speedup_over_macs_ratio:.2f}")
+    profile = []
+    if args.profile:
+        from s2dnas.bench.speed import profile_stages
+
+        profile = profile_stages(base, dynamic, images, base_macs=base_macs, repeats=args.repeats)
+        print("stage | MACs (% of base) | time (% of base) | GMAC/s (base: "
+              f"{profile[0].base_gmacs_per_second:.1f})")
+        for st in profile:
+            print(f"{st.stage + 1:5d} | {100 * st.macs_share:16.1f} | {100 * st.time_share:16.1f} | "
+                  f"{st.gmacs_per_second:.1f}")
     if args.json:
         atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
-                                      "rows": [r.to_dict() for r in rows]})
+                                      "rows": [r.to_dict() for r in rows],
+                                      "stage_profile": [st.to_dict() for st in profile]})
     return 0
