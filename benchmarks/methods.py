@@ -146,6 +146,7 @@ class Context:
     base_val: float
     base_test: float
     base_macs: int
+    base_seconds: float | None
     target: float
     scale: Scale
     spec: ModelSpec
@@ -330,17 +331,13 @@ def _prepare_base(spec: ModelSpec, splits: DataSplits, out: Path, device: torch.
     return base, str(bdir / "model.safetensors"), metrics.get("seconds_this_run")
 
 
-def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
-                  val_size: int | None = None, methods: list[str] | None = None,
-                  result_path: Path | None = None, speed: bool = True) -> dict[str, Any]:
-    """Run ``methods`` (default: all; each cached under ``out``) and write the result file
-    (default: ``benchmarks/results/methods_<model>.json``); returns its content.
-
-    With ``speed``, every network is then timed against the base in this process (after all
-    training; cached methods are rebuilt from their files); without, ``measured_speedup`` is None
-    (train on a busy machine, time later on a quiet one)."""
+def make_context(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
+                 val_size: int | None = None) -> Context:
+    """Data, base model (trained here if it does not ship), its accuracy and MACs, the target."""
     spec, sc = MODELS[model], SCALES[scale]
     from s2dnas._device import resolve_device
+    from s2dnas.cost import count_macs
+    from s2dnas.train.loops import evaluate
 
     device = resolve_device("auto")
     val_size = load_config(None).data.val_size if val_size is None else val_size
@@ -350,16 +347,27 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     base = base.to(device).eval()
     for p in base.parameters():
         p.requires_grad_(False)
-    from s2dnas.cost import count_macs
-    from s2dnas.train.loops import evaluate
-
     base_val = evaluate(base, make_loader(splits.val, batch_size=sc.eval_batch_size), device=device).accuracy
     base_test = evaluate(base, make_loader(splits.test, batch_size=sc.eval_batch_size), device=device).accuracy
     base_macs = count_macs(base, torch.zeros(1, *splits.input_shape, device=device))
     tolerance = load_config(None).calibration.tolerance
-    ctx = Context(splits=splits, base=base, base_val=base_val, base_test=base_test, base_macs=base_macs,
-                  target=base_val - tolerance, scale=sc, spec=spec, out=out, dataset=dataset,
-                  data_dir=data_dir, val_size=val_size, device=device, base_weights=base_weights)
+    return Context(splits=splits, base=base, base_val=base_val, base_test=base_test, base_macs=base_macs,
+                   base_seconds=base_seconds, target=base_val - tolerance, scale=sc, spec=spec, out=out,
+                   dataset=dataset, data_dir=data_dir, val_size=val_size, device=device, base_weights=base_weights)
+
+
+def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
+                  val_size: int | None = None, methods: list[str] | None = None,
+                  result_path: Path | None = None, speed: bool = True) -> dict[str, Any]:
+    """Run ``methods`` (default: all; each cached under ``out``) and write the result file
+    (default: ``benchmarks/results/methods_<model>.json``); returns its content.
+
+    With ``speed``, every network is then timed against the base in this process (after all
+    training; cached methods are rebuilt from their files); without, ``measured_speedup`` is None
+    (train on a busy machine, time later on a quiet one)."""
+    ctx = make_context(model=model, scale=scale, out=out, dataset=dataset, data_dir=data_dir, val_size=val_size)
+    spec, sc, splits, base, device = ctx.spec, ctx.scale, ctx.splits, ctx.base, ctx.device
+    base_val, base_test, base_macs, base_seconds = ctx.base_val, ctx.base_test, ctx.base_macs, ctx.base_seconds
     results: dict[str, Any] = {}
     nets: dict[str, MultiStageNet] = {}
     for name in methods or list(METHODS):

@@ -1,0 +1,69 @@
+"""Does the brief-training score rank architectures like the final training does? (issue 5, item 2)
+
+Uses the architectures the method benchmark trained in full (its final-training recipe): the
+hand-picked one and the winners of random search, RL search and one-shot search. Each is scored
+twice with the search's reward (MAC saving at the search's accuracy target, calibrated on val):
+after brief training from inherited weights (exactly as a search candidate), and after the
+benchmark's final training. Reports Kendall's tau between the two rankings.
+
+    python -m benchmarks.rank_check --model resnet20      # after benchmarks.methods --model resnet20
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from s2dnas._io import atomic_write_json
+from s2dnas.config import load_config
+from s2dnas.data import make_loader
+from s2dnas.dynamic.calibrate import collect_logits
+from s2dnas.search.evaluator import TrainedEvaluator
+from s2dnas.space import Architecture
+
+from benchmarks.methods import METHODS, _space, make_context
+from benchmarks.ranking import kendall_tau
+
+NAMES = ["s2dnas_handpicked", "s2dnas_random", "s2dnas_rl", "s2dnas_oneshot"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--scale", default="small")
+    args = p.parse_args()
+    out = Path(f"runs/bench/{args.model}")
+    ctx = make_context(model=args.model, scale=args.scale, out=out)
+    cfg = load_config(None)
+    reference = json.loads((out / "s2dnas_rl" / "search" / "reference.json").read_text())
+    target = float(reference["search_target"])
+    space = _space(ctx)
+    sc = ctx.scale
+    brief = TrainedEvaluator(space, ctx.splits, teacher=ctx.base,
+                             train=dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
+                                                       limit_train=sc.candidate_limit_train, seed=cfg.seed),
+                             calibration=cfg.calibration, reward="macs_saving", target_accuracy=target,
+                             device=ctx.device, eval_batch_size=sc.eval_batch_size)
+    rows = []
+    for name in NAMES:
+        net, _, extra = METHODS[name](ctx)  # the benchmark's finished network (cached)
+        arch = Architecture.from_dict(extra["architecture"])
+        scored = brief.evaluate(arch)
+        logits = collect_logits(net.to(ctx.device), make_loader(ctx.splits.val, batch_size=sc.eval_batch_size),
+                                device=ctx.device)
+        final_reward, final_metrics = brief.score(logits, stage_macs=net.analytic_macs)
+        rows.append({"method": name, "architecture": arch.to_dict(), "brief_reward": scored.reward,
+                     "brief_metrics": scored.metrics, "final_reward": final_reward, "final_metrics": final_metrics})
+        print(f"{name}: brief {scored.reward:.3f}, final {final_reward:.3f}", flush=True)
+    tau = kendall_tau([r["brief_reward"] for r in rows], [r["final_reward"] for r in rows])
+    print(f"Kendall tau (brief vs final training) on {len(rows)} architectures: {tau:.2f}")
+    atomic_write_json(f"benchmarks/results/rank_check_{args.model}.json",
+                      {"model": args.model, "search_target": target, "candidates": rows, "kendall_tau": tau,
+                       "brief": {"epochs": sc.candidate_epochs, "images": sc.candidate_limit_train},
+                       "final": {"epochs": sc.final_epochs, "images": sc.limit_train},
+                       "command": f"python -m benchmarks.rank_check --model {args.model}"})
+
+
+if __name__ == "__main__":
+    main()
