@@ -200,11 +200,13 @@ def _train_cfg(ctx: Context) -> TrainConfig:
     return dataclasses.replace(cfg, epochs=ctx.scale.final_epochs, limit_train=ctx.scale.limit_train, seed=0)
 
 
-def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestimate: bool = True) -> float:
+def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestimate: bool = True,
+                       train_overrides: dict[str, Any] | None = None) -> float:
     """Final training as ``s2dnas run`` does it (resumable), then BN statistics re-estimated; seconds."""
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    train_multistage(msnet, ctx.splits, config=_train_cfg(ctx), teacher=ctx.base, device=ctx.device, out_dir=out,
+    config = dataclasses.replace(_train_cfg(ctx), **(train_overrides or {}))
+    train_multistage(msnet, ctx.splits, config=config, teacher=ctx.base, device=ctx.device, out_dir=out,
                      resume=(out / "checkpoint.pt").exists(), progress=False,
                      eval_batch_size=ctx.scale.eval_batch_size)
     if reestimate:
@@ -260,18 +262,27 @@ def m_cascade(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
         "stages": [ctx.spec.thin["static_x0.5"], ctx.spec.name]}
 
 
-def _space(ctx: Context) -> Space:
-    sp = load_config(None).space
+def _space(ctx: Context, **overrides: Any) -> Space:
+    sp = dataclasses.replace(load_config(None).space, **overrides)
     return Space(ctx.base, input_shape=ctx.splits.input_shape, num_stages=sp.num_stages, ratio_grid=sp.ratio_grid,
                  groups=sp.groups, importance=sp.importance, model_name=ctx.spec.name)
 
 
-def m_handpicked(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
-    space = _space(ctx)
-    arch = space.default_architecture()
-    msnet = space.build(arch)
-    seconds = _finish_multistage(ctx, msnet, ctx.out / "s2dnas_handpicked")
-    return msnet, seconds, {"architecture": arch.to_dict()}
+def _handpicked(key: str, *, space: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
+                concat: bool = True) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    """METHOD.md's hand-picked architecture (or an ablation of it), trained like every method."""
+    def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+        sp = _space(ctx, **(space or {}))
+        arch = sp.default_architecture()
+        if not concat:  # stage s reads earlier stages' features only in its classifier
+            arch = sp.architecture(splits=arch.splits, concat=[sp.num_groups] * (sp.num_stages - 1))
+        msnet = sp.build(arch)
+        seconds = _finish_multistage(ctx, msnet, ctx.out / key, train_overrides=train)
+        return msnet, seconds, {"architecture": arch.to_dict()}
+    return method
+
+
+m_handpicked = _handpicked("s2dnas_handpicked")
 
 
 def _searched(strategy: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
@@ -310,6 +321,15 @@ METHODS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[s
     "s2dnas_random": _searched("random"),
     "s2dnas_rl": _searched("rl"),
     "s2dnas_oneshot": _searched("oneshot"),
+}
+
+#: Why a target is missed: the hand-picked architecture without one ingredient (``--methods``).
+ABLATIONS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[str, Any]]]] = {
+    "ablation_no_concat": _handpicked("ablation_no_concat", concat=False),
+    "ablation_no_distillation": _handpicked("ablation_no_distillation", train={"distill_weight": 0.0}),
+    "ablation_no_importance": _handpicked("ablation_no_importance", space={"importance": "none"}),
+    "ablation_s2": _handpicked("ablation_s2", space={"num_stages": 2}),
+    "ablation_s4": _handpicked("ablation_s4", space={"num_stages": 4}),
 }
 
 
@@ -377,7 +397,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
             continue
         print(f"[{model}] {name} ...", flush=True)
         start = time.time()
-        net, seconds, extra = METHODS[name](ctx)  # cached: rebuilt from the method's files in seconds
+        net, seconds, extra = {**METHODS, **ABLATIONS}[name](ctx)  # cached: rebuilt from its files in seconds
         nets[name] = net
         if cache.exists():
             results[name] = json.loads(cache.read_text())

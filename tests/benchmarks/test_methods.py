@@ -13,7 +13,8 @@ from tests.cli._synthetic import write_band_dataset
 pytest.importorskip("matplotlib")
 methods = pytest.importorskip("benchmarks.methods")
 
-SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "cascade", "s2dnas_handpicked", "s2dnas_random"]
+SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "cascade", "s2dnas_handpicked", "s2dnas_random",
+          "ablation_no_concat"]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,10 @@ def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, 
         # operating point MACs lie between the first stage alone and every stage
         assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
     assert m["s2dnas_random"]["search_seconds"] > 0 and "architecture" in m["s2dnas_random"]
+    # without concat, stage 1 is the same and the later stages read nothing: fewer MACs each
+    hand, alone = m["s2dnas_handpicked"]["stage_macs"], m["ablation_no_concat"]["stage_macs"]
+    assert alone[0] == hand[0] and all(a < h for a, h in zip(alone[1:], hand[1:]))
+    assert set(m["ablation_no_concat"]["architecture"]["concat"]) == {3}  # 3 resolution groups: "never"
 
 
 def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path]) -> None:
