@@ -506,15 +506,18 @@ def main() -> None:
     p.add_argument("--out", default=None, help="cache directory (default: runs/bench/<model>)")
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
+    p.add_argument("--result", default=None, help="result file (default: benchmarks/results/methods_<model>.json)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out or f"runs/bench/{args.model}")
     methods = args.methods.split(",") if args.methods else None
     data = run_benchmark(model=args.model, scale=args.scale, out=out, dataset=args.dataset, data_dir=args.data_dir,
-                         methods=methods, speed=not args.no_speed)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(data, RESULTS / f"methods_{args.model}.png")
-    (RESULTS / f"methods_{args.model}.md").write_text(table(data) + "\n")
+                         methods=methods, speed=not args.no_speed,
+                         result_path=Path(args.result) if args.result else None)
+    stem = Path(args.result).with_suffix("") if args.result else RESULTS / f"methods_{args.model}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    plot(data, stem.with_suffix(".png"))
+    stem.with_suffix(".md").write_text(table(data) + "\n")
     print(table(data))
 
 
