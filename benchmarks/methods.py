@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -45,11 +44,12 @@ from s2dnas.config import TrainConfig, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
-from s2dnas.runner import run_pipeline
+from s2dnas.runner import FINAL_BN_BATCHES, run_pipeline
 from s2dnas.space import MultiStageNet, Space
 from s2dnas.train.base import BaseTrainConfig, train_base
 from s2dnas.train.evaluate import load_base_model
-from s2dnas.train.loops import reestimate_batch_norm
+from s2dnas.train.checkpoint import load_weights, save_weights
+from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import train_multistage
 from s2dnas.zoo import create_model
 
@@ -107,33 +107,49 @@ MODELS = {
 class SpeedMeter:
     """Times networks against the base at batch 256 on the same test images, in one process.
 
-    The base is prepared once (BN folded, the faster memory format) and timed once; every network
-    is prepared the same way, its faster memory format chosen at its first operating point.
+    Every model is prepared the same way (BN folded, inference mode) and timed in both memory
+    formats, the faster one kept. The base is timed again next to every network, so a machine
+    that gets busier (or quieter) during the run does not tilt the comparison.
     """
 
-    def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, repeats: int, batch_size: int = 256) -> None:
+    def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, base_macs: int, repeats: int,
+                 batch_size: int = 256) -> None:
+        self.base_macs = base_macs
         self.batches = list(torch.split(images, batch_size))
         self.repeats = repeats
-        times = {cl: time_passes(prepare_static(base, channels_last=cl), self._layout(cl), repeats=repeats)
-                 for cl in (False, True)}
-        self.base_layout = min(times, key=times.__getitem__)
-        self.base_seconds = times[self.base_layout]
+        self.base = {cl: prepare_static(base, channels_last=cl) for cl in (False, True)}
+        self.base_layout, self.base_seconds = self.time_base()
 
     def _layout(self, channels_last: bool) -> list[torch.Tensor]:
         return [b.contiguous(memory_format=torch.channels_last) if channels_last else b for b in self.batches]
 
-    def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[float]:
-        """Measured speed-up over the base for each threshold setting (in order)."""
+    def time_base(self) -> tuple[str, float]:
+        """(layout, seconds per pass) of the base in its faster layout."""
+        times = {cl: time_passes(m, self._layout(cl), repeats=self.repeats) for cl, m in self.base.items()}
+        best = min(times, key=times.__getitem__)
+        return ("channels_last" if best else "nchw"), times[best]
+
+    def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[dict[str, float | str]]:
+        """For each threshold setting (in order): measured speed-up over the base, and the MAC
+        ratio on the timed images themselves."""
         variants = {cl: prepare_dynamic(net, channels_last=cl) for cl in (False, True)}
+        _, base_seconds = self.time_base()
         first = {}
         for cl, v in variants.items():
             v.set_thresholds(thresholds[0])
             first[cl] = time_passes(v, self._layout(cl), repeats=self.repeats)
         best = min(first, key=first.__getitem__)
-        out = [self.base_seconds / first[best]]
-        for t in thresholds[1:]:
+        out = []
+        for i, t in enumerate(thresholds):
             variants[best].set_thresholds(t)
-            out.append(self.base_seconds / time_passes(variants[best], self._layout(best), repeats=self.repeats))
+            seconds = first[best] if i == 0 else time_passes(variants[best], self._layout(best), repeats=self.repeats)
+            net.set_thresholds(t)
+            with torch.inference_mode():
+                exits = torch.cat([net(b).exit_stage for b in self.batches])
+            out.append({"measured_speedup": base_seconds / seconds, "base_seconds": base_seconds,
+                        "seconds": seconds, "layout": "channels_last" if best else "nchw",
+                        "timed_macs_ratio": self.base_macs * len(exits) / net.macs_of(exits)})
+        net.set_thresholds(thresholds[0])
         return out
 
 
@@ -190,8 +206,8 @@ def measure_speed(meter: SpeedMeter, msnet: MultiStageNet, entry: dict[str, Any]
     """Fill in the measured speed-up of every point of ``entry`` (same thresholds as evaluated)."""
     settings = [tuple(p["thresholds"]) for p in entry["points"]]
     net = DynamicNet(msnet.cpu().eval(), settings[0], stage_macs=entry["stage_macs"])
-    for p, speedup in zip(entry["points"], meter.speedups(net, settings)):
-        p["measured_speedup"] = speedup
+    for p, timing in zip(entry["points"], meter.speedups(net, settings)):
+        p.update(timing)
 
 
 def _train_cfg(ctx: Context) -> TrainConfig:
@@ -202,7 +218,14 @@ def _train_cfg(ctx: Context) -> TrainConfig:
 
 def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestimate: bool = True,
                        train_overrides: dict[str, Any] | None = None) -> float:
-    """Final training as ``s2dnas run`` does it (resumable), then BN statistics re-estimated; seconds."""
+    """Final training as ``s2dnas run`` does it (resumable), then BN statistics re-estimated as the
+    runner does; the finished weights go to ``out/final.safetensors`` and a rebuild loads them (so
+    the speed phase times exactly the evaluated network). Returns the training seconds."""
+    final = out / "final.safetensors"
+    if final.exists():
+        state, meta = load_weights(final)
+        msnet.load_state_dict(state)
+        return float(meta.get("seconds", 0.0))
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(_train_cfg(ctx), **(train_overrides or {}))
@@ -210,11 +233,12 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
                      resume=(out / "checkpoint.pt").exists(), progress=False,
                      eval_batch_size=ctx.scale.eval_batch_size)
     if reestimate:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            reestimate_batch_norm(msnet, make_loader(ctx.splits.train, batch_size=128, shuffle=True, seed=0),
-                                  batches=50, device=ctx.device)
-    return time.time() - start
+        cfg = load_config(None)
+        reestimate_batch_norm_seeded(msnet, ctx.splits.train, batch_size=cfg.data.batch_size,
+                                     batches=FINAL_BN_BATCHES, seed=cfg.seed, device=ctx.device)
+    seconds = time.time() - start
+    save_weights(final, msnet.state_dict(), {"seconds": seconds})
+    return seconds
 
 
 def _train_static(ctx: Context, name: str, out: Path) -> tuple[torch.nn.Module, float]:
@@ -392,6 +416,11 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     nets: dict[str, MultiStageNet] = {}
     for name in methods or list(METHODS):
         cache = out / name / "result.json"
+        if cache.exists():
+            cached = json.loads(cache.read_text())
+            if cached.get("scale") != scale:
+                raise SystemExit(f"error: {cache} holds a result of scale {cached.get('scale')!r}, not {scale!r}; "
+                                 f"use another --out for this scale")
         if cache.exists() and not speed:
             results[name] = json.loads(cache.read_text())
             continue
@@ -402,7 +431,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
         if cache.exists():
             results[name] = json.loads(cache.read_text())
             continue
-        entry = {**evaluate_network(ctx, net, extra_points=0 if name.startswith("static") else 3),
+        entry = {"scale": scale, **evaluate_network(ctx, net, extra_points=0 if name.startswith("static") else 3),
                  "build_seconds": seconds if name != "static_base" else base_seconds, **extra,
                  "benchmark_seconds": time.time() - start}
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +443,8 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     meter = None
     if speed:  # after all training, so the timings do not compete with it
         n = min(sc.speed_images, len(splits.test))
-        meter = SpeedMeter(base.cpu(), torch.stack([splits.test[i][0] for i in range(n)]), repeats=sc.speed_repeats)
+        meter = SpeedMeter(base.cpu(), torch.stack([splits.test[i][0] for i in range(n)]), base_macs=base_macs,
+                           repeats=sc.speed_repeats)
         base.to(device)
         for name, net in nets.items():
             measure_speed(meter, net, results[name])
@@ -441,12 +471,10 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    import os
+    """What the numbers were measured on (as ``s2dnas bench`` records it)."""
+    from s2dnas.cli.bench import machine_info
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
+    return machine_info()
 
 
 def table(data: dict[str, Any]) -> str:
@@ -503,13 +531,14 @@ def main() -> None:
     p.add_argument("--scale", choices=sorted(SCALES), default="small")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None, help="cache directory (default: runs/bench/<model>)")
+    p.add_argument("--out", default=None, help="cache directory (default: runs/bench/<model>, or <model>-<scale> "
+                   "for a scale other than small)")
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
     p.add_argument("--result", default=None, help="result file (default: benchmarks/results/methods_<model>.json)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    out = Path(args.out or f"runs/bench/{args.model}")
+    out = Path(args.out or (f"runs/bench/{args.model}" if args.scale == "small" else f"runs/bench/{args.model}-{args.scale}"))
     methods = args.methods.split(",") if args.methods else None
     data = run_benchmark(model=args.model, scale=args.scale, out=out, dataset=args.dataset, data_dir=args.data_dir,
                          methods=methods, speed=not args.no_speed,

@@ -49,10 +49,13 @@ from s2dnas.search.oneshot import build_supernet_space, train_supernet
 from s2dnas.search.strategy import DistributedSearchStrategy
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.train.checkpoint import load_weights, save_weights
-from s2dnas.train.loops import evaluate, reestimate_batch_norm
+from s2dnas.train.loops import evaluate, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 
-__all__ = ["run_pipeline"]
+__all__ = ["run_pipeline", "FINAL_BN_BATCHES"]
+
+#: Training batches the final network's batch-norm statistics are re-estimated on.
+FINAL_BN_BATCHES = 50
 
 _logger = logging.getLogger(__name__)
 
@@ -262,12 +265,10 @@ def _finish(cfg: RunConfig, out: Path, msnet: MultiStageNet, splits: DataSplits,
     """Steps 3-6 after the final training: batch-norm statistics, calibration, test, model, export, report."""
     t = time.time()
     cc = cfg.calibration
-    # running statistics exactly for the final weights (cheap: a few forward batches); the
-    # augmentation draws from a seeded, forked RNG, so a resumed run gets the same statistics
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        reestimate_batch_norm(msnet, make_loader(splits.train, batch_size=cfg.data.batch_size, shuffle=True,
-                                                 seed=cfg.seed), batches=50, device=device)
+    # running statistics exactly for the final weights (cheap: a few forward batches); seeded,
+    # so a resumed run gets the same statistics
+    reestimate_batch_norm_seeded(msnet, splits.train, batch_size=cfg.data.batch_size, batches=FINAL_BN_BATCHES,
+                                 seed=cfg.seed, device=device)
     timings["final_training_seconds"] += time.time() - t
     msnet.eval()
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import fx, nn
 
-from s2dnas import DynamicNet, UnsupportedModelError, count_macs, create_model
+from s2dnas import ConfigError, DynamicNet, UnsupportedModelError, count_macs, create_model
 from s2dnas.baselines import attach_exits, cascade, cut_points, freeze_trunk, single_stage
 from s2dnas.dynamic.executor import reference_forward
 
@@ -85,6 +85,48 @@ def test_explicit_cuts_and_bad_cuts(seed: int) -> None:
         attach_exits(base, num_stages=2, input_shape=SHAPE, cuts=["layer1_0_conv1"])
     with pytest.raises(UnsupportedModelError, match=r"Expected at least 3 cut points"):
         attach_exits(_LongSkip(), num_stages=4, input_shape=SHAPE)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("resnet20", {}), ("vgg16_bn", {"width_mult": 0.25})])
+def test_joint_training_updates_the_trunk_of_a_frozen_base(name: str, kwargs: dict, seed: int) -> None:
+    base = create_model(name, num_classes=10, in_channels=1, **kwargs).eval()
+    for p in base.parameters():  # as the pipeline holds the teacher: frozen
+        p.requires_grad_(False)
+    net = attach_exits(base, num_stages=4, input_shape=SHAPE).train()
+    # default cuts follow the activation (a block's final ReLU), never its BN or add
+    modules = dict(fx.symbolic_trace(base).named_modules())
+    for cut in net.architecture["cuts"]:
+        node = next(n for n in fx.symbolic_trace(base).graph.nodes if n.name == cut)
+        assert "relu" in cut or isinstance(modules.get(str(node.target)), (nn.ReLU, nn.MaxPool2d)), cut
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    x, y = torch.randn(8, *SHAPE), torch.randint(0, 10, (8,))
+    loss = sum(nn.functional.cross_entropy(z, y) for z in net(x))
+    loss.backward()  # no in-place activation may overwrite a feature an exit head saved
+    opt.step()
+    trunk = [k for k, p in net.named_parameters() if ".exit_head." not in k]
+    assert trunk and all(not torch.equal(before[k], net.state_dict()[k]) for k in trunk if "weight" in k)
+
+
+def test_attach_exits_rejects_bad_options(seed: int) -> None:
+    base = create_model("resnet20", num_classes=10, in_channels=1)
+    with pytest.raises(ConfigError, match=r"Expected num_stages >= 1 and pool >= 1"):
+        attach_exits(base, num_stages=0, input_shape=SHAPE)
+    with pytest.raises(ConfigError, match=r"pool=0"):
+        attach_exits(base, num_stages=2, input_shape=SHAPE, pool=0)
+
+
+def test_reestimating_batch_norm_keeps_a_frozen_trunk(seed: int) -> None:
+    from s2dnas.train.loops import reestimate_batch_norm
+
+    net = freeze_trunk(attach_exits(create_model("resnet20", num_classes=10, in_channels=1), num_stages=3,
+                                    input_shape=SHAPE))
+    trunk = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in trunk:
+        m.running_mean.uniform_(-1, 1)
+    stats = [m.running_mean.clone() for m in trunk]
+    reestimate_batch_norm(net, [(torch.randn(4, *SHAPE), None)], batches=1, device=torch.device("cpu"))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats, trunk))
 
 
 def test_frozen_trunk_trains_only_the_heads(seed: int) -> None:

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.cli._synthetic import write_band_dataset
 
 pytest.importorskip("matplotlib")
 methods = pytest.importorskip("benchmarks.methods")
 
-SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "cascade", "s2dnas_handpicked", "s2dnas_random",
+SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade", "s2dnas_handpicked", "s2dnas_random",
           "ablation_no_concat"]
 
 
@@ -23,9 +24,16 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     (root / "data").mkdir()
     data = write_band_dataset(root / "data", n_train=500, n_test=120)
     result = root / "methods.json"
-    out = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
-                                data_dir=str(data), val_size=100, methods=SUBSET, result_path=result)
-    return out, root
+    kw = dict(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist", data_dir=str(data),
+              val_size=100, methods=SUBSET, result_path=result)
+    # as `make bench` does: train and evaluate first, then time every network rebuilt from the cache
+    trained = methods.run_benchmark(**kw, speed=False)
+    assert all(p["measured_speedup"] is None for r in trained["methods"].values() for p in r["points"])
+    timed = methods.run_benchmark(**kw, speed=True)
+    for name, r in timed["methods"].items():  # the rebuilt networks are the evaluated ones
+        t = trained["methods"][name]
+        assert r["stage_test_accuracy"] == t["stage_test_accuracy"] and r["stage_macs"] == t["stage_macs"], name
+    return timed, root
 
 
 def test_result_file_follows_the_schema(smoke: tuple[dict, Path]) -> None:
@@ -38,13 +46,15 @@ def test_result_file_follows_the_schema(smoke: tuple[dict, Path]) -> None:
     for name, r in data["methods"].items():
         assert r["points"], name
         for p in r["points"]:
-            assert set(p) >= {"test_accuracy", "macs", "measured_speedup"}
+            assert set(p) >= {"test_accuracy", "macs", "measured_speedup", "timed_macs_ratio"}
             assert 0 <= p["test_accuracy"] <= 1 and p["macs"] > 0 and p["measured_speedup"] > 0
+            assert p["timed_macs_ratio"] > 0
+        assert r["scale"] == "smoke"
         assert "build_seconds" in r
 
 
 def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, Path]) -> None:
-    data, _ = smoke
+    data, root = smoke
     m, base_macs = data["methods"], data["base"]["macs"]
     # the static base as a one-stage network: exactly the base's MACs and test accuracy
     assert m["static_base"]["points"][0]["macs"] == base_macs
@@ -62,6 +72,15 @@ def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, 
         # operating point MACs lie between the first stage alone and every stage
         assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
     assert m["s2dnas_random"]["search_seconds"] > 0 and "architecture" in m["s2dnas_random"]
+    # joint SDN training moved the trunk away from the base; frozen training did not
+    from s2dnas.train.checkpoint import load_weights
+    from s2dnas.zoo import create_model
+
+    base = create_model("resnet20", num_classes=10, in_channels=1, pretrained=True).state_dict()
+    joint, _ = load_weights(root / "cache" / "sdn_joint" / "final.safetensors")
+    frozen, _ = load_weights(root / "cache" / "sdn_frozen" / "final.safetensors")
+    assert not torch.equal(joint["stages.0.conv1.weight"], base["conv1.weight"])
+    assert torch.equal(frozen["stages.0.conv1.weight"], base["conv1.weight"])
     # without concat, stage 1 is the same and the later stages read nothing: fewer MACs each
     hand, alone = m["s2dnas_handpicked"]["stage_macs"], m["ablation_no_concat"]["stage_macs"]
     assert alone[0] == hand[0] and all(a < h for a, h in zip(alone[1:], hand[1:]))
@@ -74,6 +93,10 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
                                   data_dir=str(root / "data"), val_size=100, methods=SUBSET,
                                   result_path=root / "again.json", speed=False)
     assert again["methods"] == json.loads(json.dumps(data["methods"]))  # nothing retrained or re-measured
+    with pytest.raises(SystemExit, match=r"holds a result of scale 'smoke', not 'small'"):
+        methods.run_benchmark(model="resnet20", scale="small", out=root / "cache", dataset="fashion-mnist",
+                              data_dir=str(root / "data"), val_size=100, methods=["static_base"],
+                              result_path=root / "wrong.json", speed=False)
     text = methods.table(again)
     assert text.count("\n| ") == len(SUBSET) + 1 and "our measurements" in text.lower()
     methods.plot(again, root / "plot.png")

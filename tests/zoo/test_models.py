@@ -85,9 +85,9 @@ def test_width_mult_scales_every_stage(name: str, width_mult: float, widths: tup
     assert count_macs(model, torch.zeros(1, 1, 28, 28)) == macs
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, "half", True])
+@pytest.mark.parametrize("bad", [0.0, -1.0, "half", True, float("inf"), float("nan")])
 def test_width_mult_must_be_positive(bad: object) -> None:
-    with pytest.raises(ConfigError, match=r"Expected `width_mult` > 0"):
+    with pytest.raises(ConfigError, match=r"Expected `width_mult` to be a finite number > 0"):
         create_model("resnet20", width_mult=bad)
 
 

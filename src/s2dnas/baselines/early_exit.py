@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import fx, nn
 
-from s2dnas.errors import UnsupportedModelError
+from s2dnas.errors import ConfigError, UnsupportedModelError
 from s2dnas.space.multistage import MultiStageNet
 
 __all__ = ["ExitHead", "EarlyExitNet", "cut_points", "attach_exits", "freeze_trunk"]
@@ -94,8 +94,8 @@ def cut_points(gm: fx.GraphModule) -> list[str]:
     return cuts
 
 
-def _feature_shapes(gm: fx.GraphModule, names: Sequence[str], input_shape: tuple[int, ...]
-                    ) -> dict[str, tuple[int, ...]]:
+def _shapes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Shape of every node's output for a batch of 2 (nodes that are not tensors: ``()``)."""
     from torch.fx.passes.shape_prop import ShapeProp
 
     ref = next(gm.parameters(), None)
@@ -108,9 +108,8 @@ def _feature_shapes(gm: fx.GraphModule, names: Sequence[str], input_shape: tuple
     gm.train(was_training)
     shapes = {}
     for n in gm.graph.nodes:
-        if n.name in names:
-            meta = n.meta.get("tensor_meta")
-            shapes[n.name] = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
+        meta = n.meta.get("tensor_meta")
+        shapes[n.name] = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
     return shapes
 
 
@@ -184,20 +183,29 @@ def attach_exits(base: nn.Module, *, num_stages: int, input_shape: tuple[int, ..
         input_shape: ``(C, H, W)`` of one input.
         num_classes: classes of the exit heads; default: the base's output size.
         cuts: node names to cut after (see :func:`cut_points`); default: the cut points closest
-            to ``1/S, 2/S, ...`` of the base's convolutions.
+            to ``1/S, 2/S, ...`` of the base's MACs, after the activation where there is one.
         pool: the heads average-pool to ``pool x pool`` before their linear layer.
 
     Returns:
         An :class:`EarlyExitNet` whose last stage computes exactly ``base(x)``.
 
     Raises:
+        ConfigError: ``num_stages`` or ``pool`` below 1.
         UnsupportedModelError: the model cannot be traced, has too few cut points, or a cut is
             not a 4-D feature map.
     """
+    if not isinstance(num_stages, int) or num_stages < 1 or not isinstance(pool, int) or pool < 1:
+        raise ConfigError(f"Expected num_stages >= 1 and pool >= 1, but got num_stages={num_stages!r}, pool={pool!r}")
     gm = _trace(copy.deepcopy(base))
+    for p in gm.parameters():  # a copy of a frozen base (requires_grad False) must train when asked
+        p.requires_grad_(True)
+    for m in gm.modules():  # an in-place activation would overwrite a cached feature an exit head saved
+        if getattr(m, "inplace", False):
+            m.inplace = False
     available = cut_points(gm)
+    shapes = _shapes(gm, input_shape)
     if cuts is None:
-        cuts = _spread(gm, available, num_stages - 1)
+        cuts = _spread(gm, available, num_stages - 1, shapes)
     bad = [c for c in cuts if c not in available]
     if bad or len(cuts) != num_stages - 1 or len(set(cuts)) != len(cuts):
         raise UnsupportedModelError(
@@ -205,13 +213,9 @@ def attach_exits(base: nn.Module, *, num_stages: int, input_shape: tuple[int, ..
             "stages or other cuts")
     order = [n.name for n in gm.graph.nodes]
     cuts = sorted(cuts, key=order.index)
-    shapes = _feature_shapes(gm, cuts, input_shape)
     if num_classes is None:
-        with torch.no_grad():
-            was = gm.training
-            gm.eval()
-            num_classes = int(gm(torch.zeros(1, *input_shape)).shape[-1])
-            gm.train(was)
+        output = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+        num_classes = int(shapes[output.name][-1])
     stages, reads, writes = [], [], []
     bounds = [None, *cuts, None]
     for s in range(num_stages):
@@ -230,26 +234,32 @@ def attach_exits(base: nn.Module, *, num_stages: int, input_shape: tuple[int, ..
                         input_shape=tuple(input_shape), analytic_macs=macs)
 
 
-def _spread(gm: fx.GraphModule, available: Sequence[str], count: int) -> list[str]:
-    """``count`` cut points, each the one whose number of convolutions before it is closest to
-    ``k / (count + 1)`` of all convolutions."""
+def _spread(gm: fx.GraphModule, available: Sequence[str], count: int, shapes: dict[str, tuple[int, ...]]
+            ) -> list[str]:
+    """``count`` cut points, the ``k``-th where the base's cumulative MACs come closest to
+    ``k / (count + 1)`` of its total (SDN spaces its exits by cost); among points with the same
+    MACs before them, the last one (after the activation, not before it)."""
     modules = dict(gm.named_modules())
-    convs_before, seen = {}, 0
+    macs_before, seen = {}, 0
     for n in gm.graph.nodes:
-        if n.op == "call_module" and isinstance(modules.get(str(n.target)), _MIXING):
-            seen += 1
-        convs_before[n.name] = seen
+        m = modules.get(str(n.target)) if n.op == "call_module" else None
+        if isinstance(m, nn.Conv2d) and shapes.get(n.name):
+            out = shapes[n.name]
+            seen += out[1] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1] * out[2] * out[3]
+        elif isinstance(m, nn.Linear):
+            seen += m.in_features * m.out_features
+        macs_before[n.name] = seen
     if len(available) < count:
         raise UnsupportedModelError(f"Expected at least {count} cut points, but the model has {len(available)}: "
                                     f"{list(available)}; use fewer stages")
     chosen: list[str] = []
     for k in range(1, count + 1):
         goal = k * seen / (count + 1)
-        options = [c for c in available if c not in chosen
-                   and (not chosen or convs_before[c] > convs_before[chosen[-1]])]
+        options = [c for c in available if not chosen or macs_before[c] > macs_before[chosen[-1]]]
         if not options:
             raise UnsupportedModelError(f"Cannot place {count} distinct exits among {list(available)}; use fewer stages")
-        chosen.append(min(options, key=lambda c: abs(convs_before[c] - goal)))
+        # min over reversed candidates: ties go to the latest node
+        chosen.append(min(reversed(options), key=lambda c: abs(macs_before[c] - goal)))
     return chosen
 
 

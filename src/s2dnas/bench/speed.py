@@ -18,6 +18,7 @@ from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
 from s2dnas.dynamic.executor import DynamicNet
+from s2dnas.errors import ConfigError
 
 __all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "time_passes", "benchmark_speed",
            "profile_stages"]
@@ -51,9 +52,10 @@ class SpeedRow:
 class StageProfile:
     """Where the time goes: one stage run on a whole batch, against the base model.
 
-    ``macs_share`` and ``time_share`` are the stage's MACs and seconds over the base model's;
-    ``efficiency`` is their ratio (``time_share / macs_share`` below 1 means the stage runs its
-    MACs as fast as the base does). Thin stages on a CPU are memory-bound: low efficiency.
+    ``macs_share`` and ``time_share`` are the stage's MACs and seconds over the base model's.
+    ``time_share / macs_share`` is 1 when the stage runs its MACs as fast as the base does and
+    above 1 when slower (``gmacs_per_second`` below ``base_gmacs_per_second``): thin stages on a
+    CPU are memory-bound and score well above 1.
     """
 
     stage: int
@@ -171,7 +173,7 @@ def profile_stages(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *
     """Time each stage on whole batches (every input, no exits) next to the base model.
 
     Both are prepared as in :func:`benchmark_speed`; ``channels_last=None`` picks the faster
-    layout for each (measured on the base and on stage 0 with its cached features).
+    layout for each (for the stages: the layout with the smaller sum of stage times).
 
     Args:
         base: the static base model.
@@ -181,7 +183,13 @@ def profile_stages(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *
         batch_size: images per batch.
         repeats: timed passes (median).
         channels_last: the layout, or None for the faster one of each.
+
+    Raises:
+        ConfigError: no images, or a batch size, repeat count or base MAC count below 1.
     """
+    if len(images) == 0 or batch_size < 1 or repeats < 1 or base_macs < 1:
+        raise ConfigError(f"Expected images, batch_size >= 1, repeats >= 1 and base_macs >= 1, but got "
+                          f"{len(images)} images, batch_size={batch_size}, repeats={repeats}, base_macs={base_macs}")
     batches = list(torch.split(images, batch_size))
     n = sum(len(b) for b in batches)
     stage_macs = dynamic.stage_macs

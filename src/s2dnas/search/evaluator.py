@@ -21,7 +21,7 @@ from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, ora
 from s2dnas.errors import ConfigError
 from s2dnas.search.reward import compute_reward
 from s2dnas.space import Architecture, MultiStageNet, Space
-from s2dnas.train.loops import reestimate_batch_norm
+from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import train_multistage
 
 __all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "OneShotEvaluator"]
@@ -84,10 +84,8 @@ class Evaluator:
         fixed seed in a forked RNG, so a candidate scores the same whatever was scored before it
         (a resumed search scores its next candidates in a new process; issue 7, determinism).
         """
-        loader = make_loader(self.splits.train, batch_size=batch_size, shuffle=True, seed=_BN_SEED)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_BN_SEED)
-            reestimate_batch_norm(net, loader, batches=batches, device=self.device)
+        reestimate_batch_norm_seeded(net, self.splits.train, batch_size=batch_size, batches=batches, seed=_BN_SEED,
+                                     device=self.device)
 
     def evaluate(self, arch: Architecture) -> CandidateResult:
         """Build, train (or re-use shared weights), calibrate on val and score ``arch``."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterable
+from typing import Any, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from s2dnas.errors import TrainingError
 
 __all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "seed_everything",
-           "to_device", "reestimate_batch_norm"]
+           "to_device", "reestimate_batch_norm", "reestimate_batch_norm_seeded"]
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,18 @@ def reestimate_batch_norm(net: nn.Module, loader: DataLoader, *, batches: int, d
     """Replace every batch norm's running statistics by their average over ``batches`` batches.
 
     Used where running statistics are stale for the weights: slices of a shared super-network,
-    or a network after a few dozen training steps (cumulative average, momentum None).
+    or a network after a few dozen training steps (cumulative average, momentum None). Norms that
+    stay in eval mode when ``net.train()`` is called (a frozen part) keep their statistics.
     """
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = net.training
+    net.train()
+    # only the norms that train: a network may keep some in eval mode (a frozen trunk), and their
+    # statistics must survive (a reset one would stay at mean 0, variance 1)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    was_training = net.training
-    net.train()
     try:
         for i, (x, _) in enumerate(loader):
             if i >= batches:
@@ -126,3 +129,16 @@ def reestimate_batch_norm(net: nn.Module, loader: DataLoader, *, batches: int, d
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
         net.train(was_training)
+
+
+def reestimate_batch_norm_seeded(net: nn.Module, dataset: Any, *, batch_size: int, batches: int, seed: int,
+                                 device: torch.device) -> None:
+    """:func:`reestimate_batch_norm` on ``batches`` shuffled training batches that depend only on
+    ``seed``: the shuffling is seeded and the augmentation draws from a seeded, forked RNG, so the
+    statistics are the same whatever ran before (a resumed run, another candidate first)."""
+    from s2dnas.data import make_loader
+
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reestimate_batch_norm(net, loader, batches=batches, device=device)

@@ -1,6 +1,9 @@
 """Helpers shared by the zoo's CIFAR builders: layer widths and weight initialisation."""
 from __future__ import annotations
 
+import math
+import numbers
+
 from torch import nn
 
 from s2dnas.errors import ConfigError
@@ -12,10 +15,12 @@ def scaled_widths(widths: tuple[int, ...], width_mult: float) -> tuple[int, ...]
     """``widths`` times ``width_mult``, rounded to the nearest integer and at least 1.
 
     Raises:
-        ConfigError: ``width_mult`` is not a positive number.
+        ConfigError: ``width_mult`` is not a finite positive number.
     """
-    if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool) or not width_mult > 0:
-        raise ConfigError(f"Expected `width_mult` > 0, but got {width_mult!r}; pass e.g. 0.5, 0.75 or 1.0")
+    if (not isinstance(width_mult, numbers.Real) or isinstance(width_mult, bool) or not math.isfinite(width_mult)
+            or not width_mult > 0):
+        raise ConfigError(f"Expected `width_mult` to be a finite number > 0, but got {width_mult!r}; pass e.g. "
+                          "0.5, 0.75 or 1.0")
     return tuple(max(1, round(w * width_mult)) for w in widths)
 
 
