@@ -45,10 +45,13 @@ def main() -> None:
                                                        limit_train=sc.candidate_limit_train, seed=cfg.seed),
                              calibration=cfg.calibration, reward="macs_saving", target_accuracy=target,
                              device=ctx.device, eval_batch_size=sc.eval_batch_size)
-    rows = []
+    rows, seen = [], set()
     for name in NAMES:
         net, _, extra = METHODS[name](ctx)  # the benchmark's finished network (cached)
         arch = Architecture.from_dict(extra["architecture"])
+        if (arch.splits, arch.concat) in seen:  # two searches found the same one: rank it once
+            continue
+        seen.add((arch.splits, arch.concat))
         scored = brief.evaluate(arch)
         logits = collect_logits(net.to(ctx.device), make_loader(ctx.splits.val, batch_size=sc.eval_batch_size),
                                 device=ctx.device)
@@ -57,7 +60,8 @@ def main() -> None:
                      "brief_metrics": scored.metrics, "final_reward": final_reward, "final_metrics": final_metrics})
         print(f"{name}: brief {scored.reward:.3f}, final {final_reward:.3f}", flush=True)
     tau = kendall_tau([r["brief_reward"] for r in rows], [r["final_reward"] for r in rows])
-    print(f"Kendall tau (brief vs final training) on {len(rows)} architectures: {tau:.2f}")
+    print(f"Kendall tau (brief vs final training) on {len(rows)} architectures: {tau:.2f} (few architectures: "
+          "weak evidence either way)")
     atomic_write_json(f"benchmarks/results/rank_check_{args.model}.json",
                       {"model": args.model, "search_target": target, "candidates": rows, "kendall_tau": tau,
                        "brief": {"epochs": sc.candidate_epochs, "images": sc.candidate_limit_train},

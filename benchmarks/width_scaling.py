@@ -31,12 +31,14 @@ def thresholds_for(net: DynamicNet, images: torch.Tensor, exits: list[float]) ->
     """Thresholds under which ``exits[s]`` of ``images`` leave at stage ``s`` (max-softmax)."""
     with torch.inference_mode():
         logits = net.msnet(images)
+    if len(exits) != net.num_stages or min(exits) < 0 or abs(sum(exits) - 1) > 1e-6:
+        raise SystemExit(f"error: expected {net.num_stages} exit fractions >= 0 summing to 1, got {exits}")
     remaining = torch.ones(len(images), dtype=torch.bool)
     out = []
     for s, frac in enumerate(exits[:-1]):
         conf = confidence(logits[s], "max_softmax")
         pool = conf[remaining]
-        want = round(frac * len(images))  # leave here out of everyone
+        want = min(round(frac * len(images)), len(pool))  # leave here, out of everyone
         t = float(pool.sort(descending=True).values[want - 1]) if want > 0 else 2.0
         out.append(t)
         remaining &= conf < t
