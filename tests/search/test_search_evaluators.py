@@ -17,26 +17,10 @@ from s2dnas.search.evaluator import CandidateResult, Evaluator, OneShotEvaluator
 from s2dnas.search.oneshot import build_supernet_space, train_supernet
 from s2dnas.space import Architecture, Space
 from s2dnas.train.loops import evaluate
+from tests.search._toy import ToyCNN
 
-NUM_CLASSES, SIZE = 4, 8
+NUM_CLASSES, SIZE = 4, 8  # ToyCNN's default class count
 CPU = torch.device("cpu")
-
-
-class ToyCNN(nn.Module):
-    """Two conv-bn-relu blocks at two resolutions (two split groups), pooling, a linear head."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 1, width: int = 8) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * width)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
 def quadrant_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

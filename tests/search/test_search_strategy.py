@@ -18,23 +18,7 @@ from s2dnas.search import Controller, Decision, Journal, RandomController, RLCon
 from s2dnas.search.evaluator import CandidateResult
 from s2dnas.search.strategy import REWARD_FOR_INVALID, SearchStrategy
 from s2dnas.space import Architecture, Space
-
-
-class ToyCNN(nn.Module):
-    """Two conv-bn-relu blocks at two resolutions (two split groups), pooling, a linear head."""
-
-    def __init__(self, num_classes: int = 4, in_channels: int = 1, width: int = 8) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * width)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+from tests.search._toy import ToyCNN
 
 
 @pytest.fixture(scope="module")
