@@ -79,7 +79,7 @@ SCALES = {
                    supernet_epochs=1, speed_images=64, speed_repeats=1, thin_limit_train=256, eval_batch_size=128),
     # the committed results: fits a 2-core CPU in about an hour per base model
     "small": Scale(final_epochs=3, limit_train=20000, budget=12, candidate_epochs=1, candidate_limit_train=2000,
-                   supernet_epochs=1, speed_images=2048, speed_repeats=3),
+                   supernet_epochs=1, speed_images=1024, speed_repeats=3),
 }
 
 
