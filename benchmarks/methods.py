@@ -465,6 +465,8 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                                            "seconds_per_pass": meter.base_seconds if meter else None},
             "target_val_accuracy": ctx.target, "methods": results,
             "command": f"python -m benchmarks.methods --model {model} --scale {scale}"}
+    data["iso_accuracy"] = iso_accuracy(data)
+    data["targets"] = check_targets(data)
     path = result_path or RESULTS / f"methods_{model}.json"
     atomic_write_json(path, data)
     return data
@@ -477,6 +479,60 @@ def machine() -> dict[str, Any]:
     return machine_info()
 
 
+ISO_DROPS = (0.001, 0.01, 0.02, 0.04)  # accuracy levels below the base's test accuracy
+
+
+def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per method and accuracy level (base test accuracy minus each of :data:`ISO_DROPS`): the
+    fewest MACs, as a fraction of the base's, of a val-chosen threshold setting whose test accuracy
+    reaches the level (its test curve); None when no setting does."""
+    base = data["base"]
+    out: dict[str, dict[str, float | None]] = {}
+    for name, r in data["methods"].items():
+        curve = r.get("test_curve") or [{"test_accuracy": p["test_accuracy"], "macs": p["macs"]} for p in r["points"]]
+        row: dict[str, float | None] = {}
+        for drop in ISO_DROPS:
+            level = base["test_accuracy"] - drop
+            macs = [q["macs"] for q in curve if q["test_accuracy"] >= level - 1e-12]
+            row[f"{drop:.3f}"] = min(macs) / base["macs"] if macs else None
+        out[name] = row
+    return out
+
+
+def check_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets, each with the measured value and whether it is met (None: not measured)."""
+    m, iso = data["methods"], data["iso_accuracy"]
+    rows: list[dict[str, Any]] = []
+    rl = m.get("s2dnas_rl")
+    if rl:
+        op = rl["points"][0]
+        ok = op["test_accuracy"] >= data["base"]["test_accuracy"] - 0.001 and op["macs"] <= 0.15 * data["base"]["macs"]
+        rows.append({"target": "RL: test accuracy >= base - 0.1 pt at <= 15% of the MACs",
+                     "value": f"{100 * op['test_accuracy']:.2f}% at {100 * op['macs'] / data['base']['macs']:.1f}%",
+                     "met": ok})
+        others = [iso[k]["0.001"] for k in ("sdn_frozen", "sdn_joint", "cascade") if k in iso and iso[k]["0.001"]]
+        ours = iso["s2dnas_rl"]["0.001"]
+        rows.append({"target": "at the base's accuracy, <= half the MACs of the best SDN/cascade",
+                     "value": f"RL {ours if ours is None else f'{100 * ours:.1f}%'}, best alternative "
+                              f"{f'{100 * min(others):.1f}%' if others else None}",
+                     "met": bool(ours is not None and others and ours <= 0.5 * min(others))})
+        sp = op.get("measured_speedup")
+        ratio = op.get("timed_macs_ratio") or op["macs_ratio"]
+        rows.append({"target": "measured speed-up at batch 256 >= 0.75 x the MAC ratio",
+                     "value": None if sp is None else f"{sp:.2f}x at a MAC ratio of {ratio:.2f}x ({sp / ratio:.2f})",
+                     "met": None if sp is None else sp >= 0.75 * ratio})
+        search = rl.get("search_seconds")
+        rows.append({"target": "the search within 20 minutes",
+                     "value": None if search is None else f"{search / 60:.1f} min", "met": None if search is None
+                     else search <= 20 * 60})
+        orc = rl["oracle"]["expected_macs"]
+        rows.append({"target": "confidence routing within 15% of the oracle's MACs",
+                     "value": f"{op['macs'] / 1e6:.2f}M vs oracle {orc / 1e6:.2f}M "
+                              f"(but the oracle reaches {100 * rl['oracle']['accuracy']:.2f}%)",
+                     "met": op["macs"] <= 1.15 * orc})
+    return rows
+
+
 def table(data: dict[str, Any]) -> str:
     """Markdown table of one result file: the operating point of every method."""
     b = data["base"]
@@ -485,15 +541,32 @@ def table(data: dict[str, Any]) -> str:
              f"{b['macs'] / 1e6:.2f}M MACs; target val accuracy {100 * data['target_val_accuracy']:.2f}%). "
              f"Our measurements on {m['processor']} ({m['cpu_count']} cores, {m['threads']} threads), "
              f"torch {m['torch']}, scale `{data['scale']['name']}`.", "",
-             "| method | test acc | MACs (% of base) | MAC ratio | measured speed-up (batch 256) | val target met | "
-             "build time |", "|---|---|---|---|---|---|---|"]
+             "| method | test acc | MACs (% of base) | MAC ratio | measured speed-up (batch 256) | speed-up / MAC ratio "
+             "| val target met | build time |", "|---|---|---|---|---|---|---|---|"]
     for name, r in data["methods"].items():
         p = next(q for q in r["points"] if q.get("operating_point", True))
         sp = "-" if p.get("measured_speedup") is None else f"{p['measured_speedup']:.2f}x"
+        ratio = p.get("timed_macs_ratio") or p["macs_ratio"]
+        eff = "-" if p.get("measured_speedup") is None else f"{p['measured_speedup'] / ratio:.2f}"
         feasible = {True: "yes", False: "no", None: "-"}[r.get("feasible")]
         build = "-" if r.get("build_seconds") is None else f"{r['build_seconds'] / 60:.1f} min"
         lines.append(f"| {name} | {100 * p['test_accuracy']:.2f}% | {100 * p['macs'] / b['macs']:.1f}% | "
-                     f"{p['macs_ratio']:.2f}x | {sp} | {feasible} | {build} |")
+                     f"{p['macs_ratio']:.2f}x | {sp} | {eff} | {feasible} | {build} |")
+    iso = data.get("iso_accuracy") or {}
+    if iso:
+        drops = list(next(iter(iso.values())))
+        lines += ["", "MACs (% of the base) needed to reach a test accuracy, along each method's val-chosen curve "
+                  "(- = not reached):", "",
+                  "| method | " + " | ".join(f">= {100 * (b['test_accuracy'] - float(d)):.2f}%" for d in drops) + " |",
+                  "|---|" + "---|" * len(drops)]
+        for name, row in iso.items():
+            lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.1f}%" for v in row.values())
+                         + " |")
+    if data.get("targets"):
+        lines += ["", "| target (issue 6) | ours | met |", "|---|---|---|"]
+        for t in data["targets"]:
+            met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+            lines.append(f"| {t['target']} | {t['value']} | {met} |")
     return "\n".join(lines)
 
 
