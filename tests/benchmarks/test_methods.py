@@ -98,6 +98,8 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
                               data_dir=str(root / "data"), val_size=100, methods=["static_base"],
                               result_path=root / "wrong.json", speed=False)
     text = methods.table(again)
-    assert text.count("\n| ") == len(SUBSET) + 1 and "our measurements" in text.lower()
+    first = text.split("\n\n")[1].splitlines()  # the operating-point table: header, rule, one row per method
+    assert [row.split(" | ")[0][2:] for row in first[2:]] == SUBSET and "our measurements" in text.lower()
+    assert all(f"| {name} |" in text.split("\n\n")[3] for name in SUBSET)  # the iso-accuracy table
     methods.plot(again, root / "plot.png")
     assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG"
