@@ -60,7 +60,10 @@ def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 def _start_and_wait_for_checkpoint(cmd: list[str], env: dict[str, str], ckpt: Path) -> subprocess.Popen[str]:
     """Start ``cmd`` and return once ``ckpt`` exists (the first epoch is done), failing if the run ends first."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt: give the child the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + TIMEOUT
     while not ckpt.exists():
         if proc.poll() is not None:
