@@ -24,14 +24,15 @@ def scaled_widths(widths: tuple[int, ...], width_mult: float) -> tuple[int, ...]
     return tuple(max(1, round(w * width_mult)) for w in widths)
 
 
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs (fan-out, ReLU gain), unit BN, small-normal linear layers, zero biases."""
+def init_weights(model: nn.Module, *, linear: bool = True) -> None:
+    """Kaiming-normal convs (fan-out, ReLU gain), unit BN; with ``linear``, small-normal linear
+    layers with zero biases (else PyTorch's default linear initialisation is kept)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) and linear:
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from s2dnas.zoo._init import scaled_widths
+from s2dnas.zoo._init import init_weights, scaled_widths
 from s2dnas.zoo.registry import register_model
 
 __all__ = ["CifarResNet", "BasicBlock", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
@@ -63,12 +63,7 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[2], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear=False)  # the recipe of the shipped weights: default linear init
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk: ``(B, C_in, H, W) -> (B, 64, H/4, W/4)``."""
