@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from s2dnas._io import atomic_write_json
+from s2dnas.cli.bench import machine_info
 
 
 def gmacs_per_second(channels: int, size: int, *, batch: int = 256, repeats: int = 10) -> dict[str, float]:
@@ -50,11 +51,7 @@ def main() -> None:
             rows.append({"size": size, "channels": c, **r, "best": max(r.values())})
             print(f"{size}x{size} C={c:3d}: nchw {r['nchw']:6.1f}  channels_last {r['channels_last']:6.1f} GMAC/s",
                   flush=True)
-    import platform
-
-    atomic_write_json(args.out, {"machine": {"processor": platform.processor() or platform.machine(),
-                                             "torch": torch.__version__, "threads": torch.get_num_threads()},
-                                 "batch": 256, "rows": rows})
+    atomic_write_json(args.out, {"machine": machine_info(), "batch": 256, "rows": rows})
     print(json.dumps({"written": args.out}))
 
 

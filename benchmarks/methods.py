@@ -39,7 +39,7 @@ import torch
 
 from s2dnas._io import atomic_write_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
-from s2dnas.bench.speed import prepare_dynamic, prepare_static, time_passes
+from s2dnas.bench.speed import in_layout, prepare_dynamic, prepare_static, time_passes
 from s2dnas.config import TrainConfig, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet
@@ -121,7 +121,7 @@ class SpeedMeter:
         self.base_layout, self.base_seconds = self.time_base()
 
     def _layout(self, channels_last: bool) -> list[torch.Tensor]:
-        return [b.contiguous(memory_format=torch.channels_last) if channels_last else b for b in self.batches]
+        return in_layout(self.batches, channels_last=channels_last)
 
     def time_base(self) -> tuple[str, float]:
         """(layout, seconds per pass) of the base in its faster layout."""
@@ -241,19 +241,26 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
     return seconds
 
 
-def _train_static(ctx: Context, name: str, out: Path) -> tuple[torch.nn.Module, float]:
-    """A static model trained from scratch with the base's recipe (resumable); (model, seconds)."""
-    cfg = BaseTrainConfig(epochs=ctx.spec.thin_epochs, limit_train=ctx.scale.thin_limit_train)
-    start = time.time()
-    done = (out / "model.safetensors").exists()
-    if not done:
+def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int, limit_train: int | None,
+                        device: torch.device) -> tuple[torch.nn.Module, float | None]:
+    """``name`` trained from scratch with the base recipe into ``out`` (resumable; reused when
+    finished); (model in eval mode, training seconds of its last process or None)."""
+    if not (out / "model.safetensors").exists():
         out.mkdir(parents=True, exist_ok=True)
-        model = create_model(name, num_classes=ctx.splits.num_classes, in_channels=ctx.splits.in_channels)
-        train_base(model, ctx.splits, config=cfg, out_dir=out, model_name=name, device=ctx.device,
-                   resume=(out / "checkpoint.pt").exists(), progress=False)
-    model, _, _ = load_base_model(splits=ctx.splits, model_name=name, weights=str(out))
+        model = create_model(name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+        train_base(model, splits, config=BaseTrainConfig(epochs=epochs, limit_train=limit_train), out_dir=out,
+                   model_name=name, device=device, resume=(out / "checkpoint.pt").exists(), progress=False)
+    model, _, _ = load_base_model(splits=splits, model_name=name, weights=str(out))
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
-    return model.eval(), float(metrics.get("seconds_this_run", time.time() - start))
+    return model.eval(), metrics.get("seconds_this_run")
+
+
+def _train_static(ctx: Context, name: str, out: Path) -> tuple[torch.nn.Module, float]:
+    """A static model trained from scratch with the base's recipe for ``thin_epochs``; (model, seconds)."""
+    start = time.time()
+    model, seconds = _train_from_scratch(name, ctx.splits, out, epochs=ctx.spec.thin_epochs,
+                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device)
+    return model, seconds if seconds is not None else time.time() - start
 
 
 # -- the methods: each returns (network, build seconds, extra fields) -------------------------------
@@ -364,15 +371,9 @@ def _prepare_base(spec: ModelSpec, splits: DataSplits, out: Path, device: torch.
         base, _, _ = load_base_model(splits=splits, model_name=spec.name)
         return base, None, None
     bdir = out / "base"
-    if not (bdir / "model.safetensors").exists():
-        bdir.mkdir(parents=True, exist_ok=True)
-        model = create_model(spec.name, num_classes=splits.num_classes, in_channels=splits.in_channels)
-        train_base(model, splits, config=BaseTrainConfig(epochs=spec.base_epochs, limit_train=scale.thin_limit_train),
-                   out_dir=bdir, model_name=spec.name, device=device, resume=(bdir / "checkpoint.pt").exists(),
-                   progress=False)
-    base, _, _ = load_base_model(splits=splits, model_name=spec.name, weights=str(bdir))
-    metrics = json.loads((bdir / "metrics.json").read_text()) if (bdir / "metrics.json").exists() else {}
-    return base, str(bdir / "model.safetensors"), metrics.get("seconds_this_run")
+    base, seconds = _train_from_scratch(spec.name, splits, bdir, epochs=spec.base_epochs,
+                                        limit_train=scale.thin_limit_train, device=device)
+    return base, str(bdir / "model.safetensors"), seconds
 
 
 def make_context(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,

@@ -12,11 +12,10 @@ them, only on the shapes and the exit fractions, which are fixed here.
 from __future__ import annotations
 
 import argparse
-import platform
-
 import torch
 
 from s2dnas._io import atomic_write_json
+from s2dnas.cli.bench import machine_info
 from s2dnas.bench.speed import benchmark_speed
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.confidence import confidence
@@ -72,8 +71,7 @@ def main() -> None:
         print(f"{name} x{width}: base {space.base_macs() / 1e6:.1f}M MACs, exits {[round(v, 2) for v in got.tolist()]}, "
               f"speed-up {row['measured_speedup']:.2f}x at MAC ratio {row['macs_ratio']:.2f}x "
               f"({row['speedup_over_macs_ratio']:.2f})", flush=True)
-    atomic_write_json(args.out, {"machine": {"processor": platform.processor() or platform.machine(),
-                                             "torch": torch.__version__, "threads": torch.get_num_threads()},
+    atomic_write_json(args.out, {"machine": machine_info(),
                                  "exits": exits, "rows": rows,
                                  "command": "python -m benchmarks.width_scaling"})
 

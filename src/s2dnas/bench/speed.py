@@ -20,8 +20,8 @@ from torch.fx.experimental.optimization import fuse
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
-__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "time_passes", "benchmark_speed",
-           "profile_stages"]
+__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "in_layout", "time_passes",
+           "benchmark_speed", "profile_stages"]
 
 _logger = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = Fal
     return out
 
 
+def in_layout(batches: Sequence[torch.Tensor], *, channels_last: bool) -> list[torch.Tensor]:
+    """``batches`` in channels-last memory format, or as they are (NCHW)."""
+    return [b.contiguous(memory_format=torch.channels_last) if channels_last else b for b in batches]
+
+
 def time_passes(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor], *, warmup: int = 1,
                 repeats: int = 5) -> float:
     """Median wall-clock seconds of one pass of ``fn`` over ``batches`` (after ``warmup`` passes)."""
@@ -151,12 +156,10 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         with torch.inference_mode():
             exits = torch.cat([dynamic(b).exit_stage for b in batches])
         dyn_macs = dynamic.macs_of(exits) / n
-        best_base = min(((time_passes(m, [b.contiguous(memory_format=torch.channels_last) if cl else b
-                                         for b in batches], warmup=warmup, repeats=repeats), cl)
-                         for cl, m in variants_base.items()))
-        best_dyn = min(((time_passes(m, [b.contiguous(memory_format=torch.channels_last) if cl else b
-                                        for b in batches], warmup=warmup, repeats=repeats), cl)
-                        for cl, m in variants_dyn.items()))
+        best_base = min((time_passes(m, in_layout(batches, channels_last=cl), warmup=warmup, repeats=repeats), cl)
+                        for cl, m in variants_base.items())
+        best_dyn = min((time_passes(m, in_layout(batches, channels_last=cl), warmup=warmup, repeats=repeats), cl)
+                       for cl, m in variants_dyn.items())
         speedup = best_base[0] / best_dyn[0]
         macs_ratio = base_macs / dyn_macs
         rows.append(SpeedRow(batch_size=bs, num_images=n, base_seconds=best_base[0], dynamic_seconds=best_dyn[0],
@@ -195,7 +198,7 @@ def profile_stages(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *
     stage_macs = dynamic.stage_macs
 
     def layout(cl: bool) -> list[torch.Tensor]:
-        return [b.contiguous(memory_format=torch.channels_last) if cl else b for b in batches]
+        return in_layout(batches, channels_last=cl)
 
     def time_base(cl: bool) -> float:
         return time_passes(prepare_static(base, channels_last=cl), layout(cl), repeats=repeats)
