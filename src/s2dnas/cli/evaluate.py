@@ -9,8 +9,8 @@ from typing import Any
 
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.common import add_data_args, add_device_arg
-from s2dnas.data import build_splits, make_loader
+from s2dnas.cli.common import add_data_args, add_device_arg, check_model_dir
+from s2dnas.data import make_loader, splits_for_model
 from s2dnas.dynamic import (
     calibrate,
     collect_logits,
@@ -33,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run every stage once on a split, apply the saved thresholds, and report accuracy, the "
                     "exit distribution and the average MACs per input; write accuracy_vs_macs.png, "
                     "exit_histogram.png and evaluation_<split>.json.")
-    p.add_argument("dir", metavar="DIR", help="model directory written by DynamicNet.save")
-    add_data_args(p)
+    p.add_argument("dir", metavar="DIR", help="dynamic model directory (RUN/model of s2dnas run, or DynamicNet.save)")
+    add_data_args(p, stored=True)
     p.add_argument("--split", choices=("test", "val"), default="test", help="split to evaluate (default: test)")
     p.add_argument("--out-dir", default=None, help="where to write the plots and JSON (default: DIR)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -72,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"Expected --limit >= 1, but got {args.limit}")
     device = resolve_device(args.device)
-    net = load(args.dir, device=device)
+    net = load(check_model_dir(args.dir, command="evaluate"), device=device)
     spec = net.model_spec or {}
-    splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
+    # The data set, val cut and preprocessing stored with the model; a val cut only for --split val.
+    splits = splits_for_model(spec.get("data"), dataset=args.dataset, data_dir=args.data_dir,
+                              val_size=args.val_size, seed=args.data_seed, need_val=args.split == "val",
+                              source=str(args.dir))
     _check_data(spec, splits)
     loader = make_loader(getattr(splits, args.split), batch_size=args.batch_size, limit=args.limit)
 

@@ -5,9 +5,10 @@ search rewards, early stopping) uses it. Test is the official test set, used onl
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -15,11 +16,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from s2dnas.data import cifar, fashion_mnist, imagefolder
 from s2dnas.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImageOptions, Preprocessing, default_val_size
-from s2dnas.data.splits import DataSplits, RandomCropFlip, TensorImageDataset, split_indices
+from s2dnas.data.splits import DataSplits, RandomCropFlip, TensorImageDataset, check_data_spec, split_indices
 from s2dnas.errors import DataError
 
+_logger = logging.getLogger(__name__)
+
 __all__ = ["DataSplits", "TensorImageDataset", "RandomCropFlip", "DATASET_SHAPES", "build_splits",
-           "canonical_dataset", "dataset_shape", "list_datasets", "make_loader"]
+           "canonical_dataset", "dataset_shape", "list_datasets", "make_loader", "splits_for_model"]
 
 #: Input shape ``(C, H, W)`` and class count of the built-in datasets (no files needed).
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -154,6 +157,53 @@ def build_splits(name: str, *, data_dir: str | os.PathLike | None = None, val_si
         raise _unknown(name)
     return _DATASETS[name](data_dir, val_size=val_size, seed=seed, download=download, options=options,
                            preprocessing=preprocessing)
+
+
+def splits_for_model(data_spec: dict[str, Any] | None, *, dataset: str | None = None,
+                     data_dir: str | os.PathLike | None = None, val_size: int | None = None, seed: int | None = None,
+                     need_val: bool = True, strict: bool = True, source: str = "the model") -> DataSplits:
+    """The splits a stored model was made with: its data set, val cut and preprocessing.
+
+    Args:
+        data_spec: the model's ``data`` dict (:meth:`DataSplits.data_spec`), or ``None`` for a model
+            saved without one (then the arguments alone decide, as :func:`build_splits`).
+        dataset: another data set to evaluate on (default: the model's, else ``fashion-mnist``);
+            the model's preprocessing is applied to it.
+        data_dir: where to look first for the files.
+        val_size: the val size the user asked for (default: the model's).
+        seed: the val seed the user asked for (default: the model's, else 0).
+        need_val: ``False`` for commands that read test only: no val split is cut (``val_size=0``).
+        strict: refuse a ``val_size``/``seed`` other than the model's; else warn and use the given one.
+        source: how to name the model in messages.
+
+    Raises:
+        DataError: a val cut other than the model's (``strict``), or what :func:`build_splits` raises.
+    """
+    preprocessing = None
+    if data_spec is not None:
+        data_spec = check_data_spec(data_spec, source=source)
+        preprocessing = Preprocessing.from_dict(data_spec["preprocessing"])
+        stored = canonical_dataset(data_spec["dataset"])
+        if dataset is not None and canonical_dataset(dataset) != stored:
+            _logger.warning("%s was trained on %s, evaluating on %s", source, data_spec["dataset"], dataset)
+        same_data = dataset is None or canonical_dataset(dataset) == stored
+        dataset = dataset or data_spec["dataset"]
+        if need_val and same_data:
+            given = {"--val-size": val_size, "--data-seed": seed}
+            saved = {"--val-size": data_spec["val_size"], "--data-seed": data_spec["data_seed"]}
+            differs = [f"{k} {saved[k]}" for k in given if given[k] is not None and given[k] != saved[k]]
+            if differs and strict:
+                raise DataError(f"Expected the val split {source} was made with ({', '.join(differs)}), but got "
+                                f"{', '.join(f'{k} {given[k]}' for k in given if given[k] is not None)}: another "
+                                "cut's val holds training images; drop --val-size/--data-seed or pass the model's")
+            if differs:
+                _logger.warning("%s was made with %s; the val split given here differs and may hold images the "
+                                "base model was trained on", source, ", ".join(differs))
+            val_size = saved["--val-size"] if val_size is None else val_size
+            seed = saved["--data-seed"] if seed is None else seed
+    options = ImageOptions(augment=data_spec.get("augment")) if data_spec and data_spec.get("augment") else None
+    return build_splits(dataset or "fashion-mnist", data_dir=data_dir, val_size=val_size if need_val else 0,
+                        seed=seed or 0, options=options, preprocessing=preprocessing)
 
 
 def dataset_shape(name: str, *, options: ImageOptions | None = None) -> tuple[tuple[int, int, int], int]:

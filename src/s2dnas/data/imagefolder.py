@@ -137,6 +137,11 @@ def _list_folder(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
     if not classes or not samples:
         raise DataError(f"Expected class folders of images in {path}, but found none; lay it out as "
                         "<root>/train/<class>/<image> and <root>/val/<class>/<image>")
+    empty = sorted(set(classes) - {classes[label] for _, label in samples})
+    if empty:
+        raise DataError(f"Expected class folders of images in {path}, but {', '.join(empty[:5])} hold(s) no image "
+                        f"(extensions {', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder "
+                        "(layout: <root>/train/<class>/<image> and <root>/val/<class>/<image>)")
     return classes, samples
 
 
