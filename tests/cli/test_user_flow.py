@@ -107,6 +107,8 @@ def test_readme_flow_on_a_user_image_folder(env: Path, capsys: pytest.CaptureFix
     assert main(["evaluate", "run/model", "--split", "val", "--device", "cpu"]) == 0
     assert json.loads(Path("run/model/evaluation_val.json").read_text())["num_examples"] == 30
     capsys.readouterr()
+    assert main(["evaluate", "run/model", "--split", "val", "--val-size", "12", "--device", "cpu"]) == 2
+    assert "Expected the val split" in capsys.readouterr().err  # another cut would hold training images
 
     # 6. bench, as the README writes it: data set and base from the model directory
     assert main(["bench", "run/model", "--num-images", "16", "--batch-sizes", "8", "--repeats", "1"]) == 0
