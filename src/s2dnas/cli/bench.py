@@ -9,7 +9,7 @@ import torch
 from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, check_model_dir
-from s2dnas.data import splits_for_model
+from s2dnas.data import check_splits_fit, splits_for_model
 from s2dnas.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     # The data set and preprocessing stored with the model; bench times test images only (no val cut).
     splits = splits_for_model(spec.get("data"), dataset=args.dataset, data_dir=args.data_dir, need_val=False,
                               source=str(model_dir))
+    check_splits_fit(spec, splits)  # a model of another input shape would fail deep inside torch
     weights = args.base_weights or run_base_weights(model_dir)
     base, name, source = load_base_model(splits=splits, model_name=spec.get("model"), weights=weights)
     n = min(args.num_images, len(splits.test))

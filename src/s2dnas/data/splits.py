@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import logging
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -15,7 +17,9 @@ from torch.utils.data import Dataset
 from s2dnas.data.preprocessing import Preprocessing
 from s2dnas.errors import DataError
 
-__all__ = ["DataSplits", "TensorImageDataset", "RandomCropFlip", "split_indices", "check_data_spec"]
+_logger = logging.getLogger(__name__)
+
+__all__ = ["DataSplits", "TensorImageDataset", "RandomCropFlip", "split_indices", "check_data_spec", "check_splits_fit"]
 
 
 class RandomCropFlip:
@@ -126,3 +130,26 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
         )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+def check_splits_fit(spec: dict[str, Any], splits: DataSplits) -> None:
+    """Raise :class:`DataError` unless ``splits`` have the classes, channels and size of a model's ``spec``.
+
+    ``spec`` is a saved model's description (``num_classes``, ``in_channels``, ``input_shape``;
+    optionally ``mean``/``std``, compared with a warning).
+    """
+    problems = []
+    if spec.get("num_classes") is not None and int(spec["num_classes"]) != splits.num_classes:
+        problems.append(f"{spec['num_classes']} classes, but the dataset has {splits.num_classes}")
+    if spec.get("in_channels") is not None and int(spec["in_channels"]) != splits.in_channels:
+        problems.append(f"{spec['in_channels']} input channels, but the dataset has {splits.in_channels}")
+    if spec.get("input_shape") is not None and tuple(spec["input_shape"]) != tuple(splits.input_shape):
+        problems.append(f"inputs of shape {tuple(spec['input_shape'])}, but the dataset's are {splits.input_shape}")
+    if problems:
+        raise DataError(f"Expected a dataset matching the model, but the model has {'; '.join(problems)}; "
+                        f"pass the --dataset the model was trained on")
+    for key in ("mean", "std"):
+        saved, data = spec.get(key) or [], getattr(splits, key)
+        if saved and any(abs(a - b) > 1e-3 for a, b in zip(saved, data)):
+            _logger.warning("The model was saved with input %s %s but the dataset is normalised with %s; "
+                            "accuracy may suffer", key, saved, list(data))
