@@ -162,3 +162,15 @@ def test_truncated_image_names_the_file(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(DataError, match=f"Cannot decode image {path}"):
         splits.test[0]
+
+
+def test_a_model_of_another_shape_is_refused_in_one_line(tmp_path: Path) -> None:
+    """bench fed a 3-channel model 1x28x28 images and crashed inside torch; now the data is checked first."""
+    from s2dnas.data import check_splits_fit
+
+    write_folder(tmp_path, size=32, kind="L")
+    splits = build_splits(f"imagefolder:{tmp_path}", val_size=0)
+    check_splits_fit({"num_classes": 3, "in_channels": 1, "input_shape": [1, 32, 32]}, splits)
+    with pytest.raises(DataError, match=r"model has 3 input channels, but the dataset has 1; inputs of shape "
+                                        r"\(3, 32, 32\), but the dataset's are \(1, 32, 32\)"):
+        check_splits_fit({"num_classes": 3, "in_channels": 3, "input_shape": [3, 32, 32]}, splits)
