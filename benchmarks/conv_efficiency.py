@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.bench import machine_info
+from s2dnas._device import machine_info
 
 
 def gmacs_per_second(channels: int, size: int, *, batch: int = 256, repeats: int = 10) -> dict[str, float]:

@@ -475,7 +475,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on (as ``s2dnas bench`` records it)."""
-    from s2dnas.cli.bench import machine_info
+    from s2dnas._device import machine_info
 
     return machine_info()
 

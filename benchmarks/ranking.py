@@ -21,7 +21,7 @@ import time
 import torch
 
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.bench import machine_info
+from s2dnas._device import machine_info
 from s2dnas.config import CalibrationConfig, TrainConfig
 from s2dnas.data import build_splits
 from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator

@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.bench import machine_info
+from s2dnas._device import machine_info
 from s2dnas.bench.speed import benchmark_speed
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.confidence import confidence

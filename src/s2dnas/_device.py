@@ -1,11 +1,15 @@
-"""Device selection shared by every command: ``auto`` picks CUDA when present."""
+"""The machine: device selection shared by every command (``auto`` picks CUDA when present), and
+:func:`machine_info`, what timings were measured on (the ``bench`` command and the benchmarks)."""
 from __future__ import annotations
+
+import os
+import platform
 
 import torch
 
 from s2dnas.errors import ConfigError
 
-__all__ = ["resolve_device"]
+__all__ = ["machine_info", "resolve_device"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -19,3 +23,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"Device {name!r} was requested but CUDA is not available; use --device cpu")
     return device
+
+
+def machine_info() -> dict[str, object]:
+    """What the timings were measured on: platform, processor, torch version, threads, CPUs, CUDA."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}

@@ -1,7 +1,10 @@
-"""Crash-safe file writes: write a temporary file in the same directory, fsync, then replace.
+"""Files: crash-safe writes, and the reading of weights that never runs pickled code.
 
-A reader sees either the old file or the complete new one, never a partial write; on any error
-the temporary file is removed and the old file is left untouched.
+Writes go to a temporary file in the same directory, fsync, then replace: a reader sees either the
+old file or the complete new one, never a partial write; on any error the temporary file is removed
+and the old file is left untouched. Weights are safetensors with an optional JSON file of metadata
+beside them (``model.safetensors`` + ``model.json``); :func:`read_weights` is shared by the zoo's
+shipped weights and the training checkpoints (both sit above this module).
 """
 from __future__ import annotations
 
@@ -11,9 +14,15 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_torch_save", "fsync_dir"]
+from s2dnas.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_torch_save", "fsync_dir", "read_json",
+           "read_safetensors", "read_weights", "check_state_dict"]
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -106,3 +115,64 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
 
     with _atomic_open(path, binary=True) as handle:
         torch.save(obj, handle)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file.
+
+    Raises:
+        CheckpointError: unreadable or not valid JSON (the message names the file).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"Metadata {path} is not valid JSON ({err}); replace it") from None
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on the CPU (no pickled code can run).
+
+    Raises:
+        CheckpointError: missing, truncated or not safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Weights file {path} does not exist; check the path")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"Weights file {path} is truncated or not safetensors ({err}); replace it") from None
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors of a safetensors file and the metadata of the ``.json`` beside it (``{}`` when absent).
+
+    Raises:
+        CheckpointError: missing, truncated or not safetensors; metadata not valid JSON.
+    """
+    path = Path(path)
+    tensors = read_safetensors(path)
+    meta_path = path.with_suffix(".json")
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"Expected a JSON object in {meta_path}, but got {type(meta).__name__}; replace it")
+    return tensors, meta
+
+
+def check_state_dict(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str | None:
+    """Return how ``state_dict`` differs from ``own`` in keys or shapes, or ``None`` if it matches."""
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        detail.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if wrong:
+        k = wrong[0]
+        detail.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)}")
+    return "; ".join(detail) or None

@@ -39,7 +39,7 @@ from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.config import RunConfig, dump_config
-from s2dnas.data import DataSplits, build_splits, make_loader
+from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.dynamic.io import build_model_spec
@@ -184,7 +184,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     Under torchrun every rank calls it with the same arguments and gets the same results (see the
     module docstring); in one process no step changes.
     """
-    from s2dnas.train.evaluate import load_base_model
+    from s2dnas.train.evaluate import base_splits, load_base_model
 
     start = time.time()
     progress = progress and dist.is_main()
@@ -210,8 +210,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         return done
     device = dist.device_for(dist.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     torch.manual_seed(cfg.seed)
-    splits = build_splits(cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                          seed=cfg.data.seed)
+    splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
+                         seed=cfg.data.seed, weights=cfg.model.weights)
     base, model_name, source = load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
     base = base.to(device).eval()
     for p in base.parameters():
@@ -285,7 +285,8 @@ def _finish(cfg: RunConfig, out: Path, msnet: MultiStageNet, splits: DataSplits,
     test_curve = [evaluate_dynamic(test_logits, p.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
                   for p in cal.curve]
     spec = build_model_spec(space, num_classes=splits.num_classes, model=model_name, class_names=splits.class_names,
-                            mean=splits.mean, std=splits.std, base_accuracy=base_metrics["val_accuracy"])
+                            mean=splits.mean, std=splits.std, base_accuracy=base_metrics["val_accuracy"],
+                            data=splits.data_spec())
     dyn = DynamicNet(msnet, cal.thresholds, confidence=cc.confidence, stage_macs=stage_macs, calibration=cal,
                      model_spec=spec)
     dyn.save(out / "model")

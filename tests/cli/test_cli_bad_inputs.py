@@ -223,6 +223,8 @@ def test_truncated_dataset_file(data_dir: Path, tmp_path: Path, capsys: pytest.C
 
 def test_val_size_zero_is_an_empty_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fails(capsys, ["train-base", "--model", TINY, "--val-size", "0", "--no-progress", "--out", str(tmp_path / "o")],
+           "Expected a validation split to train a base model on, but val is empty", "--val-size >= 1")
+    _fails(capsys, ["train-base", "--model", TINY, "--val-size", "96", "--no-progress", "--out", str(tmp_path / "o")],
            "Expected 0 < val_size < 96", "--val-size between 1 and 95")
 
 

@@ -66,10 +66,17 @@ def test_space_prints_decisions_size_and_stage_macs(capsys: pytest.CaptureFixtur
     assert float(stage_lines[0][2]) == pytest.approx(6.3, abs=0.1)  # METHOD.md's 1/4 split: 6.3% / 12.5% / 50%
 
 
-def test_space_needs_a_shape(capsys: pytest.CaptureFixture[str]) -> None:
+def test_space_reads_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shape and class count of an image folder come from its image headers (issue 17, item 3)."""
+    from tests.data._folders import write_folder
+
     assert main(["space", "--dataset", "imagefolder:/nowhere"]) == 2
     err = capsys.readouterr().err
-    assert "--input-shape" in err and len(err.strip().splitlines()) == 1
+    assert "Expected a training folder /nowhere/train" in err and len(err.strip().splitlines()) == 1
+    write_folder(tmp_path, classes=4, per_class=2, test_per_class=1, size=64, kind="RGB")
+    assert main(["space", "--dataset", f"imagefolder:{tmp_path}", "--stages", "2", "--ratio-grid", "4"]) == 0
+    assert "input 3x64x64 | 4 classes" in capsys.readouterr().out
+    assert main(["space", "--dataset", "imagefolder:/nowhere", "--input-shape", "1,28,28"]) == 0
 
 
 def test_train_end_to_end(data_dir: Path, base_weights: Path, arch_file: Path, tmp_path: Path,

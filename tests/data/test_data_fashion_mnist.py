@@ -192,8 +192,17 @@ def test_augmentation_only_on_train(tmp_path: Path) -> None:
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
 
 
-@pytest.mark.parametrize("val_size", [40, 100, 0])
+@pytest.mark.parametrize("val_size", [40, 100, -1])
 def test_val_size_out_of_range(tmp_path: Path, val_size: int) -> None:
     write_fashion_mnist(tmp_path, n_train=40, n_test=12)
-    with pytest.raises(DataError, match="val_size"):
+    with pytest.raises(DataError, match="val.size"):
         build_splits("fashion-mnist", data_dir=tmp_path, val_size=val_size, download=False)
+
+
+def test_val_size_zero_and_default(tmp_path: Path) -> None:
+    """0: no val split (for commands that read test only); None: 10% of train (at most 5000)."""
+    write_fashion_mnist(tmp_path, n_train=40, n_test=12)
+    none = build_splits("fashion-mnist", data_dir=tmp_path, val_size=0, download=False)
+    assert (len(none.train), len(none.val)) == (40, 0)
+    default = build_splits("fashion-mnist", data_dir=tmp_path, download=False)
+    assert (len(default.train), len(default.val), default.val_size) == (36, 4, 4)

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+from pathlib import Path
 
 import torch
 
+from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.common import add_data_args
-from s2dnas.data import build_splits
+from s2dnas.cli.common import add_data_args, check_model_dir
+from s2dnas.data import check_splits_fit, splits_for_model
 from s2dnas.errors import ConfigError
 
-__all__ = ["add_parser", "run", "machine_info"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "speed-up next to the MAC ratio.")
     p.add_argument("model_dir", help="a dynamic model directory (s2dnas run writes RUN/model)")
     p.add_argument("--base-weights", default=None,
-                   help="the base model's model.safetensors (default: the shipped pretrained weights)")
-    add_data_args(p)
+                   help="the base model's model.safetensors (default: the run's model.weights when DIR is "
+                        "RUN/model, else the shipped pretrained weights)")
+    add_data_args(p, stored=True)
     p.add_argument("--num-images", type=int, default=2048, help="test images to time (default 2048)")
     p.add_argument("--batch-sizes", default="1,32,256", help="comma-separated (default 1,32,256)")
     p.add_argument("--max-batches", type=int, default=256, help="batches per pass at most (bounds batch size 1)")
@@ -36,11 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def machine_info() -> dict[str, object]:
-    """What the timings were measured on."""
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_count": __import__("os").cpu_count(), "cuda": torch.cuda.is_available()}
+def run_base_weights(model_dir: Path) -> str | None:
+    """The base weights of the run that wrote ``model_dir`` (``RUN/config.yaml``'s model.weights), if any."""
+    config = model_dir.parent / "config.yaml"
+    if not config.is_file():
+        return None
+    from s2dnas.config import load_config
+
+    weights = load_config(str(config), []).model.weights
+    return None if weights is None else str(weights)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,10 +61,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Expected positive --batch-sizes, --num-images and --repeats")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dynamic = load(args.model_dir, device="cpu").eval()
+    model_dir = check_model_dir(args.model_dir, command="bench")
+    dynamic = load(model_dir, device="cpu").eval()
     spec = dynamic.model_spec or {}
-    splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
-    base, name, source = load_base_model(splits=splits, model_name=spec.get("model"), weights=args.base_weights)
+    # The data set and preprocessing stored with the model; bench times test images only (no val cut).
+    splits = splits_for_model(spec.get("data"), dataset=args.dataset, data_dir=args.data_dir, need_val=False,
+                              source=str(model_dir))
+    check_splits_fit(spec, splits)  # a model of another input shape would fail deep inside torch
+    weights = args.base_weights or run_base_weights(model_dir)
+    base, name, source = load_base_model(splits=splits, model_name=spec.get("model"), weights=weights)
     n = min(args.num_images, len(splits.test))
     images = torch.stack([splits.test[i][0] for i in range(n)])
     base_macs = int(spec.get("base_macs") or 0) or __import__("s2dnas").count_macs(base, images[:1])

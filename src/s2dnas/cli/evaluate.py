@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from pathlib import Path
-from typing import Any
 
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.common import add_data_args, add_device_arg
-from s2dnas.data import build_splits, make_loader
+from s2dnas.cli.common import add_data_args, add_device_arg, check_model_dir
+from s2dnas.data import check_splits_fit, make_loader, splits_for_model
 from s2dnas.dynamic import (
     calibrate,
     collect_logits,
@@ -20,11 +18,9 @@ from s2dnas.dynamic import (
     plot_accuracy_vs_macs,
     plot_exit_histogram,
 )
-from s2dnas.errors import ConfigError, DataError, RunDirError
+from s2dnas.errors import ConfigError, RunDirError
 
 __all__ = ["add_parser", "run"]
-
-_logger = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,33 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run every stage once on a split, apply the saved thresholds, and report accuracy, the "
                     "exit distribution and the average MACs per input; write accuracy_vs_macs.png, "
                     "exit_histogram.png and evaluation_<split>.json.")
-    p.add_argument("dir", metavar="DIR", help="model directory written by DynamicNet.save")
-    add_data_args(p)
+    p.add_argument("dir", metavar="DIR", help="dynamic model directory (RUN/model of s2dnas run, or DynamicNet.save)")
+    add_data_args(p, stored=True)
     p.add_argument("--split", choices=("test", "val"), default="test", help="split to evaluate (default: test)")
     p.add_argument("--out-dir", default=None, help="where to write the plots and JSON (default: DIR)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N inputs only (smoke runs)")
     add_device_arg(p)
     p.set_defaults(func=run)
-
-
-def _check_data(spec: dict[str, Any], splits: Any) -> None:
-    """Raise :class:`DataError` unless the dataset has the model's classes, channels and size."""
-    problems = []
-    if int(spec["num_classes"]) != splits.num_classes:
-        problems.append(f"{spec['num_classes']} classes, but the dataset has {splits.num_classes}")
-    if int(spec["in_channels"]) != splits.in_channels:
-        problems.append(f"{spec['in_channels']} input channels, but the dataset has {splits.in_channels}")
-    if tuple(spec["input_shape"]) != tuple(splits.input_shape):
-        problems.append(f"inputs of shape {tuple(spec['input_shape'])}, but the dataset's are {splits.input_shape}")
-    if problems:
-        raise DataError(f"Expected a dataset matching the model, but the model has {'; '.join(problems)}; "
-                        f"pass the --dataset the model was trained on")
-    for key in ("mean", "std"):
-        saved, data = spec.get(key) or [], getattr(splits, key)
-        if saved and any(abs(a - b) > 1e-3 for a, b in zip(saved, data)):
-            _logger.warning("The model was saved with input %s %s but the dataset is normalised with %s; "
-                            "accuracy may suffer", key, saved, list(data))
 
 
 def _fmt_macs(macs: float) -> str:
@@ -72,10 +49,13 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"Expected --limit >= 1, but got {args.limit}")
     device = resolve_device(args.device)
-    net = load(args.dir, device=device)
+    net = load(check_model_dir(args.dir, command="evaluate"), device=device)
     spec = net.model_spec or {}
-    splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
-    _check_data(spec, splits)
+    # The data set, val cut and preprocessing stored with the model; a val cut only for --split val.
+    splits = splits_for_model(spec.get("data"), dataset=args.dataset, data_dir=args.data_dir,
+                              val_size=args.val_size, seed=args.data_seed, need_val=args.split == "val",
+                              source=str(args.dir))
+    check_splits_fit(spec, splits)
     loader = make_loader(getattr(splits, args.split), batch_size=args.batch_size, limit=args.limit)
 
     # One pass with every stage; the rule is then applied to the cached logits (the executor gives

@@ -7,8 +7,8 @@ from dataclasses import asdict
 
 from s2dnas._device import resolve_device
 from s2dnas.cli.common import add_data_args, add_device_arg
-from s2dnas.data import build_splits
-from s2dnas.train.evaluate import DEFAULT_MODEL, BaseEvaluation, evaluate_base_model, load_base_model
+from s2dnas.data import splits_for_model
+from s2dnas.train.evaluate import DEFAULT_MODEL, BaseEvaluation, base_data_spec, evaluate_base_model, load_base_model
 
 __all__ = ["add_parser", "format_summary", "run"]
 
@@ -36,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None,
                    help="model.safetensors from s2dnas train-base, or its run directory "
                         "(default: the shipped pretrained weights)")
-    add_data_args(p)
+    add_data_args(p, stored=True)
     p.add_argument("--split", choices=("test", "val"), default="test",
-                   help="test (reporting) or val (use the --val-size/--data-seed of training); default test")
+                   help="test (reporting) or val (the val cut stored with --weights); default test")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -49,7 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``s2dnas evaluate-base``."""
     device = resolve_device(args.device)
-    splits = build_splits(args.dataset, data_dir=args.data_dir, val_size=args.val_size, seed=args.data_seed)
+    # The data set, val cut and preprocessing stored with the weights (train-base); val only when asked for.
+    splits = splits_for_model(base_data_spec(args.weights), dataset=args.dataset, data_dir=args.data_dir,
+                              val_size=args.val_size, seed=args.data_seed, need_val=args.split == "val",
+                              source=str(args.weights))
     model, name, source = load_base_model(splits=splits, model_name=args.model, weights=args.weights)
     result = evaluate_base_model(model, splits, model_name=name, weights=source, split=args.split,
                                  batch_size=args.batch_size, device=device, limit=args.limit)

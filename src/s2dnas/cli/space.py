@@ -1,7 +1,8 @@
 """``s2dnas space``: describe the split/concat space of a model (decisions, size, default MACs).
 
-Needs no data and no trained weights: the structure and the MACs do not depend on them (the
-base model is built with random weights; only the importance order of channels would change).
+Needs no trained weights: the structure and the MACs do not depend on them (the base model is
+built with random weights; only the importance order of channels would change). The input shape
+and class count come from the data set (an image folder's from its image headers).
 """
 from __future__ import annotations
 
@@ -10,21 +11,15 @@ from pathlib import Path
 
 import torch
 
-from s2dnas.cli.train import add_config_args
+from s2dnas.cli.common import add_config_args
 from s2dnas.config import load_config
 from s2dnas.cost import count_macs
-from s2dnas.errors import ConfigError, RunDirError
+from s2dnas.data import DATASET_SHAPES, dataset_shape
+from s2dnas.errors import ConfigError, RunDirError, S2DNASError
 from s2dnas.space import Space
 from s2dnas.zoo import create_model
 
-__all__ = ["DATASET_SHAPES", "add_parser", "run", "describe_space"]
-
-#: Input shape ``(C, H, W)`` and class count of the built-in datasets (no files needed).
-DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
-    "fashion-mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-}
+__all__ = ["add_parser", "run", "describe_space"]
 
 _FLAGS = {"model": "model.name", "stages": "space.num_stages", "ratio_grid": "space.ratio_grid",
           "groups": "space.groups", "importance": "space.importance", "dataset": "data.dataset"}
@@ -43,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--groups", default=None, help="resolution or resolution:N (default: resolution)")
     p.add_argument("--importance", default=None, help="channel order before cutting: bn, l1 or none (default: bn)")
     p.add_argument("--dataset", default=None,
-                   help=f"take the input shape and class count from a known dataset: {', '.join(DATASET_SHAPES)} "
-                        "(default: fashion-mnist)")
+                   help=f"take the input shape and class count from a dataset: {', '.join(DATASET_SHAPES)} or "
+                        "imagefolder:<root> (its native size, read from the image headers; default: fashion-mnist)")
     p.add_argument("--input-shape", default=None, metavar="C,H,W", help="input shape, e.g. 1,28,28 (overrides --dataset)")
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: the dataset's, else 10)")
     p.add_argument("--arch-out", default=None, metavar="FILE", help="write the default architecture as JSON")
@@ -90,17 +85,21 @@ def run(args: argparse.Namespace) -> int:
     flags = [(key, getattr(args, dest)) for dest, key in _FLAGS.items() if getattr(args, dest) is not None]
     cfg = load_config(args.config, [*flags, *args.set])
     dataset = cfg.data.dataset
-    known = DATASET_SHAPES.get(dataset)
     if args.input_shape is not None:
         shape = _parse_shape(args.input_shape)
     elif cfg.model.input_shape is not None:
         shape = tuple(cfg.model.input_shape)
-    elif known is not None:
-        shape = known[0]
     else:
-        raise ConfigError(f"Expected --dataset to be one of {', '.join(DATASET_SHAPES)} to know the input shape, "
-                          f"but got {dataset!r}; pass --input-shape C,H,W (and --num-classes K)")
-    num_classes = args.num_classes if args.num_classes is not None else (known[1] if known is not None else 10)
+        shape = None
+    if shape is None or args.num_classes is None:
+        try:
+            known_shape, known_classes = dataset_shape(dataset)
+        except S2DNASError:
+            if shape is None:
+                raise
+            known_shape, known_classes = shape, 10
+        shape = shape or known_shape
+    num_classes = args.num_classes if args.num_classes is not None else known_classes
     if num_classes < 1:
         raise ConfigError(f"Expected --num-classes >= 1, but got {num_classes}")
     model = create_model(cfg.model.name, num_classes=num_classes, in_channels=shape[0]).eval()

@@ -13,13 +13,15 @@ from torch import nn
 from s2dnas import distributed
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.common import add_data_args, add_device_arg, prepare_out_dir
+from s2dnas.cli.common import add_config_args, add_data_args, add_device_arg, prepare_out_dir
 from s2dnas.config import RunConfig, config_to_dict, dump_config, load_config
 from s2dnas.cost import count_macs
-from s2dnas.data import DataSplits, build_splits, make_loader
-from s2dnas.errors import CheckpointError, ConfigError, InvalidArchitectureError
+from s2dnas.data import DataSplits, make_loader
+from s2dnas.errors import CheckpointError, ConfigError
 from s2dnas.space import Architecture, Space
+from s2dnas.space.checks import check_architecture
 from s2dnas.train.checkpoint import load_checkpoint
+from s2dnas.train.evaluate import base_splits, load_trained_base
 from s2dnas.train.multistage import CHECKPOINT_NAME, evaluate_stages, save_multistage, train_multistage
 
 __all__ = ["add_parser", "run", "add_config_args", "config_from_args", "load_base", "check_architecture"]
@@ -33,14 +35,6 @@ _FLAGS = {
     "epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size",
     "limit_train": "train.limit_train", "seed": "train.seed", "device": "device", "out": "out",
 }
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and ``--set KEY=VALUE ...`` (shared by the commands that read a RunConfig)."""
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML config (sections data/model/space/train/...; see src/s2dnas/config/default.yaml)")
-    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. --set train.lr=0.05 train.stage_weights=[1,1,2]")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -83,39 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, dataset=None, data_dir=None, val_size=None, data_seed=None, device=None)
 
 
-def check_architecture(arch: Architecture, *, num_stages: int, ratio_grid: int) -> None:
-    """Raise :class:`InvalidArchitectureError` when ``arch`` was made for another S or q (a cheap early check)."""
-    if arch.num_stages != num_stages:
-        raise InvalidArchitectureError(
-            f"The architecture has {arch.num_stages} stages but the space has {num_stages}; "
-            f"use --stages {arch.num_stages} or another architecture")
-    if arch.ratio_grid != ratio_grid:
-        raise InvalidArchitectureError(
-            f"The architecture uses ratio grid q={arch.ratio_grid} but the space has q={ratio_grid}; "
-            f"use --ratio-grid {arch.ratio_grid} or another architecture")
-
-
 def load_base(cfg: RunConfig, splits: DataSplits) -> tuple[nn.Module, str, str]:
-    """The trained base model of ``cfg.model`` for ``splits``: ``(model, name, weights source)``.
-
-    Raises:
-        ConfigError: neither ``model.weights`` nor ``model.pretrained``.
-        CheckpointError: weights missing, corrupt, for another model, or none shipped.
-        DataError: weights for another class count or number of input channels.
-    """
-    from s2dnas.train.evaluate import load_base_model
-
-    if cfg.model.weights is None and not cfg.model.pretrained:
-        raise ConfigError("Expected a trained base model to inherit weights and distil from, but model.weights is "
-                          "null and model.pretrained is false; pass --base-weights model.safetensors "
-                          "(from s2dnas train-base) or set model.pretrained=true")
-    try:
-        return load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
-    except CheckpointError as err:
-        if cfg.model.weights is not None:
-            raise
-        raise CheckpointError(f"{err}. To use your own base model, pass --base-weights model.safetensors "
-                              "(from s2dnas train-base)") from None
+    """The trained base model of ``cfg.model`` for ``splits`` (see :func:`load_trained_base`)."""
+    return load_trained_base(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights,
+                             pretrained=cfg.model.pretrained)
 
 
 def _input_shape(cfg: RunConfig, splits: DataSplits) -> tuple[int, int, int]:
@@ -140,14 +105,15 @@ def run(args: argparse.Namespace) -> int:
     # Cheap checks first: the architecture file, before any data is loaded or directory made.
     arch = Architecture.load(args.arch)
     check_architecture(arch, num_stages=cfg.space.num_stages, ratio_grid=cfg.space.ratio_grid)
-    out = prepare_out_dir(cfg.out, resume=args.resume, force=args.force, marker=CHECKPOINT_NAME)
+    out = prepare_out_dir(cfg.out, resume=args.resume, force=args.force, marker=CHECKPOINT_NAME,
+                          dataset=cfg.data.dataset)
     args.resume_hint = f"s2dnas train --arch {args.arch} ... --out {out} --resume"
     device = distributed.device_for(distributed.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     t0 = time.time()
 
     # 1. data, base model, space, and the architecture's network with inherited weights
-    splits = build_splits(cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                          seed=cfg.data.seed)
+    splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
+                         seed=cfg.data.seed, weights=cfg.model.weights)
     base, model_name, source = load_base(cfg, splits)
     base.eval()
     space = Space(base, input_shape=_input_shape(cfg, splits), num_stages=cfg.space.num_stages,

@@ -199,7 +199,8 @@ class DataConfig:
     Attributes:
         dataset: ``fashion-mnist``, ``cifar10``, ``cifar100`` or ``imagefolder:<root>``.
         data_dir: folder holding the dataset files (None: ``$S2DNAS_DATA``, then the usual places).
-        val_size: images held out of the training set for validation (thresholds, rewards).
+        val_size: images held out of the training set for validation (thresholds, rewards); None: the
+            base model's (stored by train-base), else 10% of train, at most 5000.
         seed: seed of the train/val cut.
         batch_size: training batch size of every step that does not set its own.
         eval_batch_size: batch size of evaluation passes (val, test, calibration).
@@ -209,7 +210,7 @@ class DataConfig:
 
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    val_size: int = 5000
+    val_size: int | None = None
     seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 512
@@ -220,7 +221,7 @@ class DataConfig:
         good, name = c._get("dataset")
         if good and not (name in _BUILTIN_DATASETS or (name.startswith("imagefolder:") and len(name) > 12)):
             c.add("dataset", f"must be one of {', '.join(_BUILTIN_DATASETS)} or imagefolder:<root>; got {name!r}")
-        c.at_least("val_size", 1)
+        c.at_least("val_size", 1, optional=True)
         c.at_least("seed", 0)
         c.at_least("batch_size", 1)
         c.at_least("eval_batch_size", 1)

@@ -50,7 +50,8 @@ _REQUIRED = ("model", "num_classes", "in_channels")
 
 
 def build_model_spec(space: Any, *, num_classes: int, model: str | None = None, class_names: Any = (),
-                     mean: Any = (), std: Any = (), base_accuracy: float | None = None) -> dict[str, Any]:
+                     mean: Any = (), std: Any = (), base_accuracy: float | None = None,
+                     data: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``model_spec`` that :meth:`DynamicNet.save` needs, taken from the space the net came from.
 
     Args:
@@ -61,6 +62,7 @@ def build_model_spec(space: Any, *, num_classes: int, model: str | None = None, 
         mean: per-channel input normalisation mean.
         std: per-channel input normalisation standard deviation.
         base_accuracy: the base model's validation accuracy (informational).
+        data: the data set, val split and preprocessing (``DataSplits.data_spec()``), stored unchanged.
 
     Returns:
         A JSON-serialisable dict.
@@ -78,6 +80,7 @@ def build_model_spec(space: Any, *, num_classes: int, model: str | None = None, 
         "class_names": [str(c) for c in class_names], "mean": [float(v) for v in mean],
         "std": [float(v) for v in std], "base_macs": int(space.base_macs()),
         "base_accuracy": None if base_accuracy is None else float(base_accuracy),
+        "data": data,
     }
 
 
@@ -111,6 +114,8 @@ def _normalize_spec(spec: Any, net: DynamicNet) -> dict[str, Any]:
         "base_macs": None if spec.get("base_macs") is None else int(spec["base_macs"]),
         "base_accuracy": None if spec.get("base_accuracy") is None else float(spec["base_accuracy"]),
     }
+    if isinstance(spec.get("data"), dict):
+        out["data"] = spec["data"]
     return out
 
 

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_
 from s2dnas.train.loops import (EvalResult, check_finite, check_finite_weights, cosine_lr, evaluate, make_sgd,
                                seed_everything, to_device)
 
-__all__ = ["BaseTrainConfig", "train_base"]
+__all__ = ["BaseTrainConfig", "chance_accuracy", "train_base"]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,13 +66,31 @@ class BaseTrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def chance_accuracy(dataset: Any) -> float:
+    """Accuracy of always answering the most frequent class of ``dataset`` (labels read without decoding)."""
+    if hasattr(dataset, "labels"):
+        labels = torch.as_tensor(dataset.labels)
+    elif hasattr(dataset, "samples"):
+        labels = torch.tensor([label for _, label in dataset.samples])
+    else:
+        labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    return float(torch.bincount(labels).max()) / len(labels) if len(labels) else 0.0
+
+
+#: A base model whose val accuracy is within this of :func:`chance_accuracy` gets a warning.
+CHANCE_MARGIN = 0.05
+
+
 def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig, out_dir: str | Path,
                model_name: str, device: torch.device, resume: bool = False,
-               progress: bool = True, distributed: bool = False) -> dict[str, Any]:
+               progress: bool = True, distributed: bool = False,
+               on_epoch: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``splits.train``, validating every epoch; write checkpoints and metrics.
 
-    Files in ``out_dir``: ``checkpoint.pt`` (each epoch, atomic, weights-only loadable),
-    ``model.safetensors`` + ``model.json`` (final weights and metadata), ``metrics.json``.
+    Files in ``out_dir`` (created if missing): ``checkpoint.pt`` (each epoch, atomic, weights-only
+    loadable), ``model.safetensors`` + ``model.json`` (final weights and metadata, with the data set,
+    val cut and preprocessing under ``data``), ``metrics.json``. A final val accuracy at chance level
+    (within :data:`CHANCE_MARGIN` of always answering the most frequent class) is logged as a warning.
 
     With ``distributed=True`` inside a torchrun job (see :mod:`s2dnas.distributed`), the model is
     wrapped in ``DistributedDataParallel``, ``config.batch_size`` is the global batch split over the
@@ -80,13 +98,25 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
     logs and writes files; every rank returns the same metrics. Without a process group it is the
     single-process loop.
 
+    Args:
+        on_epoch: called (rank 0) after every epoch with its record (epoch, train loss/accuracy, val
+            accuracy/loss), e.g. to print one line per epoch without a progress bar.
+
     Returns:
         The metrics dict (history of train loss/accuracy and val accuracy, final val/test accuracy).
+
+    Raises:
+        ConfigError: ``splits`` has no val split.
     """
+    if len(splits.val) == 0:
+        raise ConfigError("Expected a validation split to train a base model on, but val is empty; "
+                          "pass --val-size >= 1 (or drop it: 10% of train, at most 5000)")
     ddp = distributed and dist.is_distributed()
     main = not ddp or dist.is_main()
     progress = progress and main
     out_dir = Path(out_dir)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
     model.to(device)
     if config.channels_last:
@@ -153,9 +183,8 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
                         "val_accuracy": val.accuracy, "val_loss": val.loss})
         if main:
             _logger.info("epoch %d: train loss %.4f, val acc %.4f", epoch + 1, loss_sum / seen, val.accuracy)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: train loss {loss_sum / seen:.4f} "
-                       f"acc {correct / seen:.4f} | val acc {val.accuracy:.4f}")
+        if main and on_epoch is not None:
+            on_epoch(history[-1])
         check_finite_weights(model, where=f"the end of epoch {epoch + 1}")  # never checkpoint NaN weights
         if main:  # the other ranks hold the same state; they wait so a resume finds the file
             save_checkpoint(ckpt_path, {
@@ -175,8 +204,14 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         "in_channels": splits.in_channels, "input_size": list(splits.input_size),
         "val_accuracy": val_acc, "test_accuracy": test.accuracy, "history": history,
         "recipe": config.to_dict(), "seconds_this_run": time.time() - t_start,
-        "mean": list(splits.mean), "std": list(splits.std),
+        "mean": list(splits.mean), "std": list(splits.std), "data": splits.data_spec(),
     }
+    chance = chance_accuracy(splits.val)
+    if main and not val_acc > chance + CHANCE_MARGIN:
+        _logger.warning("the base model's val accuracy %.1f%% is at chance level (%.1f%%: always the most frequent of "
+                        "%d classes): it has learnt nothing useful, and a search on it is meaningless; check the "
+                        "data, --epochs, --lr and the preprocessing (--input-size, --augment, --normalize)",
+                        100 * val_acc, 100 * chance, splits.num_classes)
     if main:
         save_weights(out_dir / "model.safetensors", model.state_dict(),
                      {k: v for k, v in metrics.items() if k != "history"})

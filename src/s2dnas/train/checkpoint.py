@@ -6,18 +6,16 @@ to safetensors with a JSON file of metadata beside them.
 """
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
-from s2dnas._io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from s2dnas._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, check_state_dict, read_weights
 from s2dnas.errors import CheckpointError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_state_dict",
@@ -77,37 +75,7 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read weights written by :func:`save_weights` and their metadata (``{}`` when absent)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Weights file {path} does not exist; check the path")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"Weights file {path} is truncated or not safetensors ({err}); replace it") from None
-    meta_path = path.with_suffix(".json")
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"Metadata {meta_path} is not valid JSON ({err}); replace it") from None
-    return tensors, meta
-
-
-def check_state_dict(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str | None:
-    """Return how ``state_dict`` differs from ``own`` in keys or shapes, or ``None`` if it matches."""
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    detail = []
-    if missing:
-        detail.append(f"{len(missing)} missing, e.g. {missing[0]}")
-    if unexpected:
-        detail.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
-    if wrong:
-        k = wrong[0]
-        detail.append(f"{k} has shape {tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)}")
-    return "; ".join(detail) or None
+    return read_weights(path)
 
 
 def check_model_identity(state_dict: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> None:

@@ -9,14 +9,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from s2dnas._io import read_json
 from s2dnas.cost import count_macs, count_params
-from s2dnas.data import DataSplits, make_loader
-from s2dnas.errors import CheckpointError, DataError
+from s2dnas.data import DataSplits, canonical_dataset, check_data_spec, make_loader, splits_for_model
+from s2dnas.errors import CheckpointError, ConfigError, DataError
 from s2dnas.train.checkpoint import check_model_identity, load_weights
 from s2dnas.train.loops import evaluate
 from s2dnas.zoo import create_model, list_pretrained
 
-__all__ = ["BaseEvaluation", "DEFAULT_MODEL", "load_base_model", "evaluate_base_model"]
+__all__ = ["BaseEvaluation", "DEFAULT_MODEL", "base_data_spec", "base_splits", "base_weights_path", "load_base_model",
+           "load_trained_base", "evaluate_base_model"]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,6 +68,64 @@ def _check_normalisation(meta: dict[str, Any], splits: DataSplits, source: Path)
                             source, key, saved, splits.name, list(own))
 
 
+def base_weights_path(weights: str | Path) -> Path:
+    """``model.safetensors`` of ``weights`` (the file, or the train-base directory holding it)."""
+    path = Path(weights)
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def base_data_spec(weights: str | Path | None) -> dict[str, Any] | None:
+    """The ``data`` dict train-base stored beside ``weights`` (data set, val cut, preprocessing), or ``None``.
+
+    Raises:
+        CheckpointError: the metadata file is not valid JSON.
+        DataError: its ``data`` entry is malformed.
+    """
+    if weights is None:
+        return None
+    meta_path = base_weights_path(weights).with_suffix(".json")
+    if not meta_path.is_file():
+        return None
+    meta = read_json(meta_path)
+    data = meta.get("data") if isinstance(meta, dict) else None
+    return None if data is None else check_data_spec(data, source=str(meta_path))
+
+
+def base_splits(*, dataset: str, data_dir: str | None, val_size: int | None, seed: int,
+                weights: str | Path | None) -> DataSplits:
+    """The splits to build on a trained base model: the val cut and preprocessing train-base stored.
+
+    ``val_size=None`` takes the base's val cut (else 10% of train, at most 5000); another cut is
+    used with a warning (its val may hold images the base was trained on).
+    """
+    return splits_for_model(base_data_spec(weights), dataset=dataset, data_dir=data_dir, val_size=val_size,
+                            seed=seed, strict=False, source=str(weights))
+
+
+def load_trained_base(*, splits: DataSplits, model_name: str | None, weights: str | Path | None,
+                      pretrained: bool = True) -> tuple[nn.Module, str, str]:
+    """The trained base model a multi-stage network inherits from: ``(model, name, weights source)``.
+
+    Like :func:`load_base_model`, with the advice a pipeline step needs when no weights are given.
+
+    Raises:
+        ConfigError: neither ``weights`` nor ``pretrained``.
+        CheckpointError: weights missing, corrupt, for another model, or none shipped.
+        DataError: weights for another class count or number of input channels.
+    """
+    if weights is None and not pretrained:
+        raise ConfigError("Expected a trained base model to inherit weights and distil from, but model.weights is "
+                          "null and model.pretrained is false; pass --base-weights model.safetensors "
+                          "(from s2dnas train-base) or set model.pretrained=true")
+    try:
+        return load_base_model(splits=splits, model_name=model_name, weights=weights)
+    except CheckpointError as err:
+        if weights is not None:
+            raise
+        raise CheckpointError(f"{err}. To use your own base model, pass --base-weights model.safetensors "
+                              "(from s2dnas train-base)") from None
+
+
 def load_base_model(*, splits: DataSplits, model_name: str | None = None,
                     weights: str | Path | None = None) -> tuple[nn.Module, str, str]:
     """Build a base model for ``splits`` and load its weights.
@@ -98,9 +158,7 @@ def load_base_model(*, splits: DataSplits, model_name: str | None = None,
         # No entry at all: create_model raises CheckpointError listing what is shipped.
         model = create_model(name, num_classes=splits.num_classes, in_channels=splits.in_channels, pretrained=True)
         return model, name, matching[0].name
-    path = Path(weights)
-    if path.is_dir():
-        path = path / "model.safetensors"
+    path = base_weights_path(weights)
     state, meta = load_weights(path)
     saved_name = meta.get("model") if isinstance(meta.get("model"), str) else None
     if model_name and saved_name and model_name != saved_name:
@@ -114,7 +172,7 @@ def load_base_model(*, splits: DataSplits, model_name: str | None = None,
         raise _data_mismatch(what=str(path), want_classes=want_classes, want_channels=want_channels, splits=splits,
                              fix="use the --dataset the model was trained on, or train a base model for this "
                              "data with s2dnas train-base")
-    if isinstance(meta.get("dataset"), str) and meta["dataset"] != splits.name:
+    if isinstance(meta.get("dataset"), str) and canonical_dataset(meta["dataset"]) != canonical_dataset(splits.name):
         _logger.warning("%s was trained on %s, evaluating on %s", path, meta["dataset"], splits.name)
     _check_normalisation(meta, splits, path)
     model = create_model(name, num_classes=splits.num_classes, in_channels=splits.in_channels)

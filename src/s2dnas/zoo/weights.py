@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from s2dnas._io import check_state_dict, read_safetensors
 from s2dnas.errors import CheckpointError
 
 __all__ = ["WeightsMeta", "WEIGHTS_DIR", "list_pretrained", "get_weights_meta", "load_pretrained"]
@@ -184,17 +185,11 @@ def load_pretrained(model_module: nn.Module, meta: WeightsMeta) -> nn.Module:
         CheckpointError: If the weights file is missing, not safetensors, or its keys or shapes
             do not match the model.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = meta.weights_dir / f"{meta.name}.safetensors"
     if not path.is_file():
         raise CheckpointError(f"Expected weights file {path} for pretrained entry {meta.name!r}, but it does not exist; "
                               "reinstall s2dnas or remove the entry's JSON")
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"Weights file {path} is truncated or not safetensors ({err}); replace it") from None
+    state = read_safetensors(path)
     _check_state_dict(state, model_module, source=str(path))
     model_module.load_state_dict(state, strict=True)
     return model_module
@@ -202,8 +197,6 @@ def load_pretrained(model_module: nn.Module, meta: WeightsMeta) -> nn.Module:
 
 def _check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, *, source: str) -> None:
     """Raise :class:`CheckpointError` unless ``state`` has exactly ``model``'s keys and shapes."""
-    from s2dnas.train.checkpoint import check_state_dict
-
     problem = check_state_dict(state, model.state_dict())
     if problem:
         raise CheckpointError(f"Expected {source} to match the model's state dict, but got {problem}; "
