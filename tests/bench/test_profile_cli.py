@@ -49,9 +49,7 @@ def test_profile_caches_and_predicts(model_dir, tmp_path, capsys, seed):
     again = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["seconds"] for r in again] == [r["seconds"] for r in rows]
     assert all(all(r["cached"]) for r in again)
-    # another thread count is another machine fingerprint: timed again
-    assert main([*args[:-6], "--threads", "2", *args[-4:]]) == 0
-    assert re.search(r"(\d+) timed", capsys.readouterr().out).group(1) == timed_first
+    # (another thread count is another cache file: tests/cost/test_latency.py)
 
 
 def test_profile_without_fractions_skips_the_prediction(model_dir, tmp_path, capsys, seed):
