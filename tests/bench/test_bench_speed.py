@@ -1,9 +1,12 @@
 """The speed benchmark: prepared models compute the same thing; rows are consistent."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
+from s2dnas.bench.fast import FastDynamicNet
 from s2dnas.bench.speed import benchmark_speed, prepare_dynamic, prepare_static, profile_stages
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet
@@ -40,11 +43,41 @@ def test_prepared_models_compute_the_same(nets, channels_last, seed):
     torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
 
 
+def test_fast_path_equals_executor_on_single_inputs(nets, seed):
+    _, dyn, _, x = nets
+    fast = FastDynamicNet(dyn)
+    seen = set()
+    for i in range(len(x)):
+        ref, out = dyn(x[i:i + 1]), fast(x[i:i + 1])
+        assert torch.equal(out.exit_stage, ref.exit_stage)
+        assert torch.equal(out.logits, ref.logits)
+        seen.add(int(ref.exit_stage))
+    assert len(seen) >= 2  # the check covered exits at more than one stage
+    for thresholds, stage in (([0.0, 0.0], 0), ([1.5, 1.5], 2)):
+        net = DynamicNet(dyn.msnet, thresholds).eval()
+        assert FastDynamicNet(net)(x[:1]).exit_stage.tolist() == [stage]
+    # larger batches go to the executor unchanged
+    assert torch.equal(fast(x).exit_stage, dyn(x).exit_stage)
+
+
+def test_fast_path_compares_in_float32(nets, seed):
+    # a threshold between the float32 confidence and the next float64 above it: float32 says "leave"
+    _, dyn, _, x = nets
+    with torch.inference_mode():
+        conf = torch.softmax(dyn.msnet(x[:1])[0], 1).max(1).values[0]
+    t = float(conf) + 1e-12  # rounds to conf in float32
+    net = DynamicNet(dyn.msnet, [t, 1.5]).eval()
+    assert net(x[:1]).exit_stage.tolist() == [0]
+    assert FastDynamicNet(net)(x[:1]).exit_stage.tolist() == [0]
+
+
 def test_benchmark_rows(nets, seed):
     base, dyn, space, x = nets
     rows = benchmark_speed(base, dyn, x, batch_sizes=(1, 16), repeats=1, warmup=0, base_macs=space.base_macs(),
-                           max_batches=8)
+                           max_batches=8, device=torch.device("cpu"))
     assert [r.batch_size for r in rows] == [1, 16]
+    assert [(r.runtime, r.device) for r in rows] == [("pytorch", "cpu")] * 2
+    assert rows[0].dynamic_path in ("executor", "fast") and rows[1].dynamic_path == "executor"
     assert rows[0].num_images == 8 and rows[1].num_images == 40
     with torch.inference_mode():
         exits = dyn(x).exit_stage
@@ -53,6 +86,19 @@ def test_benchmark_rows(nets, seed):
         assert r.base_seconds > 0 and r.dynamic_seconds > 0
         assert r.measured_speedup == pytest.approx(r.base_seconds / r.dynamic_seconds)
         assert r.speedup_over_macs_ratio == pytest.approx(r.measured_speedup / r.macs_ratio)
+
+
+def test_benchmark_onnx_rows(nets, seed):
+    pytest.importorskip("onnxruntime")
+    base, dyn, space, x = nets
+    rows = benchmark_speed(base, dyn, x, batch_sizes=(1, 16), repeats=1, warmup=0, base_macs=space.base_macs(),
+                           max_batches=4, onnx=True)
+    assert [(r.runtime, r.batch_size) for r in rows] == [("pytorch", 1), ("pytorch", 16), ("onnxruntime", 1),
+                                                         ("onnxruntime", 16)]
+    for torch_row, ort_row in zip(rows[:2], rows[2:]):  # same images, same MAC ratio
+        assert ort_row.num_images == torch_row.num_images
+        assert ort_row.macs_ratio == torch_row.macs_ratio
+        assert ort_row.base_seconds > 0 and ort_row.dynamic_seconds > 0 and ort_row.dynamic_path == "onnx"
 
 
 @pytest.mark.parametrize("channels_last", [False, True, None])
@@ -111,6 +157,9 @@ def test_bench_cli_end_to_end_with_profile(tmp_path, capsys, seed):
     text = capsys.readouterr().out
     assert "speed-up / MAC ratio" in text and "GMAC/s (base:" in text
     result = json.loads(out.read_text())
-    assert [r["batch_size"] for r in result["rows"]] == [32] and result["rows"][0]["num_images"] == 64
+    runtimes = ["pytorch"] + (["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])
+    assert [r["runtime"] for r in result["rows"]] == runtimes
+    assert [r["batch_size"] for r in result["rows"]] == [32] * len(runtimes)
+    assert result["rows"][0]["num_images"] == 64
     assert [p["stage"] for p in result["stage_profile"]] == [0, 1, 2]
     assert [p["macs"] for p in result["stage_profile"]] == space.build(space.default_architecture()).stage_macs()

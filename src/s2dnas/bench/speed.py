@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
-from torch import fx, nn
-from torch.fx.experimental.optimization import fuse
+from torch import nn
 
+from s2dnas.bench.fast import FastDynamicNet
+from s2dnas.cost.latency import fold_bn
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
@@ -28,7 +29,11 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpeedRow:
-    """One batch size: median seconds per pass over the images, images per second, ratios."""
+    """One batch size: median seconds per pass over the images, images per second, ratios.
+
+    ``runtime`` is ``pytorch`` or ``onnxruntime``; ``dynamic_path`` the faster of the executor
+    and the batch-1 fast path (:class:`~s2dnas.bench.fast.FastDynamicNet`), or ``onnx``.
+    """
 
     batch_size: int
     num_images: int
@@ -42,6 +47,9 @@ class SpeedRow:
     base_layout: str
     dynamic_layout: str
     compiled: bool = False
+    runtime: str = "pytorch"
+    dynamic_path: str = "executor"
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Plain-data form."""
@@ -71,10 +79,7 @@ class StageProfile:
         return asdict(self)
 
 
-def _fold_bn(module: nn.Module) -> nn.Module:
-    """Fold eval-mode batch norms into the preceding convolutions (a traced copy)."""
-    gm = module if isinstance(module, fx.GraphModule) else fx.symbolic_trace(module)
-    return fuse(copy.deepcopy(gm).eval(), inplace=True)
+_fold_bn = fold_bn
 
 
 def _compile(module: nn.Module) -> nn.Module:
@@ -110,13 +115,22 @@ def in_layout(batches: Sequence[torch.Tensor], *, channels_last: bool) -> list[t
 
 def time_passes(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor], *, warmup: int = 1,
                 repeats: int = 5) -> float:
-    """Median wall-clock seconds of one pass of ``fn`` over ``batches`` (after ``warmup`` passes)."""
+    """Median wall-clock seconds of one pass of ``fn`` over ``batches`` (after ``warmup`` passes).
+
+    On CUDA inputs the device is synchronised before the clock starts and before it stops.
+    """
+    first = batches[0] if len(batches) else None
+    first = first[0] if isinstance(first, (tuple, list)) and first else first  # (x, *cached) argument tuples
+    cuda = isinstance(first, torch.Tensor) and first.is_cuda
+    sync = (lambda: torch.cuda.synchronize(first.device)) if cuda else (lambda: None)  # type: ignore[union-attr]
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
+            sync()
             start = time.perf_counter()
             for x in batches:
                 fn(x)
+            sync()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -128,11 +142,17 @@ def _layout(channels_last: bool) -> str:
 
 def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *,
                     batch_sizes: Sequence[int] = (1, 32, 256), repeats: int = 5, warmup: int = 1,
-                    base_macs: int, max_batches: int | None = None, compile: bool = False) -> list[SpeedRow]:
+                    base_macs: int, max_batches: int | None = None, compile: bool = False,
+                    onnx: bool = False, device: str | torch.device = "cpu",
+                    onnx_threads: int | None = None) -> list[SpeedRow]:
     """Time ``base`` and ``dynamic`` on the same ``images`` at each batch size.
 
-    Each model is prepared in both memory formats and the faster one is kept (each at its best).
-    The MAC ratio is ``base_macs`` over the MACs the DynamicNet executes on these images.
+    Each model is prepared in both memory formats and the faster one is kept (each at its best);
+    the dynamic network is also timed through the batch-1 fast path (:class:`FastDynamicNet`)
+    and the faster of it and the executor is kept. With ``onnx``, both models are exported to a
+    temporary folder and timed again in ONNX Runtime (base: one graph; dynamic: the exported
+    stages and the numpy exit rule of ``s2dnas_runtime``), one more row per batch size. The MAC
+    ratio is ``base_macs`` over the MACs the DynamicNet executes on these images.
 
     Args:
         base: the static base model.
@@ -144,31 +164,60 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         base_macs: the base model's MACs per input.
         max_batches: cap the number of batches per pass (batch size 1 over many images is slow).
         compile: compile both models with ``torch.compile`` (both or neither: same treatment).
+        onnx: also time both models in ONNX Runtime (CPU; needs ``s2dnas[export]``).
+        device: where the PyTorch rows run (on CUDA, timings synchronise the device).
+        onnx_threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
+
+    Returns:
+        One :class:`SpeedRow` per batch size (``runtime="pytorch"``), then, with ``onnx``, one per
+        batch size with ``runtime="onnxruntime"``.
     """
-    variants_base = {cl: prepare_static(base, channels_last=cl, compile=compile) for cl in (False, True)}
-    variants_dyn = {cl: prepare_dynamic(dynamic, channels_last=cl, compile=compile) for cl in (False, True)}
+    dev = torch.device(device)
+    variants_base = {cl: prepare_static(base, channels_last=cl, compile=compile).to(dev) for cl in (False, True)}
+    variants_dyn: dict[tuple[bool, str], nn.Module] = {}
+    for cl in (False, True):
+        prepared = prepare_dynamic(dynamic, channels_last=cl, compile=compile).to(dev)
+        variants_dyn[(cl, "executor")] = prepared
+        variants_dyn[(cl, "fast")] = FastDynamicNet(prepared)
     rows = []
+    splits = {}
     for bs in batch_sizes:
         batches = list(torch.split(images, bs))
         if max_batches is not None:
             batches = batches[:max_batches]
+        splits[bs] = batches
         n = sum(len(b) for b in batches)
         with torch.inference_mode():
             exits = torch.cat([dynamic(b).exit_stage for b in batches])
         dyn_macs = dynamic.macs_of(exits) / n
-        best_base = min((time_passes(m, in_layout(batches, channels_last=cl), warmup=warmup, repeats=repeats), cl)
+        on_dev = [b.to(dev) for b in batches]
+        best_base = min((time_passes(m, in_layout(on_dev, channels_last=cl), warmup=warmup, repeats=repeats), cl)
                         for cl, m in variants_base.items())
-        best_dyn = min((time_passes(m, in_layout(batches, channels_last=cl), warmup=warmup, repeats=repeats), cl)
-                       for cl, m in variants_dyn.items())
-        speedup = best_base[0] / best_dyn[0]
-        macs_ratio = base_macs / dyn_macs
-        rows.append(SpeedRow(batch_size=bs, num_images=n, base_seconds=best_base[0], dynamic_seconds=best_dyn[0],
-                             base_images_per_second=n / best_base[0], dynamic_images_per_second=n / best_dyn[0],
-                             measured_speedup=speedup, macs_ratio=macs_ratio,
-                             speedup_over_macs_ratio=speedup / macs_ratio, base_layout=_layout(best_base[1]),
-                             dynamic_layout=_layout(best_dyn[1]), compiled=compile))
-        _logger.info("batch %d: speed-up %.2fx, MAC ratio %.2fx", bs, speedup, macs_ratio)
+        best_dyn = min((time_passes(m, in_layout(on_dev, channels_last=key[0]), warmup=warmup, repeats=repeats), key)
+                       for key, m in variants_dyn.items() if key[1] == "executor" or bs == 1)
+        rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1]),
+                         dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
+                         dynamic_path=best_dyn[1][1], device=str(dev)))
+    if onnx:
+        from s2dnas.bench.onnx_speed import time_onnx
+
+        threads = onnx_threads if onnx_threads is not None else torch.get_num_threads()
+        for bs, (base_s, dyn_s) in time_onnx(base, dynamic, splits, repeats=repeats, warmup=warmup,
+                                             threads=threads).items():
+            ref = next(r for r in rows if r.batch_size == bs)
+            rows.append(_row(bs, ref.num_images, base_s, dyn_s, ref.macs_ratio, base_layout="nchw",
+                             dynamic_layout="nchw", compiled=False, runtime="onnxruntime", dynamic_path="onnx",
+                             device="cpu"))
     return rows
+
+
+def _row(bs: int, n: int, base_s: float, dyn_s: float, macs_ratio: float, **labels: object) -> SpeedRow:
+    speedup = base_s / dyn_s
+    _logger.info("batch %d (%s): speed-up %.2fx, MAC ratio %.2fx", bs, labels.get("runtime"), speedup, macs_ratio)
+    return SpeedRow(batch_size=bs, num_images=n, base_seconds=base_s, dynamic_seconds=dyn_s,
+                    base_images_per_second=n / base_s, dynamic_images_per_second=n / dyn_s,
+                    measured_speedup=speedup, macs_ratio=macs_ratio, speedup_over_macs_ratio=speedup / macs_ratio,
+                    **labels)  # type: ignore[arg-type]
 
 
 def profile_stages(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *, base_macs: int,

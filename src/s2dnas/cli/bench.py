@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 import torch
 
-from s2dnas._device import machine_info
+from s2dnas._device import machine_info, resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, check_model_dir
 from s2dnas.data import check_splits_fit, splits_for_model
@@ -31,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="torch.compile both models (slow to start)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="skip the ONNX Runtime rows (default: timed when onnxruntime is installed)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for the PyTorch rows (default: cpu)")
     p.add_argument("--profile", action="store_true",
                    help="also time each stage on whole batches of 256 and print its share of the MACs and of the time")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Expected positive --batch-sizes, --num-images and --repeats")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    onnx = not args.no_onnx and importlib.util.find_spec("onnxruntime") is not None
     model_dir = check_model_dir(args.model_dir, command="bench")
     dynamic = load(model_dir, device="cpu").eval()
     spec = dynamic.model_spec or {}
@@ -74,12 +80,17 @@ def run(args: argparse.Namespace) -> int:
     images = torch.stack([splits.test[i][0] for i in range(n)])
     base_macs = int(spec.get("base_macs") or 0) or __import__("s2dnas").count_macs(base, images[:1])
     rows = benchmark_speed(base, dynamic, images, batch_sizes=batch_sizes, repeats=args.repeats,
-                           base_macs=base_macs, max_batches=args.max_batches, compile=args.compile)
-    print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, {torch.get_num_threads()} threads")
-    print("batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio")
+                           base_macs=base_macs, max_batches=args.max_batches, compile=args.compile,
+                           onnx=onnx, device=device)
+    print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, {torch.get_num_threads()} threads, "
+          f"PyTorch on {device}")
+    if not onnx and not args.no_onnx:
+        print("onnxruntime is not installed: ONNX Runtime rows skipped (pip install 's2dnas[export]')")
+    print("runtime     | batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio")
     for r in rows:
-        print(f"{r.batch_size:5d} | {r.base_images_per_second:10.0f} | {r.dynamic_images_per_second:13.0f} | "
-              f"{r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | {r.speedup_over_macs_ratio:.2f}")
+        print(f"{r.runtime:11s} | {r.batch_size:5d} | {r.base_images_per_second:10.0f} | "
+              f"{r.dynamic_images_per_second:13.0f} | {r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | "
+              f"{r.speedup_over_macs_ratio:.2f}")
     profile = []
     if args.profile:
         from s2dnas.bench.speed import profile_stages

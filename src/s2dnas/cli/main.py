@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser", "COMMANDS", "DISTRIBUTED_COMMANDS"]
 COMMANDS: dict[str, str] = {
     "run": "s2dnas.cli.run",
     "bench": "s2dnas.cli.bench",
+    "profile": "s2dnas.cli.profile",
     "train-base": "s2dnas.cli.train_base",
     "space": "s2dnas.cli.space",
     "train": "s2dnas.cli.train",

@@ -274,6 +274,8 @@ class SpaceConfig:
             (each resolution cut into N groups).
         importance: channel order before cutting: ``bn`` (|BN gamma|), ``l1`` (filter L1 norm)
             or ``none``.
+        channel_multiple: every stage's slice is a multiple of this many channels (the smallest
+            slice); 8 by measurement (docs/design.md "Granularity"); 1 is METHOD.md's grid.
     """
 
     _SECTION: ClassVar[str] = "space"
@@ -282,11 +284,13 @@ class SpaceConfig:
     ratio_grid: int = 8
     groups: str = "resolution"
     importance: str = "bn"
+    channel_multiple: int = 8
 
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
         c = _Checker(self)
         c.at_least("num_stages", 1)
+        c.at_least("channel_multiple", 1)
         good_s, stages = c._get("num_stages")
         good_q, grid = c._get("ratio_grid")
         if good_q and good_s and stages >= 1 and grid < stages:

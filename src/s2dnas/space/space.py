@@ -52,6 +52,11 @@ class Space:
         importance: channel order before cutting: ``"bn"`` (|BN gamma|, else filter L1 norm),
             ``"l1"`` (filter L1 norm) or ``"none"`` (stage 1 takes the first channels).
         model_name: recorded in architectures, informational.
+        channel_multiple: m; every stage's slice of a channel dimension is a multiple of ``m``
+            channels (so the smallest slice is ``m``), the last stage taking any remainder. A
+            dimension too narrow to give every stage ``m`` channels uses the largest of ``m``,
+            ``m//2``, ... that fits (ResNet-20's 16-channel layers get slices of 4 with ``m=8``
+            and S=3). Thin slices run their MACs slowly; see docs/design.md "Granularity".
 
     Raises:
         UnsupportedModelError: the graph has a node that cannot be split.
@@ -60,8 +65,10 @@ class Space:
 
     def __init__(self, model: nn.Module, *, input_shape: tuple[int, int, int], num_stages: int = 3,
                  ratio_grid: int = 8, groups: str = "resolution", importance: str = "bn",
-                 model_name: str | None = None) -> None:
+                 model_name: str | None = None, channel_multiple: int = 1) -> None:
         problems = []
+        if not isinstance(channel_multiple, int) or isinstance(channel_multiple, bool) or channel_multiple < 1:
+            problems.append(f"channel_multiple must be an integer >= 1, got {channel_multiple!r}")
         if not isinstance(num_stages, int) or num_stages < 1:
             problems.append(f"num_stages must be an integer >= 1, got {num_stages!r}")
         elif not isinstance(ratio_grid, int) or ratio_grid < num_stages:
@@ -80,6 +87,7 @@ class Space:
         self.groups = groups
         self.importance = importance
         self.model_name = model_name
+        self.channel_multiple = channel_multiple
         self.analysis: GraphAnalysis = analyze(model, input_shape=self.input_shape)
         self._op_group = self._assign_groups(sub)
         self.num_groups = max(self._op_group.values(), default=0) + 1
@@ -110,7 +118,8 @@ class Space:
     @property
     def signature(self) -> str:
         """Fingerprint of this space (model structure, input shape, groups, S, q)."""
-        return f"{self.analysis.signature()}-g{self.num_groups}-s{self.num_stages}-q{self.ratio_grid}"
+        tail = f"-m{self.channel_multiple}" if self.channel_multiple != 1 else ""  # m=1 keeps old signatures
+        return f"{self.analysis.signature()}-g{self.num_groups}-s{self.num_stages}-q{self.ratio_grid}{tail}"
 
     def architecture(self, *, splits: Any, concat: Any) -> Architecture:
         """An architecture of this space from explicit splits (one per group, or one for all)."""
@@ -180,12 +189,16 @@ class Space:
         for cid, cls in self.analysis.classes.items():
             parts = arch.splits[cls.group]
             units = cls.size // cls.granularity
+            # Cut in coarse units of k granularity units (k channels' worth of the multiple), then
+            # map back; the last stage takes the remainder when k does not divide the dimension.
+            k = self._coarse_units(cls)
+            coarse = units // k
             bounds, acc = [0], 0
             for s, p in enumerate(parts[:-1]):
                 acc += p
-                lo, hi = bounds[-1] + 1, units - (self.num_stages - 1 - s)
-                bounds.append(min(max(round(units * acc / self.ratio_grid), lo), hi))
-            bounds.append(units)
+                lo, hi = bounds[-1] + 1, coarse - (self.num_stages - 1 - s)
+                bounds.append(min(max(round(coarse * acc / self.ratio_grid), lo), hi))
+            bounds = [b * k for b in bounds] + [units]
             order = torch.argsort(-self._scores[cid], stable=True)
             for s in range(self.num_stages):
                 chosen = torch.sort(order[bounds[s]:bounds[s + 1]]).values
@@ -236,6 +249,14 @@ class Space:
                    if n.name in self.analysis.mixing or n.name in self.analysis.channelwise)
 
     # -- internals ----------------------------------------------------------------------------
+    def _coarse_units(self, cls: ChannelClass) -> int:
+        """Granularity units per slice step: ``channel_multiple`` channels, halved until S fit."""
+        units = cls.size // cls.granularity
+        k = max(1, -(-self.channel_multiple // cls.granularity))  # ceil: whole granularity units
+        while k > 1 and units // k < self.num_stages:
+            k //= 2
+        return k
+
     def _assign_groups(self, sub: int) -> dict[str, int]:
         ops = [name for name, op in self.analysis.mixing.items()]
         by_res: dict[int, list[str]] = {}

@@ -1,0 +1,84 @@
+"""The same timing in ONNX Runtime: the base as one graph, the dynamic network as exported stages."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from s2dnas.dynamic.executor import DynamicNet
+
+__all__ = ["time_onnx", "ort_session"]
+
+
+def ort_session(path: str | Path, *, threads: int) -> object:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (one inter-op thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _median_pass(fn: Callable[[np.ndarray], object], batches: Sequence[np.ndarray], *, warmup: int,
+                 repeats: int) -> float:
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        for x in batches:
+            fn(x)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_onnx(base: nn.Module, dynamic: DynamicNet, batches: Mapping[int, Sequence[torch.Tensor]], *,
+              repeats: int = 5, warmup: int = 1, threads: int = 1) -> dict[int, tuple[float, float]]:
+    """Export ``base`` and ``dynamic`` to a temporary folder and time both in ONNX Runtime.
+
+    Args:
+        base: the static base model (exported in eval mode; ONNX Runtime folds its batch norms).
+        dynamic: the dynamic network (its stages, thresholds and confidence measure are exported).
+        batches: batch size -> the batches to time (the same ones the PyTorch rows used).
+        repeats: timed passes (median).
+        warmup: untimed passes first.
+        threads: ONNX Runtime intra-op threads.
+
+    Returns:
+        batch size -> ``(base seconds, dynamic seconds)`` per pass over its batches.
+
+    Raises:
+        ImportError: onnx/onnxruntime missing (``pip install 's2dnas[export]'``).
+        ExportError: a model could not be exported.
+    """
+    from s2dnas.export.onnx import export_dynamic, export_stage_onnx
+    from s2dnas_runtime import OnnxDynamicNet
+
+    c, h, w = dynamic.input_shape
+    out: dict[int, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="s2dnas-bench-") as tmp:
+        base_path = Path(tmp) / "base.onnx"
+        was_training = base.training
+        try:
+            export_stage_onnx(base.eval().cpu(), (torch.zeros(2, c, h, w),), base_path, input_names=["image"],
+                              output_names=["logits"])
+        finally:
+            base.train(was_training)
+        stage_dir = Path(tmp) / "dynamic"
+        export_dynamic(dynamic.msnet, stage_dir, thresholds=dynamic.thresholds, confidence=dynamic.confidence,
+                       stage_macs=dynamic.stage_macs, torchscript=False, check=False)
+        session = ort_session(base_path, threads=threads)
+        net = OnnxDynamicNet(stage_dir, num_threads=threads)
+        for bs, tensors in batches.items():
+            arrays = [np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for t in tensors]
+            base_s = _median_pass(lambda x: session.run(["logits"], {"image": x}), arrays,  # type: ignore[attr-defined]
+                                  warmup=warmup, repeats=repeats)
+            dyn_s = _median_pass(net.predict, arrays, warmup=warmup, repeats=repeats)
+            out[bs] = (base_s, dyn_s)
+    return out

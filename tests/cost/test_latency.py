@@ -1,0 +1,155 @@
+"""The latency cost model: cache keyed by machine, batch and layout; prediction arithmetic."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from s2dnas.cost.latency import (LatencyCache, device_fingerprint, expected_latency, measure_stages,
+                                 stage_cost_vector, stage_fingerprint)
+from s2dnas.dynamic import DynamicNet
+from s2dnas.errors import ConfigError
+from s2dnas.space import Space
+from s2dnas.zoo import create_model
+
+
+@pytest.fixture(scope="module")
+def space():
+    torch.manual_seed(0)
+    return Space(create_model("resnet20", num_classes=10, in_channels=1).eval(), input_shape=(1, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def msnet(space):
+    return space.build(space.default_architecture()).eval()
+
+
+def _measure(msnet, cache, batch_size=2):
+    return measure_stages(msnet, batch_size=batch_size, channels_last=False, cache=cache, repeats=1, warmup=0)
+
+
+def test_same_key_is_a_hit_and_survives_a_new_process(msnet, tmp_path, seed):
+    fp = device_fingerprint("cpu")
+    cache = LatencyCache(fp, directory=tmp_path)
+    first = _measure(msnet, cache)
+    assert first.cached == (False, False, False)
+    assert cache.path.exists()
+    data = json.loads(cache.path.read_text())  # plain JSON, no pickle
+    assert data["fingerprint"] == fp and len(data["entries"]) == 3
+    again = LatencyCache(fp, directory=tmp_path)  # a later run reads the file
+    second = _measure(msnet, again)
+    assert second.cached == (True, True, True)
+    assert second.seconds == first.seconds
+    assert (again.hits, again.misses) == (3, 0)
+
+
+def test_other_batch_size_or_layout_is_a_miss(msnet, tmp_path, seed):
+    cache = LatencyCache(device_fingerprint("cpu"), directory=tmp_path)
+    _measure(msnet, cache, batch_size=2)
+    assert _measure(msnet, cache, batch_size=3).cached == (False, False, False)
+    cl = measure_stages(msnet, batch_size=2, channels_last=True, cache=cache, repeats=1, warmup=0)
+    assert cl.cached == (False, False, False) and cl.channels_last
+    assert len(cache.entries) == 9
+
+
+def test_other_threads_or_version_is_another_file(msnet, tmp_path, seed):
+    fp = device_fingerprint("cpu")
+    cache = LatencyCache(fp, directory=tmp_path)
+    _measure(msnet, cache)
+    assert device_fingerprint("cpu", threads=fp["threads"] + 1)["threads"] == fp["threads"] + 1
+    for other in (device_fingerprint("cpu", threads=fp["threads"] + 1), {**fp, "torch": "0.0.1"},
+                  {**fp, "cpu": "another CPU"}):
+        c = LatencyCache(other, directory=tmp_path)
+        assert c.path != cache.path and c.entries == {}
+    # measuring with a cache made for other threads than the ones in use is refused
+    with pytest.raises(ConfigError, match="latency cache for this machine"):
+        _measure(msnet, LatencyCache(device_fingerprint("cpu", threads=fp["threads"] + 1), directory=tmp_path))
+    torch.set_num_threads(2)  # the same cache file is not used once the thread count changes
+    assert LatencyCache(device_fingerprint("cpu"), directory=tmp_path).path != cache.path
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"format": 1, "fingerprint": {}, "entries": {}}),
+                                     json.dumps({"format": 99}), "__PICKLE__"])
+def test_corrupt_or_foreign_file_is_set_aside_and_rebuilt(msnet, tmp_path, content, seed):
+    fp = device_fingerprint("cpu")
+    path = LatencyCache(fp, directory=tmp_path).path
+    if content == "__PICKLE__":
+        import pickle
+
+        path.write_bytes(pickle.dumps({"format": 1, "fingerprint": fp, "entries": {}}))
+    else:
+        path.write_text(content)
+    with pytest.warns(UserWarning, match="Latency cache .* moved it to .*corrupt"):
+        cache = LatencyCache(fp, directory=tmp_path)
+    assert cache.entries == {}
+    assert path.with_suffix(".corrupt").exists()
+    _measure(msnet, cache)
+    assert json.loads(path.read_text())["fingerprint"] == fp  # rebuilt
+
+
+def test_bad_entry_values_are_refused(tmp_path):
+    fp = device_fingerprint("cpu")
+    path = LatencyCache(fp, directory=tmp_path).path
+    path.write_text(json.dumps({"format": 1, "fingerprint": fp, "entries": {"k": -1.0}}))
+    with pytest.warns(UserWarning, match="positive seconds"):
+        assert LatencyCache(fp, directory=tmp_path).entries == {}
+
+
+def test_stage_fingerprint_is_structural(space, msnet):
+    x = torch.zeros(1, 1, 8, 8)
+    other_weights = space.build(space.default_architecture()).eval()
+    with torch.no_grad():
+        for p in other_weights.parameters():
+            p.add_(1.0)
+    assert stage_fingerprint(other_weights.stages[0], [x]) == stage_fingerprint(msnet.stages[0], [x])
+    wider = space.build(space.architecture(splits=[(4, 2, 2)], concat=[0, 0])).eval()
+    assert stage_fingerprint(wider.stages[0], [x]) != stage_fingerprint(msnet.stages[0], [x])
+    assert stage_fingerprint(msnet.stages[0], [torch.zeros(1, 1, 9, 9)]) != stage_fingerprint(msnet.stages[0], [x])
+
+
+def test_expected_latency_equals_per_input_sum():
+    # 10 inputs leaving at known stages: the time of each input is the sum of the stages it ran
+    stage_seconds = [0.001, 0.003, 0.010]
+    exits = [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]
+    per_input = [sum(stage_seconds[: e + 1]) for e in exits]
+    fractions = [exits.count(s) / len(exits) for s in range(3)]
+    assert expected_latency(stage_seconds=stage_seconds, exit_fractions=fractions) == pytest.approx(
+        sum(per_input) / len(exits))
+    # routing overhead is paid by every input that reaches the stage
+    assert expected_latency(stage_seconds=stage_seconds, exit_fractions=fractions,
+                            overhead_seconds=[0.5, 0.0, 0.0]) == pytest.approx(sum(per_input) / 10 + 0.5)
+
+
+def test_expected_latency_with_macs_as_cost_matches_executed_macs(msnet, seed):
+    # the same arithmetic as the executor's exact MAC count when seconds are replaced by MACs
+    x = torch.randn(40, 1, 8, 8)
+    with torch.no_grad():
+        conf = torch.softmax(msnet(x)[0], 1).max(1).values
+    t = float(conf.median())
+    net = DynamicNet(msnet, [t, t]).eval()
+    exits = net(x).exit_stage
+    fractions = torch.bincount(exits, minlength=3).float() / len(x)
+    assert expected_latency(stage_seconds=net.stage_macs, exit_fractions=fractions.tolist()) == pytest.approx(
+        net.macs_of(exits) / len(x))
+
+
+def test_stage_cost_vector_is_seconds_per_input(msnet, seed):
+    lat = measure_stages(msnet, batch_size=4, channels_last=False, repeats=1, warmup=0)
+    assert stage_cost_vector(lat) == pytest.approx([s / 4 for s in lat.seconds])
+    assert lat.cached == (False, False, False) and all(s > 0 for s in lat.seconds)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stage_seconds": [1.0, 2.0], "exit_fractions": [0.5, 0.25, 0.25]}, "one latency"),
+    ({"stage_seconds": [1.0, 2.0], "exit_fractions": [0.5, 0.4]}, "sum to 1"),
+    ({"stage_seconds": [1.0, -2.0], "exit_fractions": [0.5, 0.5]}, "finite latencies"),
+])
+def test_expected_latency_rejects_bad_input(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        expected_latency(**kwargs)
+
+
+def test_measure_rejects_bad_options(msnet):
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        measure_stages(msnet, batch_size=0)

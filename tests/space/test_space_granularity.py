@@ -1,0 +1,69 @@
+"""Space(channel_multiple=m): slices are multiples of m channels, falling back where a layer is narrow."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2dnas.errors import ConfigError, InvalidArchitectureError
+from s2dnas.space import Space
+from s2dnas.zoo import create_model
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.manual_seed(0)
+    return create_model("resnet20", num_classes=10, in_channels=1).eval()  # 16, 32, 64 channels
+
+
+def _sizes(space, splits):
+    arch = space.architecture(splits=splits, concat=[0, 0])
+    per_stage = space.stage_indices(arch)
+    return {space.analysis.classes[c].size: tuple(len(per_stage[s][c]) for s in range(3)) for c in per_stage[0]}
+
+
+def test_multiple_one_is_the_unrounded_grid(base):
+    space = Space(base, input_shape=(1, 8, 8))
+    assert space.channel_multiple == 1 and not space.signature.endswith("-m1")
+    assert _sizes(space, [(1, 3, 4), (1, 1, 6), (3, 2, 3)]) == {16: (2, 6, 8), 32: (4, 4, 24), 64: (24, 16, 24)}
+
+
+def test_multiple_eight_rounds_every_slice(base):
+    space = Space(base, input_shape=(1, 8, 8), channel_multiple=8)
+    sizes = _sizes(space, [(1, 3, 4), (1, 1, 6), (3, 2, 3)])
+    # 16 channels cannot give 3 stages 8 each: the multiple halves to 4 there
+    assert sizes == {16: (4, 4, 8), 32: (8, 8, 16), 64: (24, 16, 24)}
+    for (c, parts) in sizes.items():
+        step = 8 if c >= 24 else 4
+        assert sum(parts) == c and all(p % step == 0 and p >= step for p in parts)
+    # every architecture of the space keeps the rule and conserves channels
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        arch = space.sample(gen)
+        for cid, cls in space.analysis.classes.items():
+            idx = [space.stage_indices(arch)[s][cid] for s in range(3)]
+            assert sorted(torch.cat(idx).tolist()) == list(range(cls.size))
+            if cls.size >= 24:
+                assert all(len(i) % 8 == 0 for i in idx)
+
+
+def test_remainder_goes_to_the_last_stage():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 20, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(20, 10)).eval()
+    space = Space(model, input_shape=(1, 8, 8), channel_multiple=6)
+    assert _sizes(space, [(1, 1, 6)])[20] == (6, 6, 8)  # 3 units of 6, 2 channels left over
+
+
+def test_multiple_is_part_of_the_signature(base):
+    fine, coarse = Space(base, input_shape=(1, 8, 8)), Space(base, input_shape=(1, 8, 8), channel_multiple=8)
+    assert coarse.signature == fine.signature + "-m8"
+    arch = fine.default_architecture()
+    with pytest.raises(InvalidArchitectureError, match="signature"):
+        coarse.build(arch)
+    net = coarse.build(coarse.default_architecture()).eval()
+    assert [t.shape for t in net(torch.zeros(2, 1, 8, 8))] == [torch.Size([2, 10])] * 3
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True])
+def test_bad_multiple_is_refused(base, bad):
+    with pytest.raises(ConfigError, match="channel_multiple must be an integer >= 1"):
+        Space(base, input_shape=(1, 8, 8), channel_multiple=bad)
