@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from s2dnas.search.controller import Controller, RandomController, RLController
-from s2dnas.search.decision import Decision, Sample, check_sample, count_samples, validate_decisions
+from s2dnas.space.decision import Decision, Sample, check_sample, count_samples, validate_decisions
 from s2dnas.search.journal import Journal, sample_key
 
 __all__ = [

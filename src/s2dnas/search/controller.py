@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from s2dnas.errors import CheckpointError, ConfigError
-from s2dnas.search.decision import Decision, Sample, check_sample, count_samples, validate_decisions
+from s2dnas.space.decision import Decision, Sample, check_sample, count_samples, validate_decisions
 
 __all__ = ["Controller", "RLController", "RandomController"]
 
