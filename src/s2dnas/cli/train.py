@@ -18,7 +18,8 @@ from s2dnas.config import RunConfig, config_to_dict, dump_config, load_config
 from s2dnas.cost import count_macs
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.errors import CheckpointError, ConfigError, InvalidArchitectureError
-from s2dnas.space import Architecture, Space
+from s2dnas.space import Architecture
+from s2dnas.space.factory import build_space
 from s2dnas.train.checkpoint import load_checkpoint
 from s2dnas.train.multistage import CHECKPOINT_NAME, evaluate_stages, save_multistage, train_multistage
 
@@ -38,7 +39,7 @@ _FLAGS = {
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--set KEY=VALUE ...`` (shared by the commands that read a RunConfig)."""
     parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML config (sections data/model/space/train/...; see src/s2dnas/config/default.yaml)")
+                        help="YAML config (sections data/model/space/train/...; defaults in src/s2dnas/config/schema.py)")
     parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set train.lr=0.05 train.stage_weights=[1,1,2]")
 
@@ -150,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
                           seed=cfg.data.seed)
     base, model_name, source = load_base(cfg, splits)
     base.eval()
-    space = Space(base, input_shape=_input_shape(cfg, splits), num_stages=cfg.space.num_stages,
-                  ratio_grid=cfg.space.ratio_grid, groups=cfg.space.groups, importance=cfg.space.importance,
-                  model_name=model_name)
+    space = build_space(base, config=cfg.space, input_shape=_input_shape(cfg, splits), model_name=model_name)
     space.validate_architecture(arch)
     msnet = space.build(arch)
     if args.resume:  # check the checkpoint before rewriting anything in OUT: a bad one leaves OUT as it was
