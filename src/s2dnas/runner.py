@@ -50,7 +50,8 @@ from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.dynamic.io import build_model_spec
 from s2dnas.errors import RunDirError, S2DNASError
-from s2dnas.search.controller import RandomController, RLController
+from s2dnas.search.random import RandomController
+from s2dnas.search.rl import RLController
 from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
 from s2dnas.search.oneshot import build_supernet_space, train_supernet
 from s2dnas.search.strategy import SearchStrategy

@@ -23,7 +23,7 @@ from s2dnas import distributed
 from s2dnas.config import TrainConfig
 from s2dnas.data.datasets import DataSplits, TensorImageDataset
 from s2dnas.errors import S2DNASError
-from s2dnas.search.controller import RLController
+from s2dnas.search.rl import RLController
 from s2dnas.search.evaluator import CandidateResult
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, Space

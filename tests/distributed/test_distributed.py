@@ -28,7 +28,7 @@ from s2dnas.distributed.training import _sharded_loader
 from s2dnas.cli.main import main
 from s2dnas.data import fashion_mnist
 from s2dnas.errors import ConfigError, RunDirError
-from s2dnas.search.controller import RLController
+from s2dnas.search.rl import RLController
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.train.checkpoint import load_checkpoint
 
