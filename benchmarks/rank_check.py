@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from s2dnas._io import atomic_write_json
-from s2dnas.config import load_config
+from s2dnas.config import CalibrationTarget, load_config
 from s2dnas.data import make_loader
 from s2dnas.dynamic.calibrate import collect_logits
 from s2dnas.search.evaluator import TrainedEvaluator
@@ -43,7 +43,8 @@ def main() -> None:
     brief = TrainedEvaluator(space, ctx.splits, teacher=ctx.base,
                              train=dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                                        limit_train=sc.candidate_limit_train, seed=cfg.seed),
-                             calibration=cfg.calibration, reward="macs_saving", target_accuracy=target,
+                             target=CalibrationTarget(target_accuracy=target), confidence=cfg.calibration.confidence,
+                             reward="macs_saving",
                              device=ctx.device, eval_batch_size=sc.eval_batch_size)
     rows, seen = [], set()
     for name in NAMES:

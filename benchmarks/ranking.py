@@ -22,7 +22,7 @@ import torch
 
 from s2dnas._io import atomic_write_json
 from s2dnas._device import machine_info
-from s2dnas.config import CalibrationConfig, TrainConfig
+from s2dnas.config import CalibrationConfig, TrainConfig, resolve_target
 from s2dnas.data import build_splits
 from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
 from s2dnas.search.oneshot import build_supernet_space, train_supernet
@@ -62,8 +62,8 @@ def main() -> None:
         q.requires_grad_(False)
     space = Space(base, input_shape=splits.input_shape, num_stages=3, model_name=name)
     base_val = evaluate(base, make_loader(splits.val, batch_size=512), device=device).accuracy
-    common = dict(calibration=CalibrationConfig(), reward="macs_saving", target_accuracy=base_val - 0.001,
-                  device=device)
+    common = dict(target=resolve_target(CalibrationConfig(), base_val_accuracy=base_val, base_macs=space.base_macs()),
+                  confidence=CalibrationConfig().confidence, reward="macs_saving", device=device)
     gen = torch.Generator().manual_seed(0)
     archs = [space.sample(gen) for _ in range(args.candidates)]
     t = time.time()

@@ -174,6 +174,26 @@ def test_resume_of_a_finished_run_skips_everything(env: Path, base: Path) -> Non
     assert (out / "report.md").read_bytes() == before["report.md"][1]
 
 
+def test_resume_with_another_config_is_refused(env: Path, base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 item 6 / issue 12 item 6: a changed setting is refused (exit 2, one line), nothing rewritten."""
+    out = env / "run-rl"
+    if not (out / "results.json").exists():
+        assert main(run_args(out, base)) == 0
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    capsys.readouterr()
+    assert main(run_args(out, base, "--resume", "--set", "search.budget=5", "--set", "train.lr=0.5")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "search.budget: 3 -> 5" in err and "train.lr: 0.02 -> 0.5" in err and "--force" in err
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
+    # fields listed in RESUME_MAY_DIFFER (here the data folder) may change
+    assert main(run_args(out, base, "--resume", "--set", f"data.data_dir={env / 'data'}")) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config_hash"] == Journal(out / "search" / "journal.jsonl").records()[0]["config_hash"]
+
+
 def test_force_starts_the_search_over(env: Path, base: Path) -> None:
     out = env / "run-force"
     assert main(run_args(out, base, "--set", "search.strategy=random")) == 0

@@ -1,21 +1,30 @@
 """Config: defaults, YAML + overrides precedence, one error listing every problem, dump/load."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
+import s2dnas
 from s2dnas.config import (
+    RESUME_MAY_DIFFER,
+    CalibrationConfig,
+    CalibrationTarget,
     RunConfig,
     SearchConfig,
     TrainConfig,
+    config_differences,
     config_from_dict,
+    config_hash,
     config_to_dict,
     dump_config,
     load_config,
     parse_override,
+    provenance,
     resolve_config,
+    resolve_target,
     validate_config,
 )
 from s2dnas.errors import ConfigError
@@ -39,16 +48,64 @@ def test_defaults_are_valid() -> None:
     assert cfg.final_epochs == cfg.train.epochs
 
 
-def test_shipped_default_yaml_is_valid_and_documents_every_key() -> None:
-    path = REPO / "src" / "s2dnas" / "config" / "default.yaml"
+def test_demo_yaml_states_only_what_differs_from_the_defaults() -> None:
+    """One source of defaults: the dataclasses; the demo file holds only its own changes (issue 16)."""
+    path = REPO / "src" / "s2dnas" / "config" / "demo.yaml"
     cfg = load_config(path)
-    assert (cfg.data.dataset, cfg.model.name, cfg.space.num_stages) == ("fashion-mnist", "resnet20", 3)
+    defaults = config_to_dict(RunConfig())
     raw = yaml.safe_load(path.read_text())
-    for key, value in config_to_dict(RunConfig()).items():
-        assert key in raw, key
-        if isinstance(value, dict):
-            assert set(raw[key]) == set(value), key
+    stated = [(section, key, value) for section, body in raw.items()
+              for key, value in (body.items() if isinstance(body, dict) else [(None, body)])]
+    for section, key, value in stated:
+        default = defaults[section] if key is None else defaults[section][key]
+        assert value != default, f"{section}.{key} restates the default {default!r}"
+    assert (cfg.search.strategy, cfg.final_epochs, cfg.train.limit_train) == ("oneshot", 4, 20000)
+    assert cfg.data == RunConfig().data and cfg.calibration == RunConfig().calibration
     assert "demo scale" in path.read_text()
+
+
+def test_run_without_config_uses_the_dataclass_defaults() -> None:
+    assert load_config().search.strategy == SearchConfig().strategy == "rl"
+
+
+def test_tradeoff_weight_and_rewards_have_one_source() -> None:
+    import inspect
+
+    from s2dnas.config.schema import REWARDS
+    from s2dnas.search import evaluator, reward
+
+    assert reward.REWARDS is REWARDS
+    for fn in (reward.compute_reward, evaluator.Evaluator.__init__):
+        assert inspect.signature(fn).parameters["tradeoff_weight"].default == SearchConfig().tradeoff_weight
+
+
+@pytest.mark.parametrize(("calibration", "expected"), [
+    (CalibrationConfig(), CalibrationTarget(target_accuracy=0.9 - 0.001)),
+    (CalibrationConfig(tolerance=0.05), CalibrationTarget(target_accuracy=0.85)),
+    (CalibrationConfig(target_accuracy=0.7), CalibrationTarget(target_accuracy=0.7)),
+    (CalibrationConfig(macs_budget=0.3), CalibrationTarget(macs_budget=0.3 * 2000)),
+])
+def test_resolve_target(calibration: CalibrationConfig, expected: CalibrationTarget) -> None:
+    got = resolve_target(calibration, base_val_accuracy=0.9, base_macs=2000)
+    if expected.target_accuracy is None:
+        assert got.target_accuracy is None
+    else:
+        assert got.target_accuracy == pytest.approx(expected.target_accuracy)
+    assert got.macs_budget == expected.macs_budget and got.budget_mode == (expected.macs_budget is not None)
+
+
+def test_config_hash_ignores_only_the_listed_fields() -> None:
+    base = RunConfig()
+    same = dataclasses.replace(base, out="elsewhere", device="cpu",
+                               data=dataclasses.replace(base.data, data_dir="/data"))
+    assert config_hash(base) == config_hash(same) and config_differences(base, same) == []
+    for name in ("out", "device", "data.data_dir"):
+        assert name in RESUME_MAY_DIFFER
+    changed = dataclasses.replace(base, search=dataclasses.replace(base.search, budget=7),
+                                  data=dataclasses.replace(base.data, eval_batch_size=64))
+    assert config_hash(changed) != config_hash(base)
+    assert config_differences(base, changed) == ["data.eval_batch_size: 512 -> 64", "search.budget: 20 -> 7"]
+    assert provenance(base) == {"config_hash": config_hash(base), "s2dnas_version": s2dnas.__version__}
 
 
 def test_yaml_then_flags_then_set_overrides(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ imports ``tiny_cnn`` from here as ``--model _dist_workers:tiny_cnn``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import struct
@@ -22,9 +23,9 @@ from s2dnas import distributed
 from s2dnas.config import TrainConfig
 from s2dnas.data.datasets import DataSplits, TensorImageDataset
 from s2dnas.errors import S2DNASError
-from s2dnas.search.controller import RLController
+from s2dnas.search.rl import RLController
 from s2dnas.search.evaluator import CandidateResult
-from s2dnas.search.strategy import DistributedSearchStrategy
+from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, Space
 from s2dnas.train.base import BaseTrainConfig, train_base
 from s2dnas.train.multistage import train_multistage
@@ -33,6 +34,15 @@ FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and values (equal digests: bit-identical weights)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(state_dict.items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -118,7 +128,7 @@ def _train_base_part(rank: int, out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(1)  # other initial weights: resume must overwrite them with the checkpoint's
     model = ToyCNN()
     metrics = train_base(model, splits, config=BASE_CONFIG, resume=True, **kw)
-    return {"digest": distributed.state_digest(model.state_dict()), "history": metrics["history"],
+    return {"digest": state_digest(model.state_dict()), "history": metrics["history"],
             "val_accuracy": metrics["val_accuracy"]}
 
 
@@ -137,9 +147,9 @@ def _multistage_part(rank: int, out_dir: Path) -> dict[str, Any]:
         train_multistage(space.build(), splits, config=dataclasses.replace(MS_CONFIG, epochs=1), teacher=base,
                          progress=False)
     distributed.barrier()
-    return {"digest": distributed.state_digest(msnet.state_dict()), "epochs": result["epochs"],
+    return {"digest": state_digest(msnet.state_dict()), "epochs": result["epochs"],
             "history": result["history"], "val_accuracy": result["val_accuracy"],
-            "zero_stage_digest": distributed.state_digest(zero_stage.state_dict())}
+            "zero_stage_digest": state_digest(zero_stage.state_dict())}
 
 
 def _search_part(rank: int, out_dir: Path) -> dict[str, Any]:
@@ -166,7 +176,7 @@ def _broadcast_module_part(rank: int) -> str:
     model = ToyCNN()
     model.features[1].running_mean.add_(rank + 1.0)
     distributed.broadcast_module(model)
-    return distributed.state_digest(model.state_dict())
+    return state_digest(model.state_dict())
 
 
 def _relayed_error_part() -> list[Any]:
@@ -214,6 +224,6 @@ class FakeEvaluator:
         return CandidateResult(arch, reward, {"rank": self.rank}, 0.0)
 
 
-def make_strategy(space: Space, evaluator: Any, run_dir: Path, budget: int, **kw: Any) -> DistributedSearchStrategy:
+def make_strategy(space: Space, evaluator: Any, run_dir: Path, budget: int, **kw: Any) -> SearchStrategy:
     controller = RLController(space.decisions, kind="factorized", seed=0)
-    return DistributedSearchStrategy(space, evaluator, controller, budget=budget, run_dir=run_dir, progress=False, **kw)
+    return SearchStrategy(space, evaluator, controller, budget=budget, run_dir=run_dir, progress=False, **kw)

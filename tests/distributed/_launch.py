@@ -32,10 +32,11 @@ def child_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_torchrun(args: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    """Start ``torchrun --nproc_per_node=2 -m s2dnas ARGS`` on 127.0.0.1 (output piped)."""
+def start_torchrun(args: list[str], *, env: dict[str, str], cwd: Path,
+                   module: str = "s2dnas") -> subprocess.Popen[str]:
+    """Start ``torchrun --nproc_per_node=2 -m MODULE ARGS`` on 127.0.0.1 (output piped)."""
     cmd = [str(TORCHRUN), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "s2dnas", *args]
+           f"--master_port={free_port()}", "-m", module, *args]
     return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -54,9 +55,10 @@ def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
         return proc.communicate()
 
 
-def torchrun(args: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``torchrun --nproc_per_node=2 -m s2dnas ARGS`` to the end; the job is stopped on timeout."""
-    proc = start_torchrun(args, env=env, cwd=cwd)
+def torchrun(args: list[str], *, env: dict[str, str], cwd: Path,
+             module: str = "s2dnas") -> subprocess.CompletedProcess[str]:
+    """Run ``torchrun --nproc_per_node=2 -m MODULE ARGS`` to the end; the job is stopped on timeout."""
+    proc = start_torchrun(args, env=env, cwd=cwd, module=module)
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:

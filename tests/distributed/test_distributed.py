@@ -24,10 +24,11 @@ from safetensors.torch import load_file
 import _dist_workers as workers
 from _launch import HERE, TIMEOUT, child_env, free_port, torchrun
 from s2dnas import distributed
+from s2dnas.distributed.training import _sharded_loader
 from s2dnas.cli.main import main
 from s2dnas.data import fashion_mnist
 from s2dnas.errors import ConfigError, RunDirError
-from s2dnas.search.controller import RLController
+from s2dnas.search.rl import RLController
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.train.checkpoint import load_checkpoint
 
@@ -107,16 +108,16 @@ def test_sharded_loader_keeps_the_steps_per_epoch_and_covers_the_data() -> None:
 
     for n, batch, world, limit in [(100, 32, 2, None), (257, 64, 4, None), (300, 30, 3, 250), (10, 8, 4, 9)]:
         data = TensorDataset(torch.arange(n))
-        shares = [[b[0].tolist() for b in distributed._sharded_loader(
+        shares = [[b[0].tolist() for b in _sharded_loader(
             data, batch_size=batch, seed=7, epoch=3, limit=limit, rank=r, world_size=world)] for r in range(world)]
         used = min(n, limit or n)
         assert all(len(s) == -(-used // batch) for s in shares)  # the single-process step count
         assert {i for s in shares for b in s for i in b} == set(range(used))
-        again = [b[0].tolist() for b in distributed._sharded_loader(
+        again = [b[0].tolist() for b in _sharded_loader(
             data, batch_size=batch, seed=7, epoch=3, limit=limit, rank=0, world_size=world)]
         assert again == shares[0]  # a pure function of (seed, epoch): resume replays it
     with pytest.raises(ConfigError, match="multiple of the number of processes"):
-        distributed._sharded_loader(TensorDataset(torch.arange(8)), batch_size=5, seed=0, epoch=0, limit=None,
+        _sharded_loader(TensorDataset(torch.arange(8)), batch_size=5, seed=0, epoch=0, limit=None,
                                     rank=0, world_size=2)
 
 
@@ -183,8 +184,8 @@ def fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchrun_train_base(tmp_path: Path, fmnist_dir: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str], seed: int) -> None:
     hashes, out = tmp_path / "hashes", tmp_path / "out"
-    env = child_env(tmp_path, S2DNAS_DATA=str(fmnist_dir), S2DNAS_DEBUG_DUMP_WEIGHTS=str(hashes))
-    done = torchrun(["train-base", *TRAIN_ARGS, "--out", str(out)], env=env, cwd=tmp_path)
+    env = child_env(tmp_path, S2DNAS_DATA=str(fmnist_dir), S2DNAS_TEST_DUMP_WEIGHTS=str(hashes))
+    done = torchrun(["train-base", *TRAIN_ARGS, "--out", str(out)], env=env, cwd=tmp_path, module="_dump_main")
     assert done.returncode == 0, done.stderr
     # rank 0 alone prints, writes the files, once
     lines = done.stdout.strip().splitlines()
@@ -196,7 +197,7 @@ def test_torchrun_train_base(tmp_path: Path, fmnist_dir: Path, monkeypatch: pyte
     digests = {p.name: p.read_text().strip() for p in hashes.iterdir()}
     assert sorted(digests) == ["train-base-rank0.sha256", "train-base-rank1.sha256"]
     assert len(set(digests.values())) == 1
-    assert distributed.state_digest(load_file(str(out / "model.safetensors"))) == digests["train-base-rank0.sha256"]
+    assert workers.state_digest(load_file(str(out / "model.safetensors"))) == digests["train-base-rank0.sha256"]
     # the same global batch in one process reaches the same accuracy on this easy task
     metrics = json.loads((out / "metrics.json").read_text())
     monkeypatch.setenv("S2DNAS_DATA", str(fmnist_dir))
@@ -242,7 +243,7 @@ def test_collectives(library_run: tuple[Path, list[dict[str, Any]]]) -> None:
     torch.manual_seed(100)  # rank 0's model
     model = workers.ToyCNN()
     model.features[1].running_mean.add_(1.0)
-    assert reports[0]["module"] == reports[1]["module"] == distributed.state_digest(model.state_dict())
+    assert reports[0]["module"] == reports[1]["module"] == workers.state_digest(model.state_dict())
     # rank 0's error reaches rank 1, marked so that rank 0 alone reports it
     assert [r["relayed"] for r in reports] == [["rank 0 says no", False], ["rank 0 says no", True]]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import s2dnas.search.controller
-import s2dnas.search.decision
+import s2dnas.space.decision
 from s2dnas.errors import CheckpointError, ConfigError
 from s2dnas.search import Controller, Decision, RandomController, RLController, count_samples
 
@@ -230,7 +230,7 @@ def test_rl_probabilities_sum_to_one() -> None:
     assert all(abs(sum(p) - 1.0) < 1e-5 for p in probs.values())
 
 
-@pytest.mark.parametrize("module", [s2dnas.search.controller, s2dnas.search.decision])
+@pytest.mark.parametrize("module", [s2dnas.search.controller, s2dnas.space.decision])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

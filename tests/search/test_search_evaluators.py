@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from s2dnas.config import CalibrationConfig, TrainConfig
+from s2dnas.config import CalibrationConfig, CalibrationTarget, TrainConfig, resolve_target
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
 from s2dnas.dynamic.calibrate import collect_logits
@@ -72,8 +72,8 @@ def space(base: nn.Module) -> Space:
 @pytest.fixture(scope="module")
 def common(base: nn.Module, splits: DataSplits) -> dict:
     target = evaluate(base, make_loader(splits.val, batch_size=256), device=CPU).accuracy - 0.02
-    return dict(calibration=CalibrationConfig(), reward="macs_saving", target_accuracy=target, device=CPU,
-                eval_batch_size=256)
+    return dict(target=CalibrationTarget(target_accuracy=target), confidence="max_softmax", reward="macs_saving",
+                device=CPU, eval_batch_size=256)
 
 
 TRAIN = TrainConfig(epochs=1, lr=0.05, batch_size=32, limit_train=128, seed=0)
@@ -115,8 +115,8 @@ def test_trained_evaluator(space: Space, splits: DataSplits, base: nn.Module, co
 
 def test_evaluator_reward_modes(space: Space, splits: DataSplits, base: nn.Module, common: dict) -> None:
     arch = space.from_sample(ARCH_A)
-    kw = {**common, "reward": "accuracy_in_budget", "target_accuracy": None,
-          "calibration": CalibrationConfig(macs_budget=0.6)}
+    budget = resolve_target(CalibrationConfig(macs_budget=0.6), base_val_accuracy=0.0, base_macs=space.base_macs())
+    kw = {**common, "reward": "accuracy_in_budget", "target": budget}
     result = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **kw).evaluate(arch)
     m = result.metrics
     assert m["feasible"] == (m["expected_macs"] <= 0.6 * space.base_macs())
@@ -126,6 +126,14 @@ def test_evaluator_reward_modes(space: Space, splits: DataSplits, base: nn.Modul
     assert tradeoff.reward == pytest.approx(tradeoff.metrics["accuracy"] * tradeoff.metrics["macs_ratio"] ** -0.5)
     with pytest.raises(ConfigError, match="accuracy_in_budget' needs calibration.macs_budget"):
         OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **{**common, "reward": "accuracy_in_budget"})
+    with pytest.raises(ConfigError, match="macs_saving' needs an accuracy target"):
+        OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **{**common, "target": budget})
+    # issue 16: with reward=tradeoff and a MACs budget, the search aims at the budget, as the final calibration does
+    in_budget = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32,
+                                 **{**common, "reward": "tradeoff", "target": budget}).evaluate(arch)
+    assert in_budget.metrics["target_accuracy"] is None
+    assert in_budget.metrics["expected_macs"] <= 0.6 * space.base_macs() or not in_budget.metrics["feasible"]
+    assert in_budget.metrics["expected_macs"] == m["expected_macs"]  # same thresholds as accuracy_in_budget's
 
 
 def test_train_supernet_changes_its_weights_not_the_teachers(space: Space, splits: DataSplits,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import s2dnas.search.strategy as strategy_module
-from s2dnas.errors import S2DNASError, TransformError
+from s2dnas.errors import CheckpointError, S2DNASError, TransformError
 from s2dnas.search import Controller, Decision, Journal, RandomController, RLController, sample_key
 from s2dnas.search.evaluator import CandidateResult
 from s2dnas.search.strategy import REWARD_FOR_INVALID, SearchStrategy
@@ -151,6 +151,42 @@ def test_controller_stuck_on_evaluated_samples_stops(space: Space, tmp_path: Pat
     assert len(result.records) == 1
     assert controller.num_asked == 20 * 3 + 100  # the loop's bound
     assert "kept proposing evaluated candidates" in caplog.text
+
+
+@pytest.mark.parametrize("make", [lambda sp: RandomController(sp.decisions, seed=1, unique=True), rl],
+                         ids=["random", "rl"])
+def test_a_budget_larger_than_the_space_stops_when_every_architecture_is_scored(
+        tmp_path: Path, make: Callable[[Space], Controller], caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17 item 4: the loop used to ask 20 x budget + 100 times, at 100% CPU, after the last new one."""
+    tiny = Space(ToyCNN().eval(), input_shape=(1, 8, 8), num_stages=2, ratio_grid=3, model_name="toy")
+    size = 12  # 2 x 2 splits x 3 concat positions
+    controller = make(tiny)
+    reward = lambda s: 0.5  # noqa: E731 - a flat reward keeps the RL policy uniform: it reaches every sample
+    result = search(tiny, tmp_path, controller, FakeEvaluator(tiny, reward), budget=500)
+    assert result.exhausted
+    assert len({sample_key(s) for s in samples_of(result.records)}) == len(result.records) == size
+    assert controller.num_asked < 20 * 500 + 100  # stopped as soon as the space was exhausted
+    assert "the space has only 12 architectures and every one was scored" in caplog.text
+    # a resumed search of the exhausted space scores nothing and says so again
+    again = FakeEvaluator(tiny, reward)
+    assert search(tiny, tmp_path, make(tiny), again, budget=500, resume=True).exhausted and again.calls == []
+    # a budget equal to the space is simply reached
+    assert not search(tiny, tmp_path / "exact", make(tiny), FakeEvaluator(tiny, reward), budget=size).exhausted
+
+
+def test_a_resume_with_another_config_hash_is_refused(space: Space, tmp_path: Path) -> None:
+    """Issue 12 item 6: journal records carry the config hash; another one is refused, nothing written."""
+    def strategy(config_hash: str, evaluator: Any) -> SearchStrategy:
+        return SearchStrategy(space, evaluator, rl(space), budget=4, run_dir=tmp_path, progress=False,
+                              provenance={"config_hash": config_hash, "s2dnas_version": "0"})
+
+    strategy("aaaa", FakeEvaluator(space)).run()
+    journal = (tmp_path / "journal.jsonl").read_bytes()
+    assert all(r["config_hash"] == "aaaa" for r in Journal(tmp_path / "journal.jsonl").records())
+    other = FakeEvaluator(space)
+    with pytest.raises(CheckpointError, match="written by another configuration .config hash aaaa"):
+        strategy("bbbb", other).run(resume=True)
+    assert other.calls == [] and (tmp_path / "journal.jsonl").read_bytes() == journal
 
 
 # -- the RL controller on a toy reward ---------------------------------------------------------------

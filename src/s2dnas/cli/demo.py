@@ -3,7 +3,7 @@
 Step 1 evaluates the shipped pretrained ResNet-20 (Fashion-MNIST, 1 channel, 10 classes) on the
 official test set and prints its accuracy and MACs. Step 2 runs the whole pipeline (search, final
 training, calibration on val, test evaluation, export, report) with the shipped demo config
-(``s2dnas/config/default.yaml``) into ``runs/demo``; an interrupted demo resumes where it stopped.
+(``s2dnas/config/demo.yaml``) into ``runs/demo``; an interrupted demo resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def run_demo(args: argparse.Namespace) -> int:
     overrides: list[tuple[str, object]] = [("out", args.out), ("device", args.device)]
     if args.data_dir is not None:
         overrides.append(("data.data_dir", args.data_dir))
-    cfg = load_config(str(files("s2dnas.config") / "default.yaml"), overrides)
+    cfg = load_config(str(files("s2dnas.config") / "demo.yaml"), overrides)
     resume = (Path(cfg.out) / "config.yaml").exists() and not args.force
     out = prepare_out_dir(cfg.out, resume=resume, force=args.force, marker="config.yaml")
     args.resume_hint = "s2dnas demo (it resumes by itself)"

@@ -14,7 +14,10 @@ __all__ = ["add_parser", "run", "add_config_args"]
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """``--config``, ``--set``, ``--out``, ``--resume``/``--force``, ``--device``, ``--no-progress``."""
-    p.add_argument("--config", default=None, help="YAML config (default: built-in defaults, see src/s2dnas/config/default.yaml)")
+    p.add_argument("--config", default=None,
+                   help="YAML file of what differs from the defaults (the defaults and their documentation: "
+                        "src/s2dnas/config/schema.py; the demo's file: src/s2dnas/config/demo.yaml)")
+    # --resume refuses a config that differs from the run's config.yaml outside RESUME_MAY_DIFFER
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set search.budget=40 (repeatable)")
     p.add_argument("--out", default=None, help="run directory (overrides the config's `out`)")

@@ -17,6 +17,7 @@ from s2dnas.cost import count_macs
 from s2dnas.data import DATASET_SHAPES, dataset_shape
 from s2dnas.errors import ConfigError, RunDirError, S2DNASError
 from s2dnas.space import Space
+from s2dnas.space.factory import build_space
 from s2dnas.zoo import create_model
 
 __all__ = ["add_parser", "run", "describe_space"]
@@ -103,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if num_classes < 1:
         raise ConfigError(f"Expected --num-classes >= 1, but got {num_classes}")
     model = create_model(cfg.model.name, num_classes=num_classes, in_channels=shape[0]).eval()
-    space = Space(model, input_shape=shape, num_stages=cfg.space.num_stages, ratio_grid=cfg.space.ratio_grid,
-                  groups=cfg.space.groups, importance=cfg.space.importance, model_name=cfg.model.name)
+    space = build_space(model, config=cfg.space, input_shape=shape, model_name=cfg.model.name)
     with torch.no_grad():
         base_macs = count_macs(model, torch.zeros(1, *shape))
     print(f"model: {cfg.model.name} | input {'x'.join(map(str, shape))} | {num_classes} classes | "

@@ -18,8 +18,9 @@ from s2dnas.config import RunConfig, config_to_dict, dump_config, load_config
 from s2dnas.cost import count_macs
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.errors import CheckpointError, ConfigError
-from s2dnas.space import Architecture, Space
+from s2dnas.space import Architecture
 from s2dnas.space.checks import check_architecture
+from s2dnas.space.factory import build_space
 from s2dnas.train.checkpoint import load_checkpoint
 from s2dnas.train.evaluate import base_splits, load_trained_base
 from s2dnas.train.multistage import CHECKPOINT_NAME, evaluate_stages, save_multistage, train_multistage
@@ -116,9 +117,7 @@ def run(args: argparse.Namespace) -> int:
                          seed=cfg.data.seed, weights=cfg.model.weights)
     base, model_name, source = load_base(cfg, splits)
     base.eval()
-    space = Space(base, input_shape=_input_shape(cfg, splits), num_stages=cfg.space.num_stages,
-                  ratio_grid=cfg.space.ratio_grid, groups=cfg.space.groups, importance=cfg.space.importance,
-                  model_name=model_name)
+    space = build_space(base, config=cfg.space, input_shape=_input_shape(cfg, splits), model_name=model_name)
     space.validate_architecture(arch)
     msnet = space.build(arch)
     if args.resume:  # check the checkpoint before rewriting anything in OUT: a bad one leaves OUT as it was

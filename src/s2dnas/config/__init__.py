@@ -1,6 +1,8 @@
 """Configuration: frozen dataclasses per pipeline step; defaults -> YAML -> ``--set`` overrides."""
 from __future__ import annotations
 
+from s2dnas.config.base_train import BaseTrainConfig
+from s2dnas.config.fingerprint import RESUME_MAY_DIFFER, config_differences, config_hash, provenance
 from s2dnas.config.loader import (
     config_from_dict,
     config_to_dict,
@@ -19,8 +21,16 @@ from s2dnas.config.schema import (
     SpaceConfig,
     TrainConfig,
 )
+from s2dnas.config.target import CalibrationTarget, resolve_target
 
 __all__ = [
+    "RESUME_MAY_DIFFER",
+    "config_differences",
+    "config_hash",
+    "provenance",
+    "BaseTrainConfig",
+    "CalibrationTarget",
+    "resolve_target",
     "CalibrationConfig",
     "DataConfig",
     "ModelConfig",

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from s2dnas.config import CalibrationConfig, TrainConfig
+from s2dnas.config import CalibrationTarget, SearchConfig, TrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, oracle
 from s2dnas.errors import ConfigError
@@ -50,25 +50,29 @@ class Evaluator:
     Args:
         space: the space the architectures come from.
         splits: the data (only ``val`` is used for scoring).
-        calibration: confidence measure, target/tolerance or MACs budget.
+        target: what the thresholds aim at (:func:`s2dnas.config.resolve_target`, the same rule
+            as the final calibration's).
+        confidence: the confidence measure of the exits.
         reward: ``macs_saving`` (default), ``accuracy_in_budget`` or ``tradeoff``.
-        target_accuracy: the accuracy the thresholds must reach (target-mode rewards).
         device: where to run.
         eval_batch_size: batch size of the val pass.
         tradeoff_weight: weight ``w >= 0`` of the MAC term of the ``tradeoff`` reward.
     """
 
-    def __init__(self, space: Space, splits: DataSplits, *, calibration: CalibrationConfig, reward: str,
-                 target_accuracy: float | None, device: torch.device, eval_batch_size: int = 512,
-                 tradeoff_weight: float = 0.07) -> None:
-        if reward == "accuracy_in_budget" and calibration.macs_budget is None:
+    def __init__(self, space: Space, splits: DataSplits, *, target: CalibrationTarget, confidence: str, reward: str,
+                 device: torch.device, eval_batch_size: int = 512,
+                 tradeoff_weight: float = SearchConfig.tradeoff_weight) -> None:
+        if reward == "accuracy_in_budget" and not target.budget_mode:
             raise ConfigError("Reward 'accuracy_in_budget' needs calibration.macs_budget (a fraction of the base "
                               "model's MACs, e.g. 0.3)")
+        if reward == "macs_saving" and target.budget_mode:
+            raise ConfigError("Reward 'macs_saving' needs an accuracy target, but calibration.macs_budget is set; "
+                              "set it to null or use search.reward=accuracy_in_budget")
         self.space = space
         self.splits = splits
-        self.calibration = calibration
+        self.target = target
+        self.confidence = confidence
         self.reward = reward
-        self.target_accuracy = target_accuracy
         self.device = device
         self.tradeoff_weight = tradeoff_weight
         self.val_loader = make_loader(splits.val, batch_size=eval_batch_size)
@@ -97,11 +101,9 @@ class Evaluator:
 
     def score(self, logits: StageLogits, *, stage_macs: list[int]) -> tuple[float, dict[str, Any]]:
         """Calibrate on cached val logits and compute the reward."""
-        cfg = self.calibration
-        budget_mode = self.reward == "accuracy_in_budget"  # the config's budget is a fraction of base MACs
-        cal = calibrate(logits, stage_macs=stage_macs, confidence=cfg.confidence,
-                        target_accuracy=None if budget_mode else self.target_accuracy,
-                        macs_budget=cfg.macs_budget * self.base_macs if budget_mode else None)
+        # the final calibration's target (issue 16: with reward=tradeoff and a MACs budget the
+        # search used to aim at the accuracy target instead)
+        cal = calibrate(logits, stage_macs=stage_macs, confidence=self.confidence, **self.target.calibrate_kwargs())
         reward, metrics = compute_reward(cal, reward=self.reward, base_macs=self.base_macs,
                                          tradeoff_weight=self.tradeoff_weight)
         metrics["stage_val_accuracy"] = logits.stage_accuracy()

@@ -105,6 +105,12 @@ class Journal:
         record = self._index.get(sample_key(sample))
         return None if record is None else json.loads(json.dumps(record))
 
+    @property
+    def num_samples(self) -> int:
+        """The number of distinct samples in the journal."""
+        self._ensure_loaded()
+        return len(self._index)
+
     def __len__(self) -> int:
         self._ensure_loaded()
         assert self._records is not None

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from s2dnas.config import TrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.space import Space
-from s2dnas.train.loops import check_finite, cosine_lr, make_sgd, seed_everything, to_device
+from s2dnas.space.factory import build_space, space_config
+from s2dnas.train.loops import cosine_lr, make_sgd, seed_everything, to_device, train_step
 from s2dnas.train.multistage import MultiStageLoss
 
 __all__ = ["build_supernet_space", "train_supernet"]
@@ -33,9 +34,8 @@ def build_supernet_space(space: Space) -> Space:
     model = copy.deepcopy(space.model)
     for p in model.parameters():  # the base may be frozen (it is the distillation teacher)
         p.requires_grad_(True)
-    return Space(model, input_shape=space.input_shape, num_stages=space.num_stages,
-                 ratio_grid=space.ratio_grid, groups=space.groups, importance=space.importance,
-                 model_name=space.model_name)
+    return build_space(model, config=space_config(space), input_shape=space.input_shape,
+                       model_name=space.model_name)
 
 
 def train_supernet(space: Space, splits: DataSplits, *, config: TrainConfig, teacher: nn.Module, epochs: int,
@@ -79,16 +79,12 @@ def train_supernet(space: Space, splits: DataSplits, *, config: TrainConfig, tea
         for x, y in bar:
             if step % resample_every == 0 or net is None:
                 net = space.build(space.sample(generator), share_weights=True).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps=total, warmup_steps=0, base_lr=config.lr)
             x, y = to_device(x, device, channels_last=False), y.to(device)
             with torch.no_grad():
                 teacher_logits = teacher(x)
-            loss = criterion(net(x), y, teacher_logits)
-            check_finite(loss, where=f"super-network step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _ = train_step(net, x, y, optimizer=optimizer, where=f"super-network step {step}",
+                                 loss_fn=lambda z, t: criterion(z, t, teacher_logits),  # noqa: B023 - used at once
+                                 lr=cosine_lr(step, total_steps=total, warmup_steps=0, base_lr=config.lr))
             loss_sum += loss.item() * y.numel()
             seen += y.numel()
             step += 1

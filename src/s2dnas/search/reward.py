@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from s2dnas.config import SearchConfig
+from s2dnas.config.schema import REWARDS
 from s2dnas.dynamic.calibrate import Calibration
 from s2dnas.errors import ConfigError
 
-__all__ = ["REWARDS", "compute_reward"]
-
-REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
+__all__ = ["REWARDS", "compute_reward"]  # REWARDS is defined once, with the config's choices
 
 
 def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
-                   tradeoff_weight: float = 0.07) -> tuple[float, dict[str, Any]]:
+                   tradeoff_weight: float = SearchConfig.tradeoff_weight) -> tuple[float, dict[str, Any]]:
     """Score a calibration; returns the reward and the metrics it came from.
 
     Args:
@@ -28,8 +28,8 @@ def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
         reward: ``macs_saving``, ``accuracy_in_budget`` or ``tradeoff``.
         base_macs: the base model's MACs per input.
         tradeoff_weight: ``w >= 0`` in ``accuracy * (macs / base_macs) ** -w`` (MnasNet-style;
-            the weight of the MAC term, as in ``search.tradeoff_weight``; larger ``w`` favours
-            cheaper candidates more).
+            the weight of the MAC term; its default is ``search.tradeoff_weight``'s; larger ``w``
+            favours cheaper candidates more).
 
     Raises:
         ConfigError: unknown reward, calibration made in the wrong mode, or ``tradeoff_weight < 0``.

@@ -20,7 +20,7 @@ from torch import nn
 
 from s2dnas.errors import ConfigError, InvalidArchitectureError, TransformError
 from s2dnas.graph.analysis import ChannelClass, GraphAnalysis, analyze
-from s2dnas.search.decision import Decision, check_sample
+from s2dnas.space.decision import Decision, check_sample
 from s2dnas.space.architecture import Architecture, default_split
 from s2dnas.space.build import StagePlan, build_stage, cache_key, concat_feeds
 from s2dnas.space.multistage import MultiStageNet

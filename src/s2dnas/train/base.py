@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,56 +13,16 @@ from tqdm.auto import tqdm
 
 from s2dnas import distributed as dist
 from s2dnas._io import atomic_write_json
+from s2dnas.config import BaseTrainConfig
 from s2dnas.data import DataSplits, make_loader
-from s2dnas.errors import CheckpointError, ConfigError, TrainingError
+from s2dnas.errors import CheckpointError, TrainingError
 from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_checkpoint, save_weights
-from s2dnas.train.loops import (EvalResult, check_finite, check_finite_weights, cosine_lr, evaluate, make_sgd,
-                               seed_everything, to_device)
+from s2dnas.train.loops import (EvalResult, check_finite_weights, cosine_lr, evaluate, make_sgd, seed_everything,
+                               to_device, train_step)
 
 __all__ = ["BaseTrainConfig", "chance_accuracy", "train_base"]
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BaseTrainConfig:
-    """Recipe of the base model's training."""
-
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
-    seed: int = 0
-    channels_last: bool = True
-    limit_train: int | None = None  # use only the first N training examples (smoke runs)
-
-    def __post_init__(self) -> None:
-        errors = []
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing"):
-            if getattr(self, name) < 0:
-                errors.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.momentum < 1:
-            errors.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.limit_train is not None and self.limit_train < 1:
-            errors.append(f"limit_train must be >= 1, got {self.limit_train}")
-        if errors:
-            raise ConfigError("Invalid base training config: " + "; ".join(errors))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (stored in checkpoints and metadata)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BaseTrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def chance_accuracy(dataset: Any) -> float:
@@ -160,15 +119,10 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for i, (x, y) in enumerate(bar):
             step = epoch * train_loader_len + i
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=config.lr)
             x, y = to_device(x, device, channels_last=config.channels_last), y.to(device)
-            logits = net(x)
-            loss = criterion(logits, y)
-            check_finite(loss, where=f"epoch {epoch + 1}, step {i}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            lr = cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=config.lr)
+            loss, logits = train_step(net, x, y, optimizer=optimizer, loss_fn=criterion, lr=lr,
+                                      where=f"epoch {epoch + 1}, step {i}")
             loss_sum += loss.item() * y.numel()
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.numel()
@@ -218,7 +172,6 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         atomic_write_json(out_dir / "metrics.json", metrics)
     if ddp:
         dist.barrier()
-    dist.debug_dump_weights(model, tag="train-base")
     return metrics
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from s2dnas.errors import TrainingError
 
 __all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "seed_everything",
-           "to_device", "reestimate_batch_norm", "reestimate_batch_norm_seeded"]
+           "to_device", "train_step", "reestimate_batch_norm", "reestimate_batch_norm_seeded"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,36 @@ def check_finite(loss: torch.Tensor, *, where: str) -> None:
             "(that of the last completed epoch, if any). Expected a finite loss: lower the learning rate (--lr), "
             "then resume with --resume (or start over with --force)"
         )
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer: torch.optim.Optimizer,
+               loss_fn: Callable[[Any, torch.Tensor], torch.Tensor], lr: float, where: str) -> tuple[torch.Tensor, Any]:
+    """One optimiser step of every training loop (base, multi-stage, super-network).
+
+    Sets the learning rate, runs ``model(x)``, computes ``loss_fn(outputs, y)``, stops on a NaN or
+    infinite loss *before* the update (so no bad step reaches a checkpoint), then steps.
+
+    Args:
+        model: the network in training mode (possibly DDP-wrapped).
+        x: the input batch, already on the device.
+        y: the labels, on the device.
+        optimizer: its every parameter group gets ``lr``.
+        loss_fn: ``(outputs, y) -> scalar loss`` (distillation terms close over the teacher's logits).
+        lr: the learning rate of this step (a pure function of the step: resumable).
+        where: named in the NaN error (``"epoch 3, step 17"``).
+
+    Returns:
+        The loss (detached) and the model's outputs (for accuracy counts).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    outputs = model(x)
+    loss = loss_fn(outputs, y)
+    check_finite(loss, where=where)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), outputs
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypedDict
 
@@ -37,7 +39,7 @@ from s2dnas.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from s2dnas.train.loops import check_finite, check_finite_weights, cosine_lr, make_sgd, seed_everything, to_device
+from s2dnas.train.loops import check_finite_weights, cosine_lr, make_sgd, seed_everything, to_device, train_step
 
 __all__ = [
     "MultiStageLoss",
@@ -174,7 +176,8 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
                      teacher: nn.Module | None, device: torch.device | str = "cpu",
                      out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
                      evaluate_val: bool = True, eval_batch_size: int = DataConfig.eval_batch_size,
-                     stop_after_epochs: int | None = None, distributed: bool = False) -> MultiStageMetrics:
+                     stop_after_epochs: int | None = None, distributed: bool = False,
+                     provenance: Mapping[str, str] | None = None) -> MultiStageMetrics:
     """Train ``msnet`` on ``splits.train`` with :class:`MultiStageLoss`, distilling from ``teacher``.
 
     Each epoch's shuffling and augmentation depend only on ``(seed, epoch)`` and the learning rate
@@ -201,147 +204,185 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             every rank (``batch_size`` is the global batch; metrics and val passes are reduced;
             only rank 0 shows progress, logs and writes the checkpoint; every rank loads it on
             resume). Off by default: a search candidate is trained by one rank on its own.
+        provenance: stored in the checkpoint (:func:`s2dnas.config.provenance`: config hash and
+            s2dnas version); a resume from a checkpoint of another ``config_hash`` is refused.
 
     Returns:
         :class:`MultiStageMetrics`.
 
     Raises:
         ConfigError: invalid ``config``, stage weights for another S, or ``resume`` without ``out_dir``.
-        CheckpointError: the checkpoint is missing, corrupt, or for another architecture.
+        CheckpointError: the checkpoint is missing, corrupt, for another architecture or another
+            configuration.
         TrainingError: the loss became NaN or infinite (the last checkpoint is left as it was).
     """
     validate_config(config)
     ddp = distributed and dist.is_distributed()
     main = not ddp or dist.is_main()
-    progress = progress and main
     if resume and out_dir is None:
         raise ConfigError("Expected out_dir when resume=True (the checkpoint lives there), but got None")
-    device = torch.device(device)
-    batch_size = config.batch_size if config.batch_size is not None else DataConfig.batch_size
-    seed = config.seed if config.seed is not None else 0
+    run = _Run(config=config, device=torch.device(device), ddp=ddp, main=main, progress=progress and main,
+               batch_size=config.batch_size if config.batch_size is not None else DataConfig.batch_size,
+               seed=config.seed if config.seed is not None else 0, provenance=dict(provenance or {}))
     criterion = MultiStageLoss(msnet.num_stages, stage_weights=config.stage_weights,
                                distill_weight=config.distill_weight, temperature=config.temperature)
     teacher = _teacher_for(msnet, teacher, config)
-    msnet.to(device)
+    msnet.to(run.device)
     if config.channels_last:
         msnet.to(memory_format=torch.channels_last)
     teacher_was_training = teacher.training if teacher is not None else False
     if teacher is not None:
-        teacher.to(device).eval()
-    params = [p for p in msnet.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("Expected a network with trainable parameters, but it has none (a network built with "
-                          "share_weights=True keeps them in the base model; build it with share_weights=False)")
-    optimizer = make_sgd(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        teacher.to(run.device).eval()
+    optimizer = _optimizer(msnet, config)
     arch = msnet.architecture.to_dict() if hasattr(msnet.architecture, "to_dict") else None
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume:
         assert ckpt_path is not None, "checked above"
-        state = load_checkpoint(ckpt_path, map_location=device)
-        if state.get("kind") != _KIND:
-            raise CheckpointError(f"{ckpt_path} is not a multi-stage training checkpoint; use another --out")
-        if state.get("architecture") != arch:
-            raise CheckpointError(f"{ckpt_path} was written for another architecture; resume with the same "
-                                  "--arch or start over with --force")
-        check_model_identity(state["model"], msnet, source=str(ckpt_path))
-        msnet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        if state.get("config") != config_to_dict(config):
-            _logger.warning("resuming with a training config that differs from the checkpoint's")
+        start_epoch, history = _restore(ckpt_path, msnet, optimizer, arch=arch, run=run)
     elif ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     # A stage of weight 0 contributes no loss, so its exit head gets no gradient; DDP must be told.
-    net = dist.wrap_ddp(msnet, device, find_unused_parameters=0 in criterion.stage_weights) if ddp else msnet
-
+    net = dist.wrap_ddp(msnet, run.device, find_unused_parameters=0 in criterion.stage_weights) if ddp else msnet
     num_train = min(len(splits.train), config.limit_train or len(splits.train))
-    steps_per_epoch = -(-num_train // batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    run.steps_per_epoch = -(-num_train // run.batch_size)
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
     val_loader = make_loader(splits.val, batch_size=eval_batch_size) if evaluate_val else None
     t_start = time.time()
     try:
         for epoch in range(start_epoch, end_epoch):
-            # Shuffling, augmentation and dropout depend only on (seed, epoch): resume replays exactly.
-            if ddp:  # DistributedSampler; batch_size is the global batch (see dist.train_loader)
-                seed_everything(dist.rank_seed(seed * 1000 + epoch))
-                loader = dist.train_loader(splits.train, batch_size=batch_size, seed=seed * 1000, epoch=epoch,
-                                           limit=config.limit_train)
-            else:
-                seed_everything(seed * 1000 + epoch)
-                loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, seed=seed * 1000 + epoch,
-                                     limit=config.limit_train)
-            net.train()
-            loss_sum, seen, lr = 0.0, 0, config.lr
-            correct = [0] * msnet.num_stages
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-            for i, (x, y) in enumerate(bar):
-                # 1. schedule: a pure function of the global step
-                lr = cosine_lr(epoch * steps_per_epoch + i, total_steps=total_steps, warmup_steps=warmup_steps,
-                               base_lr=config.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                # 2. teacher logits (eval mode, no graph), then every stage's logits
-                x, y = to_device(x, device, channels_last=config.channels_last), y.to(device)
-                teacher_logits = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        teacher_logits = teacher(x)
-                logits = net(x)
-                loss = criterion(logits, y, teacher_logits)
-                # 3. NaN guard before the step, so no bad update reaches a checkpoint
-                check_finite(loss, where=f"epoch {epoch + 1}, step {i}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * y.numel()
-                seen += y.numel()
-                for s, z in enumerate(logits):
-                    correct[s] += int((z.detach().argmax(1) == y).sum())
-                if progress:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
-                                    acc="/".join(f"{c / seen:.3f}" for c in correct))
-            if ddp:
-                dist.average_buffers(msnet)  # the ranks' batch-norm statistics differ after the last step
-                total = dist.all_reduce_sum(torch.tensor([loss_sum, seen, *correct], dtype=torch.float64))
-                loss_sum, seen, correct = float(total[0]), int(total[1]), [int(c) for c in total[2:]]
-            entry: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-                                     "train_accuracy": [c / max(seen, 1) for c in correct]}
+            # 1. one pass over the (limited) training set; 2. per-stage val accuracy; 3. checkpoint
+            entry = _train_epoch(net, msnet, _epoch_loader(splits, run, epoch), epoch=epoch, run=run,
+                                 optimizer=optimizer, criterion=criterion, teacher=teacher)
             if val_loader is not None and ddp:
                 entry["val_accuracy"] = _evaluate_stages_sharded(msnet, splits.val, batch_size=eval_batch_size,
-                                                                 device=device, channels_last=config.channels_last)
+                                                                 device=run.device, channels_last=config.channels_last)
             elif val_loader is not None:
-                entry["val_accuracy"] = evaluate_stages(msnet, val_loader, device=device,
+                entry["val_accuracy"] = evaluate_stages(msnet, val_loader, device=run.device,
                                                         channels_last=config.channels_last)
             history.append(entry)
-            if main:
-                _logger.info("epoch %d: train loss %.4f, val acc %s", epoch + 1, entry["train_loss"],
-                             entry.get("val_accuracy"))
-            if progress:
-                val = entry.get("val_accuracy")
-                tqdm.write(f"epoch {epoch + 1}/{config.epochs}: train loss {entry['train_loss']:.4f} | "
-                           f"train acc {'/'.join(f'{a:.4f}' for a in entry['train_accuracy'])}"
-                           + (f" | val acc {'/'.join(f'{a:.4f}' for a in val)}" if val else ""))
+            _report_epoch(entry, run)
             if ckpt_path is not None:
                 check_finite_weights(msnet, where=f"the end of epoch {epoch + 1}")  # never checkpoint NaN weights
             if ckpt_path is not None and main:  # the other ranks hold the same state
                 save_checkpoint(ckpt_path, {
                     "kind": _KIND, "architecture": arch, "model": msnet.state_dict(),
                     "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": history,
-                    "config": config_to_dict(config),
+                    "config": config_to_dict(config), **({"provenance": run.provenance} if run.provenance else {}),
                 })
             if ddp:  # the others wait, so a resume on any rank finds the file
                 dist.barrier()
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
-    dist.debug_dump_weights(msnet, tag="train")
     val_acc = history[-1].get("val_accuracy") if history else None
     return MultiStageMetrics(epochs=len(history), history=history, val_accuracy=val_acc,
                              seconds=time.time() - t_start)
+
+
+@dataclass
+class _Run:
+    """What every part of one :func:`train_multistage` call needs (resolved once)."""
+
+    config: TrainConfig
+    device: torch.device
+    ddp: bool
+    main: bool
+    progress: bool
+    batch_size: int
+    seed: int
+    provenance: dict[str, str]
+    steps_per_epoch: int = 0
+
+
+def _optimizer(msnet: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    params = [p for p in msnet.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("Expected a network with trainable parameters, but it has none (a network built with "
+                          "share_weights=True keeps them in the base model; build it with share_weights=False)")
+    return make_sgd(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _restore(ckpt_path: Path, msnet: nn.Module, optimizer: torch.optim.Optimizer, *, arch: dict[str, Any] | None,
+             run: _Run) -> tuple[int, list[dict[str, Any]]]:
+    """Load the checkpoint into ``msnet`` and ``optimizer``; return the epochs done and the history."""
+    state = load_checkpoint(ckpt_path, map_location=run.device)
+    if state.get("kind") != _KIND:
+        raise CheckpointError(f"{ckpt_path} is not a multi-stage training checkpoint; use another --out")
+    if state.get("architecture") != arch:
+        raise CheckpointError(f"{ckpt_path} was written for another architecture; resume with the same "
+                              "--arch or start over with --force")
+    theirs = (state.get("provenance") or {}).get("config_hash")
+    mine = run.provenance.get("config_hash")
+    if theirs is not None and mine is not None and theirs != mine:
+        raise CheckpointError(f"{ckpt_path} was written by another configuration (config hash {theirs}, this run's "
+                              f"{mine}); resume with the config that started it, or start over with --force")
+    check_model_identity(state["model"], msnet, source=str(ckpt_path))
+    msnet.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("config") != config_to_dict(run.config):
+        _logger.warning("resuming with a training config that differs from the checkpoint's")
+    return int(state["epoch"]), list(state["history"])
+
+
+def _epoch_loader(splits: DataSplits, run: _Run, epoch: int) -> DataLoader:
+    """This epoch's (this rank's) training batches; shuffling, augmentation and dropout depend only on (seed, epoch)."""
+    config, seed = run.config, run.seed
+    if run.ddp:  # DistributedSampler; batch_size is the global batch (see dist.train_loader)
+        seed_everything(dist.rank_seed(seed * 1000 + epoch))
+        return dist.train_loader(splits.train, batch_size=run.batch_size, seed=seed * 1000, epoch=epoch,
+                                 limit=config.limit_train)
+    seed_everything(seed * 1000 + epoch)
+    return make_loader(splits.train, batch_size=run.batch_size, shuffle=True, seed=seed * 1000 + epoch,
+                       limit=config.limit_train)
+
+
+def _train_epoch(net: nn.Module, msnet: MultiStageNet, loader: DataLoader, *, epoch: int, run: _Run,
+                 optimizer: torch.optim.Optimizer, criterion: MultiStageLoss,
+                 teacher: nn.Module | None) -> dict[str, Any]:
+    """One epoch of training steps; the history entry (loss and per-stage accuracy, over every rank)."""
+    config = run.config
+    total_steps = config.epochs * run.steps_per_epoch
+    warmup_steps = int(config.warmup_epochs * run.steps_per_epoch)
+    net.train()
+    loss_sum, seen, lr = 0.0, 0, config.lr
+    correct = [0] * msnet.num_stages
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not run.progress, leave=False)
+    for i, (x, y) in enumerate(bar):
+        lr = cosine_lr(epoch * run.steps_per_epoch + i, total_steps=total_steps, warmup_steps=warmup_steps,
+                       base_lr=config.lr)
+        x, y = to_device(x, run.device, channels_last=config.channels_last), y.to(run.device)
+        teacher_logits = None
+        if teacher is not None:  # eval mode, no graph
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+        loss, logits = train_step(net, x, y, optimizer=optimizer, lr=lr, where=f"epoch {epoch + 1}, step {i}",
+                                  loss_fn=lambda z, t: criterion(z, t, teacher_logits))  # noqa: B023 - used at once
+        loss_sum += loss.item() * y.numel()
+        seen += y.numel()
+        for s, z in enumerate(logits):
+            correct[s] += int((z.detach().argmax(1) == y).sum())
+        if run.progress:
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc="/".join(f"{c / seen:.3f}" for c in correct))
+    if run.ddp:
+        dist.average_buffers(msnet)  # the ranks' batch-norm statistics differ after the last step
+        total = dist.all_reduce_sum(torch.tensor([loss_sum, seen, *correct], dtype=torch.float64))
+        loss_sum, seen, correct = float(total[0]), int(total[1]), [int(c) for c in total[2:]]
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": [c / max(seen, 1) for c in correct]}
+
+
+def _report_epoch(entry: dict[str, Any], run: _Run) -> None:
+    """Log the epoch (rank 0) and print its line under the progress bars."""
+    if run.main:
+        _logger.info("epoch %d: train loss %.4f, val acc %s", entry["epoch"], entry["train_loss"],
+                     entry.get("val_accuracy"))
+    if run.progress:
+        val = entry.get("val_accuracy")
+        tqdm.write(f"epoch {entry['epoch']}/{run.config.epochs}: train loss {entry['train_loss']:.4f} | "
+                   f"train acc {'/'.join(f'{a:.4f}' for a in entry['train_accuracy'])}"
+                   + (f" | val acc {'/'.join(f'{a:.4f}' for a in val)}" if val else ""))
 
 
 def _evaluate_stages_sharded(msnet: nn.Module, dataset: Any, *, batch_size: int, device: torch.device,

@@ -5,7 +5,7 @@ decision name to choice index. Controllers only see names and choice counts, so 
 controllers drive any space.
 
 Example:
-    >>> from s2dnas.search.decision import Decision, check_sample, count_samples
+    >>> from s2dnas.space.decision import Decision, check_sample, count_samples
     >>> decisions = [Decision("ratio", (0.25, 0.5, 0.75)), Decision("concat", (1, 2))]
     >>> count_samples(decisions)
     6

@@ -1,0 +1,63 @@
+"""The operating point that thresholds are calibrated to, resolved once from the config.
+
+The search's rewards and the final calibration must aim at the same thing: either an accuracy
+target (``calibration.target_accuracy``, or the base model's val accuracy minus
+``calibration.tolerance``) or a MACs budget (``calibration.macs_budget``, a fraction of the base
+model's MACs, turned into MACs here and nowhere else). :func:`resolve_target` is that one rule.
+
+Example:
+    >>> from s2dnas.config import CalibrationConfig
+    >>> resolve_target(CalibrationConfig(tolerance=0.01), base_val_accuracy=0.9, base_macs=1000)
+    CalibrationTarget(target_accuracy=0.89, macs_budget=None)
+    >>> resolve_target(CalibrationConfig(macs_budget=0.25), base_val_accuracy=0.9, base_macs=1000)
+    CalibrationTarget(target_accuracy=None, macs_budget=250.0)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from s2dnas.config.schema import CalibrationConfig
+
+__all__ = ["CalibrationTarget", "resolve_target"]
+
+
+@dataclass(frozen=True)
+class CalibrationTarget:
+    """Exactly one of an accuracy target (0..1) and a MACs budget (MACs per input, absolute)."""
+
+    target_accuracy: float | None = None
+    macs_budget: float | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.target_accuracy is None) != (self.macs_budget is None), \
+            f"exactly one of target_accuracy and macs_budget, got {self}"
+
+    @property
+    def budget_mode(self) -> bool:
+        """True when the thresholds buy the best accuracy within a MACs budget."""
+        return self.macs_budget is not None
+
+    def calibrate_kwargs(self) -> dict[str, Any]:
+        """The ``target_accuracy=``/``macs_budget=`` keywords of :func:`s2dnas.dynamic.calibrate`."""
+        return {"target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (kept in results.json)."""
+        return {"target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget}
+
+
+def resolve_target(calibration: CalibrationConfig, *, base_val_accuracy: float, base_macs: float) -> CalibrationTarget:
+    """The calibration target of a run: a MACs budget when ``calibration.macs_budget`` is set, else an accuracy.
+
+    Args:
+        calibration: the config section (validated: at most one of target_accuracy and macs_budget).
+        base_val_accuracy: the base model's val accuracy (the target is it minus the tolerance
+            when ``target_accuracy`` is None).
+        base_macs: the base model's MACs per input (the budget is a fraction of it).
+    """
+    if calibration.macs_budget is not None:
+        return CalibrationTarget(macs_budget=calibration.macs_budget * base_macs)
+    if calibration.target_accuracy is not None:
+        return CalibrationTarget(target_accuracy=calibration.target_accuracy)
+    return CalibrationTarget(target_accuracy=base_val_accuracy - calibration.tolerance)
