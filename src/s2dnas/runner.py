@@ -42,7 +42,7 @@ from s2dnas.config import RunConfig, dump_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
-from s2dnas.dynamic.io import build_model_spec
+from s2dnas.dynamic.files import build_model_spec
 from s2dnas.search.controller import RandomController, RLController
 from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
 from s2dnas.search.oneshot import build_supernet_space, train_supernet
@@ -279,15 +279,15 @@ def _finish(cfg: RunConfig, out: Path, msnet: MultiStageNet, splits: DataSplits,
     cal_kw: dict[str, Any] = ({"macs_budget": cc.macs_budget * space.base_macs()} if cc.macs_budget is not None
                               else {"target_accuracy": target})
     cal = calibrate(val_logits, stage_macs=stage_macs, confidence=cc.confidence, **cal_kw)
+    policy = cal.policy  # the one value DynamicNet, save and export take
     test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
-    test = evaluate_dynamic(test_logits, cal.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
+    test = evaluate_dynamic(test_logits, policy, stage_macs=stage_macs)
     # the val curve's thresholds applied to test: the accuracy-vs-MACs curve a user can expect
-    test_curve = [evaluate_dynamic(test_logits, p.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
+    test_curve = [evaluate_dynamic(test_logits, policy.with_thresholds(p.thresholds), stage_macs=stage_macs)
                   for p in cal.curve]
     spec = build_model_spec(space, num_classes=splits.num_classes, model=model_name, class_names=splits.class_names,
                             mean=splits.mean, std=splits.std, base_accuracy=base_metrics["val_accuracy"])
-    dyn = DynamicNet(msnet, cal.thresholds, confidence=cc.confidence, stage_macs=stage_macs, calibration=cal,
-                     model_spec=spec)
+    dyn = DynamicNet(msnet, policy, stage_macs=stage_macs, model_spec=spec)
     dyn.save(out / "model")
 
     # 5. export (optional dependencies)
@@ -295,9 +295,7 @@ def _finish(cfg: RunConfig, out: Path, msnet: MultiStageNet, splits: DataSplits,
     try:
         from s2dnas.export import export_dynamic
 
-        export_dir = export_dynamic(msnet, out / "export", thresholds=cal.thresholds, confidence=cc.confidence,
-                                    class_names=splits.class_names, mean=splits.mean, std=splits.std,
-                                    stage_macs=stage_macs)
+        export_dir = export_dynamic(dyn, out / "export")
     except ImportError as err:
         _logger.warning("export skipped: %s", err)
 
