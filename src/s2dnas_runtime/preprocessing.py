@@ -109,22 +109,23 @@ def _scale(x: np.ndarray) -> np.ndarray:
 
 def _to_nchw(x: np.ndarray, channels: int) -> np.ndarray:
     """One image or a batch, channels first or last -> ``(B, C_in, H, W)``."""
-    known = {1, 3, 4, channels}
+    first = {1, 3, channels}  # channels-first axis sizes (RGBA comes channels-last, from PIL)
+    last = {1, 3, 4, channels}
     if x.ndim == 2:  # one grey image (H, W)
         return x[None, None]
     if x.ndim == 3:
-        if x.shape[0] in known:  # one image (C, H, W)
+        if x.shape[0] in first:  # one image (C, H, W)
             return x[None]
-        if x.shape[2] in known:  # one image (H, W, C)
+        if x.shape[2] in last:  # one image (H, W, C)
             return x.transpose(2, 0, 1)[None]
         return x[:, None]  # a batch of grey images (B, H, W)
     if x.ndim == 4:
-        if x.shape[1] in known:
+        if x.shape[1] in first:
             return x
-        if x.shape[3] in known:
+        if x.shape[3] in last:
             return x.transpose(0, 3, 1, 2)
     raise ValueError(f"Expected an image (H, W), (C, H, W), (H, W, C) or a batch (B, H, W), (B, C, H, W), "
-                     f"(B, H, W, C) with C in {sorted(known)}, but got shape {x.shape}")
+                     f"(B, H, W, C) with C in {sorted(last)}, but got shape {x.shape}")
 
 
 def _convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
@@ -162,8 +163,9 @@ def preprocess(images: Any, *, input_shape: Sequence[int], preprocessing: Prepro
                ) -> np.ndarray:
     """Raw images -> the network's input, ``(B, C, H, W)`` float32 (see the module docstring).
 
-    Layouts: a 2-D array is one grey image; a 3-D array is one image when its first or last
-    axis holds the channels (1, 3, 4 or ``C``), else a batch of grey images ``(B, H, W)``; a 4-D
+    Layouts: a 2-D array is one grey image; a 3-D array is one image when its first axis (1, 3
+    or ``C`` entries) or last axis (1, 3, 4 or ``C``) holds the channels, else a batch of grey
+    images ``(B, H, W)`` (so pass a batch of 1 or 3 grey images as ``(B, 1, H, W)``); a 4-D
     array is a batch, channels first or last. One image comes back as a batch of 1.
 
     Args:
