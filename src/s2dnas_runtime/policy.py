@@ -55,7 +55,11 @@ def validate_measure(measure: Any) -> str:
 def _is_number(value: Any) -> bool:
     # bool is an int in Python, but True/False are never thresholds or costs (a JSON file holding
     # booleans is a mistake, not 1.0/0.0).
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")  # numpy's bool too
 
 
 def _as_list(values: Any, what: str, field: str) -> list[Any]:
@@ -124,7 +128,7 @@ class ExitPolicy:
             raise PolicyError(
                 f"Expected `thresholds` to be numbers, but got {values!r}"
                 + ("; booleans are not thresholds: use 0 for 'everyone exits' and 2.0 for 'nobody exits'"
-                   if any(isinstance(v, bool) or type(v).__name__ == "bool_" for v in bad) else ""),
+                   if any(_is_bool(v) for v in bad) else ""),
                 field="thresholds")
         return tuple(float(v) for v in values)
 
