@@ -234,7 +234,7 @@ def read_policy(path: Path, *, num_stages: int, stage_macs: Any = None) -> ExitP
         policy = ExitPolicy.from_dict(data)
         policy.validate(num_stages=num_stages)
     except PolicyError as err:
-        raise CheckpointError(f"Invalid {path}: {err}; fix the file or re-save the model") from None
+        raise CheckpointError(f"Invalid {path}: {err}") from None
     return policy
 
 
