@@ -43,7 +43,7 @@ from s2dnas.dynamic.policy import NEVER_EXIT
 
 __all__ = ["EXACT_CELLS", "ThresholdSearch", "candidate_thresholds", "optimise_thresholds"]
 
-EXACT_CELLS = 50_000_000
+EXACT_CELLS = 30_000_000  # 3 stages on 5,000 val inputs stay exact (~1-2 s on one CPU core)
 """Outer combinations x inputs the exact search may scan before thinning the outer candidates."""
 
 _PRUNE_EVERY = 256  # leaves between two prunings of the collected curve points
@@ -127,6 +127,8 @@ def optimise_thresholds(confidences: np.ndarray, correct: np.ndarray, stage_cost
     if conf.shape != (s_count - 1, n) or cost.shape != (s_count,):
         raise ValueError(f"Expected confidences ({s_count - 1}, {n}) and {s_count} costs, but got "
                          f"{conf.shape} and {cost.shape}")
+    if not (np.isfinite(cost).all() and (cost >= 0).all()):
+        raise ValueError(f"Expected per-stage costs finite and >= 0, but got {cost.tolist()}")
     target_mode = min_correct is not None
 
     def key(c: float, k: int) -> tuple[int, float, float]:
@@ -196,31 +198,42 @@ def optimise_thresholds(confidences: np.ndarray, correct: np.ndarray, stage_cost
             alive &= ~leave
         in_flight = alive[order]
         m = int(in_flight.sum())
-        csum_in = np.concatenate([[0], np.cumsum(in_flight)])
-        csum_exit = np.concatenate([[0], np.cumsum(in_flight & ok_exit)])
-        csum_final = np.concatenate([[0], np.cumsum(in_flight & ok_final)])
-        exits = csum_in[pos]
-        corr = fixed_ok + csum_exit[pos] + (csum_final[-1] - csum_final[pos])
+        # one cumulative sum for three counts: in flight, right at the exit, right at the last stage
+        csum = np.zeros((3, n + 1), dtype=np.int64)
+        np.cumsum(np.stack([in_flight, in_flight & ok_exit, in_flight & ok_final]), axis=1, out=csum[:, 1:])
+        exits = csum[0, pos]
+        corr = fixed_ok + csum[1, pos] + (csum[2, -1] - csum[2, pos])
         total = fixed_cost + m * cost[last] + (m - exits) * cost[last + 1]
         scored += len(pos)
-        # This leaf's best by the mode's key (vectorised), then against the best so far.
+        # This leaf's best by the mode's key, then against the best so far. Candidates are in
+        # ascending threshold order, so `total` never decreases along them (costs are >= 0).
         if target_mode:
             feas = np.flatnonzero(corr >= min_correct)
-            # feasible: least cost, then most correct; else: most correct, then least cost
-            i = feas[np.lexsort((-corr[feas], total[feas]))[0]] if feas.size else np.lexsort((total, -corr))[0]
+            if feas.size:  # least cost (the first feasible), then most correct among equal cost
+                tie = np.flatnonzero(total == total[feas[0]])
+                tie = tie[corr[tie] >= min_correct]
+                i = tie[np.argmax(corr[tie])]
+            else:  # most correct, then least cost (the first of the most correct)
+                i = int(np.argmax(corr))
         else:
-            feas = np.flatnonzero(total <= max_cost)
-            # feasible: most correct, then least cost; else: least cost, then most correct
-            i = feas[np.lexsort((total[feas], -corr[feas]))[0]] if feas.size else np.lexsort((-corr, total))[0]
+            limit_j = int(np.searchsorted(total, max_cost, side="right"))  # feasible: a prefix
+            if limit_j:  # most correct within the budget, then least cost
+                i = int(np.argmax(corr[:limit_j]))
+            else:  # least cost (the first block), then most correct
+                tie = np.flatnonzero(total == total[0])
+                i = tie[np.argmax(corr[tie])]
         k_i, c_i = int(corr[i]), float(total[i])
         cand_key = key(c_i, k_i)
         if best is None or cand_key < best[0]:
             best = (cand_key, c_i, k_i, (*thresholds, last_cand[i]))
-        pts_cost.append(total)
-        pts_corr.append(corr.astype(np.int64))
-        thr = np.empty((len(pos), s_count - 1), dtype=np.float32)
+        # keep only this leaf's own Pareto candidates for the curve (few, so pruning stays cheap)
+        best_before = np.maximum.accumulate(corr)
+        mine = np.flatnonzero(np.concatenate([[True], corr[1:] > best_before[:-1]]))
+        pts_cost.append(total[mine])
+        pts_corr.append(corr[mine].astype(np.int64))
+        thr = np.empty((len(mine), s_count - 1), dtype=np.float32)
         thr[:, :last] = thresholds
-        thr[:, last] = last_cand
+        thr[:, last] = last_cand[mine]
         pts_thr.append(thr)
         if (leaf + 1) % _PRUNE_EVERY == 0:
             prune()
