@@ -48,7 +48,7 @@ from s2dnas.config import (CalibrationTarget, RunConfig, config_differences, dum
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
-from s2dnas.dynamic.io import build_model_spec
+from s2dnas.dynamic.files import build_model_spec
 from s2dnas.errors import RunDirError, S2DNASError
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
@@ -356,16 +356,16 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
     stage_macs = msnet.analytic_macs
     val_logits = collect_logits(msnet, make_loader(splits.val, batch_size=cfg.data.eval_batch_size), device=device)
     cal = calibrate(val_logits, stage_macs=stage_macs, confidence=cc.confidence, **target.calibrate_kwargs())
+    policy = cal.policy  # the one value DynamicNet, save and export take
     test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
-    test = evaluate_dynamic(test_logits, cal.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
+    test = evaluate_dynamic(test_logits, policy, stage_macs=stage_macs)
     # the val curve's thresholds applied to test: the accuracy-vs-MACs curve a user can expect
-    test_curve = [evaluate_dynamic(test_logits, p.thresholds, stage_macs=stage_macs, confidence=cc.confidence)
+    test_curve = [evaluate_dynamic(test_logits, policy.with_thresholds(p.thresholds), stage_macs=stage_macs)
                   for p in cal.curve]
     spec = build_model_spec(run.space, num_classes=splits.num_classes, model=run.model_name,
                             class_names=splits.class_names, mean=splits.mean, std=splits.std,
                             base_accuracy=base_metrics["val_accuracy"], data=splits.data_spec())
-    dyn = DynamicNet(msnet, cal.thresholds, confidence=cc.confidence, stage_macs=stage_macs, calibration=cal,
-                     model_spec=spec)
+    dyn = DynamicNet(msnet, policy, stage_macs=stage_macs, model_spec=spec)
     dyn.save(out / "model")
 
     # 5. export (optional dependencies)
@@ -373,9 +373,7 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
     try:
         from s2dnas.export import export_dynamic
 
-        export_dir = export_dynamic(msnet, out / "export", thresholds=cal.thresholds, confidence=cc.confidence,
-                                    class_names=splits.class_names, mean=splits.mean, std=splits.std,
-                                    stage_macs=stage_macs)
+        export_dir = export_dynamic(dyn, out / "export")
     except ImportError as err:
         _logger.warning("export skipped: %s", err)
 

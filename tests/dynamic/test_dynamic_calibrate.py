@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,13 +18,13 @@ from s2dnas.dynamic import (
     evaluate_dynamic,
     oracle,
 )
-from s2dnas.dynamic.calibrate import _Scorer
+from s2dnas.dynamic.optimise import candidate_thresholds
 from s2dnas.errors import CalibrationError, DataError
 
 STAGE_MACS = [100, 150, 400]
 
 
-def synthetic(num_stages: int = 3, n: int = 300, k: int = 5, seed: int = 0) -> StageLogits:
+def synthetic(num_stages: int = 3, n: int = 80, k: int = 5, seed: int = 0) -> StageLogits:
     """Later stages are right more often; confidence is higher when a stage is far from its limit."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, k, (n,), generator=gen)
@@ -54,11 +56,19 @@ def brute(stage_logits: StageLogits, thresholds, stage_macs, measure: str = "max
     return acc, total
 
 
-def grid_points(stage_logits: StageLogits, stage_macs, grid: int, measure: str = "max_softmax"):
-    cands = _Scorer(stage_logits, stage_macs, measure).candidates(grid)
-    mesh = torch.meshgrid(*[torch.from_numpy(c) for c in cands], indexing="ij")
-    settings = torch.stack([m.reshape(-1) for m in mesh], dim=1).tolist()
-    return [(t, *brute(stage_logits, t, stage_macs, measure)) for t in settings]
+def grid_points(stage_logits: StageLogits, stage_macs, measure: str = "max_softmax"):
+    """(thresholds, accuracy, total MACs) of every setting with a distinct outcome (independent code:
+    the observed confidences themselves, 0 and 2 as thresholds; all combinations; numpy rule)."""
+    conf = np.stack([confidence(z, measure).numpy() for z in stage_logits.logits[:-1]])
+    per_stage = [np.unique(np.concatenate([[0.0], c, [2.0]]).astype(np.float32)) for c in conf]
+    settings = np.array(list(itertools.product(*per_stage)), dtype=np.float32)
+    s_count, n = stage_logits.num_stages, stage_logits.num_examples
+    exit_stage = np.full((len(settings), n), s_count - 1)
+    for s in range(s_count - 2, -1, -1):
+        exit_stage = np.where(conf[s][None] >= settings[:, s : s + 1], s, exit_stage)
+    ok = stage_logits.correct().numpy()[exit_stage, np.arange(n)[None]]
+    total = sum((exit_stage >= s).sum(axis=1) * int(m) for s, m in enumerate(stage_macs))
+    return [(t, a, int(tot)) for t, a, tot in zip(settings.tolist(), ok.mean(axis=1).tolist(), total.tolist())]
 
 
 @pytest.mark.parametrize("measure", ["max_softmax", "entropy", "margin"])
@@ -66,12 +76,12 @@ def test_target_mode_is_the_cheapest_grid_point_reaching_the_target(measure: str
     sl = synthetic()
     n = sl.num_examples
     target = 0.8
-    cal = calibrate(sl, stage_macs=STAGE_MACS, target_accuracy=target, confidence=measure, grid=12)
+    cal = calibrate(sl, stage_macs=STAGE_MACS, target_accuracy=target, confidence=measure)
     assert cal.feasible and cal.accuracy >= target
     acc, total = brute(sl, cal.thresholds, STAGE_MACS, measure)
     assert acc == pytest.approx(cal.accuracy, abs=1e-12) and total == round(cal.expected_macs * n)
     assert sum(cal.exit_fractions) == pytest.approx(1.0)
-    for t, a, tot in grid_points(sl, STAGE_MACS, 12, measure):
+    for t, a, tot in grid_points(sl, STAGE_MACS, measure):
         if a >= target:
             assert tot >= total, f"{t} reaches the target with fewer MACs"
     assert cal.expected_macs < sum(STAGE_MACS), "early exits should save MACs on this data"
@@ -80,22 +90,22 @@ def test_target_mode_is_the_cheapest_grid_point_reaching_the_target(measure: str
 def test_budget_mode_is_the_most_accurate_grid_point_within_budget() -> None:
     sl = synthetic(seed=1)
     budget = 300.0
-    cal = calibrate(sl, stage_macs=STAGE_MACS, macs_budget=budget, grid=12)
+    cal = calibrate(sl, stage_macs=STAGE_MACS, macs_budget=budget)
     assert cal.feasible and cal.expected_macs <= budget and cal.macs_budget == budget
     n = sl.num_examples
-    for t, a, tot in grid_points(sl, STAGE_MACS, 12):
+    for t, a, tot in grid_points(sl, STAGE_MACS):
         if tot <= budget * n:
             assert a <= cal.accuracy + 1e-12, f"{t} is more accurate within the budget"
 
 
 def test_curve_is_the_pareto_front_of_the_grid() -> None:
     sl = synthetic(seed=2)
-    cal = calibrate(sl, stage_macs=STAGE_MACS, target_accuracy=0.7, grid=12)
+    cal = calibrate(sl, stage_macs=STAGE_MACS, target_accuracy=0.7)
     macs = [p.expected_macs for p in cal.curve]
     accs = [p.accuracy for p in cal.curve]
     assert macs == sorted(macs) and all(a < b for a, b in zip(accs, accs[1:]))
     n = sl.num_examples
-    for _, a, tot in grid_points(sl, STAGE_MACS, 12):
+    for _, a, tot in grid_points(sl, STAGE_MACS):
         assert any(p.expected_macs * n <= tot + 1e-6 and p.accuracy >= a - 1e-12 for p in cal.curve)
     for p in cal.curve[:: max(1, len(cal.curve) // 5)]:
         acc, total = brute(sl, p.thresholds, STAGE_MACS)
@@ -106,10 +116,10 @@ def test_infeasible_target_and_budget_return_best_effort_with_feasible_false() -
     sl = synthetic()
     best = oracle(sl, STAGE_MACS)
     assert best["accuracy"] < 1.0
-    cal = calibrate(sl, stage_macs=STAGE_MACS, target_accuracy=1.0, grid=12)
+    cal = calibrate(sl, stage_macs=STAGE_MACS, target_accuracy=1.0)
     assert not cal.feasible and "No threshold setting meets" in cal.message
-    assert cal.accuracy == pytest.approx(max(a for _, a, _ in grid_points(sl, STAGE_MACS, 12)))
-    cheap = calibrate(sl, stage_macs=STAGE_MACS, macs_budget=50.0, grid=12)
+    assert cal.accuracy == pytest.approx(max(a for _, a, _ in grid_points(sl, STAGE_MACS)))
+    cheap = calibrate(sl, stage_macs=STAGE_MACS, macs_budget=50.0)
     assert not cheap.feasible and cheap.expected_macs == STAGE_MACS[0] and cheap.exit_fractions[0] == 1.0
 
 
@@ -170,22 +180,16 @@ def test_collect_logits_is_one_pass_and_calibrate_accepts_a_network(msnet3, data
         collect_logits(msnet3, [(x[:4], torch.tensor([0, 1, 2, 11]))])
 
 
-def test_coordinate_descent_for_four_stages_is_coordinatewise_optimal() -> None:
-    sl = synthetic(num_stages=4, seed=3)
+def test_four_stages_are_calibrated_exactly() -> None:
+    sl = synthetic(num_stages=4, n=30, seed=3)
     macs = [100, 120, 150, 400]
-    target = 0.8
-    cal = calibrate(sl, stage_macs=macs, target_accuracy=target, grid=10)
-    assert cal.feasible and cal.accuracy >= target and len(cal.thresholds) == 3
-    _, total = brute(sl, cal.thresholds, macs)
-    assert total < sum(macs) * sl.num_examples
-    cands = _Scorer(sl, macs, "max_softmax").candidates(10)
-    for s, cand in enumerate(cands):
-        for value in cand.tolist():
-            t = list(cal.thresholds)
-            t[s] = value
-            a, tot = brute(sl, t, macs)
-            assert not (a >= target and tot < total), f"changing stage {s} to {value} is cheaper"
-    assert len(cal.curve) >= 2
+    cal = calibrate(sl, stage_macs=macs, target_accuracy=0.8)
+    assert cal.exact and len(cal.thresholds) == 3
+    n = sl.num_examples
+    feasible = [tot for _, a, tot in grid_points(sl, macs) if a >= 0.8 - 1e-12]
+    assert cal.feasible and round(cal.expected_macs * n) == min(feasible)
+    coarse = calibrate(sl, stage_macs=macs, target_accuracy=0.8, grid=2)
+    assert not coarse.exact and coarse.expected_macs >= cal.expected_macs
 
 
 def test_calibration_round_trips_through_json() -> None:
@@ -219,9 +223,12 @@ def test_evaluate_dynamic_edge_settings_and_oracle() -> None:
 
 def test_thresholds_sit_between_observed_confidences() -> None:
     """Candidates are midpoints: a recomputed logit a few ulps off cannot flip an input."""
-    sl = synthetic()
-    scorer = _Scorer(sl, STAGE_MACS, "max_softmax")
-    conf = scorer.conf[0]
-    for t in scorer.candidates(16)[0].tolist():
-        if 0.0 < t <= 1.0:
-            assert float((conf - t).abs().min()) > 1e-6
+    conf = confidence(synthetic().logits[0], "max_softmax").numpy()
+    cands = candidate_thresholds(conf)
+    assert cands[0] == 0.0 and cands[-1] == 2.0 and len(cands) == len(np.unique(conf)) + 1
+    inner = cands[(cands > 0.0) & (cands <= 1.0)]
+    assert np.abs(conf[None] - inner[:, None]).min() > 1e-6
+    # threshold j lets leave exactly the inputs at or above the j-th smallest distinct value
+    u = np.unique(conf)
+    for j, t in enumerate(cands[:-1]):
+        assert np.array_equal(conf >= t, conf >= u[j])

@@ -37,7 +37,7 @@ def model_dir(tmp_path_factory) -> Path:
     with torch.no_grad():
         sl = StageLogits(logits=torch.stack(msnet(x)), labels=make_labels(msnet, x))
     cal = calibrate(sl, stage_macs=msnet.analytic_macs, macs_budget=float(sum(msnet.analytic_macs)) * 0.6, grid=8)
-    net = DynamicNet(msnet, cal.thresholds, calibration=cal, stage_macs=msnet.analytic_macs)
+    net = DynamicNet(msnet, cal.policy, stage_macs=msnet.analytic_macs)
     directory = tmp_path_factory.mktemp("cli") / "model"
     net.save(directory, model_spec=build_model_spec(space, num_classes=10, base_accuracy=0.5))
     return directory

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2dnas.dynamic import CONFIDENCE_MEASURES, confidence, confidence_np
+from s2dnas.dynamic import CONFIDENCE_MEASURES, PolicyError, confidence, confidence_np
 from s2dnas.errors import ConfigError
 
 
@@ -49,7 +49,7 @@ def test_known_values() -> None:
 def test_unknown_measure_lists_the_options() -> None:
     with pytest.raises(ConfigError, match="max_softmax, entropy, margin"):
         confidence(torch.zeros(2, 3), "softmax")
-    with pytest.raises(ConfigError, match="max_softmax, entropy, margin"):
+    with pytest.raises(PolicyError, match="max_softmax, entropy, margin"):  # the runtime's own error
         confidence_np(np.zeros((2, 3)), "variance")
     with pytest.raises(ConfigError, match=r"shape \(B, K\)"):
         confidence(torch.zeros(3), "margin")

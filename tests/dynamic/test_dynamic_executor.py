@@ -12,13 +12,15 @@ from s2dnas.cost import count_macs
 from s2dnas.dynamic import (
     CONFIDENCE_MEASURES,
     DynamicNet,
+    ExitPolicy,
+    PolicyError,
     StageLogits,
     calibrate,
     confidence,
     evaluate_dynamic,
     reference_forward,
 )
-from s2dnas.errors import CalibrationError, ConfigError
+from s2dnas.errors import CalibrationError, ConfigError, DataError
 
 
 def _count_stage_calls(msnet: nn.Module) -> tuple[list[list[int]], list]:
@@ -63,9 +65,10 @@ def test_executor_equals_reference_rule(space3, arch_seed: int, dtype: torch.dty
     for measure in CONFIDENCE_MEASURES:
         for _ in range(4):
             thresholds = _random_thresholds(logits, measure, gen)
-            net = DynamicNet(msnet, thresholds, confidence=measure)
+            policy = ExitPolicy(thresholds=thresholds, confidence=measure)
+            net = DynamicNet(msnet, policy)
             out = net(x)
-            ref = reference_forward(msnet, x, thresholds, confidence=measure)
+            ref = reference_forward(msnet, x, policy)
             assert out.exit_stage.dtype == torch.int64 and out.exit_stage.shape == (len(x),)
             assert torch.equal(out.exit_stage, ref.exit_stage)
             assert torch.equal(out.logits.argmax(1), ref.logits.argmax(1))
@@ -125,7 +128,8 @@ def test_empty_batch_and_inference_mode(msnet3) -> None:
     ([float("nan"), 0.5], "finite number >= 0"),
     ([0.5, -0.1], "finite number >= 0"),
     ([math.inf, 0.5], "finite number >= 0"),
-    (["high", 0.5], "sequence of 2 numbers"),
+    (["high", 0.5], "to be numbers"),
+    ([True, 0.5], "booleans are not thresholds"),
 ])
 def test_invalid_thresholds_raise(msnet3, bad, match: str) -> None:
     with pytest.raises(CalibrationError, match=match):
@@ -136,15 +140,18 @@ def test_invalid_thresholds_raise(msnet3, bad, match: str) -> None:
 
 
 def test_unknown_confidence_measure(msnet3) -> None:
-    with pytest.raises(ConfigError, match="max_softmax, entropy, margin"):
-        DynamicNet(msnet3, [0.5, 0.5], confidence="energy")
+    with pytest.raises(PolicyError, match="max_softmax, entropy, margin"):  # no invalid policy can exist
+        ExitPolicy(thresholds=(0.5, 0.5), confidence="energy")
+    with pytest.raises(ConfigError, match="max_softmax, entropy, margin"):  # as an s2dnas error at the boundary
+        calibrate(StageLogits(logits=torch.zeros(3, 2, 10), labels=torch.zeros(2, dtype=torch.int64)),
+                  stage_macs=[1, 2, 3], target_accuracy=0.5, confidence="energy")
 
 
 @pytest.mark.parametrize("measure", CONFIDENCE_MEASURES)
 def test_executed_macs_equal_the_expected_macs_reported(msnet3, data3, measure: str) -> None:
     """MACs counted while the DynamicNet runs == expected MACs x N from calibrate and evaluate_dynamic."""
     x, y = data3
-    net = DynamicNet(msnet3, [0.0, 0.0], confidence=measure)
+    net = DynamicNet(msnet3, ExitPolicy(thresholds=(0.0, 0.0), confidence=measure))
     stage_macs = net.stage_macs
     assert stage_macs == msnet3.analytic_macs
     with torch.no_grad():
@@ -152,12 +159,26 @@ def test_executed_macs_equal_the_expected_macs_reported(msnet3, data3, measure: 
     # A budget halfway between "all leave at stage 1" and "all run every stage" forces early exits.
     budget = (stage_macs[0] + sum(stage_macs)) / 2
     cal = calibrate(stage_logits, stage_macs=stage_macs, macs_budget=budget, confidence=measure)
-    net.set_thresholds(cal.thresholds)
+    net.policy = cal.policy
     out = net(x)
     assert len(set(out.exit_stage.tolist())) >= 2, "the chosen thresholds should use several exits"
     executed = count_macs(net, x)  # counted by execution, around the dynamic forward
-    report = evaluate_dynamic(stage_logits, cal.thresholds, stage_macs=stage_macs, confidence=measure)
+    report = evaluate_dynamic(stage_logits, cal.policy, stage_macs=stage_macs)
     assert executed == net.macs_of(out.exit_stage) == report["total_macs"]
     assert report["total_macs"] == round(cal.expected_macs * len(x))
     assert report["exit_counts"] == torch.bincount(out.exit_stage, minlength=3).tolist()
     assert report["accuracy"] == cal.accuracy == (out.logits.argmax(1) == y).double().mean().item()
+
+
+def test_wrong_input_is_a_typed_error_and_float64_is_cast(msnet3, data3) -> None:
+    x, _ = data3
+    net = DynamicNet(msnet3, [0.5, 0.5])
+    with pytest.raises(DataError, match=r"shape \(B, 1, 8, 8\).*got \(4, 1, 16, 16\)"):
+        net(torch.zeros(4, 1, 16, 16))
+    with pytest.raises(DataError, match=r"got \(1, 8, 8\)"):
+        net(torch.zeros(1, 8, 8))  # a single image without the batch axis
+    with pytest.raises(DataError, match="float images"):
+        net(torch.zeros(4, *INPUT_SHAPE, dtype=torch.uint8))
+    out64 = net(x.double())
+    out32 = net(x)
+    assert torch.equal(out64.exit_stage, out32.exit_stage) and torch.equal(out64.logits, out32.logits)

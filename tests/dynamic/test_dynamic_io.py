@@ -23,7 +23,7 @@ def saved(tmp_path_factory) -> tuple[Path, DynamicNet, torch.Tensor]:
     with torch.no_grad():
         sl = StageLogits(logits=torch.stack(msnet(x)), labels=make_labels(msnet, x))
     cal = calibrate(sl, stage_macs=msnet.stage_macs(), macs_budget=float(sum(msnet.analytic_macs)) * 0.6, grid=8)
-    net = DynamicNet(msnet, cal.thresholds, calibration=cal, confidence="max_softmax")
+    net = DynamicNet(msnet, cal.policy)
     spec = build_model_spec(space, num_classes=10, class_names=[f"c{i}" for i in range(10)], mean=[0.5], std=[0.25])
     directory = tmp_path_factory.mktemp("models") / "dyn"
     net.save(directory, model_spec=spec)
@@ -50,7 +50,7 @@ def test_round_trip_gives_identical_outputs(saved) -> None:
     loaded = s2dnas.load(directory)
     assert isinstance(loaded, DynamicNet) and not loaded.training
     assert loaded.thresholds == net.thresholds and loaded.confidence == net.confidence
-    assert loaded.calibration == net.calibration and loaded.stage_macs == net.stage_macs
+    assert loaded.policy == net.policy and loaded.stage_macs == net.stage_macs
     assert loaded.msnet.architecture == net.msnet.architecture
     assert loaded.model_spec["class_names"][3] == "c3" and loaded.model_spec["mean"] == [0.5]
     a, b = net(x), loaded(x)
@@ -159,3 +159,54 @@ def test_planted_pickle_is_rejected_without_running(saved, tmp_path) -> None:
     with pytest.raises(CheckpointError):
         load(broken)
     assert not marker.exists() and not os.path.exists(str(marker))
+
+
+def test_thresholds_json_is_the_policy_and_cannot_contradict_itself(saved, tmp_path) -> None:
+    directory, net, _ = saved
+    data = json.loads((directory / "thresholds.json").read_text())
+    assert data["format"] == "s2dnas.policy/1" and data["thresholds"] == list(net.thresholds)
+    assert data["stage_cost"] == net.stage_macs and data["cost_unit"] == "macs"
+    assert "thresholds" not in data["calibration"] and data["calibration"]["curve"], "the record holds no 2nd copy"
+    copy = load(directory)
+    copy.set_thresholds([0.25, 0.75])
+    assert copy.policy.calibration is None  # the record described other thresholds
+    copy.save(tmp_path / "moved")
+    again = load(tmp_path / "moved")
+    assert again.thresholds == (0.25, 0.75) and again.policy == copy.policy
+
+
+def test_thresholds_json_holding_booleans_is_refused_in_one_line(saved, tmp_path) -> None:
+    broken = _copy(saved[0], tmp_path / "bools")
+    data = json.loads((broken / "thresholds.json").read_text())
+    (broken / "thresholds.json").write_text(json.dumps({**data, "thresholds": [True, False]}))
+    with pytest.raises(CheckpointError, match="booleans are not thresholds") as info:
+        load(broken)
+    assert "\n" not in str(info.value) and "thresholds.json" in str(info.value)
+
+
+def test_old_thresholds_format_still_loads(saved, tmp_path) -> None:
+    """A model saved before the exit policy (thresholds + confidence + a Calibration dict) loads as one."""
+    directory, net, x = saved
+    old = _copy(directory, tmp_path / "old")
+    record = net.policy.calibration
+    calibration = {"format": "s2dnas.calibration/1", "thresholds": [9.0, 9.0], "confidence": "max_softmax",
+                   "stage_macs": net.stage_macs, **record}
+    (old / "thresholds.json").write_text(json.dumps({"format": "s2dnas.thresholds/1", "thresholds": list(net.thresholds),
+                                                     "confidence": "max_softmax", "calibration": calibration}))
+    loaded = load(old)
+    assert loaded.policy == net.policy  # the stale copy inside the old calibration is dropped
+    assert torch.equal(loaded(x).exit_stage, net(x).exit_stage)
+
+
+def test_data_spec_is_stored_and_loaded_unchanged(saved, tmp_path) -> None:
+    directory, net, _ = saved
+    data = {"dataset": "imagefolder:/somewhere", "val_size": 12, "data_seed": 3,
+            "preprocessing": {"input_size": [8, 8], "channels": 1, "mean": [0.4], "std": [0.2]}}
+    space = make_space(num_stages=3)
+    spec = build_model_spec(space, num_classes=10, data=data)
+    assert spec["data"] == data and spec["data"] is not data
+    net.save(tmp_path / "with-data", model_spec=spec)
+    assert load(tmp_path / "with-data").model_spec["data"] == data
+    assert load(directory).model_spec["data"] is None
+    with pytest.raises(ConfigError, match="data spec"):
+        build_model_spec(space, num_classes=10, data=["not", "a", "dict"])  # type: ignore[arg-type]

@@ -24,12 +24,17 @@ ort = pytest.importorskip("onnxruntime")
 
 import s2dnas_runtime  # noqa: E402
 from s2dnas.deploy import OnnxDynamicNet, read_manifest  # noqa: E402
-from s2dnas.dynamic import DynamicNet, build_model_spec, confidence, reference_forward  # noqa: E402
+from s2dnas.dynamic import DynamicNet, ExitPolicy, build_model_spec, confidence, reference_forward  # noqa: E402
 from s2dnas.dynamic import confidence_np as dynamic_confidence_np  # noqa: E402
 from s2dnas.errors import CalibrationError, ConfigError, ExportError  # noqa: E402
 from s2dnas.export import export_dynamic, load_torchscript, plan_features  # noqa: E402
 from s2dnas.space import Space  # noqa: E402
 from s2dnas.zoo import create_model  # noqa: E402
+from s2dnas_runtime import Preprocessing  # noqa: E402
+
+
+def P(*thresholds: float) -> ExitPolicy:  # noqa: N802 - short helper for a policy with these thresholds
+    return ExitPolicy(thresholds=thresholds)
 
 pytestmark = pytest.mark.export
 
@@ -109,9 +114,11 @@ def exported(resnet_space: Space, tmp_path_factory: pytest.TempPathFactory) -> d
     try:
         for case in CASES:
             net = _build(case, resnet_space)
-            directory = export_dynamic(net, tmp_path_factory.mktemp(case) / "export", thresholds=[0.5, 0.5],
+            c, h, w = net.input_shape
+            directory = export_dynamic(net, tmp_path_factory.mktemp(case) / "export", policy=P(0.5, 0.5),
                                        class_names=[f"c{i}" for i in range(net.stages[0].fc.out_features)],
-                                       mean=[0.25], std=[0.5])
+                                       preprocessing=Preprocessing(input_size=(h, w), channels=c, mean=[0.25] * c,
+                                                                   std=[0.5] * c))
             out[case] = (net, directory)
     finally:
         torch.set_num_threads(threads)
@@ -198,7 +205,7 @@ def _separated(values: np.ndarray, q: float, gap: float = 2e-5) -> float:
 @pytest.mark.parametrize("measure", MEASURES)
 def test_runtime_routes_like_reference_and_dynamic_net(case, measure, exported, seed):
     net, directory = exported[case]
-    runtime = OnnxDynamicNet(directory, confidence=measure, num_threads=1)
+    runtime = OnnxDynamicNet(directory, num_threads=1)
     x17 = _inputs(net, 17, seed=3)
     with torch.no_grad():
         conf = [confidence(z, measure).numpy() for z in net(x17)[:-1]]
@@ -208,11 +215,12 @@ def test_runtime_routes_like_reference_and_dynamic_net(case, measure, exported, 
                 [0.0, _separated(conf[1], 0.5)], [2.0, 0.0], [0.0, 0.0], [2.0, 2.0]]
     mixed = False  # some setting must send inputs of one batch to every exit (gathers matter then)
     for thresholds in settings:
-        runtime.thresholds = thresholds
-        dynamic = DynamicNet(net, thresholds, confidence=measure).eval()
+        policy = ExitPolicy(thresholds=thresholds, confidence=measure)
+        runtime.policy = policy
+        dynamic = DynamicNet(net, policy).eval()
         for x in (x17, x17[5:6]):
             logits, exit_stage = runtime(x.numpy())
-            ref = reference_forward(net, x, thresholds, confidence=measure)
+            ref = reference_forward(net, x, policy)
             dyn = dynamic(x)
             np.testing.assert_array_equal(exit_stage, ref.exit_stage.numpy(), err_msg=f"{thresholds}")
             np.testing.assert_array_equal(exit_stage, dyn.exit_stage.numpy())
@@ -226,14 +234,14 @@ def test_runtime_routes_like_reference_and_dynamic_net(case, measure, exported, 
 
 def test_threshold_edge_cases(exported, seed):
     net, directory = exported["default"]
-    runtime = OnnxDynamicNet(directory, thresholds=[0.0, 0.0], num_threads=1)
+    runtime = OnnxDynamicNet(directory, policy=P(0.0, 0.0), num_threads=1)
     x = _inputs(net, 9)
     with torch.no_grad():
         all_logits = [z.numpy() for z in net(x)]
     logits, exit_stage = runtime(x.numpy())
     assert (exit_stage == 0).all()
     np.testing.assert_allclose(logits, all_logits[0], rtol=0, atol=1e-4)
-    runtime.thresholds = [1.5, 1.5]
+    runtime.policy = runtime.policy.with_thresholds([1.5, 1.5])
     logits, exit_stage = runtime(x.numpy())
     assert (exit_stage == 2).all()
     np.testing.assert_allclose(logits, all_logits[2], rtol=0, atol=1e-4)
@@ -245,15 +253,16 @@ def test_threshold_edge_cases(exported, seed):
 
 def test_runtime_settings_are_validated(exported):
     _, directory = exported["toy"]
-    runtime = OnnxDynamicNet(directory, num_threads=1)
-    with pytest.raises(ValueError, match="2 thresholds"):
-        runtime.thresholds = [0.5]
-    with pytest.raises(ValueError, match=">= 0"):
-        runtime.thresholds = [0.5, float("nan")]
-    with pytest.raises(ValueError, match="confidence"):
-        runtime.confidence = "energy"
+    runtime = s2dnas_runtime.OnnxDynamicNet(directory, num_threads=1)
+    with pytest.raises(s2dnas_runtime.PolicyError, match="2 thresholds"):
+        runtime.policy = P(0.5)
+    with pytest.raises(CalibrationError, match="2 thresholds"):  # the s2dnas flavour
+        OnnxDynamicNet(directory, num_threads=1).policy = P(0.5)
+    with pytest.raises(TypeError, match="ExitPolicy"):
+        runtime.policy = [0.5, 0.5]
+    assert runtime.thresholds == [0.5, 0.5]
     with pytest.raises(ValueError, match=r"\(B, 1, 8, 8\)"):
-        runtime(np.zeros((2, 3, 8, 8), dtype=np.float32))
+        runtime(np.zeros((2, 3, 8, 8), dtype=np.float32))  # float input is taken as preprocessed
 
 
 def test_numpy_confidence_equals_torch(seed):
@@ -265,8 +274,7 @@ def test_numpy_confidence_equals_torch(seed):
         got = s2dnas_runtime.confidence_np(logits.numpy(), measure)
         assert got.dtype == np.float32 and np.isfinite(got).all()
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-        # the runtime's private copy must stay identical to the library's numpy twin
-        np.testing.assert_array_equal(got, dynamic_confidence_np(logits.numpy(), measure))
+    assert dynamic_confidence_np is s2dnas_runtime.confidence_np  # one numpy implementation, not two
     single = np.zeros((3, 1), dtype=np.float32)
     for measure in MEASURES:
         np.testing.assert_array_equal(s2dnas_runtime.confidence_np(single, measure), np.ones(3, dtype=np.float32))
@@ -278,17 +286,17 @@ def test_numpy_confidence_equals_torch(seed):
 def test_manifest_fields(exported):
     net, directory = exported["default"]
     manifest = json.loads((directory / "manifest.json").read_text())
-    for key in ("format", "format_version", "num_stages", "num_classes", "input_shape", "thresholds",
-                "confidence", "stage_macs", "class_names", "normalization", "opset", "features", "stages",
-                "architecture"):
+    for key in ("format", "format_version", "num_stages", "num_classes", "input_shape", "policy",
+                "stage_macs", "class_names", "preprocessing", "opset", "features", "stages", "architecture"):
         assert key in manifest, key
     assert manifest["format_version"] == s2dnas_runtime.FORMAT_VERSION
     assert manifest["num_stages"] == 3 and manifest["num_classes"] == 10
     assert manifest["input_shape"] == list(RESNET_SHAPE)
-    assert manifest["thresholds"] == [0.5, 0.5] and manifest["confidence"] == "max_softmax"
+    assert manifest["policy"] == P(0.5, 0.5).to_dict()
     assert manifest["stage_macs"] == net.stage_macs()
     assert manifest["class_names"] == [f"c{i}" for i in range(10)]
-    assert manifest["normalization"] == {"mean": [0.25], "std": [0.5]}
+    assert manifest["preprocessing"] == {"input_size": list(RESNET_SHAPE[1:]), "channels": 1, "mean": [0.25],
+                                         "std": [0.5]}
     assert manifest["opset"] == 17 and all(e["onnx_opset"] == 17 for e in manifest["stages"])
     assert all(e["onnx_exporter"] == "torchscript" for e in manifest["stages"])
     assert manifest["architecture"] == net.architecture.to_dict()
@@ -312,8 +320,10 @@ def test_preprocess_applies_the_manifest_normalisation(exported):
         assert out.dtype == np.float32 and out.shape == (4, 1, 8, 8)
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(runtime.preprocess(raw.astype(np.float32) / 255), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="Expected images"):
-        runtime.preprocess(np.zeros((4, 7, 7), dtype=np.uint8))
+    # predict scales integer images itself: the same answer as preprocessing first
+    for a, b in zip(runtime(raw), runtime(runtime.preprocess(raw))):
+        np.testing.assert_array_equal(a, b)
+    assert runtime.preprocess(np.zeros((4, 7, 7), dtype=np.uint8)).shape == (4, 1, 8, 8)  # resized
 
 
 def _copy(directory: Path, tmp_path: Path) -> Path:
@@ -337,9 +347,13 @@ def test_missing_or_malformed_files_raise_export_error(exported, tmp_path):
     with pytest.raises(ExportError, match="invalid JSON"):
         OnnxDynamicNet(broken)
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["thresholds"] = [0.5]
+    manifest["policy"]["thresholds"] = [0.5]
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match="2 thresholds"):
+        OnnxDynamicNet(broken)
+    manifest["policy"]["thresholds"] = [True, 0.5]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="booleans are not thresholds"):
         OnnxDynamicNet(broken)
     (broken / "manifest.json").unlink()
     with pytest.raises(ExportError, match="manifest.json is missing"):
@@ -359,10 +373,10 @@ def test_missing_optional_dependencies_give_a_pip_hint(exported, toy_net, tmp_pa
     with pytest.raises(ImportError, match=r"pip install 's2dnas\[export\]'"):
         OnnxDynamicNet(directory)
     with pytest.raises(ImportError, match=r"pip install 's2dnas\[export\]'"):
-        export_dynamic(toy_net, tmp_path / "out", thresholds=[0.5])
+        export_dynamic(toy_net, tmp_path / "out", policy=P(0.5))
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match="'onnx'"):
-        export_dynamic(toy_net, tmp_path / "out", thresholds=[0.5], check=False)
+        export_dynamic(toy_net, tmp_path / "out", policy=P(0.5), check=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -397,7 +411,7 @@ def toy_net():
 
 def test_existing_export_is_replaced_only_on_success(toy_net, tmp_path, monkeypatch, seed):
     out = tmp_path / "export"
-    export_dynamic(toy_net, out, thresholds=[0.3], torchscript=False)
+    export_dynamic(toy_net, out, policy=P(0.3), torchscript=False)
     (out / "stale.txt").write_text("from an earlier export")
     before = (out / "manifest.json").read_text()
 
@@ -413,16 +427,16 @@ def test_existing_export_is_replaced_only_on_success(toy_net, tmp_path, monkeypa
 
     monkeypatch.setattr(export_onnx, "export_stage_onnx", failing)
     with pytest.raises(ExportError, match="simulated"):
-        export_dynamic(toy_net, out, thresholds=[0.9], torchscript=False)
+        export_dynamic(toy_net, out, policy=P(0.9), torchscript=False)
     assert (out / "stale.txt").exists() and (out / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "temporary directories must be removed"
 
     monkeypatch.setattr(export_onnx, "export_stage_onnx", real)
     toy_net.train()  # export must run in eval mode (its check would fail otherwise) and restore the flag
-    export_dynamic(toy_net, out, thresholds=[0.9], torchscript=False)
+    export_dynamic(toy_net, out, policy=P(0.9), torchscript=False)
     assert toy_net.training
     assert not (out / "stale.txt").exists()
-    assert read_manifest(out)["thresholds"] == [0.9]
+    assert read_manifest(out)["policy"]["thresholds"] == [0.9]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
@@ -431,27 +445,26 @@ def test_refuses_to_replace_a_directory_that_is_not_an_export(toy_net, tmp_path)
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(ExportError, match="refusing to replace"):
-        export_dynamic(toy_net, out, thresholds=[0.5], check=False, torchscript=False)
+        export_dynamic(toy_net, out, policy=P(0.5), check=False, torchscript=False)
     assert (out / "notes.txt").read_text() == "keep me"
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExportError, match="not a directory"):
-        export_dynamic(toy_net, tmp_path / "file", thresholds=[0.5], check=False, torchscript=False)
+        export_dynamic(toy_net, tmp_path / "file", policy=P(0.5), check=False, torchscript=False)
 
 
 def test_invalid_export_options(toy_net, tmp_path):
     with pytest.raises(CalibrationError, match="1 thresholds"):
-        export_dynamic(toy_net, tmp_path / "a", thresholds=[0.5, 0.5])
-    with pytest.raises(CalibrationError, match=">= 0"):
-        export_dynamic(toy_net, tmp_path / "a", thresholds=[float("inf")])
-    with pytest.raises(ConfigError, match="confidence"):
-        export_dynamic(toy_net, tmp_path / "a", thresholds=[0.5], confidence="energy")
-    with pytest.raises(ConfigError, match="mean.*std"):
-        export_dynamic(toy_net, tmp_path / "a", thresholds=[0.5], mean=[0.1])
-    with pytest.raises(ConfigError, match="1 values"):
-        export_dynamic(toy_net, tmp_path / "a", thresholds=[0.5], mean=[0.1, 0.2], std=[1.0, 1.0])
+        export_dynamic(toy_net, tmp_path / "a", policy=P(0.5, 0.5))
+    with pytest.raises(ConfigError, match="exit policy"):
+        export_dynamic(toy_net, tmp_path / "a")  # a bare network needs one
+    with pytest.raises(ConfigError, match=r"inputs \[1, 8, 8\]"):
+        export_dynamic(toy_net, tmp_path / "a", policy=P(0.5),
+                       preprocessing=Preprocessing(input_size=(16, 16), channels=1, mean=[0.1], std=[1.0]))
     with pytest.raises(ConfigError, match="5 class names"):
-        export_dynamic(toy_net, tmp_path / "a", thresholds=[0.5], class_names=["a", "b"], check=False,
+        export_dynamic(toy_net, tmp_path / "a", policy=P(0.5), class_names=["a", "b"], check=False,
                        torchscript=False)
+    with pytest.raises(ConfigError, match="opset"):
+        export_dynamic(toy_net, tmp_path / "a", policy=P(0.5), opset=True)
     assert not (tmp_path / "a").exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -488,7 +501,7 @@ def test_cli_export_of_a_saved_dynamic_model(resnet_space, tmp_path, capsys, see
     with torch.no_grad():
         conf = [confidence(z, "margin").numpy() for z in msnet(x)[:-1]]
     thresholds = [_separated(conf[0], 0.4), _separated(conf[1], 0.5)]
-    dynamic = DynamicNet(msnet, thresholds, confidence="margin", model_spec=spec).eval()
+    dynamic = DynamicNet(msnet, ExitPolicy(thresholds=thresholds, confidence="margin"), model_spec=spec).eval()
     dynamic.save(tmp_path / "model")
 
     code = main(["export", str(tmp_path / "model"), "--out", str(tmp_path / "out"), "--no-torchscript"])
@@ -497,7 +510,7 @@ def test_cli_export_of_a_saved_dynamic_model(resnet_space, tmp_path, capsys, see
     assert summary["files"] == ["manifest.json", "stage1.onnx", "stage2.onnx", "stage3.onnx"]
     runtime = OnnxDynamicNet(tmp_path / "out", num_threads=1)
     assert runtime.confidence == "margin" and runtime.thresholds == pytest.approx(thresholds)
-    assert runtime.mean == (0.3,) and runtime.class_names[3] == "k3"
+    assert runtime.preprocessing.mean == (0.3,) and runtime.class_names[3] == "k3"
     logits, exit_stage = runtime(x.numpy())
     out = dynamic(x)
     np.testing.assert_array_equal(exit_stage, out.exit_stage.numpy())
@@ -518,6 +531,6 @@ def test_dynamo_exporter_fallback(toy_net, tmp_path, monkeypatch):
         return real(*args, dynamo=dynamo, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", legacy_fails)
-    out = export_dynamic(toy_net, tmp_path / "export", thresholds=[0.5], torchscript=False)
+    out = export_dynamic(toy_net, tmp_path / "export", policy=P(0.5), torchscript=False)
     manifest = read_manifest(out)
     assert all(e["onnx_exporter"] == "dynamo" for e in manifest["stages"])

@@ -71,8 +71,7 @@ def time_onnx(base: nn.Module, dynamic: DynamicNet, batches: Mapping[int, Sequen
         finally:
             base.train(was_training)
         stage_dir = Path(tmp) / "dynamic"
-        export_dynamic(dynamic.msnet, stage_dir, thresholds=dynamic.thresholds, confidence=dynamic.confidence,
-                       stage_macs=dynamic.stage_macs, torchscript=False, check=False)
+        export_dynamic(dynamic, stage_dir, torchscript=False, check=False)
         session = ort_session(base_path, threads=threads)
         net = OnnxDynamicNet(stage_dir, num_threads=threads)
         for bs, tensors in batches.items():

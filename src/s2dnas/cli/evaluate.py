@@ -10,6 +10,7 @@ from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, add_device_arg, check_model_dir
 from s2dnas.data import check_splits_fit, make_loader, splits_for_model
 from s2dnas.dynamic import (
+    Calibration,
     calibrate,
     collect_logits,
     evaluate_dynamic,
@@ -62,18 +63,18 @@ def run(args: argparse.Namespace) -> int:
     # the same exits and MACs, which tests/dynamic checks).
     stage_logits = collect_logits(net.msnet, loader, device=device)
     stage_macs = net.stage_macs
-    result = evaluate_dynamic(stage_logits, net.thresholds, stage_macs=stage_macs, confidence=net.confidence)
+    result = evaluate_dynamic(stage_logits, net.policy, stage_macs=stage_macs)
     best = oracle(stage_logits, stage_macs)
     base_macs = spec.get("base_macs")
 
     # The curve: the calibration's Pareto thresholds (chosen on val) re-scored on this split; without a
     # saved calibration, a sweep on this split itself (optimistic: chosen on the data it reports).
-    calibration = net.calibration
+    calibration = Calibration.from_policy(net.policy)
     if calibration is not None and calibration.curve:
         label = f"calibrated thresholds on {args.split}"
-        settings = [p.thresholds for p in calibration.curve]
+        settings = [net.policy.with_thresholds(p.thresholds) for p in calibration.curve]
         curve = [(r["expected_macs"], r["accuracy"]) for r in (
-            evaluate_dynamic(stage_logits, t, stage_macs=stage_macs, confidence=net.confidence) for t in settings)]
+            evaluate_dynamic(stage_logits, t, stage_macs=stage_macs) for t in settings)]
     else:
         label = f"threshold sweep on {args.split} (optimistic)"
         sweep = calibrate(stage_logits, stage_macs=stage_macs, macs_budget=float(sum(stage_macs)),

@@ -13,10 +13,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export a dynamic model to ONNX (one graph per stage) and TorchScript",
         description="Export a dynamic model directory (written by DynamicNet.save) for deployment: "
-                    "stage<s>.onnx and stage<s>.pt per stage plus manifest.json (thresholds, confidence "
-                    "measure, per-stage MACs, class names, input normalisation). Each stage is checked "
-                    "against PyTorch in ONNX Runtime. Run it with s2dnas_runtime.OnnxDynamicNet (numpy + "
-                    "onnxruntime, no torch). Needs: pip install 's2dnas[export]'.")
+                    "stage<s>.onnx and stage<s>.pt per stage plus manifest.json (the exit policy: thresholds, "
+                    "confidence measure, per-stage cost; per-stage MACs, class names, input preprocessing). "
+                    "Each stage is checked against PyTorch in ONNX Runtime. Run it with "
+                    "s2dnas_runtime.OnnxDynamicNet (numpy + onnxruntime, no torch). Needs: pip install "
+                    "'s2dnas[export]'.")
     p.add_argument("dir", metavar="DIR", help="dynamic model directory written by DynamicNet.save")
     p.add_argument("--out", required=True,
                    help="export directory (an existing export there is replaced, only once the new one is complete)")
@@ -32,15 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from s2dnas.dynamic import load
     from s2dnas.export import export_dynamic
 
-    device = resolve_device(args.device)
-    dynamic = load(args.dir, device=device)
-    spec = dynamic.model_spec or {}
-    out = export_dynamic(
-        dynamic.msnet, args.out, thresholds=dynamic.thresholds, confidence=dynamic.confidence,
-        class_names=spec.get("class_names") or (), mean=spec.get("mean") or None, std=spec.get("std") or None,
-        stage_macs=dynamic.stage_macs, opset=args.opset, torchscript=not args.no_torchscript,
-        check=not args.no_check,
-    )
+    dynamic = load(args.dir, device=resolve_device(args.device))
+    out = export_dynamic(dynamic, args.out, opset=args.opset, torchscript=not args.no_torchscript,
+                         check=not args.no_check)
     files = sorted(p.name for p in out.iterdir())
     print(json.dumps({"out": str(out), "num_stages": dynamic.num_stages, "thresholds": list(dynamic.thresholds),
                       "confidence": dynamic.confidence, "files": files}))

@@ -47,13 +47,10 @@ def parse_fractions(text: str, *, num_stages: int) -> list[float]:
 
 
 def _calibrated_fractions(net: Any) -> list[float] | None:
-    for holder in (getattr(net, "calibration", None), getattr(getattr(net, "policy", None), "calibration", None)):
-        fr = getattr(holder, "exit_fractions", None) if holder is not None else None
-        if fr is None and isinstance(holder, dict):
-            fr = holder.get("exit_fractions")
-        if fr:
-            return [float(v) for v in fr]
-    return None
+    """The exit fractions the model's calibration measured on val (``None`` without a calibration)."""
+    record = net.policy.calibration or {}
+    fractions = record.get("exit_fractions")
+    return [float(v) for v in fractions] if fractions else None
 
 
 def run(args: argparse.Namespace) -> int:

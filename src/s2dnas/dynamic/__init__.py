@@ -1,8 +1,13 @@
-"""Dynamic inference: confidence measures, the batched early-exit executor, calibration, save/load."""
+"""Dynamic inference: exit policy, confidence measures, the batched early-exit executor, calibration, save/load.
+
+Modules, in import order (each imports only the ones before it): :mod:`.policy` (the
+:class:`ExitPolicy`, defined in the torch-free runtime), :mod:`.confidence`, :mod:`.files` (the
+model directory format, writing), :mod:`.executor` (:class:`DynamicNet`), :mod:`.optimise` (the
+threshold optimiser), :mod:`.calibrate`, :mod:`.io` (loading), :mod:`.plots`.
+"""
 from __future__ import annotations
 
 from s2dnas.dynamic.calibrate import (
-    NEVER_EXIT,
     Calibration,
     CurvePoint,
     StageLogits,
@@ -12,10 +17,13 @@ from s2dnas.dynamic.calibrate import (
     oracle,
     pareto_front,
 )
-from s2dnas.dynamic.confidence import CONFIDENCE_MEASURES, confidence, confidence_np
+from s2dnas.dynamic.confidence import confidence, confidence_np
 from s2dnas.dynamic.executor import DynamicNet, DynamicOutput, executed_macs, reference_forward, route
-from s2dnas.dynamic.io import build_model_spec, load, save_dynamic
+from s2dnas.dynamic.files import build_model_spec, save_dynamic
+from s2dnas.dynamic.io import load
+from s2dnas.dynamic.optimise import ThresholdSearch, optimise_thresholds
 from s2dnas.dynamic.plots import plot_accuracy_vs_macs, plot_exit_histogram
+from s2dnas.dynamic.policy import CONFIDENCE_MEASURES, NEVER_EXIT, ExitPolicy, PolicyError
 
 __all__ = [
     "CONFIDENCE_MEASURES",
@@ -24,7 +32,10 @@ __all__ = [
     "CurvePoint",
     "DynamicNet",
     "DynamicOutput",
+    "ExitPolicy",
+    "PolicyError",
     "StageLogits",
+    "ThresholdSearch",
     "build_model_spec",
     "calibrate",
     "collect_logits",
@@ -33,6 +44,7 @@ __all__ = [
     "evaluate_dynamic",
     "executed_macs",
     "load",
+    "optimise_thresholds",
     "oracle",
     "pareto_front",
     "plot_accuracy_vs_macs",

@@ -13,16 +13,15 @@ Expected MACs = ``sum_s (fraction of inputs reaching stage s) * stage_macs[s]``,
 counted again). Multiplied by the number of inputs it is an exact integer, equal to the MACs the
 :class:`~s2dnas.dynamic.executor.DynamicNet` executes on the same inputs.
 
-Candidate thresholds, per early stage: ``grid`` quantiles of that stage's confidences, each moved
-down to the midpoint below it (between it and the next smaller observed confidence, rounded to
-float32), plus 0 ("everyone exits") and 2.0 ("nobody exits"). A threshold between two observed
-confidences selects the same inputs as the quantile itself, but a rounding difference of ~1e-7 in
-a recomputed logit can no longer flip an input that sits exactly on it.
+The thresholds are chosen by :func:`s2dnas.dynamic.optimise.optimise_thresholds`: one optimiser
+for every stage count, exact over every candidate threshold (one per distinct outcome, drawn from
+the sorted confidences) while ``(outer combinations) x N`` stays within
+:data:`~s2dnas.dynamic.optimise.EXACT_CELLS`, else over a thinned grid (``exact=False``). It is
+cost-agnostic: it is given a per-stage cost vector (here the MACs).
 
-Search: with S <= 3 stages every combination of candidates is scored (at most ``(grid + 2)^2``
-settings). With S > 3 the grid grows as ``grid^(S-1)``, so a coordinate descent is used instead:
-start from "nobody exits", then repeatedly re-choose one stage's threshold with the others fixed
-(scoring all its candidates at once) until a full round changes nothing. It finds a local optimum.
+The result, :class:`Calibration`, reports how the chosen setting scores; what travels on (to
+:class:`~s2dnas.dynamic.DynamicNet`, save, export, the runtime) is its :attr:`Calibration.policy`,
+one :class:`~s2dnas_runtime.ExitPolicy`.
 """
 from __future__ import annotations
 
@@ -36,7 +35,9 @@ import torch
 
 from s2dnas.dynamic.confidence import confidence as _confidence
 from s2dnas.dynamic.confidence import validate_measure
-from s2dnas.dynamic.executor import route, validate_thresholds
+from s2dnas.dynamic.executor import route
+from s2dnas.dynamic.optimise import optimise_thresholds
+from s2dnas.dynamic.policy import NEVER_EXIT, ExitPolicy, as_policy
 from s2dnas.errors import CalibrationError, DataError
 from s2dnas.space.multistage import MultiStageNet
 
@@ -54,12 +55,9 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-NEVER_EXIT = 2.0
-"""A threshold no confidence reaches (confidences are in [0, 1]): nobody exits at that stage."""
-
 _FORMAT = "s2dnas.calibration/1"
 _MAX_CELLS = 4_000_000  # settings x inputs scored per chunk (bounds memory to a few tens of MB)
-_MAX_ROUNDS = 50  # coordinate descent rounds (it stops earlier when a round changes nothing)
+_POLICY_FIELDS = ("format", "thresholds", "confidence", "stage_macs")  # in the policy, not its record
 
 
 # -- cached logits ------------------------------------------------------------------------------
@@ -191,21 +189,6 @@ class _Scorer:
         total_macs = (reached * self.stage_macs).sum(dim=1)
         return torch.cat(correct).numpy(), exit_counts.numpy(), total_macs.numpy()
 
-    def candidates(self, grid: int) -> list[np.ndarray]:
-        """Per early stage, the candidate thresholds (float32 values, ascending)."""
-        out = []
-        levels = np.linspace(0.0, 1.0, grid)
-        for s in range(self.num_stages - 1):
-            values = np.sort(self.conf[s].numpy().astype(np.float64))
-            unique = np.unique(values)
-            quantiles = values[np.round(levels * (self.n - 1)).astype(np.int64)]
-            pos = np.searchsorted(unique, quantiles)  # quantiles are observed values: exact hits
-            below = unique[np.maximum(pos - 1, 0)]
-            mids = np.where(pos > 0, (below + quantiles) / 2.0, 0.0)
-            cand = np.unique(np.concatenate([[0.0], mids.astype(np.float32), [NEVER_EXIT]]).astype(np.float32))
-            out.append(cand)
-        return out
-
 
 # -- results ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -251,6 +234,10 @@ class Calibration:
         curve: the Pareto front (fewest MACs for each accuracy) over every setting scored,
             sorted by MACs.
         message: a one-line summary (says what was returned when infeasible).
+        exact: True when the optimiser scored every candidate threshold combination.
+
+    What travels on is :attr:`policy`, which holds the thresholds, measure and stage cost and the
+    rest of this record as plain data; :meth:`from_policy` reads it back.
     """
 
     thresholds: tuple[float, ...]
@@ -265,6 +252,28 @@ class Calibration:
     num_examples: int = 0
     curve: tuple[CurvePoint, ...] = field(default=())
     message: str = ""
+    exact: bool = True
+
+    @property
+    def policy(self) -> ExitPolicy:
+        """The exit policy: these thresholds, measure and per-stage MACs, with this record."""
+        record = {k: v for k, v in self.to_dict().items() if k not in _POLICY_FIELDS}
+        return ExitPolicy(thresholds=self.thresholds, confidence=self.confidence,
+                          stage_cost=self.stage_macs or None, cost_unit="macs", calibration=record)
+
+    @classmethod
+    def from_policy(cls, policy: ExitPolicy) -> Calibration | None:
+        """The calibration a policy records (``None`` when it has no record).
+
+        Raises:
+            CalibrationError: the record is malformed.
+        """
+        if policy.calibration is None:
+            return None
+        return cls.from_dict({**policy.calibration, "thresholds": list(policy.thresholds),
+                              "confidence": policy.confidence,
+                              "stage_macs": list(policy.stage_cost) if policy.cost_unit == "macs" and
+                              policy.stage_cost is not None else []})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable)."""
@@ -274,7 +283,7 @@ class Calibration:
             "exit_fractions": list(self.exit_fractions), "feasible": self.feasible,
             "target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget,
             "stage_macs": list(self.stage_macs), "num_examples": self.num_examples,
-            "curve": [p.to_dict() for p in self.curve], "message": self.message,
+            "curve": [p.to_dict() for p in self.curve], "message": self.message, "exact": self.exact,
         }
 
     @classmethod
@@ -298,7 +307,7 @@ class Calibration:
                 stage_macs=tuple(int(m) for m in data.get("stage_macs", ())),
                 num_examples=int(data.get("num_examples", 0)),
                 curve=tuple(CurvePoint.from_dict(p) for p in data.get("curve", ())),
-                message=str(data.get("message", "")),
+                message=str(data.get("message", "")), exact=bool(data.get("exact", True)),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CalibrationError(
@@ -308,15 +317,14 @@ class Calibration:
 
 
 # -- public functions ---------------------------------------------------------------------------
-def evaluate_dynamic(stage_logits: StageLogits, thresholds: Sequence[float], *, stage_macs: Sequence[int],
-                     confidence: str = "max_softmax") -> dict[str, Any]:
-    """Apply the exit rule with ``thresholds`` to cached logits.
+def evaluate_dynamic(stage_logits: StageLogits, policy: ExitPolicy | Sequence[float], *,
+                     stage_macs: Sequence[int]) -> dict[str, Any]:
+    """Apply the exit rule of ``policy`` to cached logits.
 
     Args:
         stage_logits: from :func:`collect_logits`.
-        thresholds: ``S-1`` thresholds.
+        policy: the exit policy (or ``S-1`` thresholds, max-softmax confidence).
         stage_macs: per stage, its own MACs per input.
-        confidence: the confidence measure.
 
     Returns:
         ``accuracy``, ``num_correct``, ``expected_macs`` (per input), ``total_macs`` (exact integer over all
@@ -326,8 +334,9 @@ def evaluate_dynamic(stage_logits: StageLogits, thresholds: Sequence[float], *, 
     Raises:
         CalibrationError: invalid thresholds or per-stage MACs.
     """
-    values = validate_thresholds(thresholds, num_stages=stage_logits.num_stages)
-    scorer = _Scorer(stage_logits, stage_macs, confidence)
+    policy = as_policy(policy, num_stages=stage_logits.num_stages)
+    values = policy.thresholds
+    scorer = _Scorer(stage_logits, stage_macs, policy.confidence)
     correct, counts, total = scorer.score(torch.tensor([values], dtype=torch.float32).reshape(1, -1))
     n = scorer.n
     return {
@@ -339,7 +348,7 @@ def evaluate_dynamic(stage_logits: StageLogits, thresholds: Sequence[float], *, 
         "exit_counts": [int(c) for c in counts[0]],
         "num_examples": n,
         "thresholds": list(values),
-        "confidence": confidence,
+        "confidence": policy.confidence,
     }
 
 
@@ -387,7 +396,7 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
               stage_macs: Sequence[int] | None = None, target_accuracy: float | None = None,
               macs_budget: float | None = None, base_accuracy: float | None = None, tolerance: float = 0.001,
               confidence: str = "max_softmax", device: torch.device | str | None = None,
-              grid: int = 64) -> Calibration:
+              grid: int | None = None) -> Calibration:
     """Choose the thresholds on the validation data (never the test split).
 
     Exactly one mode: **target** (``target_accuracy``, or ``base_accuracy - tolerance`` when only
@@ -407,10 +416,11 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
         tolerance: how much below ``base_accuracy`` the default target is.
         confidence: ``"max_softmax"``, ``"entropy"`` or ``"margin"``.
         device: where to run the network (default: its device).
-        grid: quantile levels per stage (candidate thresholds per stage: up to ``grid + 2``).
+        grid: at most this many candidate thresholds per stage but the last early one (``None``,
+            the default: every candidate, exact, within :data:`~s2dnas.dynamic.optimise.EXACT_CELLS`).
 
     Returns:
-        The :class:`Calibration`. When nothing meets the target it is the most accurate setting,
+        The :class:`Calibration` (its ``.policy`` is the :class:`~s2dnas_runtime.ExitPolicy`). When nothing meets the target it is the most accurate setting,
         when nothing fits the budget the cheapest one, with ``feasible=False`` (and a warning).
 
     Raises:
@@ -422,49 +432,22 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
     stage_logits, stage_macs = _resolve_inputs(msnet_or_stage_logits, loader, stage_macs=stage_macs, device=device)
     mode, target = _resolve_mode(target_accuracy=target_accuracy, macs_budget=macs_budget,
                                  base_accuracy=base_accuracy, tolerance=tolerance)
-    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 2:
-        raise CalibrationError(f"Expected `grid` to be an integer >= 2, but got {grid!r}")
+    if grid is not None and (not isinstance(grid, int) or isinstance(grid, bool) or grid < 2):
+        raise CalibrationError(f"Expected `grid` to be None or an integer >= 2, but got {grid!r}")
     scorer = _Scorer(stage_logits, stage_macs, confidence)
-    n, s_count = scorer.n, scorer.num_stages
-    need = -math.inf if target is None else target * n - 1e-9
-    limit = math.inf if macs_budget is None else float(macs_budget) * n + 1e-6
-
-    def key(correct: int, total: int) -> tuple[int, float, float]:
-        """Smaller is better: feasible first, then the mode's objective, then its tie-break."""
-        if mode == "target":
-            return (0, total, -correct) if correct >= need else (1, -correct, total)
-        return (0, -correct, total) if total <= limit else (1, total, -correct)
-
-    candidates = scorer.candidates(grid)
-    pool: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = []  # (settings, correct, total)
-    if s_count <= 3:
-        # Full grid: every combination of candidates, scored in vectorised chunks.
-        if s_count == 1:
-            settings = torch.zeros(1, 0)
-        else:
-            mesh = torch.meshgrid(*[torch.from_numpy(c) for c in candidates], indexing="ij")
-            settings = torch.stack([m.reshape(-1) for m in mesh], dim=1)
-        correct, _, total = scorer.score(settings)
-        pool.append((settings, correct, total))
-        best = min(range(len(correct)), key=lambda i: key(int(correct[i]), int(total[i])))
-        chosen = settings[best]
-    else:
-        chosen, pool = _coordinate_descent(scorer, candidates, key)
-        # A diagonal sweep (every stage at the same quantile level) fills in the curve.
-        levels = min(len(c) for c in candidates)
-        diag = torch.stack([torch.from_numpy(c[np.round(np.linspace(0, len(c) - 1, levels)).astype(np.int64)])
-                            for c in candidates], dim=1)
-        d_correct, _, d_total = scorer.score(diag)
-        pool.append((diag, d_correct, d_total))
-
-    thresholds = tuple(float(t) for t in chosen.tolist())
-    point = evaluate_dynamic(stage_logits, thresholds, stage_macs=stage_macs, confidence=confidence)
-    feasible = key(point["num_correct"], point["total_macs"])[0] == 0
-    curve = pareto_front([
-        CurvePoint(expected_macs=int(t) / n, accuracy=int(c) / n, thresholds=tuple(float(v) for v in row))
-        for settings, correct, total in pool
-        for row, c, t in zip(settings.tolist(), correct, total)
-    ])
+    n = scorer.n
+    # one optimiser for every stage count, given the per-stage cost vector (here: MACs)
+    found = optimise_thresholds(
+        scorer.conf.numpy(), scorer.correct.numpy(), [float(m) for m in stage_macs],
+        min_correct=None if target is None else target * n - 1e-9,
+        max_cost=None if macs_budget is None else float(macs_budget) * n + 1e-6, grid=grid)
+    thresholds = found.thresholds
+    point = evaluate_dynamic(stage_logits, ExitPolicy(thresholds=thresholds, confidence=confidence),
+                             stage_macs=stage_macs)
+    assert point["num_correct"] == found.correct and point["total_macs"] == round(found.cost), \
+        "the optimiser and the scorer must agree on the chosen setting"
+    feasible = found.feasible
+    curve = [CurvePoint(expected_macs=c / n, accuracy=k / n, thresholds=t) for c, k, t in found.front]
     if mode == "target":
         goal = f"accuracy >= {target:.4f}"
         fallback = "the most accurate setting"
@@ -483,6 +466,7 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
         expected_macs=point["expected_macs"], exit_fractions=tuple(point["exit_fractions"]), feasible=feasible,
         target_accuracy=target, macs_budget=None if macs_budget is None else float(macs_budget),
         stage_macs=tuple(int(m) for m in stage_macs), num_examples=n, curve=tuple(curve), message=message,
+        exact=found.exact,
     )
 
 
@@ -545,26 +529,3 @@ def _resolve_mode(*, target_accuracy: float | None, macs_budget: float | None, b
             f"Expected `target_accuracy` in [0, 1] (a fraction, not a percentage), but got {target_accuracy!r}"
         )
     return "target", float(target_accuracy)
-
-
-def _coordinate_descent(scorer: _Scorer, candidates: list[np.ndarray], key: Any
-                        ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, np.ndarray, np.ndarray]]]:
-    """Re-choose one stage's threshold at a time, others fixed, from "nobody exits" (S > 3)."""
-    current = torch.full((scorer.num_stages - 1,), NEVER_EXIT, dtype=torch.float32)
-    correct, _, total = scorer.score(current.unsqueeze(0))
-    best_key = key(int(correct[0]), int(total[0]))
-    pool = [(current.unsqueeze(0).clone(), correct, total)]
-    for _ in range(_MAX_ROUNDS):
-        changed = False
-        for s, cand in enumerate(candidates):
-            settings = current.repeat(len(cand), 1)
-            settings[:, s] = torch.from_numpy(cand)
-            correct, _, total = scorer.score(settings)
-            pool.append((settings, correct, total))
-            i = min(range(len(cand)), key=lambda j: key(int(correct[j]), int(total[j])))
-            k = key(int(correct[i]), int(total[i]))
-            if k < best_key:
-                best_key, current, changed = k, settings[i].clone(), True
-        if not changed:
-            break
-    return current, pool

@@ -9,8 +9,10 @@ where 1 means certain:
 
 An input leaves stage ``s`` when ``confidence >= threshold[s]``. The comparison is done in
 float32 by every implementation (PyTorch executor, cached-logit evaluation, numpy runtime), so a
-threshold means the same thing everywhere. :func:`confidence_np` is the numpy twin used by the
-ONNX runtime: same formulas in float32, equal to :func:`confidence` up to float rounding (~1e-7).
+threshold means the same thing everywhere. :func:`confidence_np` is the numpy implementation of
+the runtime (:mod:`s2dnas_runtime.confidence`, re-exported here): same formulas in float32, equal
+to :func:`confidence` up to float rounding (~1e-7). The list of measures is defined once, in
+:mod:`s2dnas_runtime.policy`.
 
 Example:
     >>> import torch
@@ -22,25 +24,21 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from s2dnas.dynamic.policy import CONFIDENCE_MEASURES, policy_errors
 from s2dnas.errors import ConfigError
+from s2dnas_runtime.confidence import confidence_np
+from s2dnas_runtime.policy import validate_measure as _validate_measure
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["CONFIDENCE_MEASURES", "confidence", "confidence_np", "validate_measure"]
 
-CONFIDENCE_MEASURES: tuple[str, ...] = ("max_softmax", "entropy", "margin")
-
 
 def validate_measure(measure: str) -> None:
     """Raise :class:`ConfigError` unless ``measure`` is one of :data:`CONFIDENCE_MEASURES`."""
-    if measure not in CONFIDENCE_MEASURES:
-        raise ConfigError(
-            f"Expected the confidence measure to be one of {', '.join(CONFIDENCE_MEASURES)}, but got "
-            f"{measure!r}; pick one of these"
-        )
+    with policy_errors():
+        _validate_measure(measure)
 
 
 def _check_logits_shape(ndim: int, shape: tuple[int, ...]) -> None:
@@ -77,36 +75,3 @@ def confidence(logits: torch.Tensor, measure: str = "max_softmax") -> torch.Tens
         return (1.0 - h / math.log(k)).clamp_(0.0, 1.0)
     top2 = torch.softmax(z, dim=1).topk(2, dim=1).values
     return (top2[:, 0] - top2[:, 1]).clamp_(0.0, 1.0)
-
-
-def confidence_np(logits: np.ndarray, measure: str = "max_softmax") -> np.ndarray:
-    """Numpy twin of :func:`confidence` (no torch needed; float32, same formulas).
-
-    Args:
-        logits: ``(B, K)`` logits of one stage.
-        measure: ``"max_softmax"``, ``"entropy"`` or ``"margin"``.
-
-    Returns:
-        ``(B,)`` float32 confidences in ``[0, 1]``.
-
-    Raises:
-        ConfigError: unknown ``measure`` or logits not of shape ``(B, K)``.
-    """
-    validate_measure(measure)
-    z = np.asarray(logits, dtype=np.float32)
-    _check_logits_shape(z.ndim, tuple(z.shape))
-    k = z.shape[1]
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=1, keepdims=True)
-    if measure == "max_softmax":
-        return np.clip((e / total).max(axis=1), 0.0, 1.0).astype(np.float32)
-    if k == 1:
-        return np.ones(z.shape[0], dtype=np.float32)
-    if measure == "entropy":
-        logp = shifted - np.log(total)
-        h = -(np.exp(logp) * logp).sum(axis=1)
-        return np.clip(1.0 - h / np.float32(math.log(k)), 0.0, 1.0).astype(np.float32)
-    p = e / total
-    top2 = -np.partition(-p, 1, axis=1)[:, :2]
-    return np.clip(top2[:, 0] - top2[:, 1], 0.0, 1.0).astype(np.float32)

@@ -12,7 +12,7 @@ Example:
     >>> from s2dnas.space import Space
     >>> from s2dnas.zoo import create_model
     >>> space = Space(create_model("resnet20", num_classes=10, in_channels=1), input_shape=(1, 16, 16))
-    >>> net = DynamicNet(space.build().eval(), [0.9, 0.9])
+    >>> net = DynamicNet(space.build().eval(), ExitPolicy(thresholds=(0.9, 0.9)))
     >>> out = net(torch.randn(4, 1, 16, 16))
     >>> tuple(out.logits.shape), out.exit_stage.dtype
     ((4, 10), torch.int64)
@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -28,11 +27,12 @@ import torch
 from torch import nn
 
 from s2dnas.dynamic.confidence import confidence as _confidence
-from s2dnas.dynamic.confidence import validate_measure
-from s2dnas.errors import CalibrationError
+from s2dnas.dynamic.files import save_dynamic
+from s2dnas.dynamic.policy import ExitPolicy, as_policy, policy_errors
+from s2dnas.errors import CalibrationError, DataError
 from s2dnas.space.multistage import MultiStageNet
 
-__all__ = ["DynamicOutput", "DynamicNet", "reference_forward", "validate_thresholds", "route", "executed_macs"]
+__all__ = ["DynamicOutput", "DynamicNet", "reference_forward", "route", "executed_macs"]
 
 _logger = logging.getLogger(__name__)
 
@@ -47,42 +47,6 @@ class DynamicOutput(NamedTuple):
 
     logits: torch.Tensor
     exit_stage: torch.Tensor
-
-
-def validate_thresholds(thresholds: Any, *, num_stages: int) -> tuple[float, ...]:
-    """Check ``thresholds`` and return them as a tuple of floats.
-
-    Args:
-        thresholds: ``num_stages - 1`` numbers (a sequence, numpy array or 1-D tensor). Each must be
-            finite and ``>= 0``; values above 1 are allowed and mean "nobody exits here".
-        num_stages: S, the number of stages of the network.
-
-    Returns:
-        The thresholds as Python floats.
-
-    Raises:
-        CalibrationError: wrong count, not numbers, NaN, infinite or negative.
-    """
-    if isinstance(thresholds, torch.Tensor):
-        thresholds = thresholds.detach().cpu().reshape(-1).tolist()
-    try:
-        values = [float(t) for t in thresholds]
-    except (TypeError, ValueError):
-        raise CalibrationError(
-            f"Expected thresholds to be a sequence of {num_stages - 1} numbers, but got {thresholds!r}"
-        ) from None
-    if len(values) != num_stages - 1:
-        raise CalibrationError(
-            f"Expected {num_stages - 1} thresholds (one per stage except the last of {num_stages}), but got "
-            f"{len(values)}: {values}; pass one value per early exit"
-        )
-    bad = [t for t in values if math.isnan(t) or math.isinf(t) or t < 0]
-    if bad:
-        raise CalibrationError(
-            f"Expected every threshold to be a finite number >= 0, but got {values}; use 0 for 'everyone "
-            "exits here' and any value above 1 for 'nobody exits here'"
-        )
-    return tuple(values)
 
 
 def route(confidences: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
@@ -141,36 +105,35 @@ class DynamicNet(nn.Module):
     ``torch.inference_mode``. Batch norms should be in eval mode (``net.eval()``) so that an
     input's result does not depend on which other inputs share its batch.
 
+    The exit policy is kept once, in :attr:`policy`; :attr:`thresholds` and :attr:`confidence`
+    read it, and changing them means replacing it (:meth:`set_thresholds`, ``net.policy = ...``).
+
     Args:
         msnet: the multi-stage network.
-        thresholds: ``S-1`` thresholds, finite and ``>= 0`` (above 1: nobody exits at that stage).
-        confidence: ``"max_softmax"``, ``"entropy"`` or ``"margin"``.
-        stage_macs: per stage, its own MACs per input; counted once with ``msnet.stage_macs()``
-            on first use when not given.
-        calibration: the :class:`~s2dnas.dynamic.calibrate.Calibration` the thresholds came from
-            (kept for saving), or ``None``.
+        policy: the :class:`~s2dnas_runtime.ExitPolicy` (from :func:`~s2dnas.dynamic.calibrate`'s
+            ``.policy``), or ``S-1`` thresholds as a shorthand for ``ExitPolicy(thresholds=...)``.
+        stage_macs: per stage, its own MACs per input; default: the policy's ``stage_cost`` when
+            its unit is MACs, else counted once with ``msnet.stage_macs()`` on first use.
         model_spec: what :func:`s2dnas.dynamic.load` needs to rebuild the base model (see
-            :func:`s2dnas.dynamic.io.build_model_spec`); :meth:`save` uses it by default.
+            :func:`s2dnas.dynamic.build_model_spec`); :meth:`save` uses it by default.
 
     Raises:
-        CalibrationError: invalid thresholds.
+        CalibrationError: invalid thresholds or per-stage MACs.
         ConfigError: unknown confidence measure.
     """
 
-    def __init__(self, msnet: MultiStageNet, thresholds: Sequence[float] | torch.Tensor, *,
-                 confidence: str = "max_softmax", stage_macs: Sequence[int] | None = None,
-                 calibration: Any = None, model_spec: dict[str, Any] | None = None) -> None:
+    def __init__(self, msnet: MultiStageNet, policy: ExitPolicy | Sequence[float] | torch.Tensor, *,
+                 stage_macs: Sequence[int] | None = None, model_spec: dict[str, Any] | None = None) -> None:
         super().__init__()
-        validate_measure(confidence)
         self.msnet = msnet
-        self.confidence = confidence
-        self.thresholds = validate_thresholds(thresholds, num_stages=msnet.num_stages)
+        self._policy = as_policy(policy, num_stages=msnet.num_stages)
+        if stage_macs is None and self._policy.cost_unit == "macs" and self._policy.stage_cost is not None:
+            stage_macs = self._policy.stage_cost
         if stage_macs is not None and len(stage_macs) != msnet.num_stages:
             raise CalibrationError(
                 f"Expected {msnet.num_stages} per-stage MACs, but got {len(stage_macs)}; pass msnet.stage_macs()"
             )
         self._stage_macs: list[int] | None = None if stage_macs is None else [int(m) for m in stage_macs]
-        self.calibration = calibration
         self.model_spec = dict(model_spec) if model_spec is not None else None
         self.train(msnet.training)  # a DynamicNet over an eval-mode network starts in eval mode
         # Per stage s: the cache keys any later stage still reads (everything else is dropped).
@@ -178,6 +141,25 @@ class DynamicNet(nn.Module):
         for s in range(msnet.num_stages):
             later = {k for r in msnet.reads[s + 1:] for k in r}
             self._needed_after.append(tuple(k for w in msnet.writes[: s + 1] for k in w if k in later))
+
+    @property
+    def policy(self) -> ExitPolicy:
+        """The exit policy (thresholds, confidence measure, stage cost, calibration record)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: ExitPolicy | Sequence[float]) -> None:
+        self._policy = as_policy(policy, num_stages=self.num_stages)
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """The policy's ``S-1`` thresholds."""
+        return self._policy.thresholds
+
+    @property
+    def confidence(self) -> str:
+        """The policy's confidence measure."""
+        return self._policy.confidence
 
     @property
     def num_stages(self) -> int:
@@ -201,22 +183,50 @@ class DynamicNet(nn.Module):
         return executed_macs(exit_stage, self.stage_macs)
 
     def set_thresholds(self, thresholds: Sequence[float] | torch.Tensor) -> None:
-        """Replace the thresholds (validated as in the constructor)."""
-        self.thresholds = validate_thresholds(thresholds, num_stages=self.num_stages)
+        """Replace the policy by one with these thresholds (same measure; the calibration record,
+        which described the old thresholds, is dropped: see :meth:`ExitPolicy.with_thresholds`).
+
+        Raises:
+            CalibrationError: invalid thresholds.
+        """
+        with policy_errors():
+            policy = self._policy.with_thresholds(thresholds)
+        self.policy = policy
 
     def forward(self, x: torch.Tensor) -> DynamicOutput:
         """Run the early-exit rule on a batch.
 
         Args:
-            x: ``(B, C, H, W)`` images on the network's device.
+            x: ``(B, C, H, W)`` float images, preprocessed as in training, on the network's
+                device; another float dtype (e.g. float64) is cast to the network's.
 
         Returns:
             :class:`DynamicOutput` with ``logits`` ``(B, K)`` and ``exit_stage`` ``(B,)`` int64.
+
+        Raises:
+            DataError: not a float tensor of shape ``(B, *input_shape)``.
         """
+        x = self._check_input(x)
         if self.training:
             return self._forward(x)
         with torch.inference_mode():
             return self._forward(x)
+
+    def _check_input(self, x: Any) -> torch.Tensor:
+        shape = tuple(int(v) for v in self.input_shape)
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"Expected a torch.Tensor of shape (B, {', '.join(map(str, shape))}), but got "
+                            f"{type(x).__name__}; convert with torch.as_tensor")
+        if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+            raise DataError(f"Expected images of shape (B, {', '.join(map(str, shape))}) (the size the model was "
+                            f"built for), but got {tuple(x.shape)}; resize the images as the training data was")
+        if not x.is_floating_point():
+            raise DataError(f"Expected float images (scaled to [0, 1] and normalised as in training), but got "
+                            f"{x.dtype}; preprocess them first")
+        param = next(iter(self.msnet.parameters()), None)
+        if param is not None and x.dtype != param.dtype:
+            x = x.to(param.dtype)
+        return x
 
     def _forward(self, x: torch.Tensor) -> DynamicOutput:
         msnet, last = self.msnet, self.num_stages - 1
@@ -254,42 +264,38 @@ class DynamicNet(nn.Module):
         return DynamicOutput(logits=logits, exit_stage=exit_stage)
 
     def save(self, directory: str | Path, *, model_spec: dict[str, Any] | None = None) -> Path:
-        """Write the model as a directory that :func:`s2dnas.load` reads (see :mod:`s2dnas.dynamic.io`).
+        """Write the model as a directory that :func:`s2dnas.load` reads (see :mod:`s2dnas.dynamic.files`).
 
         Args:
             directory: target directory (created if needed; other files in it are kept).
-            model_spec: how to rebuild the base model (:func:`s2dnas.dynamic.io.build_model_spec`);
+            model_spec: how to rebuild the base model (:func:`s2dnas.dynamic.build_model_spec`);
                 defaults to the spec this net was loaded or built with.
 
         Returns:
             The directory.
         """
-        from s2dnas.dynamic.io import save_dynamic
-
         return save_dynamic(self, directory, model_spec=model_spec)
 
     def extra_repr(self) -> str:
         return f"thresholds={list(self.thresholds)}, confidence={self.confidence!r}"
 
 
-def reference_forward(msnet: MultiStageNet, x: torch.Tensor, thresholds: Sequence[float], *,
-                      confidence: str = "max_softmax") -> DynamicOutput:
+def reference_forward(msnet: MultiStageNet, x: torch.Tensor, policy: ExitPolicy | Sequence[float]) -> DynamicOutput:
     """The exit rule computed the slow way: every stage on every input (``msnet(x)``), then route.
 
     Args:
         msnet: the multi-stage network (put it in eval mode first).
         x: ``(B, C, H, W)`` images.
-        thresholds: ``S-1`` thresholds.
-        confidence: the confidence measure.
+        policy: the exit policy (or ``S-1`` thresholds, max-softmax confidence).
 
     Returns:
         The :class:`DynamicOutput` the rule gives.
     """
-    values = validate_thresholds(thresholds, num_stages=msnet.num_stages)
-    validate_measure(confidence)
+    policy = as_policy(policy, num_stages=msnet.num_stages)
+    values = policy.thresholds
     with torch.inference_mode():
         all_logits = torch.stack(msnet(x))  # (S, B, K)
-        conf = torch.stack([_confidence(z, confidence) for z in all_logits[:-1]]) if values else (
+        conf = torch.stack([_confidence(z, policy.confidence) for z in all_logits[:-1]]) if values else (
             torch.zeros(0, x.shape[0], device=x.device))
         exit_stage = route(conf, torch.tensor([values], dtype=torch.float32))[0]
         logits = all_logits[exit_stage, torch.arange(x.shape[0], device=x.device)]

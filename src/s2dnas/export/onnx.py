@@ -17,8 +17,6 @@ manifest records which one wrote each graph.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import os
 import secrets
 import shutil
@@ -31,21 +29,15 @@ import torch
 from torch import fx, nn
 
 from s2dnas._io import atomic_write_json, fsync_dir
-from s2dnas.dynamic.confidence import validate_measure
-from s2dnas.dynamic.executor import validate_thresholds
+from s2dnas.dynamic.executor import DynamicNet
+from s2dnas.dynamic.policy import ExitPolicy, as_policy
 from s2dnas.errors import ConfigError, ExportError
 from s2dnas.export.torchscript import load_torchscript, quiet_deprecations, save_torchscript, script_stage
-from s2dnas_runtime import (
-    FORMAT,
-    FORMAT_VERSION,
-    IMAGE_INPUT,
-    LOGITS_OUTPUT,
-    MANIFEST_NAME,
-    ExportError as _RuntimeExportError,
-    read_manifest,
-)
+from s2dnas_runtime.errors import ExportError as _RuntimeExportError
+from s2dnas_runtime.manifest import FORMAT, FORMAT_VERSION, IMAGE_INPUT, LOGITS_OUTPUT, MANIFEST_NAME, read_manifest
+from s2dnas_runtime.preprocessing import Preprocessing
 
-__all__ = ["export_dynamic", "export_stage_onnx", "plan_features", "prune_stage", "StageIO"]
+__all__ = ["export_dynamic", "export_stage_onnx", "plan_features", "preprocessing_of", "prune_stage", "StageIO"]
 
 _logger = logging.getLogger(__name__)
 
@@ -171,12 +163,39 @@ def export_stage_onnx(module: nn.Module, args: Sequence[torch.Tensor], path: str
                               f"dynamo=True: {_first_line(err)}") from err
 
 
-def export_dynamic(net: nn.Module, out_dir: str | os.PathLike[str], *, thresholds: Sequence[float],
-                   confidence: str = "max_softmax", class_names: Sequence[str] = (),
-                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   stage_macs: Sequence[int] | None = None, opset: int = 17, torchscript: bool = True,
+def preprocessing_of(model_spec: dict[str, Any] | None, input_shape: Sequence[int]) -> Preprocessing | None:
+    """The input preprocessing a saved model records, for the export manifest.
+
+    ``model_spec["data"]["preprocessing"]`` when the data package stored one; else, for models
+    saved before it existed, the spec's ``mean``/``std`` at the network's own input size; else
+    ``None``.
+
+    Raises:
+        ConfigError: the recorded preprocessing is invalid or is for another input shape.
+    """
+    spec = model_spec or {}
+    c, h, w = (int(v) for v in input_shape)
+    data = spec.get("data") or {}
+    try:
+        if isinstance(data, dict) and data.get("preprocessing") is not None:
+            pre = Preprocessing.from_dict(data["preprocessing"])
+        elif spec.get("mean") and spec.get("std"):
+            pre = Preprocessing(input_size=(h, w), channels=c, mean=spec["mean"], std=spec["std"])
+        else:
+            return None
+    except ValueError as err:
+        raise ConfigError(f"Invalid input preprocessing in the model spec: {err}") from None
+    if pre.input_shape != (c, h, w):
+        raise ConfigError(f"Expected the model's preprocessing to produce inputs {[c, h, w]}, but it describes "
+                          f"{list(pre.input_shape)}; re-save the model with the right data spec")
+    return pre
+
+
+def export_dynamic(net: DynamicNet | nn.Module, out_dir: str | os.PathLike[str], *,
+                   policy: ExitPolicy | None = None, class_names: Sequence[str] | None = None,
+                   preprocessing: Preprocessing | None = None, opset: int = 17, torchscript: bool = True,
                    check: bool = True) -> Path:
-    """Export a multi-stage network and its exit rule to a directory for deployment.
+    """Export a dynamic network and its exit policy to a directory for deployment.
 
     Writes ``stage{s}.onnx`` (``s = 1..S``), ``manifest.json`` and, with ``torchscript``,
     ``stage{s}.pt``. Everything is written into a temporary directory next to ``out_dir`` and
@@ -185,16 +204,14 @@ def export_dynamic(net: nn.Module, out_dir: str | os.PathLike[str], *, threshold
     earlier export (holds ``manifest.json``), so a mistyped path cannot wipe unrelated files.
 
     Args:
-        net: a :class:`~s2dnas.space.MultiStageNet` (``stages``, ``reads``, ``writes``,
-            ``input_shape``). Exported in eval mode; its training flag is restored afterwards.
+        net: a :class:`~s2dnas.dynamic.DynamicNet` (its policy, per-stage MACs, class names and
+            preprocessing are exported), or a bare :class:`~s2dnas.space.MultiStageNet`
+            (``policy`` is then required). Exported in eval mode; its training flag is restored.
         out_dir: the export directory.
-        thresholds: ``S - 1`` exit thresholds; an input leaves stage ``s`` when its confidence is
-            ``>= thresholds[s]``.
-        confidence: ``"max_softmax"``, ``"entropy"`` or ``"margin"``.
-        class_names: ``K`` class names, or empty.
-        mean: per-channel input mean of the training normalisation (``None``: none).
-        std: per-channel input standard deviation.
-        stage_macs: each stage's own MACs per input (default: counted by ``net.stage_macs()``).
+        policy: the :class:`~s2dnas_runtime.ExitPolicy` to export (default: the DynamicNet's).
+        class_names: ``K`` class names, or empty (default: the DynamicNet's model spec's).
+        preprocessing: the input preprocessing (default: the DynamicNet's model spec's, see
+            :func:`preprocessing_of`; none for a bare network).
         opset: ONNX opset version.
         torchscript: also write a TorchScript file per stage.
         check: run every exported stage in ONNX Runtime (and TorchScript) on a random batch and
@@ -204,22 +221,38 @@ def export_dynamic(net: nn.Module, out_dir: str | os.PathLike[str], *, threshold
         The export directory.
 
     Raises:
-        CalibrationError: wrong number of thresholds, or one that is negative or not finite.
-        ConfigError: invalid confidence, class names, normalisation, MACs or opset.
+        CalibrationError: a policy for another number of stages.
+        ConfigError: no policy, invalid class names, preprocessing or opset.
         ExportError: a stage fails to export or to match PyTorch (the message names the stage),
             or ``out_dir`` cannot be written or holds something other than an export.
         ImportError: onnx (or, with ``check``, onnxruntime) is not installed.
     """
+    dynamic = net if isinstance(net, DynamicNet) else None
+    msnet = dynamic.msnet if dynamic is not None else net
     for attr in ("stages", "reads", "writes", "input_shape"):
-        if not hasattr(net, attr):
-            raise ConfigError(f"Expected a MultiStageNet (with `{attr}`), but got {type(net).__name__}; "
+        if not hasattr(msnet, attr):
+            raise ConfigError(f"Expected a DynamicNet or MultiStageNet (with `{attr}`), but got {type(net).__name__}; "
                               "build one with Space.build() or load one with s2dnas.dynamic.load()")
-    num_stages = len(net.stages)
-    input_shape = tuple(int(v) for v in net.input_shape)
-    thresholds_list = list(validate_thresholds(thresholds, num_stages=num_stages))
-    validate_measure(confidence)
-    norm = _validate_options(mean=mean, std=std, channels=input_shape[0], stage_macs=stage_macs,
-                             num_stages=num_stages, opset=opset)
+    num_stages = len(msnet.stages)
+    input_shape = tuple(int(v) for v in msnet.input_shape)
+    if policy is None:
+        if dynamic is None:
+            raise ConfigError("Expected an exit policy with a bare MultiStageNet, but got none; pass "
+                              "policy=ExitPolicy(thresholds=...) or export a DynamicNet")
+        policy = dynamic.policy
+    policy = as_policy(policy, num_stages=num_stages)
+    spec = dynamic.model_spec if dynamic is not None else None
+    if class_names is None:
+        class_names = (spec or {}).get("class_names") or ()
+    if preprocessing is None and dynamic is not None:
+        preprocessing = preprocessing_of(spec, input_shape)
+    if preprocessing is not None and preprocessing.input_shape != input_shape:
+        raise ConfigError(f"Expected preprocessing for inputs {list(input_shape)}, but it describes "
+                          f"{list(preprocessing.input_shape)}")
+    stage_macs = dynamic.stage_macs if dynamic is not None else None
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 9:
+        raise ConfigError(f"Invalid export options: `opset` must be an integer >= 9, got {opset!r}")
+    net = msnet
     _require("onnx")
     if check:
         _require("onnxruntime")
@@ -280,9 +313,8 @@ def export_dynamic(net: nn.Module, out_dir: str | os.PathLike[str], *, threshold
             "num_classes": num_classes,
             "input_shape": list(input_shape),
             "class_names": names,
-            "normalization": norm,
-            "confidence": confidence,
-            "thresholds": thresholds_list,
+            "preprocessing": None if preprocessing is None else preprocessing.to_dict(),
+            "policy": policy.to_dict(),
             "stage_macs": macs,
             "opset": int(opset),  # requested; stages[s].onnx_opset is what each file holds
             "features": {n: k for st in plan for n, k in st.outputs[1:]},
@@ -310,32 +342,6 @@ def export_dynamic(net: nn.Module, out_dir: str | os.PathLike[str], *, threshold
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _validate_options(*, mean: Sequence[float] | None, std: Sequence[float] | None,
-                      channels: int, stage_macs: Sequence[int] | None, num_stages: int, opset: int
-                      ) -> dict[str, list[float]] | None:
-    problems = []
-    norm = None
-    if (mean is None) != (std is None):
-        problems.append("give both `mean` and `std`, or neither")
-    elif mean is not None and std is not None:
-        m, s = [float(v) for v in mean], [float(v) for v in std]
-        if len(m) != channels or len(s) != channels:
-            problems.append(f"`mean` and `std` need {channels} values (one per input channel), "
-                            f"got {len(m)} and {len(s)}")
-        elif not all(math.isfinite(v) for v in m) or not all(math.isfinite(v) and v > 0 for v in s):
-            problems.append(f"`mean` must be finite and `std` finite and > 0, got {m} and {s}")
-        else:
-            norm = {"mean": m, "std": s}
-    if stage_macs is not None and (len(stage_macs) != num_stages or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in stage_macs)):
-        problems.append(f"`stage_macs` must be {num_stages} non-negative integers, got {list(stage_macs)!r}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 9:
-        problems.append(f"`opset` must be an integer >= 9, got {opset!r}")
-    if problems:
-        raise ConfigError("Invalid export options: " + "; ".join(problems))
-    return norm
-
-
 def _require(module: str) -> None:
     try:
         __import__(module)
