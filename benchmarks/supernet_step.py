@@ -19,7 +19,7 @@ import time
 import torch
 
 from s2dnas._io import atomic_write_json
-from s2dnas.cli.bench import machine_info
+from s2dnas._device import machine_info
 from s2dnas.space import Space
 from s2dnas.train.sandwich import sandwich
 from s2dnas.train.supernet import SuperNet
