@@ -667,6 +667,9 @@ class _Analyzer:
         in_dim, axis = self.input_of(node, x)
         in_shape = self.shapes[x.name]
         start, end = start % len(in_shape), end % len(in_shape)
+        if shape is not None and axis == 1 and start >= 2:  # spatial dims only: (B, C, H*W)
+            self.set(node, in_dim, 1)
+            return
         if shape is None or start != 1 or end != len(in_shape) - 1:
             raise _unsupported(node, "only flattening from dim 1 to (B, features) is supported")
         self.to_features(node, in_dim, axis, in_shape)
