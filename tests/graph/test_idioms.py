@@ -328,3 +328,72 @@ def test_every_refusal_is_typed():
     for kind in ("max", "attention", "stride", "index", "input"):
         with pytest.raises(S2DNASError):
             Space(Refused(kind).eval(), input_shape=SHAPE)
+
+
+class MixedGate(nn.Module):
+    """MixNet / GhostNet / CSP / DPN idioms: an SE gate over concatenated branches, and residuals
+    that add a slice of one tensor to a conv output (ties cut classes into sub-classes)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.b3 = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.b5 = nn.Conv2d(6, 6, 5, padding=2, groups=6)
+        self.gate = nn.Conv2d(12, 12, 1)
+        self.narrow = nn.Conv2d(12, 6, 3, padding=1)
+        self.mix = nn.Conv2d(12, 12, 3, padding=1)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        t = F.relu(self.stem(x))
+        if self.kind == "gate":  # MixNet: mixed depthwise kernels, then a gate of another class
+            p, q = torch.split(t, [6, 6], 1)
+            t = torch.cat([self.b3(p), self.b5(q)], 1)
+            t = t * torch.sigmoid(self.gate(t.mean((2, 3), keepdim=True)))
+        else:  # DPN / CSP: the first half of t continues as a residual of a narrower conv
+            t = torch.cat([t[:, :6] + self.narrow(t), t[:, 6:]], 1)
+        return self.fc(F.relu(self.mix(t)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["gate", "residual"])
+def test_ties_between_different_layouts_cut_classes(kind, seed):
+    (space, _) = check(MixedGate(kind))
+    stem = space.analysis.mixing["stem"].out_dim
+    assert [(p.lo, p.hi) for p in stem.parts] == [(0, 6), (0, 6)]  # the stem's 12 channels: two classes
+    assert len({p.cls for p in stem.parts}) == 2
+
+
+class _Linear(nn.Linear):
+    """timm's Linear: an nn.Linear subclass whose forward fx traces into F.linear."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class _BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: F.batch_norm on the module's own parameters, then an activation."""
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, self.eps)
+        return F.relu(x)
+
+
+class Functional2(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = _BatchNormAct(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = _Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_functional_norms_and_linears_of_module_subclasses(seed):
+    (space, _) = check(Functional2())
+    net = space.build()
+    stage = net.stages[0]
+    assert type(stage.get_submodule("bn_fn")) is nn.BatchNorm2d  # the plain norm; the ReLU stays a node
+    assert space.analysis.mixing["linear"].is_head and space.analysis.targets["linear"] == "fc"

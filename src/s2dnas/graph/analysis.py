@@ -118,6 +118,7 @@ class ChannelClass:
     producers: list[str] = field(default_factory=list)  # node names of mixing ops writing it
     norms: list[str] = field(default_factory=list)  # batch norms reading exactly this class
     segments: tuple[tuple[int, int], ...] = ()  # ranges that slices/splits cut it into, each partitioned
+    offsets: dict[str, int] = field(default_factory=dict)  # producer / norm node -> where it sits in its channels
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class MixingOp:
     out_cls: int
     group: int
     is_head: bool
+    out_dim: Dim | None = None  # the classes it writes (several when a tie cut its output)
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,8 @@ class _Analyzer:
         self.uf = _UnionFind()
         self.sizes: dict[int, int] = {}
         self.granularity: dict[int, int] = {}
-        self.cuts: dict[int, set[int]] = {}
+        self.cuts: dict[int, set[int]] = {}  # soft cuts (slices): ranges shared out separately
+        self.children: dict[int, list[tuple[int, int, int]]] = {}  # hard cuts (ties): root -> sub-classes
         self.dims: dict[str, Dim] = {}
         self.axes: dict[str, int] = {}
         self.seqs: dict[str, list[Dim]] = {}
@@ -333,21 +336,95 @@ class _Analyzer:
             raise _unsupported(node, f"its input {arg.name!r} is a tuple of tensors or a channel-shuffle view")
         raise _unsupported(node, "its input is not a tensor the analysis follows")
 
+    def expand(self, part: Part) -> list[Part]:
+        """``part`` as ranges of leaf classes (classes that ties have not cut further)."""
+        hi = self.hi(part)
+        root = part.cls if part.cls < 0 else self.uf.find(part.cls)
+        if root < 0 or root not in self.children:
+            return [Part(root, part.repeat, part.lo, hi)]
+        out: list[Part] = []
+        for child, lo, chi in self.children[root]:
+            a, b = max(lo, part.lo), min(chi, hi)
+            if a < b:
+                out.extend(self.expand(Part(child, part.repeat, a - lo, b - lo)))
+        return out
+
+    def cut(self, cls: int, at: int, node: fx.Node) -> None:
+        """Split class ``cls`` at channel ``at`` into two sub-classes (a tie needs the ranges whole)."""
+        root = self.uf.find(cls)
+        size = self.sizes[root]
+        if at <= 0 or at >= size:
+            return
+        if root in self.children:
+            for child, lo, hi in self.children[root]:
+                if lo < at < hi:
+                    self.cut(child, at - lo, node)
+            return
+        g = self.granularity[root]
+        if at % g:
+            raise _unsupported(node, f"it ties channels across a group of a grouped conv (groups of {g})")
+        first, second = self.new_class(at), self.new_class(size - at)
+        self.granularity[first] = self.granularity[second] = g
+        self.cuts[first] = {c for c in self.cuts[root] if 0 < c < at}
+        self.cuts[second] = {c - at for c in self.cuts[root] if at < c < size}
+        self.children[root] = [(first, 0, at), (second, at, size)]
+
+    def soft_cut(self, cls: int, at: int) -> None:
+        """Record that a slice begins or ends at channel ``at`` of ``cls`` (ranges shared out apart)."""
+        root = self.uf.find(cls)
+        for child, lo, hi in self.children.get(root, ()):
+            if lo < at < hi:
+                self.soft_cut(child, at - lo)
+                return
+        if root not in self.children and 0 < at < self.sizes[root]:
+            self.cuts[root].add(at)
+
+    def leaves(self, dim: Dim) -> list[Part]:
+        return [q for p in dim.parts for q in self.expand(p)]
+
     def tie(self, a: Dim, b: Dim, node: fx.Node) -> Dim:
         if a == b:
             return a
         if a.has_input or b.has_input:
             raise _unsupported(node, "it combines the image input with features channel by channel; add a "
                                      "conv before combining")
-        if len(a.parts) != len(b.parts):
-            raise _unsupported(node, "it combines a concatenation with a tensor of another channel layout")
-        for pa, pb in zip(a.parts, b.parts):
-            if (pa.repeat != pb.repeat or self.size_of(pa.cls) != self.size_of(pb.cls)
-                    or pa.lo != pb.lo or self.hi(pa) != self.hi(pb)):
+        if self.features(a) != self.features(b):
+            raise _unsupported(node, "it combines tensors of different widths")
+        for _ in range(64):  # cut both sides until their ranges line up as whole leaf classes
+            pa, pb = self.leaves(a), self.leaves(b)
+            changed = False
+            for parts in (pa, pb):
+                for p in parts:
+                    if p.lo > 0 or p.hi < self.size_of(p.cls):
+                        self.cut(p.cls, p.lo, node)
+                        self.cut(p.cls, p.hi, node)
+                        changed = True
+            if changed:
+                continue
+            bounds_a, bounds_b = _bounds(pa), _bounds(pb)
+            for parts, theirs in ((pa, bounds_b), (pb, bounds_a)):
+                offset = 0
+                for p in parts:
+                    width = (p.hi - p.lo) * p.repeat
+                    for at in theirs:
+                        if offset < at < offset + width:
+                            if (at - offset) % p.repeat:
+                                raise _unsupported(node, "it combines tensors whose channel layouts differ")
+                            self.cut(p.cls, p.lo + (at - offset) // p.repeat, node)
+                            changed = True
+                    offset += width
+            if not changed:
+                break
+        pa, pb = self.leaves(a), self.leaves(b)
+        if len(pa) != len(pb):  # pragma: no cover - the loop above lines them up
+            raise _unsupported(node, "it combines tensors whose channel layouts differ")
+        for qa, qb in zip(pa, pb):
+            if qa.repeat != qb.repeat or self.size_of(qa.cls) != self.size_of(qb.cls):
                 raise _unsupported(node, "it combines tensors whose channel layouts differ")
-            ga, gb = self.granularity[self.uf.find(pa.cls)], self.granularity[self.uf.find(pb.cls)]
-            root = self.uf.union(pa.cls, pb.cls)
-            self.granularity[root] = math.lcm(ga, gb)
+            ra, rb = self.uf.find(qa.cls), self.uf.find(qb.cls)
+            root = self.uf.union(ra, rb)
+            self.granularity[root] = math.lcm(self.granularity[ra], self.granularity[rb])
+            self.cuts[root] = self.cuts[ra] | self.cuts[rb]
         return a
 
     def slice_dim(self, dim: Dim, start: int, stop: int, node: fx.Node) -> Dim:
@@ -366,7 +443,8 @@ class _Analyzer:
                     raise _unsupported(node, "it takes some of the image's channels; every stage reads the whole "
                                              "image")
                 if p.cls >= 0:
-                    self.cuts[p.cls].update((lo, hi))
+                    self.soft_cut(p.cls, lo)
+                    self.soft_cut(p.cls, hi)
                 parts.append(Part(p.cls, p.repeat, lo, hi))
             offset += width
         if not parts:
@@ -426,10 +504,13 @@ class _Analyzer:
                 raise _unsupported(node, "grouped conv on the image input")
             group_size = mod.in_channels // mod.groups
             if group_size > 1:
-                if len(in_dim.parts) != 1 or in_dim.parts[0].repeat != 1:
-                    raise _unsupported(node, "grouped conv over a concatenation")
-                root = self.uf.find(in_dim.parts[0].cls)
-                self.granularity[root] = math.lcm(self.granularity[root], group_size)
+                offset = 0
+                for p in self.leaves(in_dim):
+                    if p.repeat != 1 or offset % group_size or p.lo % group_size or (p.hi - p.lo) % group_size:
+                        raise _unsupported(node, "grouped conv over tensors concatenated inside its groups")
+                    root = self.uf.find(p.cls)
+                    self.granularity[root] = math.lcm(self.granularity[root], group_size)
+                    offset += p.hi - p.lo
             self.add_channelwise(node, in_dim, axis, str(node.target))
         elif isinstance(mod, nn.Linear):
             if shape is None or axis != len(x_shape) - 1:
@@ -448,10 +529,10 @@ class _Analyzer:
             raise _unsupported(node, f"module type {type(mod).__name__} is not supported; if it keeps channels "
                                      "apart, write its forward with supported operations")
 
-    def add_mixing(self, node: fx.Node, in_dim: Dim, out_size: int, axis: int) -> None:
+    def add_mixing(self, node: fx.Node, in_dim: Dim, out_size: int, axis: int, target: str | None = None) -> None:
         cid = self.new_class(out_size)
         self.mixing_raw.append((node, in_dim, cid))
-        self.targets[node.name] = str(node.target)
+        self.targets[node.name] = str(node.target) if target is None else target
         self.set(node, Dim((Part(cid, 1, 0, out_size),)), axis)
 
     def add_channelwise(self, node: fx.Node, dim: Dim, axis: int, target: str) -> None:
@@ -502,6 +583,8 @@ class _Analyzer:
         elif fn is F.batch_norm:
             self.functional_norm(node, nn.modules.batchnorm._BatchNorm, (1, 2, 3, 4), ("running_mean",
                                  "running_var", "weight", "bias"))
+        elif fn is F.linear:
+            self.functional_linear(node, shape)
         elif fn is F.layer_norm:
             self.functional_norm(node, nn.LayerNorm, (2, 3), ("weight", "bias"))
         else:
@@ -600,6 +683,36 @@ class _Analyzer:
             if axis != 1 or dim.has_input:
                 raise _unsupported(node, "batch norm on the image input or not over dim 1")
             self.add_channelwise(node, dim, axis, owner)
+
+    def owner_of(self, node: fx.Node, params: dict[str, Any], kind: type) -> str:
+        """The module of type ``kind`` whose parameters a functional call reads (added to the graph module)."""
+        owners = set()
+        for attr, p in params.items():
+            if p is None:
+                continue
+            owner, _, leaf = str(p.target).rpartition(".") if isinstance(p, fx.Node) and p.op == "get_attr" else ("", "", "")
+            if leaf != attr:
+                raise _unsupported(node, f"a functional {_target_name(node)} whose parameters are not a module's; "
+                                         "use the module")
+            owners.add(owner)
+        owner = owners.pop() if len(owners) == 1 else ""
+        module = self.model_modules.get(owner) if owner else None
+        if not isinstance(module, kind):
+            raise _unsupported(node, f"a functional {_target_name(node)} whose parameters are not one "
+                                     f"{kind.__name__}'s; use the module")
+        if self.modules.get(owner) is not module:  # fx copied only the parameters: stages slice the module
+            self.gm.add_submodule(owner, module)
+            self.modules[owner] = module
+        return owner
+
+    def functional_linear(self, node: fx.Node, shape: tuple[int, ...]) -> None:
+        """``F.linear(x, self.weight, self.bias)`` inside an nn.Linear subclass (timm's Linear)."""
+        x = node.args[0]
+        owner = self.owner_of(node, {"weight": _arg(node, 1, "weight"), "bias": _arg(node, 2, "bias")}, nn.Linear)
+        in_dim, axis = self.input_of(node, x)
+        if axis != len(self.shapes[x.name]) - 1:
+            raise _unsupported(node, "Linear applied along an axis that is not the channels")
+        self.add_mixing(node, in_dim, self.modules[owner].out_features, len(shape) - 1, owner)
 
     def reduce(self, node: fx.Node, shape: tuple[int, ...]) -> None:
         x = node.args[0]
@@ -901,30 +1014,26 @@ class _Analyzer:
 
     # -- results ---------------------------------------------------------------------------
     def resolve(self, dim: Dim) -> Dim:
-        out = []
-        for p in dim.parts:
-            cls = p.cls if p.cls < 0 else self.uf.find(p.cls)
-            out.append(Part(cls, p.repeat, p.lo, self.hi(p)))
-        return Dim(tuple(out))
+        return Dim(tuple(self.leaves(dim)))
 
     def finish(self) -> GraphAnalysis:
         out_node = next(n for n in self.gm.graph.nodes if n.op == "output")
         output = out_node.args[0].name
-        out_dim = self.dims[output]
+        out_dim = self.resolve(self.dims[output])
         out_shape = self.shapes[output]
         hint = ("the model must return the logits (B, classes) of one classifier, a Linear or a 1x1 conv "
                 "followed only by pooling/flatten; return only the classifier's output")
         part = out_dim.parts[0] if len(out_dim.parts) == 1 else None
         if (part is None or part.cls < 0 or part.repeat != 1 or len(out_shape) != 2 or part.lo != 0
-                or self.hi(part) != self.size_of(part.cls)):
+                or part.hi != self.size_of(part.cls)):
             raise _unsupported(out_node, hint)
-        head_root = self.uf.find(part.cls)
-        heads = [n for n, _, cid in self.mixing_raw if self.uf.find(cid) == head_root]
+        head_root = part.cls
+        heads = [n for n, _, cid in self.mixing_raw if self.resolve(self.dims[n.name]) == out_dim]
         if len(heads) != 1:
             raise _unsupported(out_node, hint)
         head = heads[0].name
         for n, in_dim, _ in self.mixing_raw:
-            if any(p.cls >= 0 and self.uf.find(p.cls) == head_root for p in in_dim.parts):
+            if any(p.cls == head_root for p in self.resolve(in_dim).parts):
                 raise UnsupportedModelError(f"The classifier's logits are used by node {n.name!r}; expected them "
                                             "to be returned directly")
 
@@ -949,36 +1058,37 @@ class _Analyzer:
         mixing: dict[str, MixingOp] = {}
         for node, in_dim, cid in self.mixing_raw:
             is_head = node.name == head
-            root = self.uf.find(cid)
-            if is_head:
-                out_cls = OUTPUT
-            else:
-                out_cls = root
-                cls = classes.setdefault(root, ChannelClass(root, self.sizes[root], self.granularity[root],
-                                                             group_of(node)))
-                cls.producers.append(node.name)
-            mixing[node.name] = MixingOp(node.name, str(node.target), self.resolve(in_dim), out_cls,
-                                         group_of(node), is_head)
-        for cid, cuts in self.cuts.items():
-            root = self.uf.find(cid)
-            if root in classes:
-                self.cuts.setdefault(root, set()).update(cuts)
+            outs = self.resolve(self.dims[node.name]).parts
+            if not is_head:
+                offset = 0
+                for p in outs:  # a tie can have cut the output into several classes
+                    cls = classes.setdefault(p.cls, ChannelClass(p.cls, self.sizes[p.cls], self.granularity[p.cls],
+                                                                 group_of(node)))
+                    cls.producers.append(node.name)
+                    cls.offsets[node.name] = offset
+                    offset += p.hi - p.lo
+            mixing[node.name] = MixingOp(node.name, self.targets[node.name], self.resolve(in_dim),
+                                         OUTPUT if is_head else outs[0].cls, group_of(node), is_head,
+                                         out_dim=Dim((Part(OUTPUT, 1, 0, self.size_of(head_root)),)) if is_head
+                                         else Dim(outs))
         for root, cls in classes.items():
-            bounds = sorted({0, cls.size} | {c for c in self.cuts.get(root, ()) if 0 < c < cls.size})
+            bounds = sorted({0, cls.size} | {c for c in self.leaf_cuts(root) if 0 < c < cls.size})
             if any(b % cls.granularity for b in bounds):
                 raise UnsupportedModelError(
                     f"A channel slice cuts a group of a grouped conv (channels of {cls.producers[0]!r}, groups of "
                     f"{cls.granularity}); slice at multiples of {cls.granularity}")
             cls.segments = tuple(zip(bounds, bounds[1:]))
         channelwise = {node.name: self.resolve(dim) for node, dim in self.channelwise_raw}
-        for node, dim in self.channelwise_raw:
+        for node, _ in self.channelwise_raw:
             mod = self.modules[self.targets[node.name]]
-            p = dim.parts[0]
-            if (isinstance(mod, nn.modules.batchnorm._BatchNorm) and len(dim.parts) == 1 and p.repeat == 1
-                    and p.cls >= 0 and (p.lo, self.hi(p)) == (0, self.size_of(p.cls))):
-                root = self.uf.find(p.cls)
-                if root in classes:
-                    classes[root].norms.append(node.name)
+            if not isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                continue
+            offset = 0
+            for p in channelwise[node.name].parts:
+                if p.repeat == 1 and p.cls in classes and (p.lo, p.hi) == (0, self.size_of(p.cls)):
+                    classes[p.cls].norms.append(node.name)
+                    classes[p.cls].offsets[node.name] = offset
+                offset += (p.hi - p.lo) * p.repeat
         dims = {name: self.resolve(d) for name, d in self.dims.items()}
         for name, d in dims.items():
             dims[name] = Dim(tuple(Part(OUTPUT, p.repeat, p.lo, p.hi) if p.cls == head_root else p for p in d.parts))
@@ -993,6 +1103,19 @@ class _Analyzer:
         return GraphAnalysis(self.gm, dims, classes, mixing, channelwise, self.shapes, num_groups, head,
                              self.input_shape, output=output, axes=dict(self.axes), targets=dict(self.targets),
                              params=params, rewrites=rewrites, dropped=frozenset(self.dropped))
+
+    def leaf_cuts(self, leaf: int) -> set[int]:
+        """The soft cuts (slices) that fall inside leaf class ``leaf``, from every class tied to it."""
+        return self.cuts[leaf]
+
+
+def _bounds(parts: list[Part]) -> set[int]:
+    """Feature offsets at which ``parts`` (leaf ranges) begin."""
+    out, offset = set(), 0
+    for p in parts:
+        out.add(offset)
+        offset += (p.hi - p.lo) * p.repeat
+    return out
 
 
 def _resolve_rewrite(rewrite: tuple[Any, ...], resolve: Any) -> tuple[Any, ...]:

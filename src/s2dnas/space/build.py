@@ -124,7 +124,7 @@ def build_stage(analysis: GraphAnalysis, plan: StagePlan, *, share_weights: bool
             op = analysis.mixing[node.name]
             base = base_modules[analysis.targets[node.name]]
             out_idx = (torch.arange(base.out_channels if isinstance(base, nn.Conv2d) else base.out_features)
-                       if op.out_cls == OUTPUT else own[op.out_cls])
+                       if op.out_cls == OUTPUT else dim_indices(analysis, op.out_dim, own))
             in_cols = _mixing_columns(analysis, op, plan)
             name = local_name(analysis.targets[node.name])
             modules[name] = _slice(base, out_idx, in_cols, analysis, node.name, share_weights)

@@ -261,10 +261,12 @@ class Space:
                 for name in cls.norms:
                     bn = modules[self.analysis.targets[name]]
                     if bn.affine:
-                        score += bn.weight.detach().abs().float().cpu()
+                        at = cls.offsets.get(name, 0)
+                        score += bn.weight.detach()[at:at + cls.size].abs().float().cpu()
             if not score.any():
                 for name in cls.producers:
-                    w = modules[self.analysis.targets[name]].weight.detach().float().cpu()
+                    at = cls.offsets.get(name, 0)
+                    w = modules[self.analysis.targets[name]].weight.detach()[at:at + cls.size].float().cpu()
                     norm = w.abs().reshape(w.shape[0], -1).sum(1)
                     score += norm / norm.mean().clamp_min(1e-12)
         return score.reshape(-1, cls.granularity).sum(1)
