@@ -176,3 +176,26 @@ def test_untraceable_model_says_how_to_fix():
     msg = str(err.value)
     assert msg.startswith("Cannot trace M with torch.fx (TraceError") or "Proxy" in msg
     assert "leaf module" in msg and "torch.fx.wrap" in msg and "\n" not in msg
+
+
+def test_cli_reports_an_untraceable_model_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "branchy_model.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Branchy(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 8, 3)\n"
+        "        self.fc = nn.Linear(8, 10)\n\n"
+        "    def forward(self, x):\n        x = self.conv(x)\n        if x.sum() > 0:\n            x = x * 2\n"
+        "        return self.fc(x.mean((2, 3)))\n\n"
+        "def build(num_classes=10, in_channels=3):\n    return Branchy()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "s2dnas", "space", "--model", "branchy_model:build",
+                           "--input-shape", "3,16,16"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("s2dnas: error: Cannot trace Branchy with torch.fx (TraceError")
+    assert "torch.where" in line

@@ -203,10 +203,10 @@ def trace(model: nn.Module) -> fx.GraphModule:
         first = text.splitlines()[0] if text else type(err).__name__
         raise UnsupportedModelError(
             f"Cannot trace {type(model).__name__} with torch.fx ({type(err).__name__}: {first[:300]}). "
-            "Make it traceable: the forward must not branch or loop on tensor values or shapes; move such "
-            "code into a submodule that the analysis need not look into (a leaf module, e.g. by subclassing "
-            "an nn.Module that fx treats as a leaf) or into a function marked with torch.fx.wrap, or rewrite "
-            "it with tensor operations (torch.where instead of if)"
+            "Make it traceable: the forward must not branch or loop on tensor values (use torch.where, "
+            "torch.clamp or fixed sizes instead of if/for on tensors); code hidden in a leaf module or a "
+            "torch.fx.wrap function traces, but the analysis splits only operations it knows and then refuses "
+            "that node by name, so prefer rewriting it"
         ) from None
 
 
