@@ -397,3 +397,22 @@ def test_functional_norms_and_linears_of_module_subclasses(seed):
     stage = net.stages[0]
     assert type(stage.get_submodule("bn_fn")) is nn.BatchNorm2d  # the plain norm; the ReLU stays a node
     assert space.analysis.mixing["linear"].is_head and space.analysis.targets["linear"] == "fc"
+
+
+@pytest.mark.parametrize("make", [ChannelsLast, lambda: MixedGate("gate"), lambda: Slices("reverse")])
+def test_shared_weights_equal_copied_weights_on_new_patterns(make, seed):
+    """The one-shot super-network slices layer norms, layer scales and gathers like the copies."""
+    model = make().eval()
+    space = Space(model, input_shape=SHAPE, num_stages=3)
+    arch = space.sample(torch.Generator().manual_seed(2))
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        copied = space.build(arch).eval()(x)
+        shared = space.build(arch, share_weights=True).eval()(x)
+    for a, b in zip(copied, shared):
+        torch.testing.assert_close(a, b)
+    model(x).sum().backward()
+    used = {n for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    sum(o.sum() for o in space.build(arch, share_weights=True)(x)).backward()
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == used  # gradients reach the base
