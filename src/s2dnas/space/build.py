@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from s2dnas.graph.analysis import INPUT, OUTPUT, Dim, GraphAnalysis, MixingOp
-from s2dnas.space.modules import shared_module, sliced_module
+from s2dnas.graph.analysis import INPUT, OUTPUT, Dim, GraphAnalysis, MixingOp, get_attr
+from s2dnas.space.modules import BiasOnly, EmptyChannels, SharedTensor, shared_module, sliced_module
 
 __all__ = ["StagePlan", "build_stage", "dim_indices", "cache_key", "concat_feeds"]
 
@@ -40,11 +40,12 @@ def dim_indices(analysis: GraphAnalysis, dim: Dim, class_indices: dict[int, torc
     """Base-model channel indices of ``dim`` that one stage computes, in that stage's order."""
     pieces, offset = [], 0
     for part in dim.parts:
-        size = analysis.class_size(part.cls)
+        size = analysis.part_channels(part)
         if part.cls in (INPUT, OUTPUT):
             idx = torch.arange(size)
         else:
             idx = class_indices[part.cls]
+            idx = idx[(idx >= part.lo) & (idx < part.lo + size)] - part.lo
         if part.repeat > 1:
             idx = (idx[:, None] * part.repeat + torch.arange(part.repeat)[None, :]).reshape(-1)
         pieces.append(idx + offset)
@@ -53,8 +54,8 @@ def dim_indices(analysis: GraphAnalysis, dim: Dim, class_indices: dict[int, torc
 
 
 def _mixing_columns(analysis: GraphAnalysis, op: MixingOp, plan: StagePlan) -> torch.Tensor:
-    if op.in_dim.is_input:
-        return torch.arange(analysis.class_size(INPUT))
+    if op.in_dim.has_input:  # layers that read the image never read earlier stages (see Space.build)
+        return dim_indices(analysis, op.in_dim, plan.class_indices[plan.stage])
     stages = range(plan.stage + 1) if op.node in plan.concat_ops else (plan.stage,)
     return torch.cat([dim_indices(analysis, op.in_dim, plan.class_indices[t]) for t in stages])
 
@@ -92,41 +93,76 @@ def build_stage(analysis: GraphAnalysis, plan: StagePlan, *, share_weights: bool
     def local_name(target: str) -> str:
         return target.replace(".", "_")
 
+    def width(dim: Dim) -> int:
+        return len(dim_indices(analysis, dim, own))
+
     for node in gm.graph.nodes:
+        if node.name in analysis.dropped:
+            continue
         if node.op == "placeholder":
             env[node.name] = x_node
         elif node.op == "output":
-            outputs = [env[analysis.head]]
+            outputs = [env[analysis.output or analysis.head]]
             outputs += [env[feed] for feed in plan.exports]
             graph.output(tuple(outputs))
         elif node.op == "get_attr":
-            continue  # only reached when unused (the analysis rejects functional parameters)
-        elif node.op == "call_module" and node.name in analysis.mixing:
+            if node.name in analysis.params:  # a per-channel parameter (layer scale): this stage's slice
+                ps = analysis.params[node.name]
+                base_t = get_attr(gm, ps.target)
+                idx = dim_indices(analysis, ps.dim, own)
+                name = "p_" + local_name(ps.target)
+                if share_weights:
+                    modules[name] = SharedTensor(base_t, axis=ps.axis, index=idx)
+                    env[node.name] = graph.call_module(name, ())
+                else:
+                    t = base_t.detach().index_select(ps.axis, idx.to(base_t.device)).clone()
+                    modules[name] = (nn.Parameter(t, requires_grad=base_t.requires_grad)
+                                     if isinstance(base_t, nn.Parameter) else t)
+                    env[node.name] = graph.get_attr(name)
+            # other parameters are read by the functional norms that become modules below
+        elif node.name in analysis.mixing:
             op = analysis.mixing[node.name]
-            base = base_modules[str(node.target)]
+            base = base_modules[analysis.targets[node.name]]
             out_idx = (torch.arange(base.out_channels if isinstance(base, nn.Conv2d) else base.out_features)
-                       if op.out_cls == OUTPUT else own[op.out_cls])
+                       if op.out_cls == OUTPUT else dim_indices(analysis, op.out_dim, own))
             in_cols = _mixing_columns(analysis, op, plan)
-            name = local_name(str(node.target))
-            make = shared_module if share_weights else sliced_module
-            modules[name] = make(base, out_idx=out_idx, in_idx=in_cols)
+            name = local_name(analysis.targets[node.name])
+            modules[name] = _slice(base, out_idx, in_cols, analysis, node.name, share_weights)
             feed = node.args[0].name
             inp = env[feed]
             if node.name in plan.concat_ops and s > 0:
                 if feed not in cat_nodes:
                     parts = [read_nodes[cache_key(feed, t)] for t in range(s)] + [inp]
-                    cat_nodes[feed] = graph.call_function(torch.cat, (parts, 1))
+                    cat_nodes[feed] = graph.call_function(torch.cat, (parts, analysis.axes.get(feed, 1)))
                 inp = cat_nodes[feed]
             env[node.name] = graph.call_module(name, (inp,))
             macs += _macs(modules[name], analysis.shapes[node.name])
-        elif node.op == "call_module" and node.name in analysis.channelwise:
-            base = base_modules[str(node.target)]
+        elif node.name in analysis.channelwise:
+            base = base_modules[analysis.targets[node.name]]
             idx = dim_indices(analysis, analysis.channelwise[node.name], own)
-            name = local_name(str(node.target))
-            make = shared_module if share_weights else sliced_module
-            modules[name] = make(base, out_idx=idx, in_idx=idx)
+            name = local_name(analysis.targets[node.name]) + ("" if node.op == "call_module" else "_fn")
+            modules[name] = _slice(base, idx, idx, analysis, node.name, share_weights)
             env[node.name] = graph.call_module(name, (env[node.args[0].name],))
             macs += _macs(modules[name], analysis.shapes[node.name])
+        elif node.name in analysis.rewrites and analysis.rewrites[node.name][0] == "param_view":
+            _, target, shape = analysis.rewrites[node.name]
+            ps = next((p for p in analysis.params.values() if p.target == target), None)
+            if ps is not None:
+                n = width(ps.dim)
+                env[node.name] = graph.call_method("reshape", (env[node.args[0].name],
+                                                               tuple(n if v != 1 else 1 for v in shape)))
+        elif node.name in analysis.rewrites:
+            rewrite = analysis.rewrites[node.name]
+            if rewrite[0] == "gather":  # a channel shuffle: this stage's channels in the shuffled order
+                _, in_dim, out_dim, perm = rewrite
+                have = dim_indices(analysis, in_dim, own)
+                want = torch.tensor(perm, dtype=torch.long)[dim_indices(analysis, out_dim, own)]
+                name = f"perm_{node.name}"
+                modules[name] = torch.searchsorted(have, want)
+                env[node.name] = graph.call_function(torch.index_select, (env[node.args[0].name], 1,
+                                                                          graph.get_attr(name)))
+            else:
+                env[node.name] = _rewrite(graph, rewrite, env[node.args[0].name], width)
         elif node.op == "call_module":
             name = local_name(str(node.target))
             if name not in modules:
@@ -148,10 +184,55 @@ def build_stage(analysis: GraphAnalysis, plan: StagePlan, *, share_weights: bool
                 new.target = _OUT_OF_PLACE[new.target]
             env[node.name] = new
     graph.lint()
-    return fx.GraphModule(modules, graph, class_name=f"Stage{s + 1}"), reads, macs
+    stage = fx.GraphModule(modules, graph, class_name=f"Stage{s + 1}")
+    stage.graph.eliminate_dead_code()  # the size() calls of rewritten views
+    stage.recompile()
+    return stage, reads, macs
 
 
-_OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul}
+_OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul, operator.isub: operator.sub,
+                 operator.itruediv: operator.truediv, torch.relu_: torch.relu}
+
+
+def _slice(base: nn.Module, out_idx: torch.Tensor, in_idx: torch.Tensor, analysis: GraphAnalysis, node: str,
+           share_weights: bool) -> nn.Module:
+    """The stage's slice of ``base``; a layer left with no channels (a degraded split) becomes a stub."""
+    shape = list(analysis.shapes[node][1:])
+    axis = analysis.axes.get(node, 1) - 1
+    if len(out_idx) == 0:
+        shape[axis] = 0
+        return EmptyChannels(tuple(shape))
+    if len(in_idx) == 0:
+        shape[axis] = len(out_idx)
+        bias = getattr(base, "bias", None)
+        return BiasOnly(None if bias is None else bias.detach()[out_idx].clone(), tuple(shape), axis=axis + 1)
+    make = shared_module if share_weights else sliced_module
+    return make(base, out_idx=out_idx, in_idx=in_idx)
+
+
+def _rewrite(graph: fx.Graph, rewrite: tuple, x: fx.Node, width) -> fx.Node:  # type: ignore[no-untyped-def]
+    """Emit a node the analysis marked: its channel counts become the stage's own."""
+    kind = rewrite[0]
+    if kind == "identity":
+        return x
+    if kind == "flatten":
+        return graph.call_method("flatten", (x, 1))
+    if kind == "squeeze":
+        return graph.call_method("squeeze", (x, rewrite[1]))
+    if kind == "split":
+        _, axis, pieces = rewrite
+        return graph.call_function(torch.split, (x, [width(p) for p in pieces], axis))
+    if kind == "narrow":
+        _, items, pos, prefix, piece = rewrite
+        start = width(prefix) if prefix.parts else 0
+        items = list(items)
+        items[pos] = slice(start, start + width(piece))
+        return graph.call_function(operator.getitem, (x, tuple(items)))
+    batch = graph.call_method("size", (x, 0))
+    if kind == "unflatten":
+        _, dim, ones = rewrite
+        return graph.call_method("reshape", (x, batch, width(dim), *([1] * ones)))
+    raise AssertionError(f"unknown rewrite {kind}")  # the analysis only makes the kinds above
 
 
 def concat_feeds(analysis: GraphAnalysis, ops: frozenset[str] | set[str]) -> list[str]:
@@ -177,6 +258,9 @@ def _macs(module: nn.Module, out_shape: tuple[int, ...]) -> int:
         kh, kw = module.kernel_size
         return int(module.out_channels * (module.in_channels // module.groups) * kh * kw
                    * out_shape[2] * out_shape[3])
-    if hasattr(module, "in_features"):
-        return int(module.in_features * module.out_features)
+    if hasattr(module, "in_features"):  # channels-last linear layers run once per position
+        positions = 1
+        for size in out_shape[1:-1]:
+            positions *= size
+        return int(module.in_features * module.out_features * positions)
     return 0

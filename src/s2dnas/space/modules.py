@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["sliced_module", "shared_module", "SharedConv2d", "SharedLinear", "SharedBatchNorm"]
+__all__ = ["sliced_module", "shared_module", "SharedConv2d", "SharedLinear", "SharedBatchNorm", "SharedLayerNorm",
+           "SharedTensor", "EmptyChannels", "BiasOnly"]
 
 
 def _conv_groups(base: nn.Conv2d, out_idx: torch.Tensor) -> int:
@@ -40,8 +41,10 @@ def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tenso
                 new.bias.copy_(base.bias[out_idx])
             return new
         if isinstance(base, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            new = type(base)(len(out_idx), eps=base.eps, momentum=base.momentum, affine=base.affine,
-                             track_running_stats=base.track_running_stats)
+            # the plain norm, not a subclass: a timm BatchNormAct2d's activation is a node of its own
+            kind = nn.BatchNorm2d if isinstance(base, nn.BatchNorm2d) else nn.BatchNorm1d
+            new = kind(len(out_idx), eps=base.eps, momentum=base.momentum, affine=base.affine,
+                       track_running_stats=base.track_running_stats)
             ref = base.weight if base.affine else base.running_mean
             if ref is not None:
                 new.to(device=ref.device, dtype=ref.dtype)
@@ -51,7 +54,19 @@ def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tenso
             if base.track_running_stats:
                 new.running_mean.copy_(base.running_mean[out_idx])
                 new.running_var.copy_(base.running_var[out_idx])
-                new.num_batches_tracked.copy_(base.num_batches_tracked)
+                if base.num_batches_tracked is not None:
+                    new.num_batches_tracked.copy_(base.num_batches_tracked)
+            return new
+        if isinstance(base, nn.LayerNorm):  # over the channels only (the analysis checks)
+            affine = base.weight is not None
+            new = nn.LayerNorm(len(out_idx), eps=base.eps, elementwise_affine=affine,
+                               bias=base.bias is not None)
+            ref = base.weight if affine else None
+            if ref is not None:
+                new.to(device=ref.device, dtype=ref.dtype)
+                new.weight.copy_(base.weight[out_idx])
+            if base.bias is not None:
+                new.bias.copy_(base.bias[out_idx])
             return new
     raise TypeError(f"Cannot slice a {type(base).__name__}")  # the analysis only passes the above
 
@@ -113,6 +128,59 @@ class SharedBatchNorm(_Shared):
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, b.eps)
 
 
+class SharedLayerNorm(_Shared):
+    """Layer norm over a slice of a shared base layer norm's channels (the stage's own statistics)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.base
+        weight = b.weight[self.out_idx] if b.weight is not None else None
+        bias = b.bias[self.out_idx] if b.bias is not None else None
+        return F.layer_norm(x, (len(self.out_idx),), weight, bias, b.eps)
+
+
+class SharedTensor(nn.Module):
+    """A slice of a parameter used outside a module (a layer scale), taken at every call."""
+
+    def __init__(self, base: torch.Tensor, *, axis: int, index: torch.Tensor) -> None:
+        super().__init__()
+        object.__setattr__(self, "base", base)  # not registered: the base model owns it
+        self.axis = axis
+        self.register_buffer("index", index.clone(), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.base.index_select(self.axis, self.index)
+
+
+class EmptyChannels(nn.Module):
+    """A layer of which a stage computes no channel (a split with fewer whole groups than stages):
+    an empty tensor of the layer's output shape, ``shape`` without the batch."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros((x.shape[0], *self.shape))
+
+
+class BiasOnly(nn.Module):
+    """A conv or linear layer whose stage input has no channel: its output is its bias (no MACs)."""
+
+    def __init__(self, bias: torch.Tensor | None, shape: tuple[int, ...], *, axis: int) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.axis = axis
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros((x.shape[0], *self.shape))
+        if self.bias is None:
+            return out
+        view = [1] * out.dim()
+        view[self.axis] = -1
+        return out + self.bias.view(view)
+
+
 def shared_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tensor) -> nn.Module:
     """Like :func:`sliced_module` but sharing ``base``'s parameters instead of copying them."""
     if isinstance(base, nn.Conv2d):
@@ -121,4 +189,6 @@ def shared_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tenso
         return SharedLinear(base, out_idx, in_idx)
     if isinstance(base, (nn.BatchNorm2d, nn.BatchNorm1d)):
         return SharedBatchNorm(base, out_idx, in_idx)
+    if isinstance(base, nn.LayerNorm):
+        return SharedLayerNorm(base, out_idx, in_idx)
     raise TypeError(f"Cannot share a slice of a {type(base).__name__}")

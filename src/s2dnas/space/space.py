@@ -93,7 +93,9 @@ class Space:
         self.num_groups = max(self._op_group.values(), default=0) + 1
         for cls in self.analysis.classes.values():
             cls.group = self._op_group[cls.producers[0]]
-            if cls.size // cls.granularity < num_stages:
+            # Narrower than S channels: refuse. Fewer whole groups (or fewer channels in a range that a
+            # slice cuts) than stages: degrade, the stages that would get less than a group get none.
+            if cls.size < num_stages:
                 raise TransformError(
                     f"A channel dimension of {cls.size} channels (written by {cls.producers[0]!r}) cannot be "
                     f"split into {num_stages} stages; use fewer stages"
@@ -187,23 +189,20 @@ class Space:
         """Per stage, the base channel indices of every class that the stage computes."""
         per_stage: list[dict[int, torch.Tensor]] = [{} for _ in range(self.num_stages)]
         for cid, cls in self.analysis.classes.items():
-            parts = arch.splits[cls.group]
-            units = cls.size // cls.granularity
-            # Cut in coarse units of k granularity units (k channels' worth of the multiple), then
-            # map back; the last stage takes the remainder when k does not divide the dimension.
-            k = self._coarse_units(cls)
-            coarse = units // k
-            bounds, acc = [0], 0
-            for s, p in enumerate(parts[:-1]):
-                acc += p
-                lo, hi = bounds[-1] + 1, coarse - (self.num_stages - 1 - s)
-                bounds.append(min(max(round(coarse * acc / self.ratio_grid), lo), hi))
-            bounds = [b * k for b in bounds] + [units]
-            order = torch.argsort(-self._scores[cid], stable=True)
+            g = cls.granularity
+            chosen: list[list[torch.Tensor]] = [[] for _ in range(self.num_stages)]
+            for lo, hi in _merge_small(cls.segments or ((0, cls.size),), g * self.num_stages):
+                units = (hi - lo) // g
+                # Cut in coarse steps of k units (channel_multiple channels' worth), then map back;
+                # the last stage takes the remainder when k does not divide the range.
+                k = self._coarse_units(units, g)
+                bounds = [b * k for b in _bounds(units // k, arch.splits[cls.group], self.ratio_grid)[:-1]] + [units]
+                order = torch.argsort(-self._scores[cid][lo // g:hi // g], stable=True) + lo // g
+                for s in range(self.num_stages):
+                    chosen[s].append(order[bounds[s]:bounds[s + 1]])
             for s in range(self.num_stages):
-                chosen = torch.sort(order[bounds[s]:bounds[s + 1]]).values
-                idx = (chosen[:, None] * cls.granularity + torch.arange(cls.granularity)[None, :]).reshape(-1)
-                per_stage[s][cid] = idx
+                units_s = torch.sort(torch.cat(chosen[s])).values
+                per_stage[s][cid] = (units_s[:, None] * g + torch.arange(g)[None, :]).reshape(-1)
         return per_stage
 
     def build(self, arch: Architecture | None = None, *, share_weights: bool = False) -> MultiStageNet:
@@ -219,7 +218,7 @@ class Space:
         indices = tuple(self.stage_indices(arch))
         concat_ops: list[set[str]] = [set() for _ in range(self.num_stages)]
         for name, op in self.analysis.mixing.items():
-            if op.in_dim.is_input:
+            if op.in_dim.has_input:  # earlier stages' copies of the image would be read twice
                 continue
             for s in range(1, self.num_stages):
                 if op.is_head or self._op_group[name] >= arch.concat[s - 1]:
@@ -244,15 +243,15 @@ class Space:
         from s2dnas.space.build import _macs
 
         modules = dict(self.analysis.graph_module.named_modules())
-        return sum(_macs(modules[str(n.target)], self.analysis.shapes[n.name])
+        return sum(_macs(modules[self.analysis.targets[n.name]], self.analysis.shapes[n.name])
                    for n in self.analysis.graph_module.graph.nodes
                    if n.name in self.analysis.mixing or n.name in self.analysis.channelwise)
 
     # -- internals ----------------------------------------------------------------------------
-    def _coarse_units(self, cls: ChannelClass) -> int:
-        """Granularity units per slice step: ``channel_multiple`` channels, halved until S fit."""
-        units = cls.size // cls.granularity
-        k = max(1, -(-self.channel_multiple // cls.granularity))  # ceil: whole granularity units
+    def _coarse_units(self, units: int, granularity: int) -> int:
+        """Granularity units per slice step of a range of ``units`` units: ``channel_multiple``
+        channels, halved until S fit."""
+        k = max(1, -(-self.channel_multiple // granularity))  # ceil: whole granularity units
         while k > 1 and units // k < self.num_stages:
             k //= 2
         return k
@@ -280,15 +279,51 @@ class Space:
         with torch.no_grad():
             if self.importance == "bn" and cls.norms:
                 for name in cls.norms:
-                    bn = modules[target[name]]
+                    bn = modules[self.analysis.targets[name]]
                     if bn.affine:
-                        score += bn.weight.detach().abs().float().cpu()
+                        at = cls.offsets.get(name, 0)
+                        score += bn.weight.detach()[at:at + cls.size].abs().float().cpu()
             if not score.any():
                 for name in cls.producers:
-                    w = modules[target[name]].weight.detach().float().cpu()
+                    at = cls.offsets.get(name, 0)
+                    w = modules[self.analysis.targets[name]].weight.detach()[at:at + cls.size].float().cpu()
                     norm = w.abs().reshape(w.shape[0], -1).sum(1)
                     score += norm / norm.mean().clamp_min(1e-12)
         return score.reshape(-1, cls.granularity).sum(1)
+
+
+def _merge_small(segments: tuple[tuple[int, int], ...], least: int) -> list[tuple[int, int]]:
+    """Join neighbouring ranges until each holds ``least`` channels (or one range is left): a slice
+    of a slice of a shuffled tensor can cut a class into ranges too narrow to share out."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in segments:
+        if merged and merged[-1][1] - merged[-1][0] < least:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    if len(merged) > 1 and merged[-1][1] - merged[-1][0] < least:
+        last = merged.pop()
+        merged[-1] = (merged[-1][0], last[1])
+    return merged
+
+
+def _bounds(units: int, parts: tuple[int, ...], ratio_grid: int) -> list[int]:
+    """Where the stages' shares of ``units`` units begin and end, following ``parts / ratio_grid``.
+
+    Every stage gets at least one unit when there are enough; otherwise (fewer whole groups than
+    stages) the first stage gets one and stages whose share rounds to nothing get none.
+    """
+    stages = len(parts)
+    bounds, acc = [0], 0
+    for s, p in enumerate(parts[:-1]):
+        acc += p
+        if units >= stages:
+            lo, hi = bounds[-1] + 1, units - (stages - 1 - s)
+        else:
+            lo, hi = (1 if s == 0 else bounds[-1]), units
+        bounds.append(min(max(round(units * acc / ratio_grid), lo), hi))
+    bounds.append(units)
+    return bounds
 
 
 def _parse_groups(groups: str, problems: list[str]) -> int:

@@ -4,6 +4,7 @@ Three kinds of name are accepted (timm ``create_model``, torchvision ``get_model
 
 * a registered name (``list_models()``), e.g. ``"resnet56"``;
 * ``"torchvision:<name>"``, a torchvision classification builder, e.g. ``"torchvision:resnet18"``;
+* ``"timm:<name>"``, a timm model (timm is optional), e.g. ``"timm:resnet50d"``;
 * ``"package.module:factory"``, a callable in an importable module that returns an ``nn.Module``.
 """
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any, Callable
 
 from torch import nn
 
-from s2dnas.errors import ConfigError, UnknownModelError
+from s2dnas.errors import CheckpointError, ConfigError, UnknownModelError
 from s2dnas.zoo.registry import get_builder, list_models
 from s2dnas.zoo.weights import get_weights_meta, load_pretrained
 
 __all__ = ["create_model"]
 
 _TORCHVISION_PREFIX = "torchvision:"
+_TIMM_PREFIX = "timm:"
 
 
 def create_model(
@@ -62,6 +64,9 @@ def create_model(
     if name.startswith(_TORCHVISION_PREFIX):
         return _create_torchvision(name[len(_TORCHVISION_PREFIX):], num_classes=num_classes,
                                    in_channels=in_channels, pretrained=pretrained, kwargs=kwargs)
+    if name.startswith(_TIMM_PREFIX):
+        return _create_timm(name[len(_TIMM_PREFIX):], num_classes=num_classes, in_channels=in_channels,
+                            pretrained=pretrained, kwargs=kwargs)
     if ":" in name:
         return _create_from_factory(name, num_classes=num_classes, in_channels=in_channels,
                                     pretrained=pretrained, kwargs=kwargs)
@@ -117,6 +122,31 @@ def _create_torchvision(
     if in_channels != 3:
         _replace_first_conv(model, in_channels=in_channels, source=f"torchvision:{tv_name}")
     return model
+
+
+def _create_timm(
+    timm_name: str, *, num_classes: int, in_channels: int, pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    """Build ``timm.create_model(timm_name)``; timm adapts the classifier and the input channels itself."""
+    try:
+        import timm  # optional dependency
+    except ImportError:
+        raise ConfigError(f"Model 'timm:{timm_name}' needs the timm package, which is not installed; "
+                          "run 'pip install timm' or choose another model") from None
+    if not timm.is_model(timm_name.split(".")[0]):
+        raise UnknownModelError(f"Expected a timm model name after 'timm:', but got {timm_name!r}; "
+                                "see timm.list_models() for the valid names")
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels,
+                                 **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"timm model {timm_name!r} does not accept {sorted(kwargs)} ({err}); remove them") from None
+    except Exception as err:  # noqa: BLE001 - a download or cache failure of the pretrained weights
+        if not pretrained:
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"Cannot get the pretrained weights of 'timm:{timm_name}' ({type(err).__name__}: "
+                              f"{first}); check the network or the Hugging Face cache, or use pretrained=False") from None
 
 
 def _replace_first_conv(model: nn.Module, *, in_channels: int, source: str) -> None:
