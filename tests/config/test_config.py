@@ -95,7 +95,7 @@ def test_resolve_target(calibration: CalibrationConfig, expected: CalibrationTar
 
 
 def test_config_hash_ignores_only_the_listed_fields() -> None:
-    base = RunConfig()
+    base = resolve_config(RunConfig())
     same = dataclasses.replace(base, out="elsewhere", device="cpu",
                                data=dataclasses.replace(base.data, data_dir="/data"))
     assert config_hash(base) == config_hash(same) and config_differences(base, same) == []

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train-base": "s2dnas.cli.train_base",
     "space": "s2dnas.cli.space",
     "train": "s2dnas.cli.train",
+    "supernet": "s2dnas.cli.supernet",
     "export": "s2dnas.cli.export",
     "evaluate": "s2dnas.cli.evaluate",
     "evaluate-base": "s2dnas.cli.evaluate_base",
