@@ -11,7 +11,6 @@ from torch import nn
 from s2dnas.config import CalibrationConfig, CalibrationTarget, SupernetConfig, TrainConfig, resolve_target
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
-from s2dnas.dynamic.calibrate import collect_logits
 from s2dnas.errors import ConfigError
 from s2dnas.search.evaluator import CandidateResult, Evaluator, SupernetEvaluator, TrainedEvaluator
 from s2dnas.search.score import score

@@ -13,7 +13,6 @@ from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
 from s2dnas.dynamic.calibrate import collect_logits
 from s2dnas.errors import CalibrationError, CheckpointError, ConfigError, RunDirError
 from s2dnas.config import CalibrationTarget, SupernetConfig
-from s2dnas.search.reward import compute_reward
 from s2dnas.search.score import calibrate_at, score
 from s2dnas.space import Space
 from s2dnas.space.space import compositions
