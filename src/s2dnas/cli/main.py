@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 DISTRIBUTED_COMMANDS = ("train-base", "train", "run")
 
 #: Collective timeout (minutes) of the commands in which ranks wait for long: in ``run`` the
-#: others wait while rank 0 trains the super-network or scores the reference architecture, and
+#: others wait while rank 0 trains the super-network, and
 #: every rank waits for the slowest candidate of a round. $S2DNAS_DIST_TIMEOUT_MINUTES overrides.
 _TIMEOUT_MINUTES = {"run": 24 * 60.0}
 
