@@ -167,7 +167,7 @@ def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
         if cfg.search.supernet is not None:
             meta = load_supernet(supernet, cfg.search.supernet, data=run.splits.data_spec())
             _say(run.progress, f"super-network loaded from {cfg.search.supernet} (trained {meta.get('epoch')} epochs "
-                               f"in {meta.get('train_seconds', 0):.0f} s)")
+                               f"in {meta.get('train_seconds') or 0:.0f} s)")
             source = str(cfg.search.supernet)
         else:
             sdir = run.out / "supernet"
