@@ -329,13 +329,14 @@ def _searched(strategy: str) -> Callable[[Context], tuple[MultiStageNet, float, 
                      ("train.limit_train", s.limit_train), ("search.strategy", strategy),
                      ("search.budget", s.budget), ("search.candidate_epochs", s.candidate_epochs),
                      ("search.candidate_limit_train", s.candidate_limit_train),
-                     ("search.supernet_epochs", s.supernet_epochs), ("device", str(ctx.device))]
+                     ("supernet.epochs", s.supernet_epochs), ("supernet.limit_train", s.limit_train),
+                     ("device", str(ctx.device))]
         cfg = load_config(None, overrides)
         run_dir.mkdir(parents=True, exist_ok=True)
         results = run_pipeline(cfg, out=run_dir, resume=True, progress=False)
         msnet = load(run_dir / "model", device=ctx.device).msnet
         t = results["timings"]
-        seconds = t["search_seconds"] + t["final_training_seconds"]
+        seconds = t.get("supernet_seconds", 0.0) + t["search_seconds"] + t["final_training_seconds"]
         return msnet, seconds, {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
                                 "search_reward": results["search_reward"]}
     return method

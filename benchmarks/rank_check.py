@@ -2,7 +2,7 @@
 
 Uses the architectures the method benchmark trained in full (its final-training recipe): the
 hand-picked one and the winners of random search, RL search and one-shot search. Each is scored
-twice with the search's reward (MAC saving at the search's accuracy target, calibrated on val):
+twice with the search's reward (MAC saving at the run's accuracy target, calibrated on val):
 after brief training from inherited weights (exactly as a search candidate), and after the
 benchmark's final training. Reports Kendall's tau between the two rankings.
 
@@ -36,8 +36,8 @@ def main() -> None:
     out = Path(f"runs/bench/{args.model}")
     ctx = make_context(model=args.model, scale=args.scale, out=out)
     cfg = load_config(None)
-    reference = json.loads((out / "s2dnas_rl" / "search" / "reference.json").read_text())
-    target = float(reference["search_target"])
+    # the target the search's rewards aim at: the run's own (search.target: reference was removed)
+    target = float(json.loads((out / "s2dnas_rl" / "results.json").read_text())["target_val_accuracy"])
     space = _space(ctx)
     sc = ctx.scale
     brief = TrainedEvaluator(space, ctx.splits, teacher=ctx.base,
@@ -56,7 +56,7 @@ def main() -> None:
         scored = brief.evaluate(arch)
         logits = collect_logits(net.to(ctx.device), make_loader(ctx.splits.val, batch_size=sc.eval_batch_size),
                                 device=ctx.device)
-        final_reward, final_metrics = brief.score(logits, stage_macs=net.analytic_macs)
+        final_reward, final_metrics = brief.score(logits, net)
         rows.append({"method": name, "architecture": arch.to_dict(), "brief_reward": scored.reward,
                      "brief_metrics": scored.metrics, "final_reward": final_reward, "final_metrics": final_metrics})
         print(f"{name}: brief {scored.reward:.3f}, final {final_reward:.3f}", flush=True)

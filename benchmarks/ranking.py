@@ -22,10 +22,11 @@ import torch
 
 from s2dnas._io import atomic_write_json
 from s2dnas._device import machine_info
-from s2dnas.config import CalibrationConfig, TrainConfig, resolve_target
+from s2dnas.config import CalibrationConfig, SupernetConfig, TrainConfig, resolve_target
 from s2dnas.data import build_splits
-from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
-from s2dnas.search.oneshot import build_supernet_space, train_supernet
+from s2dnas.search.evaluator import SupernetEvaluator, TrainedEvaluator
+from s2dnas.train.supernet import SuperNet
+from s2dnas.train.supernet_training import train_supernet
 from s2dnas.space import Space
 from s2dnas.train.evaluate import load_base_model
 from s2dnas.train.loops import evaluate
@@ -67,12 +68,12 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     archs = [space.sample(gen) for _ in range(args.candidates)]
     t = time.time()
-    super_space = build_supernet_space(space)
-    train_supernet(super_space, splits, config=TrainConfig(lr=0.02, limit_train=args.limit_train), teacher=base,
-                   epochs=args.supernet_epochs,
+    supernet = SuperNet(space)  # the sandwich super-network of `s2dnas run` (strategy oneshot)
+    train_supernet(supernet, splits.train, config=SupernetConfig(epochs=args.supernet_epochs,
+                                                                 limit_train=args.limit_train),
                    device=device, progress=True)
     supernet_seconds = time.time() - t
-    oneshot = OneShotEvaluator(super_space, splits, **common)
+    oneshot = SupernetEvaluator(supernet.eval(), splits, **common)
     brief = TrainedEvaluator(space, splits, teacher=base, train=TrainConfig(epochs=1, lr=0.02,
                              limit_train=args.brief_images), **common)
     full = TrainedEvaluator(space, splits, teacher=base, train=TrainConfig(epochs=args.full_epochs, lr=0.02,

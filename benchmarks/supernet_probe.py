@@ -19,17 +19,16 @@ import torch
 
 from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_json
-from s2dnas.config import SpaceConfig
+from s2dnas.config import CalibrationConfig, SpaceConfig, SupernetConfig, config_to_dict, resolve_target
 from s2dnas.data import make_loader
-from s2dnas.dynamic import ExitPolicy
 from s2dnas.dynamic.calibrate import collect_logits, evaluate_dynamic
-from s2dnas.search.score import Target, score
+from s2dnas.search.score import score
 from s2dnas.space.factory import build_space
 from s2dnas.train.evaluate import base_splits, load_base_model
 from s2dnas.train.loops import evaluate
 from s2dnas.train.sandwich import cheapest, most_expensive
 from s2dnas.train.supernet import SuperNet
-from s2dnas.train.supernet_training import SupernetConfig, train_supernet
+from s2dnas.train.supernet_training import train_supernet
 
 
 def main() -> None:
@@ -69,7 +68,8 @@ def main() -> None:
     bn_loader = make_loader(splits.train, batch_size=128, shuffle=True, seed=0)
     base_val = evaluate(base, val_loader, device=torch.device("cpu")).accuracy
     base_test = evaluate(base, test_loader, device=torch.device("cpu")).accuracy
-    target = Target.from_base(base_accuracy=base_val, tolerance=args.tolerance)
+    target = resolve_target(CalibrationConfig(tolerance=args.tolerance), base_val_accuracy=base_val,
+                            base_macs=space.base_macs())
     generator = torch.Generator().manual_seed(1)
     archs = {"cheapest": cheapest(space), "most_expensive": most_expensive(space),
              "hand_picked": space.default_architecture()}
@@ -78,17 +78,18 @@ def main() -> None:
     for name, arch in archs.items():
         s = score(supernet, arch, val_data=val_loader, bn_data=bn_loader, target=target, keep_network=True)
         test_logits = collect_logits(s.network, test_loader)
-        test = evaluate_dynamic(test_logits, ExitPolicy(thresholds=s.thresholds), stage_macs=list(s.stage_macs))
+        m = s.metrics
+        test = evaluate_dynamic(test_logits, s.calibration.policy, stage_macs=m["stage_macs"])
         rows[name] = {**s.to_dict(), "test_stage_accuracy": list(test_logits.stage_accuracy()),
-                      "test_accuracy": test.accuracy, "test_macs_fraction": test.expected_macs / s.base_macs}
-        print(f"{name:15s} stages val {[round(a, 4) for a in s.stage_accuracy]} reached={s.reached} "
-              f"val {s.accuracy:.4f} at {s.expected_macs / s.base_macs:.1%} MACs; test {test.accuracy:.4f}")
+                      "test_accuracy": test["accuracy"], "test_macs_fraction": test["expected_macs"] / space.base_macs()}
+        print(f"{name:15s} stages val {[round(a, 4) for a in m['stage_val_accuracy']]} reached={s.reached} "
+              f"val {m['accuracy']:.4f} at {m['macs_ratio']:.1%} MACs; test {test['accuracy']:.4f}")
     atomic_write_json(args.out, {
         "command": "python -m benchmarks.supernet_probe " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)),
-        "machine": machine_info(), "config": config.to_dict(), "history": history,
+        "machine": machine_info(), "config": config_to_dict(config), "history": history,
         "train_seconds_this_call": train_seconds, "base": {"val_accuracy": base_val, "test_accuracy": base_test},
-        "target_val_accuracy": target.accuracy, "architectures": rows})
+        "target_val_accuracy": target.target_accuracy, "architectures": rows})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from s2dnas._device import machine_info
 from s2dnas.space import Space
 from s2dnas.train.sandwich import sandwich
 from s2dnas.train.supernet import SuperNet
-from s2dnas.train.supernet_training import SupernetConfig, SupernetTrainer
+from s2dnas.config import SupernetConfig
+from s2dnas.train.supernet_training import SupernetTrainer
 from s2dnas.zoo import create_model
 
 

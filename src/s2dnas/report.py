@@ -79,11 +79,6 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     ]
     if records:
         lines += ["## Search", "", f"{len(records)} candidates evaluated.", ""]
-        ref = results.get("search_reference")
-        if ref:
-            lines += [f"Search target (accuracy the rewards asked for): {100 * ref['search_target']:.2f}% "
-                      f"(the default architecture reached {100 * ref['metrics']['best_accuracy']:.2f}% when scored "
-                      f"the same way; final target {100 * ref['final_target']:.2f}%).", ""]
         lines += ["![reward](reward_curve.png)", ""]
     lines += ["## Accuracy vs MACs", "", "![curve](accuracy_vs_macs.png)", "", "## Exits", "",
               "![exits](exit_histogram.png)", ""]

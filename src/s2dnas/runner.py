@@ -7,7 +7,10 @@ Run directory::
 
     config.yaml        resolved configuration
     base.json          base model: val/test accuracy, MACs
-    search/            journal.jsonl, controller.pt, supernet.safetensors (one-shot), result.json
+    supernet/          the super-network trained by the run (strategy oneshot or final_init supernet,
+                       unless search.supernet names a trained one): supernet_checkpoint.safetensors,
+                       supernet.safetensors + supernet.json
+    search/            journal.jsonl, controller.pt, result.json
     final/             checkpoint.pt of the final training, metrics.json
     model/             the dynamic model (s2dnas.load)
     export/            ONNX + TorchScript stages and manifest
@@ -19,8 +22,8 @@ every rank runs :func:`run_pipeline` with the same arguments. Design choice: the
 use every rank -- the search scores N candidates at a time
 (:class:`~s2dnas.search.strategy.SearchStrategy`: controller and journal on rank 0) and
 the final training is data-parallel (DDP) -- while the other steps (base metrics, the
-super-network, the reference architecture, calibration, test, export, report) run on rank 0 and
-the others wait for their result (:func:`~s2dnas.distributed.run_on_main`, which also sends rank
+super-network, calibration, test, export, report) run on rank 0 and the others wait for their
+result (the super-network's weights are then broadcast from rank 0) (:func:`~s2dnas.distributed.run_on_main`, which also sends rank
 0's errors to every rank). Only rank 0 reads and writes the run directory, except that every rank
 reads ``final/checkpoint.pt`` when the final training resumes (as ``s2dnas train`` does).
 
@@ -43,25 +46,27 @@ import torch
 from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.config import (CalibrationTarget, RunConfig, config_differences, dump_config, load_config, provenance,
-                           resolve_config, resolve_target)
+from s2dnas.config import (CalibrationTarget, RunConfig, config_differences, config_to_dict, dump_config, load_config,
+                           provenance, resolve_config, resolve_target)
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic import DynamicNet
-from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
+from s2dnas.dynamic.calibrate import collect_logits, evaluate_dynamic, oracle
 from s2dnas.dynamic.files import build_model_spec
 from s2dnas.errors import RunDirError, S2DNASError
+from s2dnas.search.evaluator import SupernetEvaluator, TrainedEvaluator
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
-from s2dnas.search.evaluator import OneShotEvaluator, TrainedEvaluator
-from s2dnas.search.oneshot import build_supernet_space, train_supernet
+from s2dnas.search.score import StageCost, calibrate_at, macs_stage_cost
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.space.factory import build_space
-from s2dnas.train.checkpoint import load_weights, save_weights
 from s2dnas.train.loops import evaluate, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
+from s2dnas.train.supernet import SuperNet
+from s2dnas.train.supernet_training import CHECKPOINT_NAME as SUPERNET_CHECKPOINT
+from s2dnas.train.supernet_training import load_supernet, train_supernet
 
-__all__ = ["run_pipeline", "check_resume_config", "FINAL_BN_BATCHES"]
+__all__ = ["run_pipeline", "train_supernet_step", "check_resume_config", "FINAL_BN_BATCHES"]
 
 #: Training batches the final network's batch-norm statistics are re-estimated on.
 FINAL_BN_BATCHES = 50
@@ -82,6 +87,8 @@ class _Run:
     device: torch.device
     resume: bool
     progress: bool
+    #: the per-stage cost hook of the search's scores and the final calibration (contract D)
+    stage_cost: StageCost = macs_stage_cost
 
     @property
     def provenance(self) -> dict[str, str]:
@@ -91,12 +98,92 @@ class _Run:
 
 @dataclasses.dataclass(frozen=True)
 class _SearchOutcome:
-    """The search's result and the space whose weights the final training starts from."""
+    """The search's result."""
 
     architecture: Architecture
     reward: float
-    init_space: Space
     exhausted: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Base:
+    """The data, the trained base model (frozen, the teacher) and the space over it."""
+
+    splits: DataSplits
+    model: torch.nn.Module
+    model_name: str
+    source: str
+    space: Space
+
+
+def _load_base(cfg: RunConfig, device: torch.device) -> _Base:
+    from s2dnas.train.evaluate import base_splits, load_base_model
+
+    splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
+                         seed=cfg.data.seed, weights=cfg.model.weights)
+    base, model_name, source = load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
+    base = base.to(device).eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    space = build_space(base, config=cfg.space, input_shape=splits.input_shape, model_name=model_name)
+    return _Base(splits=splits, model=base, model_name=model_name, source=source, space=space)
+
+
+def _supernet_context(cfg: RunConfig, splits: DataSplits, model_name: str) -> dict[str, Any]:
+    """What besides its recipe produced a super-network: the train/val split and the base model."""
+    return {"data": splits.data_spec(), "model": {"name": model_name, "weights": cfg.model.weights}}
+
+
+def train_supernet_step(cfg: RunConfig, *, out: Path, resume: bool, overwrite: bool, progress: bool,
+                        log_epochs: bool = False) -> dict[str, Any]:
+    """``s2dnas supernet``: train the super-network of ``cfg`` (its ``supernet`` section) into ``out``.
+
+    Writes ``out/supernet_checkpoint.safetensors`` after every epoch and ``out/supernet.safetensors``
+    + ``supernet.json`` (config, config hash, training time, machine), atomically.
+
+    Raises:
+        RunDirError: ``out`` holds a checkpoint and neither ``resume`` nor ``overwrite``.
+        CheckpointError: the checkpoint was made under another configuration (one line; nothing
+            overwritten), or is corrupt.
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    base = _load_base(cfg, device)
+    supernet = SuperNet(base.space)
+    _say(progress or log_epochs, f"training the super-network of {base.model_name} ({cfg.supernet.epochs} epochs, "
+                                 f"{cfg.supernet.num_sampled} sampled + 2 extreme architectures per step)")
+    return train_supernet(supernet, base.splits.train, config=cfg.supernet, out_dir=out, resume=resume,
+                          overwrite=overwrite, progress=progress, device=device, log_epochs=log_epochs,
+                          context=_supernet_context(cfg, base.splits, base.model_name))
+
+
+def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
+    """The run's super-network on every rank: loaded from ``search.supernet`` or trained (resumably) in
+    ``out/supernet`` by rank 0, then broadcast; and what results.json records about it."""
+    cfg = run.cfg
+    supernet = SuperNet(run.space)
+
+    def obtain() -> dict[str, Any]:
+        if cfg.search.supernet is not None:
+            meta = load_supernet(supernet, cfg.search.supernet, data=run.splits.data_spec())
+            _say(run.progress, f"super-network loaded from {cfg.search.supernet} (trained {meta.get('epoch')} epochs "
+                               f"in {meta.get('train_seconds') or 0:.0f} s)")
+            source = str(cfg.search.supernet)
+        else:
+            sdir = run.out / "supernet"
+            resume = run.resume and (sdir / SUPERNET_CHECKPOINT).exists()
+            _say(run.progress, f"training the super-network ({cfg.supernet.epochs} epochs)")
+            meta = train_supernet(supernet, run.splits.train, config=cfg.supernet, out_dir=sdir, resume=resume,
+                                  overwrite=not run.resume, progress=run.progress, device=run.device,
+                                  context=_supernet_context(cfg, run.splits, run.model_name))
+            meta = {**meta, "epoch": meta["epochs"], "config": config_to_dict(cfg.supernet)}
+            source = "trained by this run"
+        return {"source": source, "config_hash": meta.get("config_hash"), "epochs": meta.get("epoch"),
+                "train_seconds": meta.get("train_seconds"), "config": meta.get("config")}
+
+    info = dist.run_on_main(obtain)
+    dist.broadcast_module(supernet)  # every rank scores and fine-tunes with rank 0's weights
+    return supernet.eval(), info
 
 
 def check_resume_config(out: Path, cfg: RunConfig) -> None:
@@ -141,54 +228,32 @@ def _base_metrics(run: _Run) -> dict[str, Any]:
     return metrics
 
 
-def _search(run: _Run, target: CalibrationTarget) -> _SearchOutcome:
-    """Run (or resume) the search; the best architecture, its reward, and the space whose weights the
-    final training starts from (the super-network's in one-shot mode)."""
+def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None) -> _SearchOutcome:
+    """Run (or resume) the search; the best architecture and its reward. Strategy ``oneshot`` scores
+    candidates from ``supernet``; ``rl``/``random`` train each one briefly."""
     cfg, space, resume, progress = run.cfg, run.space, run.resume, run.progress
     sdir = run.out / "search"
     result_path = sdir / "result.json"
     sc = cfg.search
-    oneshot = sc.strategy == "oneshot"
-    super_space = build_supernet_space(space) if oneshot else space
-    weights = sdir / "supernet.safetensors"
-
-    def saved() -> tuple[dict[str, Any] | None, bool]:
-        """Rank 0: the finished search's result (or None) and whether super-network weights were loaded."""
-        loaded = False
-        if oneshot:
-            sdir.mkdir(parents=True, exist_ok=True)
-            if resume and weights.exists():
-                state, meta = load_weights(weights)
-                _check_provenance(weights, meta, run)
-                super_space.model.load_state_dict(state)
-                loaded = True
-        return (json.loads(result_path.read_text()) if resume and result_path.exists() else None), loaded
-
-    data, loaded = dist.run_on_main(saved)
+    assert sc.budget is not None, "resolved by the config loader"
+    data = dist.run_on_main(lambda: json.loads(result_path.read_text()) if resume and result_path.exists() else None)
     if data is not None:
-        if oneshot:
-            dist.broadcast_module(super_space.model)
-        return _SearchOutcome(Architecture.from_dict(data["architecture"]), float(data["reward"]), super_space,
+        return _SearchOutcome(Architecture.from_dict(data["architecture"]), float(data["reward"]),
                               bool(data.get("space_exhausted", False)))
     seed = cfg.seed if sc.seed is None else sc.seed
+    # one target and one cost for the search's rewards and the final calibration (contract D)
     common = dict(target=target, confidence=cfg.calibration.confidence, reward=sc.reward, device=run.device,
-                  eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight)
-    if oneshot:
-        if not loaded:
-            def train() -> None:  # rank 0 alone (train_supernet has no data-parallel mode)
-                _say(progress, f"training the super-network ({sc.supernet_epochs} epochs)")
-                train_supernet(super_space, run.splits, config=dataclasses.replace(cfg.train, seed=seed),
-                               teacher=run.base, epochs=sc.supernet_epochs, device=run.device, seed=seed,
-                               progress=progress)
-                save_weights(weights, super_space.model.state_dict(), {"kind": "supernet", **run.provenance})
-
-            dist.run_on_main(train)
-        dist.broadcast_module(super_space.model)  # every rank scores candidates with rank 0's weights
-        evaluator: Any = OneShotEvaluator(super_space, run.splits, batch_size=cfg.data.batch_size, **common)
+                  eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight,
+                  stage_cost=run.stage_cost)
+    if sc.strategy == "oneshot":
+        assert supernet is not None, "the oneshot strategy needs the super-network"
+        evaluator: Any = SupernetEvaluator(supernet, run.splits, bn_batches=sc.bn_batches,
+                                           batch_size=cfg.data.batch_size, **common)
     else:
         candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                               limit_train=sc.candidate_limit_train, seed=seed)
-        evaluator = TrainedEvaluator(space, run.splits, teacher=run.base, train=candidate_train, **common)
+        evaluator = TrainedEvaluator(space, run.splits, teacher=run.base, train=candidate_train,
+                                     bn_batches=sc.bn_batches, **common)
     if sc.strategy == "random":
         controller: Any = RandomController(space.decisions, seed=seed, unique=True)
     else:
@@ -196,19 +261,10 @@ def _search(run: _Run, target: CalibrationTarget) -> _SearchOutcome:
                                   entropy_weight=sc.entropy_weight, baseline_decay=sc.baseline_decay, seed=seed)
     if not resume:  # --force: start the search over (the journal is appended to, never overwritten)
         def forget() -> None:
-            for stale in (sdir / "journal.jsonl", sdir / "controller.pt", sdir / "reference.json"):
+            for stale in (sdir / "journal.jsonl", sdir / "controller.pt"):
                 stale.unlink(missing_ok=True)
 
         dist.run_on_main(forget)
-    if sc.target == "reference" and sc.reward == "macs_saving":
-        # Design choice (METHOD.md's lesson): candidates scored after brief training or with
-        # shared weights rarely reach the base accuracy; when none does, the reward ignores MACs.
-        # The search target becomes what the default architecture reaches when scored the same
-        # way (capped by the final target), so candidates compete on MACs at that accuracy.
-        # Under torchrun rank 0 scores it and every rank's evaluator gets the target.
-        evaluator.target = CalibrationTarget(target_accuracy=dist.run_on_main(
-            lambda: _reference_target(evaluator, space, sdir, target=target, tolerance=cfg.calibration.tolerance,
-                                      resume=resume)))
     # One process: one candidate at a time; under torchrun one candidate per rank at a time.
     strategy = SearchStrategy(space, evaluator, controller, budget=sc.budget, run_dir=sdir, max_invalid=sc.max_invalid,
                               progress=progress, provenance=run.provenance)
@@ -221,29 +277,7 @@ def _search(run: _Run, target: CalibrationTarget) -> _SearchOutcome:
                                                              "num_candidates": len(result.records),
                                                              "space_exhausted": result.exhausted,
                                                              **run.provenance}))
-    return _SearchOutcome(result.best, result.best_reward, super_space, result.exhausted)
-
-
-def _check_provenance(path: Path, meta: dict[str, Any], run: _Run) -> None:
-    """Refuse a file written by another configuration (files without a hash predate it and pass)."""
-    theirs, mine = meta.get("config_hash"), run.provenance["config_hash"]
-    if theirs is not None and theirs != mine:
-        raise RunDirError(f"{path} was written by another configuration (config hash {theirs}, this run's {mine}); "
-                          "resume with the config that started it, or start over with --force")
-
-
-def _reference_target(evaluator: Any, space: Space, sdir: Path, *, target: CalibrationTarget, tolerance: float,
-                      resume: bool) -> float:
-    path = sdir / "reference.json"
-    if resume and path.exists():
-        return float(json.loads(path.read_text())["search_target"])
-    sdir.mkdir(parents=True, exist_ok=True)
-    assert target.target_accuracy is not None, "macs_saving calibrates to an accuracy target"
-    ref = evaluator.evaluate(space.default_architecture())
-    search_target = min(target.target_accuracy, ref.metrics["best_accuracy"] - tolerance)
-    atomic_write_json(path, {"architecture": ref.architecture.to_dict(), "metrics": ref.metrics,
-                             "final_target": target.target_accuracy, "search_target": search_target})
-    return search_target
+    return _SearchOutcome(result.best, result.best_reward, result.exhausted)
 
 
 def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -260,8 +294,6 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     Under torchrun every rank calls it with the same arguments and gets the same results (see the
     module docstring); in one process no step changes.
     """
-    from s2dnas.train.evaluate import base_splits, load_base_model
-
     start = time.time()
     progress = progress and dist.is_main()
     results_path = out / "results.json"
@@ -288,13 +320,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         return done
     device = dist.device_for(dist.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     torch.manual_seed(cfg.seed)
-    splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                         seed=cfg.data.seed, weights=cfg.model.weights)
-    base, model_name, source = load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
-    base = base.to(device).eval()
-    for p in base.parameters():
-        p.requires_grad_(False)
-    space = build_space(base, config=cfg.space, input_shape=splits.input_shape, model_name=model_name)
+    loaded = _load_base(cfg, device)
+    splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, space=space, device=device,
                resume=resume, progress=progress)
     base_metrics = dist.run_on_main(lambda: _base_metrics(run))
@@ -307,19 +334,31 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                    f"test {base_metrics['test_accuracy']:.4f}, {base_metrics['macs'] / 1e6:.2f}M MACs; {aim}")
     timings: dict[str, float] = {}
 
+    # 0. the super-network, trained once (or loaded from search.supernet) when the strategy scores
+    # candidates with it or the final training starts from it
+    supernet, supernet_info = None, None
+    if cfg.needs_supernet:
+        t = time.time()
+        supernet, supernet_info = _supernet(run)
+        timings["supernet_seconds"] = time.time() - t
+
     # 1. search (METHOD.md "Search")
     t = time.time()
-    found = _search(run, target)
+    found = _search(run, target, supernet)
     timings["search_seconds"] = time.time() - t
     arch = found.architecture
     _say(progress, f"search: best reward {found.reward:.3f}, splits {list(map(list, arch.splits))}, "
                    f"concat {list(arch.concat)}")
 
-    # 2. final training with inherited weights and distillation (METHOD.md "Final training").
-    # Design choice: in one-shot mode the weights come from the super-network, which has already
-    # learnt to work as a multi-stage network; otherwise from the base model.
+    # 2. final training with distillation (METHOD.md "Final training"), starting from the
+    # super-network's weights (the architecture extracted with its per-stage heads: it already
+    # works as a multi-stage network) or, with final_init: inherited, from the base model's.
     t = time.time()
-    msnet = found.init_space.build(arch).to(device)
+    if cfg.final_init == "supernet":
+        assert supernet is not None, "final_init supernet needs the super-network"
+        msnet = supernet.extract(arch).to(device)
+    else:
+        msnet = space.build(arch).to(device)
     final_cfg = cfg.train if cfg.final_epochs is None else dataclasses.replace(cfg.train, epochs=cfg.final_epochs)
     final_dir = out / "final"
 
@@ -335,12 +374,13 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     timings["final_training_seconds"] = time.time() - t
     # Steps 3-6 on rank 0 (the others hold the same weights and wait for the results).
     return dist.run_on_main(lambda: _finish(run, msnet, found, base_metrics=base_metrics, target=target,
-                                            train_metrics=train_metrics, timings=timings, start=start))
+                                            train_metrics=train_metrics, timings=timings, start=start,
+                                            supernet_info=supernet_info))
 
 
 def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metrics: dict[str, Any],
             target: CalibrationTarget, train_metrics: MultiStageMetrics, timings: dict[str, float],
-            start: float) -> dict[str, Any]:
+            start: float, supernet_info: dict[str, Any] | None) -> dict[str, Any]:
     """Steps 3-6 after the final training: batch-norm statistics, calibration, test, model, export, report."""
     cfg, out, splits, device = run.cfg, run.out, run.splits, run.device
     t = time.time()
@@ -355,7 +395,7 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
     # 3. thresholds on val only (the search's target); 4. test for reporting
     stage_macs = msnet.analytic_macs
     val_logits = collect_logits(msnet, make_loader(splits.val, batch_size=cfg.data.eval_batch_size), device=device)
-    cal = calibrate(val_logits, stage_macs=stage_macs, confidence=cc.confidence, **target.calibrate_kwargs())
+    cal = calibrate_at(val_logits, stage_cost=run.stage_cost(msnet), target=target, confidence=cc.confidence)
     policy = cal.policy  # the one value DynamicNet, save and export take
     test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
     test = evaluate_dynamic(test_logits, policy, stage_macs=stage_macs)
@@ -384,8 +424,7 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
                                 else base_metrics["val_accuracy"] - cc.tolerance),
         "calibration_target": target.to_dict(), "architecture": found.architecture.to_dict(),
         "search_reward": found.reward, "search_space_exhausted": found.exhausted, **run.provenance,
-        "search_reference": (json.loads((out / "search" / "reference.json").read_text())
-                             if (out / "search" / "reference.json").exists() else None),
+        "supernet": supernet_info, "final_init": cfg.final_init,
         "calibration": cal.to_dict(),
         "val": {"accuracy": cal.accuracy, "expected_macs": cal.expected_macs, "stage_accuracy": val_logits.stage_accuracy()},
         "test": {**test, "macs_ratio": test["expected_macs"] / base_macs, "stage_accuracy": test_logits.stage_accuracy(),

@@ -86,8 +86,9 @@ def run_args(out: Path, base: Path, *extra: str) -> list[str]:
 RUN_FILES = ["config.yaml", "base.json", "search/journal.jsonl", "search/result.json", "final/checkpoint.pt",
              "model/model.json", "export/manifest.json", "results.json", "report.md", "reward_curve.png",
              "accuracy_vs_macs.png", "exit_histogram.png"]
+SUPERNET = ["--set", "supernet.epochs=1", "--set", "supernet.limit_train=128", "--set", "supernet.num_sampled=1"]
 STRATEGIES = {"rl": [], "random": ["--set", "search.strategy=random"],
-              "oneshot": ["--set", "search.strategy=oneshot", "--set", "search.supernet_epochs=1"]}
+              "oneshot": ["--set", "search.strategy=oneshot", *SUPERNET]}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -97,8 +98,16 @@ def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.Cap
     assert "test accuracy" in capsys.readouterr().out
     for name in RUN_FILES:
         assert (out / name).is_file(), name
-    if strategy == "oneshot":
-        assert (out / "search" / "supernet.safetensors").is_file()
+    results = json.loads((out / "results.json").read_text())
+    if strategy == "oneshot":  # trained as the run's first step; the final network starts from it
+        meta = json.loads((out / "supernet" / "supernet.json").read_text())
+        assert meta["epoch"] == meta["epochs"] == 1 and meta["config"]["limit_train"] == 128
+        assert results["final_init"] == "supernet"
+        assert results["supernet"]["source"] == "trained by this run"
+        assert results["supernet"]["config_hash"] == meta["config_hash"]
+    else:
+        assert not (out / "supernet").exists()
+        assert results["final_init"] == "inherited" and results["supernet"] is None
 
     # the search: 3 distinct candidates, the best one chosen
     records = Journal(out / "search" / "journal.jsonl").records()
@@ -108,14 +117,10 @@ def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.Cap
     best = max(records, key=lambda r: r["reward"])
     assert chosen["architecture"] == best["architecture"] and chosen["reward"] == best["reward"]
 
-    # the search's accuracy target: what the default architecture reaches when scored the same way
-    # (capped by the final target); every candidate's calibration used it
-    results = json.loads((out / "results.json").read_text())
-    ref = json.loads((out / "search" / "reference.json").read_text())
-    assert ref["search_target"] == pytest.approx(min(ref["final_target"], ref["metrics"]["best_accuracy"] - 0.001))
-    assert results["search_reference"]["search_target"] == ref["search_target"]
-    assert all(r["metrics"]["target_accuracy"] == ref["search_target"] for r in records)
-    assert results["target_val_accuracy"] == ref["final_target"]
+    # every candidate was scored at the run's real target, the one the final network is calibrated to
+    assert results["target_val_accuracy"] == pytest.approx(results["base"]["val_accuracy"] - 0.001)
+    assert all(r["metrics"]["target_accuracy"] == results["target_val_accuracy"] for r in records)
+    assert results["calibration"]["target_accuracy"] == results["target_val_accuracy"]
 
     # thresholds from val, numbers from test
     assert results["architecture"] == best["architecture"]
@@ -204,3 +209,50 @@ def test_force_starts_the_search_over(env: Path, base: Path) -> None:
     assert len(first) == 3 and len(records) == 2  # a new journal, not the old one extended or reused
     results = json.loads((out / "results.json").read_text())
     assert results["architecture"] == max(records, key=lambda r: r["reward"])["architecture"]
+
+
+def test_supernet_command_resume_and_a_changed_config(env: Path, base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``s2dnas supernet`` writes the weights + metadata; --resume under another config is refused in one
+    line (exit 2) and nothing is overwritten; ``s2dnas run`` then scores from it without training one."""
+    out = env / "supernet"
+    sets = ["--set", f"model.weights={base}", "--set", f"model.name={FACTORY}", "--set", f"data.val_size={VAL_SIZE}",
+            "--set", "device=cpu", "--set", "supernet.limit_train=64", "--set", "supernet.num_sampled=0"]
+    assert main(["supernet", "--out", str(out), "--no-progress", *sets, "--set", "supernet.epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "supernet epoch 1/2" in printed and "supernet epoch 2/2" in printed  # one line per epoch
+    meta = json.loads((out / "supernet.json").read_text())
+    assert meta["epoch"] == 2 and meta["config"]["epochs"] == 2 and meta["machine"]["torch"] == torch.__version__
+    assert meta["train_seconds"] > 0 and meta["context"]["data"]["val_size"] == VAL_SIZE
+    files = {p: p.read_bytes() for p in out.iterdir()}
+
+    assert main(["supernet", "--out", str(out), "--no-progress", *sets, "--set", "supernet.epochs=2", "--resume"]) == 0
+    assert "supernet epoch" not in capsys.readouterr().out  # finished: nothing trained again
+    for extra in (["--set", "supernet.epochs=3", "--resume"], ["--set", "supernet.epochs=2"]):
+        assert main(["supernet", "--out", str(out), "--no-progress", *sets, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("s2dnas: error:") and "Traceback" not in err
+        assert ("another configuration" in err) if "--resume" in extra else ("--resume" in err and "--force" in err)
+    assert {p: p.read_bytes() for p in out.iterdir()} == files  # nothing overwritten
+
+    # a run that loads it: no training of its own; the final network starts from the inherited weights
+    run = env / "run-loaded"
+    assert main(run_args(run, base, "--set", "search.strategy=oneshot", "--set", f"search.supernet={out}",
+                         "--set", "final_init=inherited")) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert not (run / "supernet").exists()
+    assert results["supernet"]["source"] == str(out) and results["supernet"]["config_hash"] == meta["config_hash"]
+    assert results["final_init"] == "inherited" and "supernet_seconds" in results["timings"]
+    assert len(Journal(run / "search" / "journal.jsonl").records()) == 3
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("search.target", "reference", "search.target was removed: candidates are scored at the run's calibration target"),
+    ("search.supernet_epochs", "1", "search.supernet_epochs was removed"),
+])
+def test_removed_keys_are_refused_with_what_to_use(env: Path, base: Path, key: str, value: str, says: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = env / "run-removed"
+    assert main(run_args(out, base, "--set", f"{key}={value}")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err
+    assert not out.exists()

@@ -95,7 +95,7 @@ def test_resolve_target(calibration: CalibrationConfig, expected: CalibrationTar
 
 
 def test_config_hash_ignores_only_the_listed_fields() -> None:
-    base = RunConfig()
+    base = resolve_config(RunConfig())
     same = dataclasses.replace(base, out="elsewhere", device="cpu",
                                data=dataclasses.replace(base.data, data_dir="/data"))
     assert config_hash(base) == config_hash(same) and config_differences(base, same) == []
@@ -213,3 +213,31 @@ def test_dump_load_round_trip(tmp_path: Path) -> None:
     assert load_config(tmp_path / "config.yaml") == cfg
     assert config_from_dict(config_to_dict(cfg)) == cfg
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temp file
+
+
+def test_supernet_section_budget_and_final_init_are_resolved_by_strategy() -> None:
+    """Issue 12: the super-network recipe is a config section; its scoring makes a larger default budget."""
+    one = load_config(overrides=["search.strategy=oneshot", "data.batch_size=64", "seed=3"])
+    assert (one.search.budget, one.final_init) == (200, "supernet")
+    assert (one.supernet.batch_size, one.supernet.seed) == (64, 3)  # None = data.batch_size / seed
+    assert one.needs_supernet
+    rl = load_config()
+    assert (rl.search.budget, rl.final_init, rl.needs_supernet) == (20, "inherited", False)
+    kept = load_config(overrides=["search.strategy=oneshot", "search.budget=7", "final_init=inherited"])
+    assert (kept.search.budget, kept.final_init, kept.needs_supernet) == (7, "inherited", True)
+    assert load_config(overrides=["final_init=supernet"]).needs_supernet  # rl search, fine-tuned from one
+
+
+def test_supernet_section_and_path_are_validated() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["supernet.epochs=0", "supernet.num_sampled=-1", "supernet.stage_weights=[1, 1]",
+                               "final_init=scratch"])
+    problems = err.value.problems
+    assert "supernet.epochs must be >= 1, got 0" in problems
+    assert "supernet.num_sampled must be >= 0, got -1" in problems
+    assert any(p.startswith("supernet.stage_weights must have one number per stage") for p in problems)
+    assert "final_init must be one of supernet, inherited or null; got 'scratch'" in problems
+    with pytest.raises(ConfigError, match="search.supernet is set, but neither search.strategy=oneshot nor "
+                                          "final_init=supernet uses a super-network"):
+        load_config(overrides=["search.supernet=runs/sn"])
+    assert load_config(overrides=["search.supernet=runs/sn", "search.strategy=oneshot"]).search.supernet == "runs/sn"

@@ -158,7 +158,7 @@ def test_torchrun_run_resumes_without_rescoring(root: Path,
     assert (out / "report.md").is_file()
 
 
-ONESHOT = ["--set", "search.strategy=oneshot", "--set", "search.supernet_epochs=1", "--set", "search.budget=2",
+ONESHOT = ["--set", "search.strategy=oneshot", "--set", "supernet.epochs=1", "--set", "search.budget=2",
            "--set", "search.controller=factorized", "--set", "search.reward=tradeoff"]
 
 
@@ -175,7 +175,7 @@ def test_torchrun_oneshot_run_scores_with_rank_0s_super_network(root: Path, monk
     assert main(run_args(root, single, *ONESHOT)) == 0
     capsys.readouterr()
     assert files(out) == files(single)
-    weights = [(d / "search" / "supernet.safetensors").read_bytes() for d in (out, single)]
+    weights = [(d / "supernet" / "supernet.safetensors").read_bytes() for d in (out, single)]
     assert weights[0] == weights[1]  # rank 0 trained it exactly as one process does
     # The factorized controller starts uniform and its first update leaves it so (zero advantage
     # against a baseline initialised with the first reward, zero entropy gradient at uniform): the

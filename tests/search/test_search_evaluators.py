@@ -1,5 +1,5 @@
-"""Tests of the evaluators (brief training, one-shot) and the super-network, on a 2-block toy CNN and an
-easy synthetic task: 8x8 images, class = which quadrant is bright."""
+"""Tests of the evaluators (brief training, super-network), on a 2-block toy CNN and an easy synthetic
+task: 8x8 images, class = which quadrant is bright."""
 from __future__ import annotations
 
 import math
@@ -8,15 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from s2dnas.config import CalibrationConfig, CalibrationTarget, TrainConfig, resolve_target
+from s2dnas.config import CalibrationConfig, CalibrationTarget, SupernetConfig, TrainConfig, resolve_target
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
-from s2dnas.dynamic.calibrate import collect_logits
 from s2dnas.errors import ConfigError
-from s2dnas.search.evaluator import CandidateResult, Evaluator, OneShotEvaluator, TrainedEvaluator
-from s2dnas.search.oneshot import build_supernet_space, train_supernet
+from s2dnas.search.evaluator import CandidateResult, Evaluator, SupernetEvaluator, TrainedEvaluator
+from s2dnas.search.score import score
 from s2dnas.space import Architecture, Space
 from s2dnas.train.loops import evaluate
+from s2dnas.train.supernet import SuperNet
+from s2dnas.train.supernet_training import train_supernet
 from tests.search._toy import ToyCNN
 
 NUM_CLASSES, SIZE = 4, 8  # ToyCNN's default class count
@@ -114,78 +115,66 @@ def test_trained_evaluator(space: Space, splits: DataSplits, base: nn.Module, co
 
 
 def test_evaluator_reward_modes(space: Space, splits: DataSplits, base: nn.Module, common: dict) -> None:
+    supernet = SuperNet(space)  # untrained: the reward rules do not depend on the weights
     arch = space.from_sample(ARCH_A)
     budget = resolve_target(CalibrationConfig(macs_budget=0.6), base_val_accuracy=0.0, base_macs=space.base_macs())
     kw = {**common, "reward": "accuracy_in_budget", "target": budget}
-    result = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **kw).evaluate(arch)
+    result = SupernetEvaluator(supernet, splits, bn_batches=2, batch_size=32, **kw).evaluate(arch)
     m = result.metrics
     assert m["feasible"] == (m["expected_macs"] <= 0.6 * space.base_macs())
-    assert result.reward == (m["accuracy"] if m["feasible"] else m["accuracy"] - 1.0)
-    tradeoff = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32,
+    assert result.reward == (m["accuracy"] if m["feasible"]
+                             else pytest.approx(-(m["expected_macs"] - 0.6 * space.base_macs()) / space.base_macs()))
+    tradeoff = SupernetEvaluator(supernet, splits, bn_batches=2, batch_size=32,
                                 **{**common, "reward": "tradeoff", "tradeoff_weight": 0.5}).evaluate(arch)
     assert tradeoff.reward == pytest.approx(tradeoff.metrics["accuracy"] * tradeoff.metrics["macs_ratio"] ** -0.5)
     with pytest.raises(ConfigError, match="accuracy_in_budget' needs calibration.macs_budget"):
-        OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **{**common, "reward": "accuracy_in_budget"})
+        SupernetEvaluator(supernet, splits, bn_batches=2, batch_size=32, **{**common, "reward": "accuracy_in_budget"})
     with pytest.raises(ConfigError, match="macs_saving' needs an accuracy target"):
-        OneShotEvaluator(space, splits, bn_batches=2, batch_size=32, **{**common, "target": budget})
+        SupernetEvaluator(supernet, splits, bn_batches=2, batch_size=32, **{**common, "target": budget})
     # issue 16: with reward=tradeoff and a MACs budget, the search aims at the budget, as the final calibration does
-    in_budget = OneShotEvaluator(space, splits, bn_batches=2, batch_size=32,
+    in_budget = SupernetEvaluator(supernet, splits, bn_batches=2, batch_size=32,
                                  **{**common, "reward": "tradeoff", "target": budget}).evaluate(arch)
     assert in_budget.metrics["target_accuracy"] is None
     assert in_budget.metrics["expected_macs"] <= 0.6 * space.base_macs() or not in_budget.metrics["feasible"]
     assert in_budget.metrics["expected_macs"] == m["expected_macs"]  # same thresholds as accuracy_in_budget's
 
 
-def test_train_supernet_changes_its_weights_not_the_teachers(space: Space, splits: DataSplits,
-                                                             base: nn.Module) -> None:
-    teacher_before = {k: v.clone() for k, v in base.state_dict().items()}
-    super_space = build_supernet_space(space)
-    super_before = {k: v.clone() for k, v in super_space.model.state_dict().items()}
-    history = train_supernet(super_space, splits, config=TRAIN, teacher=base, epochs=1, device=CPU,
-                             resample_every=2, seed=0, progress=False)
-    assert history["steps"] == 4  # 128 images / 32
-    assert len(history["history"]) == 1 and math.isfinite(history["history"][0]["train_loss"])
-    changed = [k for k, v in super_space.model.state_dict().items()
-               if v.is_floating_point() and not torch.equal(v, super_before[k])]
-    assert "conv1.weight" in changed and "fc.weight" in changed
-    assert all(torch.equal(teacher_before[k], v) for k, v in base.state_dict().items())
-    assert space.model is base  # the original space still holds the untouched base
-
-
 @pytest.fixture(scope="module")
-def super_space(space: Space, splits: DataSplits, base: nn.Module) -> Space:
-    sp = build_supernet_space(space)
-    train_supernet(sp, splits, config=TRAIN, teacher=base, epochs=1, device=CPU, resample_every=2, seed=0,
-                   progress=False)
-    return sp
+def supernet(space: Space, splits: DataSplits) -> SuperNet:
+    net = SuperNet(space)
+    train_supernet(net, splits.train, config=SupernetConfig(epochs=1, batch_size=32, limit_train=128, lr=0.05,
+                                                           num_sampled=1, seed=0), progress=False)
+    return net.eval()
 
 
-def test_oneshot_evaluator(super_space: Space, splits: DataSplits, common: dict) -> None:
-    evaluator = OneShotEvaluator(super_space, splits, bn_batches=4, batch_size=32, **common)
-    arch = super_space.from_sample(ARCH_A)
+def test_supernet_evaluator_scores_what_score_gives(supernet: SuperNet, splits: DataSplits, common: dict,
+                                                   base: nn.Module) -> None:
+    teacher_before = {k: v.clone() for k, v in base.state_dict().items()}
+    evaluator = SupernetEvaluator(supernet, splits, bn_batches=4, batch_size=32, **common)
+    arch = supernet.space.from_sample(ARCH_A)
     first = evaluator.evaluate(arch)
-    check_result(first, arch, super_space)
+    check_result(first, arch, supernet.space)
 
-    # scoring = calibrating the materialised network: the super-network's weights, untrained, with
-    # its batch-norm statistics re-estimated
-    weights_before = {k: v.clone() for k, v in super_space.model.state_dict().items()}
+    # the evaluator is search/score.py's score(): the candidate extracted with its per-stage heads,
+    # its batch norms recalibrated on the same seeded batches, calibrated at the run's target
+    direct = score(supernet, arch, val_data=make_loader(splits.val, batch_size=256),
+                   bn_data=make_loader(splits.train, batch_size=32, shuffle=True, seed=12345), bn_seed=12345,
+                   target=common["target"], bn_batches=4)
+    assert direct.reward == first.reward and direct.metrics == first.metrics
     prepared = evaluator._prepare(arch)
-    materialised = super_space.build(arch)
-    for (name, p), (_, q) in zip(prepared.named_parameters(), materialised.named_parameters()):
-        assert torch.equal(p, q), name
-    logits = collect_logits(prepared, make_loader(splits.val, batch_size=256), device=CPU)
-    reward, metrics = evaluator.score(logits, stage_macs=prepared.analytic_macs)
-    assert reward == first.reward
-    assert metrics == first.metrics
-    # scoring does not touch the shared weights
-    assert all(torch.equal(weights_before[k], v) for k, v in super_space.model.state_dict().items())
+    for s_idx, stage in enumerate(prepared.stages):  # stage s classifies with head s (its bias is not sliced)
+        assert torch.equal(stage.fc.bias, supernet.heads[s_idx]["fc"].bias)
+    assert not torch.equal(prepared.stages[0].fc.bias, prepared.stages[-1].fc.bias)
 
-    # deterministic: the same architecture scores the same, whatever was scored in between
-    evaluator.evaluate(super_space.from_sample(ARCH_B))
+    # scoring does not touch the shared weights, and scores do not depend on what was scored before
+    weights_before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    evaluator.evaluate(supernet.space.from_sample(ARCH_B))
     again = evaluator.evaluate(arch)
     assert again.reward == first.reward and again.metrics == first.metrics
-    fresh = OneShotEvaluator(super_space, splits, bn_batches=4, batch_size=32, **common).evaluate(arch)
+    fresh = SupernetEvaluator(supernet, splits, bn_batches=4, batch_size=32, **common).evaluate(arch)
     assert fresh.reward == first.reward and fresh.metrics == first.metrics
+    assert all(torch.equal(weights_before[k], v) for k, v in supernet.state_dict().items())
+    assert all(torch.equal(teacher_before[k], v) for k, v in base.state_dict().items())
 
 
 def test_evaluator_base_class_needs_prepare(space: Space, splits: DataSplits, common: dict) -> None:

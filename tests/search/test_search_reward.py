@@ -74,12 +74,14 @@ def test_metrics_describe_the_calibration() -> None:
 
 
 def test_accuracy_in_budget() -> None:
-    def cal(accuracy: float, feasible: bool) -> Calibration:
-        return make_cal(accuracy=accuracy, expected_macs=300.0, feasible=feasible, target=None, budget=300.0)
+    def cal(accuracy: float, feasible: bool, macs: float = 300.0) -> Calibration:
+        return make_cal(accuracy=accuracy, expected_macs=macs, feasible=feasible, target=None, budget=300.0)
 
     fits = [cal(a, True) for a in (0.1, 0.5, 0.9)]
-    over = [cal(a, False) for a in (0.5, 0.99, 1.0)]
+    # over the budget (the cheapest setting is returned): ordered by the excess, whatever the accuracy
+    over = [cal(a, False, macs) for a, macs in ((0.2, 310.0), (0.99, 500.0), (1.0, 1000.0))]
     assert [reward_of(c, "accuracy_in_budget") for c in fits] == pytest.approx([0.1, 0.5, 0.9])
+    assert [reward_of(c, "accuracy_in_budget") for c in over] == pytest.approx([-0.01, -0.2, -0.7])
     assert min(reward_of(c, "accuracy_in_budget") for c in fits) > max(reward_of(c, "accuracy_in_budget") for c in over)
     assert min(reward_of(c, "accuracy_in_budget") for c in over) > REWARD_FOR_INVALID
 

@@ -10,13 +10,16 @@ from torch import nn
 
 from s2dnas.data import make_loader
 from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
-from s2dnas.errors import CheckpointError, ConfigError, RunDirError
-from s2dnas.search.score import Target, reward_at, score
+from s2dnas.dynamic.calibrate import collect_logits
+from s2dnas.errors import CalibrationError, CheckpointError, ConfigError, RunDirError
+from s2dnas.config import CalibrationTarget, SupernetConfig
+from s2dnas.search.score import calibrate_at, score
 from s2dnas.space import Space
 from s2dnas.space.space import compositions
 from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
 from s2dnas.train.supernet import SuperNet, recalibrate
-from s2dnas.train.supernet_training import CHECKPOINT_NAME, SupernetConfig, SupernetTrainer, train_supernet
+from s2dnas.train.supernet_training import (CHECKPOINT_NAME, SupernetTrainer, load_supernet,
+                                            train_supernet)
 
 
 class TinyRes(nn.Module):
@@ -171,40 +174,50 @@ def test_recalibration_gives_the_mean_and_variance_of_the_same_batches_determini
 
 
 # -- scoring ----------------------------------------------------------------------------------------
-def test_rewards_put_every_reaching_candidate_above_every_other_ordered_by_gap():
-    acc_target = Target(accuracy=0.9)
-    reached = [reward_at(acc_target, reached=True, accuracy=a, expected_macs=m, base_macs=100)
-               for a, m in [(0.9, 100.0), (0.95, 20.0), (0.91, 10.0)]]
-    missed = [reward_at(acc_target, reached=False, accuracy=a, expected_macs=m, base_macs=100)
-              for a, m in [(0.89, 1.0), (0.5, 1.0), (0.0, 100.0)]]
-    assert min(reached) > max(missed)
-    assert reached == sorted(reached) and missed == sorted(missed, reverse=True)  # cheaper / closer is better
-    budget = Target(macs_budget=50.0)
-    reached = [reward_at(budget, reached=True, accuracy=a, expected_macs=m, base_macs=100)
-               for a, m in [(0.0, 50.0), (0.5, 49.0), (0.9, 10.0)]]
-    missed = [reward_at(budget, reached=False, accuracy=a, expected_macs=m, base_macs=100)
-              for a, m in [(0.99, 51.0), (0.99, 60.0), (0.99, 100.0)]]
-    assert min(reached) > max(missed)
-    assert reached == sorted(reached) and missed == sorted(missed, reverse=True)
-    with pytest.raises(ConfigError, match="exactly one"):
-        Target(accuracy=0.5, macs_budget=10.0)
-    assert Target.from_base(base_accuracy=0.93, tolerance=0.001).accuracy == pytest.approx(0.929)
-
-
 def test_score_reaches_an_easy_target_and_ranks_an_unreachable_one_by_its_gap(seed):
     supernet = SuperNet(_space())
     arch = supernet.space.default_architecture()
     val = make_loader(_data(32, seed=1), batch_size=16)
     bn = make_loader(_data(32, seed=2), batch_size=16, shuffle=True, seed=0)
-    easy = score(supernet, arch, val_data=val, bn_data=bn, target=Target(accuracy=0.0), bn_batches=2,
-                 keep_network=True)
-    assert easy.reached and easy.reward == pytest.approx(easy.base_macs / easy.expected_macs)
-    assert easy.expected_macs <= sum(easy.stage_macs)
-    hard = score(supernet, arch, val_data=val, bn_data=bn, target=Target(accuracy=1.0), bn_batches=2)
-    assert not hard.reached and hard.reward == pytest.approx(hard.accuracy - 1.0) and hard.reward < 0
-    assert hard.accuracy >= max(hard.stage_accuracy)  # the most accurate setting is chosen when missed
-    again = score(supernet, arch, val_data=val, bn_data=bn, target=Target(accuracy=0.0), bn_batches=2)
+    easy = score(supernet, arch, val_data=val, bn_data=bn, target=CalibrationTarget(target_accuracy=0.0),
+                 bn_batches=2, keep_network=True)
+    m = easy.metrics
+    assert easy.reached and easy.reward == pytest.approx(supernet.space.base_macs() / m["expected_macs"])
+    assert m["expected_macs"] <= sum(m["stage_macs"]) and m["cost_unit"] == "macs"
+    # the ExitPolicy of the calibration records what was minimised: the stages' MACs
+    assert easy.calibration.policy.stage_cost == tuple(m["stage_macs"]) and easy.calibration.policy.cost_unit == "macs"
+    hard = score(supernet, arch, val_data=val, bn_data=bn, target=CalibrationTarget(target_accuracy=1.0), bn_batches=2)
+    assert not hard.reached and hard.reward == pytest.approx(hard.metrics["best_accuracy"] - 1.0) and hard.reward < 0
+    assert hard.metrics["accuracy"] >= max(hard.metrics["stage_val_accuracy"])  # the most accurate setting
+    again = score(supernet, arch, val_data=val, bn_data=bn, target=CalibrationTarget(target_accuracy=0.0),
+                  bn_batches=2)
     assert again.to_dict() == easy.to_dict()  # scoring is deterministic
+
+
+def test_scoring_at_a_budget_and_through_the_cost_hook(seed):
+    """The target is the run's CalibrationTarget; thresholds minimise what the cost hook returns."""
+    supernet = SuperNet(_space())
+    arch = supernet.space.default_architecture()
+    val = make_loader(_data(32, seed=1), batch_size=16)
+    bn = make_loader(_data(32, seed=2), batch_size=16, shuffle=True, seed=0)
+    net = supernet.extract(arch)
+    macs = net.analytic_macs
+    budget = CalibrationTarget(macs_budget=float(macs[0]))  # stage 1 alone fits, nothing more
+    s = score(supernet, arch, val_data=val, bn_data=bn, target=budget, bn_batches=2)
+    assert s.reached and s.metrics["expected_macs"] == macs[0] and s.metrics["exit_fractions"][0] == 1.0
+    assert s.reward == s.metrics["accuracy"]  # accuracy_in_budget
+    # a hook that makes stage 1 cost more than the budget: the cheapest setting is over it, ordered by the excess
+    calls = []
+
+    def heavy_first_stage(msnet):
+        calls.append(msnet)
+        return (float(macs[0]) * 2, *map(float, macs[1:])), "macs"
+
+    over = score(supernet, arch, val_data=val, bn_data=bn, target=budget, bn_batches=2, stage_cost=heavy_first_stage)
+    assert len(calls) == 1 and not over.reached
+    assert over.reward == pytest.approx(-(2 * macs[0] - macs[0]) / supernet.space.base_macs())
+    with pytest.raises(CalibrationError, match="unit 'seconds'"):
+        calibrate_at(collect_logits(net, val), stage_cost=((1.0, 2.0, 3.0), "seconds"), target=budget)
 
 
 # -- training, checkpoints, resume ------------------------------------------------------------------
@@ -239,6 +252,24 @@ def test_resume_continues_bit_for_bit_and_refuses_another_config(seed, tmp_path)
     shipped = SuperNet(_space())
     meta = shipped.load(tmp_path / "full" / "supernet.safetensors")
     assert meta["epoch"] == 2 and all(torch.equal(v, a[k]) for k, v in shipped.state_dict().items())
+    assert meta["train_seconds"] == pytest.approx(sum(h["seconds"] for h in meta["history"]))
+    assert meta["machine"]["torch"] == torch.__version__ and meta["config"]["epochs"] == 2
+
+
+def test_load_supernet_refuses_unfinished_weights_and_another_split(seed, tmp_path):
+    data = {"dataset": "toy", "val_size": 10, "data_seed": 0}
+    config = SupernetConfig(epochs=2, batch_size=16, num_sampled=0)
+    train_supernet(SuperNet(_space()), _data(32), config=config, out_dir=tmp_path / "half", progress=False,
+                   stop_after_epochs=1, context={"data": data})
+    with pytest.raises(CheckpointError, match="trained 1 of 2 epochs.*--resume"):
+        load_supernet(SuperNet(_space()), tmp_path / "half", data=data)
+    train_supernet(SuperNet(_space()), _data(32), config=config, out_dir=tmp_path / "half", resume=True,
+                   progress=False, context={"data": data})
+    assert load_supernet(SuperNet(_space()), tmp_path / "half", data=data)["epoch"] == 2
+    with pytest.raises(CheckpointError, match="another train/val split.*val_size=10.*val_size=20"):
+        load_supernet(SuperNet(_space()), tmp_path / "half", data={**data, "val_size": 20})
+    with pytest.raises(CheckpointError, match="does not exist; train one with s2dnas supernet"):
+        load_supernet(SuperNet(_space()), tmp_path / "none", data=data)
 
 
 def test_a_corrupt_checkpoint_is_one_clear_error(seed, tmp_path):
@@ -248,7 +279,8 @@ def test_a_corrupt_checkpoint_is_one_clear_error(seed, tmp_path):
         _train(tmp_path, "run", resume=True)
 
 
-def test_config_lists_every_problem():
+def test_config_lists_every_problem(seed):
     with pytest.raises(ConfigError) as err:
-        SupernetConfig(epochs=0, num_sampled=-1, temperature=0)
-    assert all(k in str(err.value) for k in ("epochs", "num_sampled", "temperature"))
+        train_supernet(SuperNet(_space()), _data(16), config=SupernetConfig(epochs=0, num_sampled=-1, temperature=0),
+                       progress=False)
+    assert all(f"supernet.{k}" in str(err.value) for k in ("epochs", "num_sampled", "temperature"))

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train-base": "s2dnas.cli.train_base",
     "space": "s2dnas.cli.space",
     "train": "s2dnas.cli.train",
+    "supernet": "s2dnas.cli.supernet",
     "export": "s2dnas.cli.export",
     "evaluate": "s2dnas.cli.evaluate",
     "evaluate-base": "s2dnas.cli.evaluate_base",
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 DISTRIBUTED_COMMANDS = ("train-base", "train", "run")
 
 #: Collective timeout (minutes) of the commands in which ranks wait for long: in ``run`` the
-#: others wait while rank 0 trains the super-network or scores the reference architecture, and
+#: others wait while rank 0 trains the super-network, and
 #: every rank waits for the slowest candidate of a round. $S2DNAS_DIST_TIMEOUT_MINUTES overrides.
 _TIMEOUT_MINUTES = {"run": 24 * 60.0}
 

@@ -19,6 +19,7 @@ from s2dnas.config.schema import (
     RunConfig,
     SearchConfig,
     SpaceConfig,
+    SupernetConfig,
     TrainConfig,
 )
 from s2dnas.config.target import CalibrationTarget, resolve_target
@@ -37,6 +38,7 @@ __all__ = [
     "RunConfig",
     "SearchConfig",
     "SpaceConfig",
+    "SupernetConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",

@@ -10,8 +10,8 @@ Example:
     >>> a = RunConfig()
     >>> config_hash(a) == config_hash(replace(a, device="cpu", out="elsewhere"))  # allowed to differ
     True
-    >>> config_differences(a, replace(a, search=SearchConfig(budget=40)))
-    ['search.budget: 20 -> 40']
+    >>> config_differences(a, replace(a, search=SearchConfig(reward="tradeoff")))
+    ['search.reward: macs_saving -> tradeoff']
 """
 from __future__ import annotations
 

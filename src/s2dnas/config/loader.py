@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import yaml
 
 from s2dnas._io import atomic_write_bytes
-from s2dnas.config.schema import RunConfig, _describe, conform
+from s2dnas.config.schema import DEFAULT_BUDGETS, REMOVED_KEYS, RunConfig, _describe, conform
 from s2dnas.errors import ConfigError
 
 __all__ = [
@@ -130,6 +130,9 @@ def _build(cls: type[_T], data: Any, *, prefix: str, origins: dict[str, str], pr
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
+        if path in REMOVED_KEYS:
+            problems.append(REMOVED_KEYS[path] + where(path))
+            continue
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -150,17 +153,23 @@ def _build(cls: type[_T], data: Any, *, prefix: str, origins: dict[str, str], pr
 def resolve_config(cfg: RunConfig) -> RunConfig:
     """Fill the fields whose None means "take it from elsewhere" (see the dataclasses' docs).
 
-    ``train.batch_size`` <- ``data.batch_size``; ``train.seed`` and ``search.seed`` <- ``seed``;
-    ``final_epochs`` <- ``train.epochs``. Values already set are kept.
+    ``train.batch_size`` and ``supernet.batch_size`` <- ``data.batch_size``; ``train.seed``,
+    ``search.seed`` and ``supernet.seed`` <- ``seed``; ``final_epochs`` <- ``train.epochs``;
+    ``search.budget`` <- :data:`~s2dnas.config.schema.DEFAULT_BUDGETS` of the strategy;
+    ``final_init`` <- ``supernet`` for the ``oneshot`` strategy, else ``inherited``. Values already
+    set are kept.
     """
-    train = cfg.train
-    if train.batch_size is None:
-        train = replace(train, batch_size=cfg.data.batch_size)
-    if train.seed is None:
-        train = replace(train, seed=cfg.seed)
-    search = cfg.search if cfg.search.seed is not None else replace(cfg.search, seed=cfg.seed)
+    def filled(section: Any, **derived: Any) -> Any:
+        return replace(section, **{k: v for k, v in derived.items() if getattr(section, k) is None})
+
+    train = filled(cfg.train, batch_size=cfg.data.batch_size, seed=cfg.seed)
+    supernet = filled(cfg.supernet, batch_size=cfg.data.batch_size, seed=cfg.seed)
+    search = filled(cfg.search, seed=cfg.seed, budget=DEFAULT_BUDGETS.get(cfg.search.strategy))
     final_epochs = cfg.final_epochs if cfg.final_epochs is not None else train.epochs
-    return replace(cfg, train=train, search=search, final_epochs=final_epochs)
+    final_init = cfg.final_init if cfg.final_init is not None else (
+        "supernet" if cfg.search.strategy == "oneshot" else "inherited")
+    return replace(cfg, train=train, search=search, supernet=supernet, final_epochs=final_epochs,
+                   final_init=final_init)
 
 
 def validate_config(cfg: Any) -> None:

@@ -27,8 +27,12 @@ __all__ = [
     "TrainConfig",
     "CalibrationConfig",
     "SearchConfig",
+    "SupernetConfig",
     "RunConfig",
     "SECTIONS",
+    "REMOVED_KEYS",
+    "DEFAULT_BUDGETS",
+    "FINAL_INITS",
     "CONFIDENCES",
     "STRATEGIES",
     "CONTROLLERS",
@@ -41,7 +45,18 @@ __all__ = [
 CONFIDENCES = ("max_softmax", "entropy", "margin")
 STRATEGIES = ("rl", "random", "oneshot")
 CONTROLLERS = ("lstm", "factorized")
-SEARCH_TARGETS = ("reference", "base")
+FINAL_INITS = ("supernet", "inherited")
+#: search.budget by strategy when the config leaves it null: a candidate scored from the trained
+#: super-network costs seconds, one trained briefly from inherited weights about a minute.
+DEFAULT_BUDGETS = {"oneshot": 200, "rl": 20, "random": 20}
+#: Keys that no longer exist -> the one line a config that still sets them gets.
+REMOVED_KEYS = {
+    "search.target": "search.target was removed: candidates are scored at the run's calibration target "
+                     "(base val accuracy minus calibration.tolerance, calibration.target_accuracy or "
+                     "calibration.macs_budget), the same one the final network is calibrated to; delete the key",
+    "search.supernet_epochs": "search.supernet_epochs was removed: the super-network recipe is the `supernet` "
+                              "section; use supernet.epochs",
+}
 REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
 IMPORTANCES = ("bn", "l1", "none")
 _BUILTIN_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
@@ -393,31 +408,32 @@ class SearchConfig:
     """Architecture search (METHOD.md "Search").
 
     Attributes:
-        strategy: ``rl`` (REINFORCE controller), ``random`` (baseline) or ``oneshot``
-            (weight-sharing super-network, candidates scored without their own training).
-        budget: number of candidates evaluated.
+        strategy: ``oneshot`` (REINFORCE controller; candidates scored from the super-network
+            trained once, see the ``supernet`` section), ``rl`` (REINFORCE controller over briefly
+            trained candidates) or ``random`` (random search over briefly trained candidates).
+        budget: number of candidates evaluated; None = 200 for ``oneshot`` (a candidate costs
+            seconds), 20 for ``rl``/``random`` (a candidate is trained briefly).
         controller: ``lstm`` (decisions emitted in turn) or ``factorized`` (independent).
-        candidate_epochs: epochs of each candidate's brief training.
+        candidate_epochs: epochs of each candidate's brief training (``rl``, ``random``).
         candidate_limit_train: training examples per candidate epoch (None = all).
         reward: ``macs_saving`` (base MACs / expected MACs at the accuracy target),
             ``accuracy_in_budget`` (needs ``calibration.macs_budget``) or ``tradeoff``.
         tradeoff_weight: weight of the MAC term of the ``tradeoff`` reward.
         seed: seed of the controller; None = the run's ``seed``.
         max_invalid: stop after this many invalid or failed candidates in a row.
-        supernet_epochs: epochs of super-network training (``oneshot``).
+        supernet: directory of a trained super-network (``s2dnas supernet --out DIR``) to score
+            candidates with instead of training one (None: ``s2dnas run`` trains it first).
+        bn_batches: training batches every candidate's batch-norm statistics are re-estimated
+            on before it is scored.
         controller_lr: Adam learning rate of the controller (None = its default).
         entropy_weight: weight of the controller's entropy bonus.
         baseline_decay: decay of the moving-average reward baseline.
-        target: accuracy target of the rewards during the search: ``base`` (the final target:
-            base val accuracy - tolerance) or ``reference`` (the lower of that and what the default
-            architecture reaches when scored the same way, minus the tolerance: briefly trained or
-            one-shot candidates rarely reach the base, and then MACs would not count).
     """
 
     _SECTION: ClassVar[str] = "search"
 
     strategy: str = "rl"
-    budget: int = 20
+    budget: int | None = None
     controller: str = "lstm"
     candidate_epochs: int = 1
     candidate_limit_train: int | None = None
@@ -425,18 +441,17 @@ class SearchConfig:
     tradeoff_weight: float = 0.5
     seed: int | None = None
     max_invalid: int = 5
-    supernet_epochs: int = 2
+    supernet: str | None = None
+    bn_batches: int = 20
     controller_lr: float | None = None
     entropy_weight: float = 1e-3
     baseline_decay: float = 0.9
-    target: str = "reference"
 
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
         c = _Checker(self)
         c.one_of("strategy", STRATEGIES)
-        c.one_of("target", SEARCH_TARGETS)
-        c.at_least("budget", 1)
+        c.at_least("budget", 1, optional=True)
         c.one_of("controller", CONTROLLERS)
         c.at_least("candidate_epochs", 1)
         c.at_least("candidate_limit_train", 1, optional=True)
@@ -444,10 +459,75 @@ class SearchConfig:
         c.at_least("tradeoff_weight", 0.0)
         c.at_least("seed", 0, optional=True)
         c.at_least("max_invalid", 1)
-        c.at_least("supernet_epochs", 1)
+        good, path = c._get("supernet")
+        if good and path is not None and not path.strip():
+            c.add("supernet", "must be the directory of a trained super-network or null, got an empty string")
+        c.at_least("bn_batches", 1)
         c.positive("controller_lr", optional=True)
         c.at_least("entropy_weight", 0.0)
         c.in_range("baseline_decay", 0.0, 1.0, high_open=True)
+        return c.problems
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """The super-network, trained once (issue 12; BigNAS, slimmable networks): every step trains
+    the most expensive and the cheapest architecture of the space and ``num_sampled`` uniform
+    samples on the same batch, with distillation from the base model.
+
+    Attributes:
+        epochs: passes over the (limited) training set; the learning-rate schedule spans them.
+        lr: peak SGD learning rate (linear warm-up, then cosine decay to zero).
+        momentum: SGD momentum (Nesterov when > 0).
+        weight_decay: L2 on conv/linear weights (not on BN or biases).
+        warmup_epochs: epochs of linear warm-up (fractions allowed).
+        batch_size: images per step (every architecture of the step sees the same batch);
+            None = ``data.batch_size``.
+        num_sampled: N, architectures sampled uniformly per step besides the two extremes.
+        stage_weights: w_s of each stage's loss terms; None = all 1.0, else S numbers.
+        distill_weight: weight of the distillation from the base model (0 = none).
+        temperature: T of every distillation softmax.
+        inplace_distill: weight of the distillation of every other architecture of the step from
+            the most expensive one's last stage (0 = off).
+        limit_train: train on the first N training examples only (None = all).
+        seed: seed of shuffling, augmentation and the sampled architectures; None = the run's ``seed``.
+    """
+
+    _SECTION: ClassVar[str] = "supernet"
+
+    epochs: int = 8
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    batch_size: int | None = None
+    num_sampled: int = 2
+    stage_weights: tuple[float, ...] | None = None
+    distill_weight: float = 1.0
+    temperature: float = 4.0
+    inplace_distill: float = 0.0
+    limit_train: int | None = None
+    seed: int | None = None
+
+    def validate(self) -> list[str]:
+        """Return every problem of this section (empty when valid)."""
+        c = _Checker(self)
+        c.at_least("epochs", 1)
+        c.positive("lr")
+        c.in_range("momentum", 0.0, 1.0, high_open=True)
+        c.at_least("weight_decay", 0.0)
+        c.at_least("warmup_epochs", 0.0)
+        c.at_least("batch_size", 1, optional=True)
+        c.at_least("num_sampled", 0)
+        good, weights = c._get("stage_weights")
+        if good and weights is not None:
+            if not weights or min(weights) < 0 or sum(weights) <= 0:
+                c.add("stage_weights", f"must be one number >= 0 per stage with a positive sum, got {list(weights)}")
+        c.at_least("distill_weight", 0.0)
+        c.positive("temperature")
+        c.at_least("inplace_distill", 0.0)
+        c.at_least("limit_train", 1, optional=True)
+        c.at_least("seed", 0, optional=True)
         return c.problems
 
 
@@ -460,7 +540,11 @@ class RunConfig:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seed of every step whose own ``seed`` is None.
         final_epochs: epochs of the chosen architecture's final training; None = ``train.epochs``.
-        data, model, space, train, calibration, search: the steps' sections.
+        final_init: weights the final training starts from: ``supernet`` (the chosen
+            architecture extracted from the super-network, its per-stage heads included) or
+            ``inherited`` (sliced from the base model); None = ``supernet`` for the ``oneshot``
+            strategy, ``inherited`` otherwise.
+        data, model, space, train, calibration, search, supernet: the steps' sections.
     """
 
     _SECTION: ClassVar[str] = ""
@@ -469,12 +553,19 @@ class RunConfig:
     device: str = "auto"
     seed: int = 0
     final_epochs: int | None = None
+    final_init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+
+    @property
+    def needs_supernet(self) -> bool:
+        """True when the run scores candidates from a super-network or starts the final training from one."""
+        return self.search.strategy == "oneshot" or self.final_init == "supernet"
 
     def validate(self) -> list[str]:
         """Return every problem of the run and its sections, including cross-section ones."""
@@ -482,6 +573,9 @@ class RunConfig:
         c.matches("device", _DEVICE_RE, "auto, cpu, cuda or cuda:N")
         c.at_least("seed", 0)
         c.at_least("final_epochs", 1, optional=True)
+        good, init = c._get("final_init")
+        if good and init is not None and init not in FINAL_INITS:
+            c.add("final_init", f"must be one of {', '.join(FINAL_INITS)} or null; got {init!r}")
         problems = c.problems
         sections = {name: getattr(self, name) for name in SECTIONS}
         for name, section in sections.items():
@@ -495,6 +589,14 @@ class RunConfig:
                 and weights and len(weights) != stages):
             problems.append(f"train.stage_weights must have one number per stage (space.num_stages={stages}), "
                             f"got {len(weights)}: {list(weights)}")
+        weights = self.supernet.stage_weights
+        if (isinstance(weights, tuple) and isinstance(stages, int) and not isinstance(stages, bool)
+                and weights and len(weights) != stages):
+            problems.append(f"supernet.stage_weights must have one number per stage (space.num_stages={stages}), "
+                            f"got {len(weights)}: {list(weights)}")
+        if self.search.supernet is not None and self.final_init is not None and not self.needs_supernet:
+            problems.append("search.supernet is set, but neither search.strategy=oneshot nor final_init=supernet "
+                            "uses a super-network; set one of them or set search.supernet to null")
         budget = self.calibration.macs_budget
         if self.search.reward == "accuracy_in_budget" and budget is None:
             problems.append("search.reward=accuracy_in_budget needs calibration.macs_budget (a fraction of the "
@@ -513,4 +615,5 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "calibration": CalibrationConfig,
     "search": SearchConfig,
+    "supernet": SupernetConfig,
 }

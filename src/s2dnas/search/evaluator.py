@@ -1,9 +1,12 @@
-"""Evaluators: score one architecture (build, train or re-use shared weights, calibrate on val).
+"""Evaluators: score one architecture (train it briefly or take it from the super-network, then
+calibrate on val at the run's target and reward, see :mod:`s2dnas.search.score`).
 
-``TrainedEvaluator`` follows METHOD.md: build with inherited weights, train briefly with the
-multi-stage loss and distillation, calibrate thresholds on val, reward. ``OneShotEvaluator``
-scores a candidate with the weights of a super-network trained once (see ``oneshot.py``), after
-re-estimating its batch-norm statistics. Both only ever see the val split for scoring.
+``SupernetEvaluator`` (strategy ``oneshot``, the default path of METHOD.md) extracts the candidate
+from the super-network trained once (:class:`~s2dnas.train.supernet.SuperNet`: shared weights,
+per-stage heads) and recalibrates its batch norms: seconds per candidate. ``TrainedEvaluator``
+(strategies ``rl``/``random``) builds it with inherited weights and trains it briefly with the
+multi-stage loss and distillation. Both only ever see the val split for scoring, and both score
+with :func:`~s2dnas.search.score.score_logits` (one calibration call, one reward).
 """
 from __future__ import annotations
 
@@ -17,14 +20,15 @@ from torch import nn
 
 from s2dnas.config import CalibrationTarget, SearchConfig, TrainConfig
 from s2dnas.data import DataSplits, make_loader
-from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, oracle
+from s2dnas.dynamic.calibrate import StageLogits, collect_logits
 from s2dnas.errors import ConfigError
-from s2dnas.search.reward import compute_reward
+from s2dnas.search.score import StageCost, macs_stage_cost, score_logits
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import train_multistage
+from s2dnas.train.supernet import SuperNet, recalibrate
 
-__all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "OneShotEvaluator"]
+__all__ = ["CandidateResult", "Evaluator", "TrainedEvaluator", "SupernetEvaluator"]
 
 _logger = logging.getLogger(__name__)
 
@@ -57,11 +61,14 @@ class Evaluator:
         device: where to run.
         eval_batch_size: batch size of the val pass.
         tradeoff_weight: weight ``w >= 0`` of the MAC term of the ``tradeoff`` reward.
+        stage_cost: the per-stage cost hook the thresholds minimise (default MACs; the final
+            calibration uses the same one).
     """
 
     def __init__(self, space: Space, splits: DataSplits, *, target: CalibrationTarget, confidence: str, reward: str,
                  device: torch.device, eval_batch_size: int = 512,
-                 tradeoff_weight: float = SearchConfig.tradeoff_weight) -> None:
+                 tradeoff_weight: float = SearchConfig.tradeoff_weight,
+                 stage_cost: StageCost = macs_stage_cost) -> None:
         if reward == "accuracy_in_budget" and not target.budget_mode:
             raise ConfigError("Reward 'accuracy_in_budget' needs calibration.macs_budget (a fraction of the base "
                               "model's MACs, e.g. 0.3)")
@@ -75,6 +82,7 @@ class Evaluator:
         self.reward = reward
         self.device = device
         self.tradeoff_weight = tradeoff_weight
+        self.stage_cost = stage_cost
         self.val_loader = make_loader(splits.val, batch_size=eval_batch_size)
         self.base_macs = space.base_macs()
 
@@ -92,23 +100,20 @@ class Evaluator:
                                      device=self.device)
 
     def evaluate(self, arch: Architecture) -> CandidateResult:
-        """Build, train (or re-use shared weights), calibrate on val and score ``arch``."""
+        """Build, train (or take from the super-network), calibrate on val and score ``arch``."""
         start = time.time()
         net = self._prepare(arch)
         logits = collect_logits(net, self.val_loader, device=self.device)
-        reward, metrics = self.score(logits, stage_macs=net.analytic_macs)
+        reward, metrics = self.score(logits, net)
         return CandidateResult(arch, reward, metrics, time.time() - start)
 
-    def score(self, logits: StageLogits, *, stage_macs: list[int]) -> tuple[float, dict[str, Any]]:
-        """Calibrate on cached val logits and compute the reward."""
-        # the final calibration's target (issue 16: with reward=tradeoff and a MACs budget the
-        # search used to aim at the accuracy target instead)
-        cal = calibrate(logits, stage_macs=stage_macs, confidence=self.confidence, **self.target.calibrate_kwargs())
-        reward, metrics = compute_reward(cal, reward=self.reward, base_macs=self.base_macs,
-                                         tradeoff_weight=self.tradeoff_weight)
-        metrics["stage_val_accuracy"] = logits.stage_accuracy()
-        metrics["stage_macs"] = list(stage_macs)
-        metrics["oracle_macs_ratio"] = oracle(logits, stage_macs)["expected_macs"] / self.base_macs
+    def score(self, logits: StageLogits, net: MultiStageNet) -> tuple[float, dict[str, Any]]:
+        """Calibrate ``net``'s cached val logits at the run's target and compute the reward."""
+        # the final calibration's target and cost (issue 16: with reward=tradeoff and a MACs
+        # budget the search used to aim at the accuracy target instead)
+        reward, metrics, _ = score_logits(logits, stage_cost=self.stage_cost(net), stage_macs=net.analytic_macs,
+                                          target=self.target, base_macs=self.base_macs, reward=self.reward,
+                                          confidence=self.confidence, tradeoff_weight=self.tradeoff_weight)
         return reward, metrics
 
 
@@ -121,7 +126,7 @@ class TrainedEvaluator(Evaluator):
     """
 
     def __init__(self, space: Space, splits: DataSplits, *, teacher: nn.Module, train: TrainConfig,
-                 bn_batches: int = 20, **kwargs: Any) -> None:
+                 bn_batches: int = SearchConfig.bn_batches, **kwargs: Any) -> None:
         super().__init__(space, splits, **kwargs)
         self.teacher = teacher
         self.train_config = train
@@ -136,19 +141,31 @@ class TrainedEvaluator(Evaluator):
         return net
 
 
-class OneShotEvaluator(Evaluator):
-    """Scores a candidate with the super-network's shared weights, without its own training.
+class SupernetEvaluator(Evaluator):
+    """Scores a candidate taken from the trained super-network, without its own training.
 
-    ``space`` must be built over the super-network (its model holds the shared weights).
+    The candidate is extracted (copies of its slices and the per-stage heads) and its batch norms
+    are recalibrated on ``bn_batches`` seeded training batches (the same batches for every
+    candidate, so a score depends on nothing scored before it), then scored like any other.
+
+    Args:
+        supernet: the trained super-network; its space is the one searched.
+        splits: the data (``val`` for scoring, ``train`` for the batch-norm statistics).
+        bn_batches: training batches of the batch-norm recalibration.
+        batch_size: their batch size.
+        **kwargs: the :class:`Evaluator` options.
     """
 
-    def __init__(self, space: Space, splits: DataSplits, *, bn_batches: int = 20, batch_size: int = 128,
-                 **kwargs: Any) -> None:
-        super().__init__(space, splits, **kwargs)
+    def __init__(self, supernet: SuperNet, splits: DataSplits, *, bn_batches: int = SearchConfig.bn_batches,
+                 batch_size: int = 128, **kwargs: Any) -> None:
+        super().__init__(supernet.space, splits, **kwargs)
+        self.supernet = supernet
         self.bn_batches = bn_batches
         self.bn_batch_size = batch_size
 
     def _prepare(self, arch: Architecture) -> MultiStageNet:
-        net = self.space.build(arch).to(self.device)
-        self._reestimate_batch_norm(net, batch_size=self.bn_batch_size, batches=self.bn_batches)
+        net = self.supernet.extract(arch).to(self.device)
+        # a new loader per candidate: a seeded loader's generator advances with every pass
+        loader = make_loader(self.splits.train, batch_size=self.bn_batch_size, shuffle=True, seed=_BN_SEED)
+        recalibrate(net, loader, batches=self.bn_batches, seed=_BN_SEED, device=self.device)
         return net

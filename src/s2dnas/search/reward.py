@@ -5,6 +5,9 @@ reach the base model's accuracy at all, so every reward must still rank them. ``
 gives a feasible candidate its MAC saving ``F_base / F_dynamic`` (>= 1, since all stages together
 never cost more than the base) and an infeasible one ``accuracy - target`` (< 0): every
 feasible candidate outranks every infeasible one, and among infeasible ones the closer wins.
+``accuracy_in_budget`` likewise: within the budget, the accuracy (>= 0); over it (the calibration
+then returns the cheapest setting), ``-(M - B) / M_base``, the excess over the budget as a fraction
+of the base model's MACs (in (-1, 0)): the nearer the budget, the better.
 """
 from __future__ import annotations
 
@@ -50,7 +53,8 @@ def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
     elif reward == "accuracy_in_budget":
         if calibration.macs_budget is None:
             raise ConfigError("Reward 'accuracy_in_budget' needs thresholds calibrated to a MACs budget")
-        value = calibration.accuracy if calibration.feasible else calibration.accuracy - 1.0
+        value = (calibration.accuracy if calibration.feasible
+                 else -(calibration.expected_macs - calibration.macs_budget) / base_macs)
     elif reward == "tradeoff":
         if not tradeoff_weight >= 0:  # a negative weight would reward spending more MACs
             raise ConfigError(f"Expected tradeoff_weight >= 0 (the weight of the MAC term), but got {tradeoff_weight}")

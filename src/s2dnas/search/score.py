@@ -1,100 +1,148 @@
-"""Scoring an architecture from a trained super-network, at the operating point the user asked for.
+"""Scoring a candidate at the operating point the user asked for: one code path for every evaluator.
 
-``score`` extracts the architecture (copies of its slices and its stage heads), recalibrates its
-batch norms on seeded training batches, collects every stage's val logits once, chooses the exit
-thresholds on val at the target, and turns the result into a reward.
+A candidate network (trained briefly, or taken from the super-network) is scored in four steps:
+collect every stage's val logits once; take the per-stage cost from the **cost hook**
+(``stage_cost(msnet) -> (costs, unit)``, default :func:`macs_stage_cost`: the analytic MACs of
+each stage, unit ``"macs"``); choose the exit thresholds on val at the run's
+:class:`~s2dnas.config.CalibrationTarget` (:func:`calibrate_at`, the one call into the
+ExitPolicy-based calibration of :mod:`s2dnas.dynamic.calibrate`); turn the result into a reward
+(:func:`~s2dnas.search.reward.compute_reward`).
 
-Reward (:func:`reward_at`), with ``M_base`` the base model's MACs per input and ``M`` and ``a`` the
-expected MACs and accuracy on val at the chosen thresholds:
+With the default reward ``macs_saving`` and ``M_base``, ``M`` and ``a`` the base model's MACs,
+the candidate's expected MACs and its accuracy on val at the chosen thresholds:
 
-* accuracy target ``a*`` (base val accuracy minus the tolerance):
-  reached: ``M_base / M`` (the cost saving, > 0); not reached: ``a - a*`` (the negative gap,
-  where ``a`` is the best accuracy any threshold setting gives), so <= 0;
-* MACs budget ``B``: reached (``M <= B``): ``a`` (>= 0); not reached: ``-(M - B) / B`` (the
-  relative excess of the cheapest setting, < 0).
+* target reached: ``M_base / M`` (the cost saving, >= 1);
+* target missed (the calibration then returns the most accurate setting): ``a - a*`` (the
+  negative accuracy gap, in [-1, 0)).
 
-So a candidate that reaches the target always scores above every one that does not, and those
-are ordered by how far they are from it.
+So every candidate that reaches the target ranks above every one that does not, and those are
+ordered by how far they are from it. With a MACs budget (``accuracy_in_budget``): met -> ``a``;
+missed -> ``-(M - B) / M_base``, the cheapest setting's excess over the budget (see
+:mod:`s2dnas.search.reward`).
+
+:func:`score` is the super-network's path: extract the architecture (copies of its slices and its
+per-stage heads), recalibrate its batch norms on seeded training batches, then the four steps.
+
+Example:
+    >>> from s2dnas.config import CalibrationTarget
+    >>> reward_mode(CalibrationTarget(target_accuracy=0.9)), reward_mode(CalibrationTarget(macs_budget=1e6))
+    ('macs_saving', 'accuracy_in_budget')
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+import torch
 
-from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits
-from s2dnas.errors import ConfigError
+from s2dnas.config import CalibrationTarget, SearchConfig
+from s2dnas.dynamic.calibrate import Calibration, StageLogits, calibrate, collect_logits, oracle
+from s2dnas.errors import CalibrationError
+from s2dnas.search.reward import compute_reward
 from s2dnas.space import Architecture, MultiStageNet
 from s2dnas.train.supernet import SuperNet, recalibrate
 
-__all__ = ["Target", "Score", "reward_at", "calibrate_at", "score"]
+__all__ = ["StageCost", "macs_stage_cost", "reward_mode", "calibrate_at", "score_logits", "Score", "score"]
+
+#: The per-stage cost hook: ``stage_cost(msnet) -> (costs, unit)``, each stage's own cost per input.
+StageCost = Callable[[MultiStageNet], tuple[tuple[float, ...], str]]
 
 
-@dataclass(frozen=True)
-class Target:
-    """The operating point: an accuracy to reach or a MACs budget per input (exactly one)."""
+def macs_stage_cost(msnet: MultiStageNet) -> tuple[tuple[float, ...], str]:
+    """The default cost hook: each stage's own MACs per input (the analytic count), unit ``"macs"``."""
+    return tuple(float(m) for m in msnet.analytic_macs), "macs"
 
-    accuracy: float | None = None
-    macs_budget: float | None = None
 
-    def __post_init__(self) -> None:
-        if (self.accuracy is None) == (self.macs_budget is None):
-            raise ConfigError("Expected exactly one of an accuracy target and a MACs budget, but got "
-                              f"accuracy={self.accuracy!r}, macs_budget={self.macs_budget!r}")
-        if self.accuracy is not None and not 0.0 <= self.accuracy <= 1.0:
-            raise ConfigError(f"Expected an accuracy target in [0, 1], but got {self.accuracy!r}")
-        if self.macs_budget is not None and not self.macs_budget > 0:
-            raise ConfigError(f"Expected a MACs budget > 0, but got {self.macs_budget!r}")
+def reward_mode(target: CalibrationTarget) -> str:
+    """The reward that ranks candidates at ``target``: ``macs_saving`` (accuracy target) or
+    ``accuracy_in_budget`` (MACs budget)."""
+    return "accuracy_in_budget" if target.budget_mode else "macs_saving"
 
-    @classmethod
-    def from_base(cls, *, base_accuracy: float, tolerance: float) -> Target:
-        """The base model's val accuracy minus ``tolerance`` (never below 0)."""
-        return cls(accuracy=max(0.0, base_accuracy - tolerance))
+
+def calibrate_at(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], target: CalibrationTarget,
+                 confidence: str = "max_softmax") -> Calibration:
+    """Thresholds chosen on ``stage_logits`` at ``target`` (its ``.policy`` is the ExitPolicy).
+
+    The one call into the threshold calibration, for the search and the final network alike.
+
+    Args:
+        stage_logits: every stage's val logits.
+        stage_cost: ``(costs, unit)`` from the cost hook.
+        target: the run's operating point.
+        confidence: the exit confidence measure.
+
+    Raises:
+        CalibrationError: a cost unit the calibration cannot minimise yet (only ``"macs"``).
+    """
+    costs, unit = stage_cost
+    if unit != "macs":
+        raise CalibrationError(f"Expected per-stage costs in MACs, but got unit {unit!r}; calibrating to another "
+                               "cost needs s2dnas.dynamic.calibrate to take it (use calibration.cost: macs)")
+    return calibrate(stage_logits, stage_macs=[int(round(c)) for c in costs], confidence=confidence,
+                     **target.calibrate_kwargs())
+
+
+def score_logits(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], stage_macs: Sequence[int],
+                 target: CalibrationTarget, base_macs: int, reward: str | None = None,
+                 confidence: str = "max_softmax",
+                 tradeoff_weight: float = SearchConfig.tradeoff_weight) -> tuple[float, dict[str, Any], Calibration]:
+    """Calibrate cached val logits at ``target`` and compute the reward.
+
+    Args:
+        stage_logits: every stage's val logits.
+        stage_cost: ``(costs, unit)`` from the cost hook (what the thresholds minimise).
+        stage_macs: each stage's own MACs (always reported).
+        target: the run's operating point.
+        base_macs: the base model's MACs per input.
+        reward: one of :data:`~s2dnas.search.reward.REWARDS`; None = :func:`reward_mode`.
+        confidence: the exit confidence measure.
+        tradeoff_weight: weight of the MAC term of the ``tradeoff`` reward.
+
+    Returns:
+        ``(reward, metrics, calibration)``.
+    """
+    cal = calibrate_at(stage_logits, stage_cost=stage_cost, target=target, confidence=confidence)
+    value, metrics = compute_reward(cal, reward=reward or reward_mode(target), base_macs=base_macs,
+                                    tradeoff_weight=tradeoff_weight)
+    metrics.update(stage_val_accuracy=stage_logits.stage_accuracy(), stage_macs=[int(m) for m in stage_macs],
+                   stage_cost=[float(c) for c in stage_cost[0]], cost_unit=stage_cost[1],
+                   oracle_macs_ratio=oracle(stage_logits, stage_macs)["expected_macs"] / base_macs)
+    return value, metrics, cal
 
 
 @dataclass(frozen=True)
 class Score:
-    """One scored architecture (val only)."""
+    """One architecture scored from the super-network (val only).
+
+    Attributes:
+        architecture: what was scored.
+        reward: the number the search maximises (module docstring).
+        metrics: accuracy, expected MACs, thresholds, exits, per-stage accuracy and MACs, ...
+        calibration: the thresholds chosen at the target (``.policy`` is the ExitPolicy).
+        network: the extracted, recalibrated network (``score(..., keep_network=True)``).
+    """
 
     architecture: Architecture
     reward: float
-    reached: bool
-    accuracy: float
-    expected_macs: float
-    base_macs: int
-    thresholds: tuple[float, ...]
-    stage_accuracy: tuple[float, ...]
-    stage_macs: tuple[int, ...]
+    metrics: dict[str, Any]
+    calibration: Calibration
     network: MultiStageNet | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def reached(self) -> bool:
+        """Whether the target (accuracy or budget) was met on val."""
+        return bool(self.metrics["feasible"])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (without the network)."""
         return {"architecture": self.architecture.to_dict(), "reward": self.reward, "reached": self.reached,
-                "accuracy": self.accuracy, "expected_macs": self.expected_macs, "base_macs": self.base_macs,
-                "macs_fraction": self.expected_macs / self.base_macs, "thresholds": list(self.thresholds),
-                "stage_accuracy": list(self.stage_accuracy), "stage_macs": list(self.stage_macs)}
-
-
-def reward_at(target: Target, *, reached: bool, accuracy: float, expected_macs: float, base_macs: int) -> float:
-    """The reward of the module docstring."""
-    if target.accuracy is not None:
-        return base_macs / expected_macs if reached else min(0.0, accuracy - target.accuracy)
-    assert target.macs_budget is not None
-    budget = float(target.macs_budget)
-    return accuracy if reached else -max(0.0, expected_macs - budget) / budget
-
-
-def calibrate_at(stage_logits: StageLogits, *, stage_macs: Sequence[int], target: Target,
-                 confidence: str = "max_softmax") -> tuple[tuple[float, ...], float, float, bool]:
-    """Thresholds chosen on ``stage_logits`` at ``target``: ``(thresholds, accuracy, expected MACs,
-    reached)``. The only call into the threshold calibration (swap it here)."""
-    cal = calibrate(stage_logits, stage_macs=list(stage_macs), target_accuracy=target.accuracy,
-                    macs_budget=target.macs_budget, confidence=confidence)
-    return tuple(cal.thresholds), float(cal.accuracy), float(cal.expected_macs), bool(cal.feasible)
+                **self.metrics}
 
 
 def score(supernet: SuperNet, arch: Architecture, *, val_data: Iterable[Any], bn_data: Iterable[Any],
-          target: Target, bn_batches: int = 20, bn_seed: int = 0, confidence: str = "max_softmax",
+          target: CalibrationTarget, reward: str | None = None, bn_batches: int = SearchConfig.bn_batches,
+          bn_seed: int = 0, confidence: str = "max_softmax", stage_cost: StageCost = macs_stage_cost,
+          tradeoff_weight: float = SearchConfig.tradeoff_weight, device: torch.device | str | None = None,
           keep_network: bool = False) -> Score:
     """Score ``arch`` from ``supernet`` at ``target``.
 
@@ -102,22 +150,25 @@ def score(supernet: SuperNet, arch: Architecture, *, val_data: Iterable[Any], bn
         supernet: the trained super-network.
         arch: an architecture of its space.
         val_data: the val loader (thresholds are chosen on it; nothing else is read for scoring).
-        bn_data: a deterministically ordered training loader for the batch-norm recalibration.
-        target: accuracy target or MACs budget.
+        bn_data: a deterministically ordered training loader for the batch-norm recalibration
+            (a seeded shuffling DataLoader draws another order at every pass: make one per call).
+        target: the run's operating point (:func:`s2dnas.config.resolve_target`).
+        reward: one of :data:`~s2dnas.search.reward.REWARDS`; None = :func:`reward_mode`.
         bn_batches: batches of ``bn_data`` the statistics are averaged over.
         bn_seed: seed of the recalibration's random augmentation.
         confidence: the exit confidence measure.
+        stage_cost: the per-stage cost hook (default MACs).
+        tradeoff_weight: weight of the MAC term of the ``tradeoff`` reward.
+        device: where to run (default: the super-network's device).
         keep_network: return the extracted, recalibrated network in :attr:`Score.network`.
     """
     net = supernet.extract(arch)
+    if device is not None:
+        net.to(device)
     recalibrate(net, bn_data, batches=bn_batches, seed=bn_seed)
     logits = collect_logits(net, val_data)
-    stage_macs = net.stage_macs()
-    thresholds, accuracy, macs, reached = calibrate_at(logits, stage_macs=stage_macs, target=target,
-                                                       confidence=confidence)
-    base_macs = supernet.space.base_macs()
-    return Score(architecture=arch, reached=reached, accuracy=accuracy, expected_macs=macs, base_macs=base_macs,
-                 reward=reward_at(target, reached=reached, accuracy=accuracy, expected_macs=macs,
-                                  base_macs=base_macs),
-                 thresholds=thresholds, stage_accuracy=tuple(logits.stage_accuracy()),
-                 stage_macs=tuple(int(m) for m in stage_macs), network=net if keep_network else None)
+    value, metrics, cal = score_logits(logits, stage_cost=stage_cost(net), stage_macs=net.analytic_macs,
+                                       target=target, base_macs=supernet.space.base_macs(), reward=reward,
+                                       confidence=confidence, tradeoff_weight=tradeoff_weight)
+    return Score(architecture=arch, reward=value, metrics=metrics, calibration=cal,
+                 network=net if keep_network else None)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from s2dnas.space import Architecture, MultiStageNet, Space
+from s2dnas.space.factory import build_space, space_config
 from s2dnas.space.modules import SharedBatchNorm, SharedConv2d, SharedLinear, sliced_module
 from s2dnas.train.checkpoint import check_model_identity, load_weights, save_weights
 from s2dnas.train.loops import reestimate_batch_norm
@@ -62,9 +63,8 @@ class SuperNet(nn.Module):
         self.model = model
         # The copy's space: same options, so the same channel order (importance is measured on
         # the copy at construction, when it still equals the base).
-        self.space = Space(model, input_shape=space.input_shape, num_stages=space.num_stages,
-                           ratio_grid=space.ratio_grid, groups=space.groups, importance=space.importance,
-                           model_name=space.model_name)
+        self.space = build_space(model, config=space_config(space), input_shape=space.input_shape,
+                                 model_name=space.model_name)
         gm = self.space.analysis.graph_module
         targets = {n.name: str(n.target) for n in gm.graph.nodes}
         modules = dict(gm.named_modules())
@@ -141,7 +141,7 @@ class SuperNet(nn.Module):
         sp = self.space
         return {"signature": sp.signature, "model": sp.model_name, "input_shape": list(sp.input_shape),
                 "num_stages": sp.num_stages, "ratio_grid": sp.ratio_grid, "groups": sp.groups,
-                "importance": sp.importance}
+                "importance": sp.importance, "channel_multiple": sp.channel_multiple}
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_bytes
+from s2dnas.config import DataConfig, SupernetConfig, config_to_dict, validate_config
 from s2dnas.data import make_loader
 from s2dnas.errors import CheckpointError, ConfigError, RunDirError
 from s2dnas.space import Architecture, MultiStageNet
@@ -45,7 +47,8 @@ from s2dnas.train.multistage import MultiStageLoss
 from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
 from s2dnas.train.supernet import SuperNet
 
-__all__ = ["SupernetConfig", "SupernetTrainer", "train_supernet", "CHECKPOINT_NAME", "WEIGHTS_NAME"]
+__all__ = ["SupernetConfig", "SupernetTrainer", "train_supernet", "load_supernet", "config_hash", "CHECKPOINT_NAME",
+           "WEIGHTS_NAME"]
 
 _logger = logging.getLogger(__name__)
 
@@ -54,77 +57,12 @@ WEIGHTS_NAME = "supernet.safetensors"
 _KIND = "s2dnas.supernet-training/1"
 
 
-@dataclass(frozen=True)
-class SupernetConfig:
-    """The super-network recipe (every default in one place).
-
-    Attributes:
-        epochs: passes over the (limited) training set; the schedule spans them.
-        lr: peak SGD learning rate (linear warm-up, then cosine decay to zero).
-        momentum: SGD momentum (Nesterov when > 0).
-        weight_decay: L2 on conv/linear weights (not on BN or biases).
-        warmup_epochs: epochs of linear warm-up (fractions allowed).
-        batch_size: images per step (every architecture of the sandwich sees the same batch).
-        num_sampled: N, architectures sampled uniformly per step besides the two extremes.
-        stage_weights: w_s of each stage's loss terms; None = all 1.0.
-        distill_weight: weight of the distillation from the base model (0 = none).
-        temperature: T of every distillation softmax.
-        inplace_distill: weight of the distillation of every other architecture of the step from
-            the most expensive one's last stage (0 = off).
-        limit_train: train on the first N training examples only (None = all).
-        seed: seed of shuffling, augmentation and the sampled architectures.
-    """
-
-    epochs: int = 8
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 0.5
-    batch_size: int = 128
-    num_sampled: int = 2
-    stage_weights: tuple[float, ...] | None = None
-    distill_weight: float = 1.0
-    temperature: float = 4.0
-    inplace_distill: float = 0.0
-    limit_train: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.stage_weights is not None:
-            object.__setattr__(self, "stage_weights", tuple(float(w) for w in self.stage_weights))
-        problems = []
-        for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"`{name}` must be an integer >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.num_sampled, int) or self.num_sampled < 0:
-            problems.append(f"`num_sampled` must be an integer >= 0, got {self.num_sampled!r}")
-        if not self.lr > 0:
-            problems.append(f"`lr` must be > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"`momentum` must be in [0, 1), got {self.momentum!r}")
-        for name in ("weight_decay", "warmup_epochs", "distill_weight", "inplace_distill"):
-            if not getattr(self, name) >= 0:
-                problems.append(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
-        if not self.temperature > 0:
-            problems.append(f"`temperature` must be > 0, got {self.temperature!r}")
-        if self.limit_train is not None and (not isinstance(self.limit_train, int) or self.limit_train < 1):
-            problems.append(f"`limit_train` must be None or an integer >= 1, got {self.limit_train!r}")
-        if problems:
-            raise ConfigError("Invalid super-network options: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (tuples become lists)."""
-        out = asdict(self)
-        if out["stage_weights"] is not None:
-            out["stage_weights"] = list(out["stage_weights"])
-        return out
-
-
-def config_hash(config: SupernetConfig, supernet: SuperNet) -> str:
-    """sha256 (16 hex digits) of the config, the space's options and the code version."""
+def config_hash(config: SupernetConfig, supernet: SuperNet, context: Mapping[str, Any] | None = None) -> str:
+    """sha256 (16 hex digits) of the recipe, the space's options, ``context`` and the code version."""
     from s2dnas import __version__
 
-    payload = {"config": config.to_dict(), "space": supernet.space_options(), "version": __version__}
+    payload = {"config": config_to_dict(config), "space": supernet.space_options(), "context": dict(context or {}),
+               "version": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -152,6 +90,7 @@ class SupernetTrainer:
     """
 
     def __init__(self, supernet: SuperNet, *, config: SupernetConfig) -> None:
+        validate_config(config)
         self.supernet = supernet
         self.config = config
         space = supernet.space
@@ -233,13 +172,15 @@ class SupernetTrainer:
 def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetConfig,
                    out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                    progress: bool = True, device: torch.device | str = "cpu",
-                   stop_after_epochs: int | None = None) -> dict[str, Any]:
+                   stop_after_epochs: int | None = None, context: Mapping[str, Any] | None = None,
+                   log_epochs: bool = False) -> dict[str, Any]:
     """Train ``supernet`` in place with the sandwich rule (module docstring); returns the history.
 
     Args:
         supernet: the super-network (its :attr:`~SuperNet.teacher` is the distillation target).
         train_data: the training split.
-        config: the recipe.
+        config: the recipe (the config's ``supernet`` section; ``batch_size``/``seed`` None mean
+            ``data.batch_size``'s default/0, resolved configs set them).
         out_dir: where the per-epoch checkpoint and the weights go (None: nowhere).
         resume: continue from ``out_dir``'s checkpoint.
         overwrite: start over although ``out_dir`` holds a checkpoint.
@@ -247,9 +188,14 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
         device: where to train.
         stop_after_epochs: train at most this many epochs in this call (the schedule still spans
             ``config.epochs``; a resume continues).
+        context: what else produced the weights (e.g. the data split and the base model), as
+            plain data: recorded in the metadata and part of the config hash.
+        log_epochs: print one line per finished epoch (for runs without progress bars).
 
     Returns:
-        ``{"epochs", "steps", "history": [{"epoch", "lr", "loss", "seconds"}], "config_hash", "seconds"}``.
+        ``{"epochs", "steps", "history": [{"epoch", "lr", "loss", "seconds"}], "config_hash",
+        "seconds", "train_seconds"}`` (``seconds``: this call; ``train_seconds``: every epoch so
+        far, resumes included).
 
     Raises:
         ConfigError: ``resume`` without ``out_dir``.
@@ -259,11 +205,14 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
     """
     if resume and out_dir is None:
         raise ConfigError("Expected out_dir when resume=True (the checkpoint lives there), but got None")
+    validate_config(config)
+    batch_size = config.batch_size if config.batch_size is not None else DataConfig.batch_size
+    seed = config.seed if config.seed is not None else 0
     device = torch.device(device)
     supernet.to(device).train()
     supernet.teacher.to(device)
     trainer = SupernetTrainer(supernet, config=config)
-    digest = config_hash(config, supernet)
+    digest = config_hash(config, supernet, context)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -287,16 +236,16 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
         ckpt.parent.mkdir(parents=True, exist_ok=True)
 
     n_train = min(len(train_data), config.limit_train or len(train_data))
-    steps_per_epoch = -(-n_train // config.batch_size)
+    steps_per_epoch = -(-n_train // batch_size)
     total_steps = config.epochs * steps_per_epoch
     warmup = int(config.warmup_epochs * steps_per_epoch)
     end = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
     t0 = time.time()
     for epoch in range(start_epoch, end):
         t_epoch = time.time()
-        epoch_seed = config.seed * 1000 + epoch
+        epoch_seed = seed * 1000 + epoch
         seed_everything(epoch_seed)  # augmentation and dropout
-        loader = make_loader(train_data, batch_size=config.batch_size, shuffle=True, seed=epoch_seed,
+        loader = make_loader(train_data, batch_size=batch_size, shuffle=True, seed=epoch_seed,
                              limit=config.limit_train)
         sampler = torch.Generator().manual_seed(epoch_seed * 7919 + 1)  # the sampled architectures
         loss_sum, seen, lr = 0.0, 0, config.lr
@@ -312,15 +261,59 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
         history.append({"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
                         "seconds": time.time() - t_epoch})
-        _logger.info("supernet epoch %d/%d: loss %.4f (%.0f s)", epoch + 1, config.epochs, history[-1]["loss"],
-                     history[-1]["seconds"])
+        line = (f"supernet epoch {epoch + 1}/{config.epochs}: loss {history[-1]['loss']:.4f}, "
+                f"lr {lr:.4f}, {history[-1]['seconds']:.0f} s")
+        _logger.info("%s", line)
+        if log_epochs:
+            print(line, flush=True)
         if ckpt is not None:
-            meta = {"kind": _KIND, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                    "config": config.to_dict(), "config_hash": digest, "history": history}
+            meta = {"kind": _KIND, "epoch": epoch + 1, "epochs": config.epochs,
+                    "step": (epoch + 1) * steps_per_epoch, "config": config_to_dict(config), "config_hash": digest,
+                    "context": dict(context or {}), "history": history,
+                    "train_seconds": sum(h["seconds"] for h in history), "machine": machine_info()}
             trainer.save(ckpt, meta)
             supernet.save(ckpt.parent / WEIGHTS_NAME, metadata={k: v for k, v in meta.items() if k != "kind"})
     return {"epochs": len(history), "steps": len(history) * steps_per_epoch, "history": history,
-            "config_hash": digest, "seconds": time.time() - t0}
+            "config_hash": digest, "seconds": time.time() - t0,
+            "train_seconds": sum(h["seconds"] for h in history)}
+
+
+_SPLIT_KEYS = ("dataset", "val_size", "data_seed")
+
+
+def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Load the trained weights of ``directory`` (``s2dnas supernet --out DIR``) into ``supernet``.
+
+    Args:
+        supernet: a super-network over the same space.
+        directory: holds ``supernet.safetensors`` + ``supernet.json``.
+        data: this run's data spec (``DataSplits.data_spec()``); the super-network must have been
+            trained on the same train/val cut (else it has seen this run's val images).
+
+    Returns:
+        The metadata (config, config hash, epochs, training time, machine).
+
+    Raises:
+        CheckpointError: missing or unfinished weights, another space or model, another data split.
+    """
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"search.supernet: {path} does not exist; train one with "
+                              f"s2dnas supernet --config FILE --out {directory}, or set search.supernet to null")
+    meta = supernet.load(path)
+    if meta.get("epochs") is not None and meta.get("epoch") != meta.get("epochs"):
+        raise CheckpointError(f"{path} holds a super-network trained {meta.get('epoch')} of {meta.get('epochs')} "
+                              f"epochs; finish it with s2dnas supernet ... --out {directory} --resume")
+    theirs = (meta.get("context") or {}).get("data")
+    if data is not None and theirs is not None:
+        mine = {k: data.get(k) for k in _SPLIT_KEYS}
+        if {k: theirs.get(k) for k in _SPLIT_KEYS} != mine:
+            raise CheckpointError(f"{path} was trained on another train/val split "
+                                  f"({', '.join(f'{k}={theirs.get(k)}' for k in _SPLIT_KEYS)}; this run: "
+                                  f"{', '.join(f'{k}={v}' for k, v in mine.items())}), so it has seen other "
+                                  "images than this run's training split; use the data options it was trained with")
+    return meta
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
