@@ -17,7 +17,7 @@ from s2dnas.search.evaluator import CandidateResult, Evaluator, OneShotEvaluator
 from s2dnas.search.oneshot import build_supernet_space, train_supernet
 from s2dnas.space import Architecture, Space
 from s2dnas.train.loops import evaluate
-from tests.search._toy import ToyCNN
+from tests._models import ToyCNN
 
 NUM_CLASSES, SIZE = 4, 8  # ToyCNN's default class count
 CPU = torch.device("cpu")
