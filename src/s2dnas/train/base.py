@@ -15,7 +15,7 @@ from s2dnas import distributed as dist
 from s2dnas._io import atomic_write_json
 from s2dnas.config import BaseTrainConfig
 from s2dnas.data import DataSplits, make_loader
-from s2dnas.errors import CheckpointError, TrainingError
+from s2dnas.errors import CheckpointError, ConfigError, TrainingError
 from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_checkpoint, save_weights
 from s2dnas.train.loops import (EvalResult, check_finite_weights, cosine_lr, evaluate, make_sgd, seed_everything,
                                to_device, train_step)
