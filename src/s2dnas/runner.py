@@ -50,7 +50,8 @@ from s2dnas.config import (CalibrationTarget, RunConfig, config_differences, con
                            provenance, resolve_config, resolve_target)
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic import DynamicNet
-from s2dnas.dynamic.calibrate import collect_logits, evaluate_dynamic, oracle
+from s2dnas.dynamic.calibrate import collect_logits
+from s2dnas.dynamic.evaluate import evaluate_policy
 from s2dnas.dynamic.files import build_model_spec
 from s2dnas.errors import RunDirError, S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator, TrainedEvaluator
@@ -398,10 +399,9 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
     cal = calibrate_at(val_logits, stage_cost=run.stage_cost(msnet), target=target, confidence=cc.confidence)
     policy = cal.policy  # the one value DynamicNet, save and export take
     test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
-    test = evaluate_dynamic(test_logits, policy, stage_macs=stage_macs)
-    # the val curve's thresholds applied to test: the accuracy-vs-MACs curve a user can expect
-    test_curve = [evaluate_dynamic(test_logits, policy.with_thresholds(p.thresholds), stage_macs=stage_macs)
-                  for p in cal.curve]
+    # the policy on test, and the val curve's thresholds applied to test: the curve a user can expect
+    scores = evaluate_policy(test_logits, policy, stage_macs=stage_macs)
+    test = scores.result
     spec = build_model_spec(run.space, num_classes=splits.num_classes, model=run.model_name,
                             class_names=splits.class_names, mean=splits.mean, std=splits.std,
                             base_accuracy=base_metrics["val_accuracy"], data=splits.data_spec())
@@ -427,9 +427,9 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
         "supernet": supernet_info, "final_init": cfg.final_init,
         "calibration": cal.to_dict(),
         "val": {"accuracy": cal.accuracy, "expected_macs": cal.expected_macs, "stage_accuracy": val_logits.stage_accuracy()},
-        "test": {**test, "macs_ratio": test["expected_macs"] / base_macs, "stage_accuracy": test_logits.stage_accuracy(),
-                 "oracle": oracle(test_logits, stage_macs)},
-        "test_curve": [{"expected_macs": p["expected_macs"], "accuracy": p["accuracy"]} for p in test_curve],
+        "test": {**test, "macs_ratio": test["expected_macs"] / base_macs,
+                 "stage_accuracy": scores.stage_accuracy, "oracle": scores.oracle},
+        "test_curve": scores.curve,
         "stage_macs": list(stage_macs), "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
         "timings": {**timings, "total_seconds": time.time() - start}, "export_dir": str(export_dir) if export_dir else None,
     }

@@ -145,7 +145,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _env(models_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Synthetic data only: $S2DNAS_DATA set, no Debian folder, no download, one thread."""
+    """Synthetic data only: $S2DNAS_DATA set, no Debian folder, no download."""
     import torchvision.datasets
     from torchvision.datasets import utils as tv_utils
 
@@ -157,11 +157,8 @@ def _env(models_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", no_network)
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_network)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,49 +18,18 @@ from s2dnas.data import build_splits, make_loader
 from s2dnas.search import Journal
 
 N_TRAIN, N_TEST, VAL_SIZE = 400, 120, 100
-FACTORY = "tests_toy_models:toy_cnn"
-
-# A user model given as package.module:factory (its checkpoint metadata stores this name).
-TOY_MODELS = '''"""A tiny base model for the s2dnas CLI tests."""
-import torch
-from torch import nn
-
-
-class ToyCNN(nn.Module):
-    def __init__(self, num_classes=10, in_channels=1, width=8):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * width)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def toy_cnn(num_classes=10, in_channels=1):
-    return ToyCNN(num_classes=num_classes, in_channels=in_channels)
-'''
+FACTORY = "tests._models:toy_cnn"  # a user model given as package.module:factory (stored with the weights)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Data files ($S2DNAS_DATA), the toy model module (on sys.path), one thread."""
+    """Data files ($S2DNAS_DATA)."""
     root = tmp_path_factory.mktemp("cli_run")
     (root / "data").mkdir()
     write_pattern_dataset(root / "data", n_train=N_TRAIN, n_test=N_TEST)
-    (root / "models").mkdir()
-    (root / "models" / "tests_toy_models.py").write_text(TOY_MODELS)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2DNAS_DATA", str(root / "data"))
-        mp.syspath_prepend(str(root / "models"))
         yield root
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,39 +13,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from _synthetic import write_pattern_dataset
 from s2dnas.cli.main import main
 from s2dnas.search import Journal, sample_key
-from test_cli_run import TOY_MODELS
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
-FACTORY = "tests_toy_models_kill:toy_cnn"
+FACTORY = "tests._models:toy_cnn"
+ROOT = Path(__file__).resolve().parents[2]  # the repository, where the subprocesses import tests._models
 BUDGET, VAL_SIZE = 5, 100
 TIMEOUT = 120  # seconds, for any one subprocess (the whole test takes ~30 s on a busy 2-core machine)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    """Data, the toy model module, a trained base; the environment of the subprocesses."""
+    """Data, a trained base; the environment of the subprocesses."""
     root = tmp_path_factory.mktemp("cli_kill")
-    for sub in ("data", "models"):
-        (root / sub).mkdir()
+    (root / "data").mkdir()
     write_pattern_dataset(root / "data", n_train=400, n_test=120, seed=1)
-    (root / "models" / "tests_toy_models_kill.py").write_text(TOY_MODELS)
     child_env = {**os.environ, "S2DNAS_DATA": str(root / "data"), "OMP_NUM_THREADS": "1",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "models"), os.environ.get("PYTHONPATH")]))}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2DNAS_DATA", str(root / "data"))
-        mp.syspath_prepend(str(root / "models"))
         assert main(["train-base", "--model", FACTORY, "--epochs", "1", "--limit-train", "256", "--val-size",
                      str(VAL_SIZE), "--out", str(root / "base"), "--no-progress"]) == 0
         yield root, child_env
-    torch.set_num_threads(threads)
 
 
 def run_args(root: Path, out: Path, *extra: str) -> list[str]:

@@ -35,10 +35,7 @@ def _models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
     folder.mkdir(exist_ok=True)
     (folder / "user_data_models.py").write_text(MODELS)
     monkeypatch.syspath_prepend(str(folder))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -50,18 +50,15 @@ def small_cnn(num_classes=10, in_channels=1):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The image folder, the user's model module on sys.path, one thread."""
+    """The image folder, the user's model module on sys.path."""
     root = tmp_path_factory.mktemp("user_flow")
     write_folder(root / "digits", classes=10, per_class=30, test_per_class=8, size=32, kind="L")
     (root / "models").mkdir()
     (root / "models" / "user_flow_models.py").write_text(USER_MODELS)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(root / "models"))
         mp.chdir(root)
         yield root
-    torch.set_num_threads(threads)
 
 
 def test_readme_flow_on_a_user_image_folder(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,8 +1,9 @@
 """Process bodies and fixtures-as-functions of the distributed tests (importable by spawned children).
 
 ``torch.multiprocessing.spawn`` pickles its target by reference, so the workers live in a plain
-module on the test folder's ``sys.path`` entry (inherited by spawned children); the torchrun test
-imports ``tiny_cnn`` from here as ``--model _dist_workers:tiny_cnn``.
+module on the test folder's ``sys.path`` entry (inherited by spawned children). The toy model and
+data are the shared ones of ``tests/_models.py`` (the torchrun tests pass ``--model
+tests._models:toy_cnn``; :func:`_launch.child_env` puts the repository root on their path).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from s2dnas import distributed
 from s2dnas.config import TrainConfig
-from s2dnas.data.datasets import DataSplits, TensorImageDataset
+from s2dnas.data.datasets import DataSplits
 from s2dnas.errors import S2DNASError
 from s2dnas.search.rl import RLController
 from s2dnas.search.evaluator import CandidateResult
@@ -29,6 +30,7 @@ from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, Space
 from s2dnas.train.base import BaseTrainConfig, train_base
 from s2dnas.train.multistage import train_multistage
+from tests._models import ToyCNN, blob_splits
 
 FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -58,49 +60,12 @@ def write_fashion_mnist(directory: Path, *, n_train: int, n_test: int) -> None:
             (directory / FMNIST_FILES[key]).write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def tiny_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """conv-bn-relu x2, global pooling, linear: trains in a second on 28x28 images."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
-    )
-
-
-class ToyCNN(nn.Module):
-    """The 2-block toy CNN of tests/train (traceable, 1x8x8 inputs, 2 classes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
 def toy_setup() -> tuple[nn.Module, Space, DataSplits]:
     """Base model (seeded: same weights in every process), its 2-stage space, and blob data."""
     torch.manual_seed(0)
-    base = ToyCNN().eval()
+    base = ToyCNN(num_classes=2).eval()
     space = Space(base, input_shape=(1, 8, 8), num_stages=2, ratio_grid=4)
-    g = torch.Generator().manual_seed(0)
-
-    def blobs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, 2, (n,), generator=g)
-        x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
-        x[y == 1, :, 2:6, 2:6] += 1.5
-        return x, y
-
-    (xt, yt), (xv, yv) = blobs(192), blobs(96)
-    splits = DataSplits(name="blobs", train=TensorImageDataset(xt, yt), val=TensorImageDataset(xv, yv),
-                        test=TensorImageDataset(xv, yv), num_classes=2, in_channels=1, input_size=(8, 8),
-                        mean=(0.0,), std=(1.0,))
-    return base, space, splits
+    return base, space, blob_splits()
 
 
 MS_CONFIG = TrainConfig(epochs=2, lr=0.05, batch_size=32, seed=0)
@@ -124,9 +89,9 @@ def _train_base_part(rank: int, out_dir: Path) -> dict[str, Any]:
                           "progress": False, "distributed": True}
     (out_dir / "base").mkdir(exist_ok=True)
     torch.manual_seed(0)
-    train_base(ToyCNN(), splits, config=dataclasses.replace(BASE_CONFIG, epochs=1), **kw)
+    train_base(ToyCNN(num_classes=2), splits, config=dataclasses.replace(BASE_CONFIG, epochs=1), **kw)
     torch.manual_seed(1)  # other initial weights: resume must overwrite them with the checkpoint's
-    model = ToyCNN()
+    model = ToyCNN(num_classes=2)
     metrics = train_base(model, splits, config=BASE_CONFIG, resume=True, **kw)
     return {"digest": state_digest(model.state_dict()), "history": metrics["history"],
             "val_accuracy": metrics["val_accuracy"]}
@@ -173,8 +138,8 @@ def _search_part(rank: int, out_dir: Path) -> dict[str, Any]:
 def _broadcast_module_part(rank: int) -> str:
     """Rank 0's weights and batch-norm statistics reach a model initialised differently on each rank."""
     torch.manual_seed(100 + rank)
-    model = ToyCNN()
-    model.features[1].running_mean.add_(rank + 1.0)
+    model = ToyCNN(num_classes=2)
+    model.bn1.running_mean.add_(rank + 1.0)
     distributed.broadcast_module(model)
     return state_digest(model.state_dict())
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]  # the repository: tests._models (the shared toy model) is imported from here
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 TIMEOUT = 180  # seconds; a deadlock fails the test instead of hanging the suite
 
@@ -23,11 +24,12 @@ def free_port() -> int:
 
 
 def child_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """This environment without torchrun's variables; one thread, loopback gloo, this folder on the path."""
+    """This environment without torchrun's variables; one thread, loopback gloo, this folder and the
+    repository root on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT")}
     env.update({"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "HOME": str(tmp / "home"),
-                "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
+                "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
     env.update(extra)
     return env
 

@@ -31,6 +31,7 @@ from s2dnas.errors import ConfigError, RunDirError
 from s2dnas.search.rl import RLController
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.train.checkpoint import load_checkpoint
+from tests._models import ToyCNN
 
 pytestmark = [
     pytest.mark.distributed,
@@ -38,7 +39,7 @@ pytestmark = [
                        reason="torch.distributed with gloo is not available"),
 ]
 
-TRAIN_ARGS = ["--model", "_dist_workers:tiny_cnn", "--epochs", "2", "--batch-size", "16", "--lr", "0.1",
+TRAIN_ARGS = ["--model", "tests._models:toy_cnn", "--epochs", "2", "--batch-size", "16", "--lr", "0.1",
               "--val-size", "64", "--no-progress", "--device", "cpu"]
 
 
@@ -68,10 +69,10 @@ def test_helpers_are_no_ops_in_a_single_process(monkeypatch: pytest.MonkeyPatch)
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
     assert distributed.all_gather_object(3) == [3]
     assert distributed.run_on_main(lambda: 5) == 5
-    distributed.broadcast_module(workers.ToyCNN())
+    distributed.broadcast_module(ToyCNN(num_classes=2))
     assert distributed.device_for(info, "cpu") == torch.device("cpu")
     assert distributed.claim_report()
-    model = workers.ToyCNN()
+    model = ToyCNN(num_classes=2)
     assert distributed.wrap_ddp(model, torch.device("cpu")) is model and distributed.unwrap(model) is model
     distributed.average_buffers(model)
     distributed.cleanup()
@@ -187,9 +188,10 @@ def test_torchrun_train_base(tmp_path: Path, fmnist_dir: Path, monkeypatch: pyte
     env = child_env(tmp_path, S2DNAS_DATA=str(fmnist_dir), S2DNAS_TEST_DUMP_WEIGHTS=str(hashes))
     done = torchrun(["train-base", *TRAIN_ARGS, "--out", str(out)], env=env, cwd=tmp_path, module="_dump_main")
     assert done.returncode == 0, done.stderr
-    # rank 0 alone prints, writes the files, once
+    # rank 0 alone prints (one line per epoch, then the metrics), writes the files, once
     lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["model"] == "_dist_workers:tiny_cnn", done.stdout
+    assert [line.split(":")[0] for line in lines[:-1]] == ["epoch 1/2", "epoch 2/2"], done.stdout
+    assert json.loads(lines[-1])["model"] == "tests._models:toy_cnn", done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json", "model.json",
                                                     "model.safetensors"]
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
@@ -241,8 +243,8 @@ def test_collectives(library_run: tuple[Path, list[dict[str, Any]]]) -> None:
         assert report["sum"] == [3.0]
     assert sum(reports[0]["claims"]) == 1 and reports[0]["claims"] == reports[1]["claims"]
     torch.manual_seed(100)  # rank 0's model
-    model = workers.ToyCNN()
-    model.features[1].running_mean.add_(1.0)
+    model = ToyCNN(num_classes=2)
+    model.bn1.running_mean.add_(1.0)
     assert reports[0]["module"] == reports[1]["module"] == workers.state_digest(model.state_dict())
     # rank 0's error reaches rank 1, marked so that rank 0 alone reports it
     assert [r["relayed"] for r in reports] == [["rank 0 says no", False], ["rank 0 says no", True]]
@@ -262,8 +264,8 @@ def test_train_base_distributed_resume(library_run: tuple[Path, list[dict[str, A
     _, _, splits = workers.toy_setup()
     kw: dict[str, Any] = {"out_dir": tmp_path, "model_name": "toy", "device": torch.device("cpu"), "progress": False}
     torch.manual_seed(0)
-    train_base(workers.ToyCNN(), splits, config=dataclasses.replace(workers.BASE_CONFIG, epochs=1), **kw)
-    single = train_base(workers.ToyCNN(), splits, config=workers.BASE_CONFIG, resume=True, **kw)
+    train_base(ToyCNN(num_classes=2), splits, config=dataclasses.replace(workers.BASE_CONFIG, epochs=1), **kw)
+    single = train_base(ToyCNN(num_classes=2), splits, config=workers.BASE_CONFIG, resume=True, **kw)
     assert abs(single["val_accuracy"] - a["val_accuracy"]) <= 0.05
 
 

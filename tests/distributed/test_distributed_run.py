@@ -30,7 +30,7 @@ pytestmark = [
                        reason="torch.distributed with gloo is not available"),
 ]
 
-MODEL = "_dist_workers:tiny_cnn"
+MODEL = "tests._models:toy_cnn"
 BUDGET = 4
 
 
@@ -40,8 +40,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("dist_run")
     (root / "data").mkdir()
     workers.write_fashion_mnist(root / "data", n_train=320, n_test=64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2DNAS_DATA", str(root / "data"))
         mp.setenv("HOME", str(root / "home"))
@@ -50,7 +48,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert main(["train-base", "--model", MODEL, "--epochs", "2", "--batch-size", "16", "--lr", "0.1",
                      "--val-size", "64", "--no-progress", "--device", "cpu", "--out", str(root / "base")]) == 0
         yield root
-    torch.set_num_threads(threads)
 
 
 def run_args(root: Path, out: Path, *extra: str) -> list[str]:

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import INPUT_SHAPE, sharpen
 from s2dnas.cost import count_macs
 from s2dnas.dynamic import (
     CONFIDENCE_MEASURES,
@@ -21,6 +20,7 @@ from s2dnas.dynamic import (
     reference_forward,
 )
 from s2dnas.errors import CalibrationError, ConfigError, DataError
+from tests._models import INPUT_SHAPE, sharpen
 
 
 def _count_stage_calls(msnet: nn.Module) -> tuple[list[list[int]], list]:

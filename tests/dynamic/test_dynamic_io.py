@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import s2dnas
-from conftest import INPUT_SHAPE, make_labels, make_space, sharpen
 from s2dnas.dynamic import DynamicNet, StageLogits, build_model_spec, calibrate, load
 from s2dnas.errors import CheckpointError, ConfigError
+from tests._models import INPUT_SHAPE, make_labels, make_space, sharpen
 
 
 @pytest.fixture(scope="module")

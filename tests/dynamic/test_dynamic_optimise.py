@@ -5,9 +5,9 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from s2dnas.dynamic import StageLogits, calibrate, confidence, optimise_thresholds
+from test_dynamic_calibrate import synthetic
 
 
 def make_case(num_stages: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,21 +119,9 @@ def test_one_stage_and_mode_errors() -> None:
         optimise_thresholds(np.zeros((0, 3)), ok, [5.0], min_correct=1, max_cost=1.0)
 
 
-def synthetic_logits(seed: int, n: int = 40, k: int = 5, num_stages: int = 4) -> StageLogits:
-    """The generator of test_dynamic_calibrate.py, 4 stages."""
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, k, (n,), generator=gen)
-    difficulty = torch.rand(n, generator=gen)
-    limits = torch.linspace(0.45, 0.9, num_stages)
-    logits = []
-    for s in range(num_stages):
-        right = difficulty < limits[s]
-        predicted = torch.where(right, labels, (labels + 1) % k)
-        strength = 0.5 + 4 * (limits[s] - difficulty).abs() + 0.5 * torch.rand(n, generator=gen)
-        z = 0.3 * torch.randn(n, k, generator=gen)
-        z[torch.arange(n), predicted] += strength
-        logits.append(z)
-    return StageLogits(logits=torch.stack(logits), labels=labels)
+def synthetic_logits(seed: int) -> StageLogits:
+    """The generator of test_dynamic_calibrate.py: 4 stages, 40 inputs."""
+    return synthetic(num_stages=4, n=40, seed=seed)
 
 
 # On these 4-stage cases the coordinate descent calibrate used before (main, a2ebf5d) returned

@@ -108,20 +108,15 @@ CASES = ("default", "random-1", "random-2", "toy")
 @pytest.fixture(scope="module")
 def exported(resnet_space: Space, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every case built and exported once (with the exporter's own check on)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = {}
-    try:
-        for case in CASES:
-            net = _build(case, resnet_space)
-            c, h, w = net.input_shape
-            directory = export_dynamic(net, tmp_path_factory.mktemp(case) / "export", policy=P(0.5, 0.5),
-                                       class_names=[f"c{i}" for i in range(net.stages[0].fc.out_features)],
-                                       preprocessing=Preprocessing(input_size=(h, w), channels=c, mean=[0.25] * c,
-                                                                   std=[0.5] * c))
-            out[case] = (net, directory)
-    finally:
-        torch.set_num_threads(threads)
+    for case in CASES:
+        net = _build(case, resnet_space)
+        c, h, w = net.input_shape
+        directory = export_dynamic(net, tmp_path_factory.mktemp(case) / "export", policy=P(0.5, 0.5),
+                                   class_names=[f"c{i}" for i in range(net.stages[0].fc.out_features)],
+                                   preprocessing=Preprocessing(input_size=(h, w), channels=c, mean=[0.25] * c,
+                                                               std=[0.5] * c))
+        out[case] = (net, directory)
     return out
 
 

@@ -18,7 +18,7 @@ from s2dnas.space import Architecture, Space
 from s2dnas.train.loops import evaluate
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import train_supernet
-from tests.search._toy import ToyCNN
+from tests._models import ToyCNN
 
 NUM_CLASSES, SIZE = 4, 8  # ToyCNN's default class count
 CPU = torch.device("cpu")

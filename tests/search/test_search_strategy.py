@@ -18,7 +18,7 @@ from s2dnas.search import Controller, Decision, Journal, RandomController, RLCon
 from s2dnas.search.evaluator import CandidateResult
 from s2dnas.search.strategy import REWARD_FOR_INVALID, SearchStrategy
 from s2dnas.space import Architecture, Space
-from tests.search._toy import ToyCNN
+from tests._models import ToyCNN
 
 
 @pytest.fixture(scope="module")

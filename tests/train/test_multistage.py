@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from s2dnas.config import TrainConfig
 from s2dnas.data import make_loader
-from s2dnas.data.datasets import DataSplits, TensorImageDataset
+from s2dnas.data.datasets import DataSplits
 from s2dnas.errors import CheckpointError, ConfigError, TrainingError
 from s2dnas.space import Space
 from s2dnas.train.multistage import (
@@ -23,44 +23,17 @@ from s2dnas.train.multistage import (
     save_multistage,
     train_multistage,
 )
-
-
-class ToyCNN(nn.Module):
-    """Two conv-bn-relu blocks, global pooling, linear head (traceable)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def _blobs(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 1 has a bright 4x4 square in the middle of an 8x8 noise image."""
-    y = torch.randint(0, 2, (n,), generator=generator)
-    x = torch.randn(n, 1, 8, 8, generator=generator) * 0.5
-    x[y == 1, :, 2:6, 2:6] += 1.5
-    return x, y
+from tests._models import ToyCNN, blob_splits
 
 
 @pytest.fixture
 def splits() -> DataSplits:
-    g = torch.Generator().manual_seed(0)
-    (xt, yt), (xv, yv) = _blobs(192, g), _blobs(96, g)
-    return DataSplits(name="blobs", train=TensorImageDataset(xt, yt), val=TensorImageDataset(xv, yv),
-                      test=TensorImageDataset(xv, yv), num_classes=2, in_channels=1, input_size=(8, 8),
-                      mean=(0.0,), std=(1.0,))
+    return blob_splits()
 
 
 @pytest.fixture
 def base(seed: int) -> nn.Module:
-    return ToyCNN().eval()
+    return ToyCNN(num_classes=2).eval()
 
 
 def _space(base: nn.Module, stages: int = 2) -> Space:

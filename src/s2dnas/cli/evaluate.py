@@ -9,16 +9,7 @@ from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, add_device_arg, check_model_dir
 from s2dnas.data import check_splits_fit, make_loader, splits_for_model
-from s2dnas.dynamic import (
-    Calibration,
-    calibrate,
-    collect_logits,
-    evaluate_dynamic,
-    load,
-    oracle,
-    plot_accuracy_vs_macs,
-    plot_exit_histogram,
-)
+from s2dnas.dynamic import collect_logits, evaluate_policy, load, plot_accuracy_vs_macs, plot_exit_histogram
 from s2dnas.errors import ConfigError, RunDirError
 
 __all__ = ["add_parser", "run"]
@@ -60,27 +51,17 @@ def run(args: argparse.Namespace) -> int:
     loader = make_loader(getattr(splits, args.split), batch_size=args.batch_size, limit=args.limit)
 
     # One pass with every stage; the rule is then applied to the cached logits (the executor gives
-    # the same exits and MACs, which tests/dynamic checks).
+    # the same exits and MACs, which tests/dynamic checks). The curve: the calibration's Pareto
+    # thresholds (chosen on val) re-scored on this split; without a saved calibration, a sweep on this
+    # split itself (optimistic: chosen on the data it reports).
     stage_logits = collect_logits(net.msnet, loader, device=device)
     stage_macs = net.stage_macs
-    result = evaluate_dynamic(stage_logits, net.policy, stage_macs=stage_macs)
-    best = oracle(stage_logits, stage_macs)
+    scores = evaluate_policy(stage_logits, net.policy, stage_macs=stage_macs, sweep=True)
+    result, best, stage_acc = scores.result, scores.oracle, scores.stage_accuracy
+    curve = [(p["expected_macs"], p["accuracy"]) for p in scores.curve]
+    label = (f"calibrated thresholds on {args.split}" if scores.curve_source == "calibration"
+             else f"threshold sweep on {args.split} (optimistic)")
     base_macs = spec.get("base_macs")
-
-    # The curve: the calibration's Pareto thresholds (chosen on val) re-scored on this split; without a
-    # saved calibration, a sweep on this split itself (optimistic: chosen on the data it reports).
-    calibration = Calibration.from_policy(net.policy)
-    if calibration is not None and calibration.curve:
-        label = f"calibrated thresholds on {args.split}"
-        settings = [net.policy.with_thresholds(p.thresholds) for p in calibration.curve]
-        curve = [(r["expected_macs"], r["accuracy"]) for r in (
-            evaluate_dynamic(stage_logits, t, stage_macs=stage_macs) for t in settings)]
-    else:
-        label = f"threshold sweep on {args.split} (optimistic)"
-        sweep = calibrate(stage_logits, stage_macs=stage_macs, macs_budget=float(sum(stage_macs)),
-                          confidence=net.confidence)
-        curve = [(p.expected_macs, p.accuracy) for p in sweep.curve]
-    stage_acc = stage_logits.stage_accuracy()
     cumulative = [sum(stage_macs[: s + 1]) for s in range(len(stage_macs))]
     points = {"these thresholds": (result["expected_macs"], result["accuracy"]),
               "oracle exits": (best["expected_macs"], best["accuracy"])}

@@ -3,7 +3,8 @@
 Modules, in import order (each imports only the ones before it): :mod:`.policy` (the
 :class:`ExitPolicy`, defined in the torch-free runtime), :mod:`.confidence`, :mod:`.files` (the
 model directory format, writing), :mod:`.executor` (:class:`DynamicNet`), :mod:`.optimise` (the
-threshold optimiser), :mod:`.calibrate`, :mod:`.io` (loading), :mod:`.plots`.
+threshold optimiser), :mod:`.calibrate`, :mod:`.evaluate` (a policy and its curve re-scored on a split),
+:mod:`.io` (loading), :mod:`.plots`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from s2dnas.dynamic.calibrate import (
     pareto_front,
 )
 from s2dnas.dynamic.confidence import confidence, confidence_np
+from s2dnas.dynamic.evaluate import PolicyScores, evaluate_policy
 from s2dnas.dynamic.executor import DynamicNet, DynamicOutput, executed_macs, reference_forward, route
 from s2dnas.dynamic.files import build_model_spec, save_dynamic
 from s2dnas.dynamic.io import load
@@ -34,6 +36,7 @@ __all__ = [
     "DynamicOutput",
     "ExitPolicy",
     "PolicyError",
+    "PolicyScores",
     "StageLogits",
     "ThresholdSearch",
     "build_model_spec",
@@ -42,6 +45,7 @@ __all__ = [
     "confidence",
     "confidence_np",
     "evaluate_dynamic",
+    "evaluate_policy",
     "executed_macs",
     "load",
     "optimise_thresholds",

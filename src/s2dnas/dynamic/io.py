@@ -59,7 +59,9 @@ def load(directory: str | os.PathLike[str], *, device: torch.device | str | None
     if missing:
         raise CheckpointError(f"Expected {root / 'model.json'} to have {', '.join(missing)}, but they are missing; "
                               "re-save the model")
-    from s2dnas.space import Architecture, Space
+    from s2dnas.config import SpaceConfig
+    from s2dnas.space import Architecture
+    from s2dnas.space.factory import build_space
     from s2dnas.zoo import create_model
 
     try:
@@ -77,10 +79,13 @@ def load(directory: str | os.PathLike[str], *, device: torch.device | str | None
     try:
         base = create_model(str(spec["model"]), num_classes=int(spec["num_classes"]),
                             in_channels=int(spec["in_channels"]))
-        space = Space(base, input_shape=tuple(int(v) for v in spec["input_shape"]), num_stages=arch.num_stages,
-                      ratio_grid=arch.ratio_grid, groups=str(spec.get("groups") or "resolution"),
-                      importance=str(spec.get("importance") or "bn"),
-                      channel_multiple=int(spec.get("channel_multiple") or 1), model_name=str(spec["model"]))
+        # the space's options as saved (models saved before channel_multiple existed were cut at 1)
+        config = SpaceConfig(num_stages=arch.num_stages, ratio_grid=arch.ratio_grid,
+                             groups=str(spec.get("groups") or "resolution"),
+                             importance=str(spec.get("importance") or "bn"),
+                             channel_multiple=int(spec.get("channel_multiple") or 1))
+        space = build_space(base, config=config, input_shape=tuple(int(v) for v in spec["input_shape"]),
+                            model_name=str(spec["model"]))
         msnet = space.build(arch)
     except (S2DNASError, TypeError, ValueError) as err:
         raise CheckpointError(f"Cannot rebuild the model of {root} (model {spec.get('model')!r}): {err}") from None

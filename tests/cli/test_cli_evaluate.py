@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_labels, make_space, sharpen
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet, StageLogits, build_model_spec, calibrate
+from tests._models import make_labels, make_space, sharpen
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

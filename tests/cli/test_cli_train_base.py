@@ -58,10 +58,7 @@ def _env(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("S2DNAS_DATA", str(data_dir))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
 
 
 def _train(out: Path, *extra: str, epochs: int = 2) -> int:
@@ -75,7 +72,6 @@ def run_a(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "a"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2DNAS_DATA", str(data_dir))
-        torch.set_num_threads(1)
         assert _train(out) == 0
     return out
 
