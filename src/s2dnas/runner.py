@@ -43,8 +43,10 @@ import torch
 from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.config import (CalibrationTarget, RunConfig, config_differences, dump_config, load_config, provenance,
-                           resolve_config, resolve_target)
+from s2dnas.config import (CalibrationConfig, CalibrationTarget, RunConfig, config_differences, dump_config,
+                           load_config, provenance, resolve_config, resolve_target)
+from s2dnas.cost import StageCost, macs_stage_cost
+from s2dnas.cost.latency import LatencyStageCost, expected_latency
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
@@ -61,7 +63,7 @@ from s2dnas.train.checkpoint import load_weights, save_weights
 from s2dnas.train.loops import evaluate, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 
-__all__ = ["run_pipeline", "check_resume_config", "FINAL_BN_BATCHES"]
+__all__ = ["run_pipeline", "check_resume_config", "stage_cost_hook", "FINAL_BN_BATCHES"]
 
 #: Training batches the final network's batch-norm statistics are re-estimated on.
 FINAL_BN_BATCHES = 50
@@ -126,6 +128,14 @@ def _say(progress: bool, text: str) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(text)
+
+
+def stage_cost_hook(calibration: CalibrationConfig, device: torch.device) -> StageCost:
+    """The per-stage cost hook ``calibration.cost`` selects (contract D): MACs, or milliseconds per
+    input measured on ``device`` at ``calibration.latency_batch`` (cached per machine)."""
+    if calibration.cost == "latency":
+        return LatencyStageCost(device=device, batch_size=calibration.latency_batch)
+    return macs_stage_cost
 
 
 def _base_metrics(run: _Run) -> dict[str, Any]:
@@ -298,11 +308,17 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, space=space, device=device,
                resume=resume, progress=progress)
     base_metrics = dist.run_on_main(lambda: _base_metrics(run))
+    stage_cost = stage_cost_hook(cfg.calibration, device)
+    if isinstance(stage_cost, LatencyStageCost):  # the base's measured latency (cached): budget and report
+        base_metrics = {**base_metrics, "latency_ms": dist.run_on_main(
+            lambda: stage_cost.model_cost(base, input_shape=splits.input_shape)),
+            "latency_batch": stage_cost.batch_size}
     # one rule for the search's rewards and the final calibration (issue 16)
     target = resolve_target(cfg.calibration, base_val_accuracy=base_metrics["val_accuracy"],
-                            base_macs=base_metrics["macs"])
+                            base_macs=base_metrics["macs"], base_latency_ms=base_metrics.get("latency_ms"))
     aim = (f"target val accuracy {target.target_accuracy:.4f}" if target.target_accuracy is not None
-           else f"MACs budget {target.macs_budget / 1e6:.2f}M")
+           else f"MACs budget {target.macs_budget / 1e6:.2f}M" if target.macs_budget is not None
+           else f"latency budget {target.latency_budget:.3f} ms per input")
     _say(progress, f"base {model_name} ({source}): val {base_metrics['val_accuracy']:.4f}, "
                    f"test {base_metrics['test_accuracy']:.4f}, {base_metrics['macs'] / 1e6:.2f}M MACs; {aim}")
     timings: dict[str, float] = {}
@@ -338,6 +354,17 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                                             train_metrics=train_metrics, timings=timings, start=start))
 
 
+def _latency_report(cal: Any, test: dict[str, Any], base_metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Predicted latency next to the MACs when the calibration minimised measured latency."""
+    if cal.cost_unit != "ms":
+        return None
+    base_ms = base_metrics["latency_ms"]
+    test_ms = expected_latency(stage_seconds=cal.stage_cost, exit_fractions=test["exit_fractions"])
+    return {"unit": "ms per input", "batch_size": base_metrics["latency_batch"], "stage_ms": list(cal.stage_cost),
+            "base_ms": base_ms, "val_expected_ms": cal.expected_cost, "test_expected_ms": test_ms,
+            "test_predicted_speedup": base_ms / test_ms if test_ms > 0 else None}
+
+
 def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metrics: dict[str, Any],
             target: CalibrationTarget, train_metrics: MultiStageMetrics, timings: dict[str, float],
             start: float) -> dict[str, Any]:
@@ -352,10 +379,13 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
     timings["final_training_seconds"] += time.time() - t
     msnet.eval()
 
-    # 3. thresholds on val only (the search's target); 4. test for reporting
+    # 3. thresholds on val only (the search's target), minimising the configured cost (MACs or
+    # measured latency, calibration.cost); 4. test for reporting
     stage_macs = msnet.analytic_macs
+    stage_cost = stage_cost_hook(cc, device)(msnet)  # (per-stage cost per input, unit)
     val_logits = collect_logits(msnet, make_loader(splits.val, batch_size=cfg.data.eval_batch_size), device=device)
-    cal = calibrate(val_logits, stage_macs=stage_macs, confidence=cc.confidence, **target.calibrate_kwargs())
+    cal = calibrate(val_logits, stage_macs=stage_macs, stage_cost=stage_cost, confidence=cc.confidence,
+                    **target.calibrate_kwargs())
     policy = cal.policy  # the one value DynamicNet, save and export take
     test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
     test = evaluate_dynamic(test_logits, policy, stage_macs=stage_macs)
@@ -391,7 +421,8 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
         "test": {**test, "macs_ratio": test["expected_macs"] / base_macs, "stage_accuracy": test_logits.stage_accuracy(),
                  "oracle": oracle(test_logits, stage_macs)},
         "test_curve": [{"expected_macs": p["expected_macs"], "accuracy": p["accuracy"]} for p in test_curve],
-        "stage_macs": list(stage_macs), "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
+        "stage_macs": list(stage_macs), "latency": _latency_report(cal, test, base_metrics),
+        "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
         "timings": {**timings, "total_seconds": time.time() - start}, "export_dir": str(export_dir) if export_dir else None,
     }
     atomic_write_json(out / "results.json", results)
