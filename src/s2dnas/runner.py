@@ -46,8 +46,10 @@ import torch
 from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.config import (CalibrationTarget, RunConfig, config_differences, config_to_dict, dump_config, load_config,
-                           provenance, resolve_config, resolve_target)
+from s2dnas.config import (CalibrationConfig, CalibrationTarget, RunConfig, config_differences, config_to_dict,
+                           dump_config, load_config, provenance, resolve_config, resolve_target)
+from s2dnas.cost import StageCost, macs_stage_cost
+from s2dnas.cost.latency import LatencyStageCost, expected_latency
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import collect_logits
@@ -57,7 +59,7 @@ from s2dnas.errors import RunDirError, S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator, TrainedEvaluator
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
-from s2dnas.search.score import StageCost, calibrate_at, macs_stage_cost
+from s2dnas.search.score import calibrate_at
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.space.factory import build_space
@@ -67,7 +69,7 @@ from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import CHECKPOINT_NAME as SUPERNET_CHECKPOINT
 from s2dnas.train.supernet_training import load_supernet, train_supernet
 
-__all__ = ["run_pipeline", "train_supernet_step", "check_resume_config", "FINAL_BN_BATCHES"]
+__all__ = ["run_pipeline", "train_supernet_step", "check_resume_config", "stage_cost_hook", "FINAL_BN_BATCHES"]
 
 #: Training batches the final network's batch-norm statistics are re-estimated on.
 FINAL_BN_BATCHES = 50
@@ -216,6 +218,14 @@ def _say(progress: bool, text: str) -> None:
         tqdm.write(text)
 
 
+def stage_cost_hook(calibration: CalibrationConfig, device: torch.device) -> StageCost:
+    """The per-stage cost hook ``calibration.cost`` selects (contract D): MACs, or milliseconds per
+    input measured on ``device`` at ``calibration.latency_batch`` (cached per machine)."""
+    if calibration.cost == "latency":
+        return LatencyStageCost(device=device, batch_size=calibration.latency_batch)
+    return macs_stage_cost
+
+
 def _base_metrics(run: _Run) -> dict[str, Any]:
     path = run.out / "base.json"
     if run.resume and path.exists():
@@ -229,9 +239,11 @@ def _base_metrics(run: _Run) -> dict[str, Any]:
     return metrics
 
 
-def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None) -> _SearchOutcome:
+def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None,
+            base_latency_ms: float | None = None) -> _SearchOutcome:
     """Run (or resume) the search; the best architecture and its reward. Strategy ``oneshot`` scores
-    candidates from ``supernet``; ``rl``/``random`` train each one briefly."""
+    candidates from ``supernet``; ``rl``/``random`` train each one briefly. ``base_latency_ms`` is the
+    base's measured latency, the rewards' reference when ``calibration.cost`` is latency."""
     cfg, space, resume, progress = run.cfg, run.space, run.resume, run.progress
     sdir = run.out / "search"
     result_path = sdir / "result.json"
@@ -245,7 +257,7 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None) -> 
     # one target and one cost for the search's rewards and the final calibration (contract D)
     common = dict(target=target, confidence=cfg.calibration.confidence, reward=sc.reward, device=run.device,
                   eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight,
-                  stage_cost=run.stage_cost)
+                  stage_cost=run.stage_cost, base_cost=base_latency_ms)
     if sc.strategy == "oneshot":
         assert supernet is not None, "the oneshot strategy needs the super-network"
         evaluator: Any = SupernetEvaluator(supernet, run.splits, bn_batches=sc.bn_batches,
@@ -323,14 +335,20 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     torch.manual_seed(cfg.seed)
     loaded = _load_base(cfg, device)
     splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
+    stage_cost = stage_cost_hook(cfg.calibration, device)
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, space=space, device=device,
-               resume=resume, progress=progress)
+               resume=resume, progress=progress, stage_cost=stage_cost)
     base_metrics = dist.run_on_main(lambda: _base_metrics(run))
+    if isinstance(stage_cost, LatencyStageCost):  # the base's measured latency (cached): budget and report
+        base_metrics = {**base_metrics, "latency_ms": dist.run_on_main(
+            lambda: stage_cost.model_cost(base, input_shape=splits.input_shape)),
+            "latency_batch": stage_cost.batch_size}
     # one rule for the search's rewards and the final calibration (issue 16)
     target = resolve_target(cfg.calibration, base_val_accuracy=base_metrics["val_accuracy"],
-                            base_macs=base_metrics["macs"])
+                            base_macs=base_metrics["macs"], base_latency_ms=base_metrics.get("latency_ms"))
     aim = (f"target val accuracy {target.target_accuracy:.4f}" if target.target_accuracy is not None
-           else f"MACs budget {target.macs_budget / 1e6:.2f}M")
+           else f"MACs budget {target.macs_budget / 1e6:.2f}M" if target.macs_budget is not None
+           else f"latency budget {target.latency_budget:.3f} ms per input")
     _say(progress, f"base {model_name} ({source}): val {base_metrics['val_accuracy']:.4f}, "
                    f"test {base_metrics['test_accuracy']:.4f}, {base_metrics['macs'] / 1e6:.2f}M MACs; {aim}")
     timings: dict[str, float] = {}
@@ -345,7 +363,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
 
     # 1. search (METHOD.md "Search")
     t = time.time()
-    found = _search(run, target, supernet)
+    found = _search(run, target, supernet, base_metrics.get("latency_ms"))
     timings["search_seconds"] = time.time() - t
     arch = found.architecture
     _say(progress, f"search: best reward {found.reward:.3f}, splits {list(map(list, arch.splits))}, "
@@ -379,6 +397,17 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                                             supernet_info=supernet_info))
 
 
+def _latency_report(cal: Any, test: dict[str, Any], base_metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Predicted latency next to the MACs when the calibration minimised measured latency."""
+    if cal.cost_unit != "ms":
+        return None
+    base_ms = base_metrics["latency_ms"]
+    test_ms = expected_latency(stage_seconds=cal.stage_cost, exit_fractions=test["exit_fractions"])
+    return {"unit": "ms per input", "batch_size": base_metrics["latency_batch"], "stage_ms": list(cal.stage_cost),
+            "base_ms": base_ms, "val_expected_ms": cal.expected_cost, "test_expected_ms": test_ms,
+            "test_predicted_speedup": base_ms / test_ms if test_ms > 0 else None}
+
+
 def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metrics: dict[str, Any],
             target: CalibrationTarget, train_metrics: MultiStageMetrics, timings: dict[str, float],
             start: float, supernet_info: dict[str, Any] | None) -> dict[str, Any]:
@@ -393,10 +422,12 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
     timings["final_training_seconds"] += time.time() - t
     msnet.eval()
 
-    # 3. thresholds on val only (the search's target); 4. test for reporting
+    # 3. thresholds on val only (the search's target), minimising the configured cost (MACs or
+    # measured latency, calibration.cost); 4. test for reporting
     stage_macs = msnet.analytic_macs
     val_logits = collect_logits(msnet, make_loader(splits.val, batch_size=cfg.data.eval_batch_size), device=device)
-    cal = calibrate_at(val_logits, stage_cost=run.stage_cost(msnet), target=target, confidence=cc.confidence)
+    cal = calibrate_at(val_logits, stage_cost=run.stage_cost(msnet), stage_macs=stage_macs, target=target,
+                       confidence=cc.confidence)
     policy = cal.policy  # the one value DynamicNet, save and export take
     test_logits = collect_logits(msnet, make_loader(splits.test, batch_size=cfg.data.eval_batch_size), device=device)
     # the policy on test, and the val curve's thresholds applied to test: the curve a user can expect
@@ -430,7 +461,8 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
         "test": {**test, "macs_ratio": test["expected_macs"] / base_macs,
                  "stage_accuracy": scores.stage_accuracy, "oracle": scores.oracle},
         "test_curve": scores.curve,
-        "stage_macs": list(stage_macs), "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
+        "stage_macs": list(stage_macs), "latency": _latency_report(cal, test, base_metrics),
+        "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
         "timings": {**timings, "total_seconds": time.time() - start}, "export_dir": str(export_dir) if export_dir else None,
     }
     atomic_write_json(out / "results.json", results)

@@ -6,7 +6,6 @@ import importlib.util
 import pytest
 import torch
 
-from s2dnas.bench.fast import FastDynamicNet
 from s2dnas.bench.speed import benchmark_speed, prepare_dynamic, prepare_static, profile_stages
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet
@@ -31,44 +30,25 @@ def nets():
     return base, DynamicNet(msnet, [t, t]).eval(), space, x
 
 
+@pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_prepared_models_compute_the_same(nets, channels_last, seed):
+def test_prepared_models_compute_the_same(nets, channels_last, frozen, seed):
     base, dyn, _, x = nets
     xs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    freeze_on = x[:2] if frozen else None  # traced on 2 images, run on 40 and on 1
+    fast_base = prepare_static(base, channels_last=channels_last, freeze_on=freeze_on)
+    fast_dyn = prepare_dynamic(dyn, channels_last=channels_last, freeze_on=freeze_on)
+    assert isinstance(fast_base, torch.jit.ScriptModule) == frozen
+    assert all(isinstance(s, torch.jit.ScriptModule) == frozen for s in fast_dyn.msnet.stages)
     with torch.inference_mode():
-        torch.testing.assert_close(prepare_static(base, channels_last=channels_last)(xs), base(x),
-                                   rtol=1e-4, atol=1e-4)
-        ref, out = dyn(x), prepare_dynamic(dyn, channels_last=channels_last)(xs)
-    assert torch.equal(out.exit_stage, ref.exit_stage)
-    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
-
-
-def test_fast_path_equals_executor_on_single_inputs(nets, seed):
-    _, dyn, _, x = nets
-    fast = FastDynamicNet(dyn)
-    seen = set()
-    for i in range(len(x)):
-        ref, out = dyn(x[i:i + 1]), fast(x[i:i + 1])
+        torch.testing.assert_close(fast_base(xs), base(x), rtol=1e-4, atol=1e-4)
+        ref, out = dyn(x), fast_dyn(xs)
         assert torch.equal(out.exit_stage, ref.exit_stage)
-        assert torch.equal(out.logits, ref.logits)
-        seen.add(int(ref.exit_stage))
-    assert len(seen) >= 2  # the check covered exits at more than one stage
-    for thresholds, stage in (([0.0, 0.0], 0), ([1.5, 1.5], 2)):
-        net = DynamicNet(dyn.msnet, thresholds).eval()
-        assert FastDynamicNet(net)(x[:1]).exit_stage.tolist() == [stage]
-    # larger batches go to the executor unchanged
-    assert torch.equal(fast(x).exit_stage, dyn(x).exit_stage)
-
-
-def test_fast_path_compares_in_float32(nets, seed):
-    # a threshold between the float32 confidence and the next float64 above it: float32 says "leave"
-    _, dyn, _, x = nets
-    with torch.inference_mode():
-        conf = torch.softmax(dyn.msnet(x[:1])[0], 1).max(1).values[0]
-    t = float(conf) + 1e-12  # rounds to conf in float32
-    net = DynamicNet(dyn.msnet, [t, 1.5]).eval()
-    assert net(x[:1]).exit_stage.tolist() == [0]
-    assert FastDynamicNet(net)(x[:1]).exit_stage.tolist() == [0]
+        torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
+        for i in range(0, 40, 7):  # batch 1: the executor's own path, on the frozen stages too
+            one = fast_dyn(xs[i:i + 1])
+            assert torch.equal(one.exit_stage, ref.exit_stage[i:i + 1])
+            torch.testing.assert_close(one.logits, ref.logits[i:i + 1], rtol=1e-4, atol=1e-4)
 
 
 def test_benchmark_rows(nets, seed):
@@ -77,7 +57,8 @@ def test_benchmark_rows(nets, seed):
                            max_batches=8, device=torch.device("cpu"))
     assert [r.batch_size for r in rows] == [1, 16]
     assert [(r.runtime, r.device) for r in rows] == [("pytorch", "cpu")] * 2
-    assert rows[0].dynamic_path in ("executor", "fast") and rows[1].dynamic_path == "executor"
+    assert [r.dynamic_path for r in rows] == ["executor"] * 2
+    assert all(r.base_mode in ("eager", "frozen") and r.dynamic_mode in ("eager", "frozen") for r in rows)
     assert rows[0].num_images == 8 and rows[1].num_images == 40
     with torch.inference_mode():
         exits = dyn(x).exit_stage
@@ -99,6 +80,7 @@ def test_benchmark_onnx_rows(nets, seed):
         assert ort_row.num_images == torch_row.num_images
         assert ort_row.macs_ratio == torch_row.macs_ratio
         assert ort_row.base_seconds > 0 and ort_row.dynamic_seconds > 0 and ort_row.dynamic_path == "onnx"
+        assert (ort_row.base_mode, ort_row.dynamic_mode) == ("onnx", "onnx")
 
 
 @pytest.mark.parametrize("channels_last", [False, True, None])

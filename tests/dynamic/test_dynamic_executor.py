@@ -182,3 +182,45 @@ def test_wrong_input_is_a_typed_error_and_float64_is_cast(msnet3, data3) -> None
     out64 = net(x.double())
     out32 = net(x)
     assert torch.equal(out64.exit_stage, out32.exit_stage) and torch.equal(out64.logits, out32.logits)
+
+
+@pytest.mark.parametrize("measure", CONFIDENCE_MEASURES)
+def test_batch_of_one_takes_the_fast_path_with_the_general_paths_exits_and_logits(msnet3, data3, measure) -> None:
+    x, _ = data3
+    thresholds = _random_thresholds(_all_logits(msnet3, x[:60]), measure, torch.Generator().manual_seed(7))
+    net = DynamicNet(msnet3, ExitPolicy(thresholds=thresholds, confidence=measure))
+    calls, handles = _count_stage_calls(msnet3)
+    seen = set()
+    try:
+        for i in range(60):
+            one = x[i:i + 1]
+            with torch.inference_mode():
+                general = net._forward_batch(one)  # the gather/scatter path, forced at batch 1
+            calls[:] = [[], [], []]
+            fast = net(one)
+            stage = int(fast.exit_stage)
+            # the fast path ran stages 0..stage on the one input, nothing after
+            assert calls == [[1] if s <= stage else [] for s in range(3)]
+            assert fast.exit_stage.dtype == torch.int64 and fast.exit_stage.shape == (1,)
+            assert torch.equal(fast.exit_stage, general.exit_stage)
+            assert torch.equal(fast.logits, general.logits)
+            seen.add(stage)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == {0, 1, 2}  # every exit was exercised
+    assert net(x[:1]).logits.is_inference()
+
+
+def test_batch_of_one_compares_in_float32_like_the_general_path(msnet3, data3) -> None:
+    x, _ = data3
+    with torch.inference_mode():
+        conf = confidence(msnet3(x[:1])[0], "max_softmax")[0]
+    # a threshold a hair above the float32 confidence that rounds to it in float32: "leave"
+    t = float(conf) + 1e-12
+    assert torch.tensor(t, dtype=torch.float32) == conf
+    net = DynamicNet(msnet3, [t, 3.0])
+    assert net(x[:1]).exit_stage.tolist() == [0]
+    assert net(x[:2]).exit_stage.tolist()[0] == 0
+    assert DynamicNet(msnet3, [0.0, 0.0])(x[:1]).exit_stage.tolist() == [0]
+    assert DynamicNet(msnet3, [3.0, 3.0])(x[:1]).exit_stage.tolist() == [2]

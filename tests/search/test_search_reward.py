@@ -114,10 +114,29 @@ def test_misuse_raises() -> None:
     budget_cal = make_cal(accuracy=0.9, expected_macs=500.0, feasible=True, target=None, budget=500.0)
     with pytest.raises(ConfigError, match="needs thresholds calibrated to a target accuracy"):
         compute_reward(budget_cal, reward="macs_saving", base_macs=BASE_MACS)
-    with pytest.raises(ConfigError, match="needs thresholds calibrated to a MACs budget"):
+    with pytest.raises(ConfigError, match="needs thresholds calibrated to a budget"):
         compute_reward(target_cal, reward="accuracy_in_budget", base_macs=BASE_MACS)
     with pytest.raises(ConfigError, match=r"Expected reward to be one of .*'macs_saving'.*but got 'flops'"):
         compute_reward(target_cal, reward="flops", base_macs=BASE_MACS)
     with pytest.raises(ConfigError, match="Expected tradeoff_weight >= 0"):
         compute_reward(target_cal, reward="tradeoff", base_macs=BASE_MACS, tradeoff_weight=-0.07)
     assert set(REWARDS) == {"macs_saving", "accuracy_in_budget", "tradeoff"}
+
+
+def test_latency_calibrations_are_rewarded_in_milliseconds():
+    """A calibration that minimised measured latency is rewarded by its milliseconds against the
+    base's, not by its MACs: two candidates with equal MACs and different latency rank apart."""
+    import dataclasses
+
+    fast = dataclasses.replace(make_cal(accuracy=0.95, expected_macs=500.0, feasible=True), cost_unit="ms",
+                               stage_cost=(1.0, 2.0, 4.0), expected_cost=2.0)
+    slow = dataclasses.replace(fast, expected_cost=5.0)
+    r_fast, m_fast = compute_reward(fast, reward="macs_saving", base_macs=BASE_MACS, base_cost=10.0)
+    r_slow, _ = compute_reward(slow, reward="macs_saving", base_macs=BASE_MACS, base_cost=10.0)
+    assert (r_fast, r_slow) == (pytest.approx(5.0), pytest.approx(2.0))
+    assert m_fast["macs_ratio"] == pytest.approx(500.0 / BASE_MACS) and m_fast["cost_unit"] == "ms"
+    over = dataclasses.replace(fast, feasible=False, target_accuracy=None, cost_budget=1.5, accuracy=0.8)
+    assert compute_reward(over, reward="accuracy_in_budget", base_macs=BASE_MACS,
+                          base_cost=10.0)[0] == pytest.approx(-(2.0 - 1.5) / 10.0)
+    with pytest.raises(ConfigError, match="base model's cost in ms"):
+        compute_reward(fast, reward="macs_saving", base_macs=BASE_MACS)

@@ -1,8 +1,15 @@
 """Measured wall-clock speed of the static base model and the DynamicNet, side by side.
 
 Both run in the same process on the same images, with the same threads, under inference mode,
-and both get the same optimisations (batch norm folded into convolutions, the faster of NCHW and
-channels-last for each), so the speed-up is not measured against a handicapped baseline.
+and both get the same optimisations (batch norm folded into convolutions; the fastest of NCHW or
+channels-last, each eager or as a frozen TorchScript trace, for each model), so the speed-up is
+not measured against a handicapped baseline.
+
+Why frozen TorchScript (docs/design.md, "Batch 1 and the bench"): at batch 1 on a CPU eager
+PyTorch runs every small convolution through ``aten::_slow_conv2d_forward``; a frozen trace
+(``torch.jit.freeze``) ran the same networks 20-35% faster on this machine, the dynamic network
+more than the base, where channels-last, oneDNN conversion (``optimize_for_inference``) and
+``torch.compile`` did not help. The bench keeps whichever is fastest for each model.
 """
 from __future__ import annotations
 
@@ -10,19 +17,22 @@ import copy
 import logging
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from s2dnas.bench.fast import FastDynamicNet
 from s2dnas.cost.latency import fold_bn
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
 __all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "in_layout", "time_passes",
-           "benchmark_speed", "profile_stages"]
+           "benchmark_speed", "profile_stages", "MODES"]
+
+#: How a model runs in the PyTorch rows: ``eager``, or ``frozen`` (a ``torch.jit.freeze``-d trace).
+MODES = ("eager", "frozen")
 
 _logger = logging.getLogger(__name__)
 
@@ -31,8 +41,9 @@ _logger = logging.getLogger(__name__)
 class SpeedRow:
     """One batch size: median seconds per pass over the images, images per second, ratios.
 
-    ``runtime`` is ``pytorch`` or ``onnxruntime``; ``dynamic_path`` the faster of the executor
-    and the batch-1 fast path (:class:`~s2dnas.bench.fast.FastDynamicNet`), or ``onnx``.
+    ``runtime`` is ``pytorch`` or ``onnxruntime``; ``dynamic_path`` is ``executor`` (the
+    DynamicNet, whose batch-1 path skips gathering) or ``onnx``; ``base_mode`` and
+    ``dynamic_mode`` say how each model ran at its best (:data:`MODES`, or ``compiled``/``onnx``).
     """
 
     batch_size: int
@@ -50,6 +61,8 @@ class SpeedRow:
     runtime: str = "pytorch"
     dynamic_path: str = "executor"
     device: str = "cpu"
+    base_mode: str = "eager"
+    dynamic_mode: str = "eager"
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Plain-data form."""
@@ -87,21 +100,44 @@ def _compile(module: nn.Module) -> nn.Module:
     return torch.compile(module, dynamic=True)
 
 
-def prepare_static(model: nn.Module, *, channels_last: bool, compile: bool = False) -> nn.Module:
+def _freeze(module: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
+    """``module`` traced on ``args`` and frozen (weights inlined as constants; eval mode)."""
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch 2.x marks TorchScript as deprecated
+        return torch.jit.freeze(torch.jit.trace(module, args, check_trace=False).eval())
+
+
+def prepare_static(model: nn.Module, *, channels_last: bool, compile: bool = False,
+                   freeze_on: torch.Tensor | None = None) -> nn.Module:
     """An inference copy of a static model: BN folded, in the given memory format, optionally
-    compiled with ``torch.compile``."""
+    compiled with ``torch.compile`` or (``freeze_on``: an example batch) traced and frozen."""
     out = _fold_bn(model.eval())
     out = out.to(memory_format=torch.channels_last) if channels_last else out
+    if freeze_on is not None:
+        example = freeze_on.contiguous(memory_format=torch.channels_last) if channels_last else freeze_on
+        out = _freeze(out.to(freeze_on.device), (example,))
     return _compile(out) if compile else out
 
 
-def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = False) -> DynamicNet:
+def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = False,
+                    freeze_on: torch.Tensor | None = None) -> DynamicNet:
     """An inference copy of a DynamicNet: every stage with BN folded, in the given memory format,
-    optionally compiled stage by stage (the routing stays eager)."""
+    optionally compiled, or (``freeze_on``: an example batch) traced and frozen, stage by stage
+    (the routing stays eager)."""
     out = copy.deepcopy(net).eval()
     for s, stage in enumerate(out.msnet.stages):
         out.msnet.stages[s] = _fold_bn(stage)
     out = out.to(memory_format=torch.channels_last) if channels_last else out
+    if freeze_on is not None:
+        x = freeze_on.contiguous(memory_format=torch.channels_last) if channels_last else freeze_on
+        out = out.to(freeze_on.device)
+        msnet, cache = out.msnet, {}
+        with torch.no_grad():
+            for s in range(msnet.num_stages):
+                args = (x, *[cache[k] for k in msnet.reads[s]])
+                frozen = _freeze(msnet.stages[s], args)
+                msnet.forward_stage(s, x, cache)
+                msnet.stages[s] = frozen
     if compile:
         for s, stage in enumerate(out.msnet.stages):
             out.msnet.stages[s] = _compile(stage)
@@ -147,9 +183,9 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                     onnx_threads: int | None = None) -> list[SpeedRow]:
     """Time ``base`` and ``dynamic`` on the same ``images`` at each batch size.
 
-    Each model is prepared in both memory formats and the faster one is kept (each at its best);
-    the dynamic network is also timed through the batch-1 fast path (:class:`FastDynamicNet`)
-    and the faster of it and the executor is kept. With ``onnx``, both models are exported to a
+    Each model is prepared in both memory formats, eager and frozen (:data:`MODES`; with
+    ``compile``: compiled instead), and the fastest is kept (each at its best). With ``onnx``,
+    both models are exported to a
     temporary folder and timed again in ONNX Runtime (base: one graph; dynamic: the exported
     stages and the numpy exit rule of ``s2dnas_runtime``), one more row per batch size. The MAC
     ratio is ``base_macs`` over the MACs the DynamicNet executes on these images.
@@ -173,12 +209,17 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         batch size with ``runtime="onnxruntime"``.
     """
     dev = torch.device(device)
-    variants_base = {cl: prepare_static(base, channels_last=cl, compile=compile).to(dev) for cl in (False, True)}
+    example = images[:2].to(dev)
+    modes = ("compiled",) if compile else MODES
+    variants_base: dict[tuple[bool, str], nn.Module] = {}
     variants_dyn: dict[tuple[bool, str], nn.Module] = {}
     for cl in (False, True):
-        prepared = prepare_dynamic(dynamic, channels_last=cl, compile=compile).to(dev)
-        variants_dyn[(cl, "executor")] = prepared
-        variants_dyn[(cl, "fast")] = FastDynamicNet(prepared)
+        for mode in modes:
+            freeze_on = example if mode == "frozen" else None
+            variants_base[(cl, mode)] = prepare_static(base, channels_last=cl, compile=compile,
+                                                       freeze_on=freeze_on).to(dev)
+            variants_dyn[(cl, mode)] = prepare_dynamic(dynamic, channels_last=cl, compile=compile,
+                                                       freeze_on=freeze_on).to(dev)
     rows = []
     splits = {}
     for bs in batch_sizes:
@@ -191,13 +232,14 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
             exits = torch.cat([dynamic(b).exit_stage for b in batches])
         dyn_macs = dynamic.macs_of(exits) / n
         on_dev = [b.to(dev) for b in batches]
-        best_base = min((time_passes(m, in_layout(on_dev, channels_last=cl), warmup=warmup, repeats=repeats), cl)
-                        for cl, m in variants_base.items())
+        best_base = min((time_passes(m, in_layout(on_dev, channels_last=key[0]), warmup=warmup, repeats=repeats), key)
+                        for key, m in variants_base.items())
         best_dyn = min((time_passes(m, in_layout(on_dev, channels_last=key[0]), warmup=warmup, repeats=repeats), key)
-                       for key, m in variants_dyn.items() if key[1] == "executor" or bs == 1)
-        rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1]),
+                       for key, m in variants_dyn.items())
+        rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1][0]),
                          dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
-                         dynamic_path=best_dyn[1][1], device=str(dev)))
+                         dynamic_path="executor", device=str(dev), base_mode=best_base[1][1],
+                         dynamic_mode=best_dyn[1][1]))
     if onnx:
         from s2dnas.bench.onnx_speed import time_onnx
 
@@ -207,7 +249,7 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
             ref = next(r for r in rows if r.batch_size == bs)
             rows.append(_row(bs, ref.num_images, base_s, dyn_s, ref.macs_ratio, base_layout="nchw",
                              dynamic_layout="nchw", compiled=False, runtime="onnxruntime", dynamic_path="onnx",
-                             device="cpu"))
+                             device="cpu", base_mode="onnx", dynamic_mode="onnx"))
     return rows
 
 

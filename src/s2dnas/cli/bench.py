@@ -86,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
           f"PyTorch on {device}")
     if not onnx and not args.no_onnx:
         print("onnxruntime is not installed: ONNX Runtime rows skipped (pip install 's2dnas[export]')")
-    print("runtime     | batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio")
+    print("runtime     | batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio "
+          "| best mode (base, dynamic)")
     for r in rows:
         print(f"{r.runtime:11s} | {r.batch_size:5d} | {r.base_images_per_second:10.0f} | "
               f"{r.dynamic_images_per_second:13.0f} | {r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | "
-              f"{r.speedup_over_macs_ratio:.2f}")
+              f"{r.speedup_over_macs_ratio:20.2f} | {r.base_mode} {r.base_layout}, {r.dynamic_mode} {r.dynamic_layout}")
     profile = []
     if args.profile:
         from s2dnas.bench.speed import profile_stages

@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_BUDGETS",
     "FINAL_INITS",
     "CONFIDENCES",
+    "CALIBRATION_COSTS",
     "STRATEGIES",
     "CONTROLLERS",
     "REWARDS",
@@ -58,6 +59,7 @@ REMOVED_KEYS = {
                               "section; use supernet.epochs",
 }
 REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
+CALIBRATION_COSTS = ("macs", "latency")
 IMPORTANCES = ("bn", "l1", "none")
 _BUILTIN_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -381,7 +383,15 @@ class CalibrationConfig:
             val accuracy minus ``tolerance``.
         tolerance: slack below the base model's accuracy when ``target_accuracy`` is None.
         macs_budget: instead, the best accuracy at expected MACs <= this fraction of the base
-            model's MACs (exclusive with ``target_accuracy``).
+            model's MACs (exclusive with ``target_accuracy``; needs ``cost: macs``).
+        cost: what the thresholds minimise (and the search's reward counts): ``macs`` or
+            ``latency`` (per-stage seconds measured on the run's device at ``latency_batch``,
+            cached per machine; MACs are reported too).
+        latency_budget: with ``cost: latency``, instead of an accuracy target, the best accuracy
+            at expected latency <= this fraction of the base model's measured latency
+            (exclusive with ``target_accuracy``).
+        latency_batch: the deployment batch size the stages are timed at (1: an input's latency
+            is then exactly the sum of the stages it runs; docs/design.md "Latency calibration").
     """
 
     _SECTION: ClassVar[str] = "calibration"
@@ -390,6 +400,9 @@ class CalibrationConfig:
     target_accuracy: float | None = None
     tolerance: float = 0.001
     macs_budget: float | None = None
+    cost: str = "macs"
+    latency_budget: float | None = None
+    latency_batch: int = 1
 
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
@@ -398,8 +411,19 @@ class CalibrationConfig:
         c.in_range("target_accuracy", 0.0, 1.0, low_open=True, optional=True)
         c.in_range("tolerance", 0.0, 1.0, high_open=True)
         c.in_range("macs_budget", 0.0, 1.0, low_open=True, optional=True)
+        c.one_of("cost", CALIBRATION_COSTS)
+        c.in_range("latency_budget", 0.0, 1.0, low_open=True, optional=True)
+        c.at_least("latency_batch", 1)
         if {"target_accuracy", "macs_budget"} <= c.ok and None not in (self.target_accuracy, self.macs_budget):
             c.add("macs_budget", "and calibration.target_accuracy are exclusive; set one of them to null")
+        if {"target_accuracy", "latency_budget"} <= c.ok and None not in (self.target_accuracy, self.latency_budget):
+            c.add("latency_budget", "and calibration.target_accuracy are exclusive; set one of them to null")
+        if {"cost", "macs_budget"} <= c.ok and self.cost == "latency" and self.macs_budget is not None:
+            c.add("macs_budget", "is a MACs budget, but calibration.cost is latency; set calibration.latency_budget "
+                                 "(a fraction of the base model's measured latency) instead")
+        if {"cost", "latency_budget"} <= c.ok and self.cost == "macs" and self.latency_budget is not None:
+            c.add("latency_budget", "needs calibration.cost: latency (the thresholds then minimise measured "
+                                    "latency); set it, or use calibration.macs_budget")
         return c.problems
 
 
@@ -597,12 +621,15 @@ class RunConfig:
         if self.search.supernet is not None and self.final_init is not None and not self.needs_supernet:
             problems.append("search.supernet is set, but neither search.strategy=oneshot nor final_init=supernet "
                             "uses a super-network; set one of them or set search.supernet to null")
-        budget = self.calibration.macs_budget
+        cal = self.calibration
+        budget = cal.macs_budget if cal.latency_budget is None else cal.latency_budget
+        name = "calibration.macs_budget" if cal.latency_budget is None else "calibration.latency_budget"
         if self.search.reward == "accuracy_in_budget" and budget is None:
             problems.append("search.reward=accuracy_in_budget needs calibration.macs_budget (a fraction of the "
-                            "base model's MACs, e.g. 0.3)")
+                            "base model's MACs, e.g. 0.3) or, with calibration.cost: latency, "
+                            "calibration.latency_budget")
         if self.search.reward == "macs_saving" and budget is not None:
-            problems.append("search.reward=macs_saving calibrates to an accuracy target, but calibration.macs_budget "
+            problems.append(f"search.reward=macs_saving calibrates to an accuracy target, but {name} "
                             "is set; set it to null or use search.reward=accuracy_in_budget")
         return problems
 

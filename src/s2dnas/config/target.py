@@ -3,7 +3,9 @@
 The search's rewards and the final calibration must aim at the same thing: either an accuracy
 target (``calibration.target_accuracy``, or the base model's val accuracy minus
 ``calibration.tolerance``) or a MACs budget (``calibration.macs_budget``, a fraction of the base
-model's MACs, turned into MACs here and nowhere else). :func:`resolve_target` is that one rule.
+model's MACs, turned into MACs here and nowhere else) or, with ``calibration.cost: latency``, a
+latency budget (``calibration.latency_budget``, a fraction of the base model's measured
+milliseconds per input, turned into milliseconds here). :func:`resolve_target` is that one rule.
 
 Example:
     >>> from s2dnas.config import CalibrationConfig
@@ -24,38 +26,50 @@ __all__ = ["CalibrationTarget", "resolve_target"]
 
 @dataclass(frozen=True)
 class CalibrationTarget:
-    """Exactly one of an accuracy target (0..1) and a MACs budget (MACs per input, absolute)."""
+    """Exactly one of an accuracy target (0..1), a MACs budget (MACs per input, absolute) and a
+    latency budget (milliseconds per input, absolute, in the unit of the latency cost hook)."""
 
     target_accuracy: float | None = None
     macs_budget: float | None = None
+    latency_budget: float | None = None
 
     def __post_init__(self) -> None:
-        assert (self.target_accuracy is None) != (self.macs_budget is None), \
-            f"exactly one of target_accuracy and macs_budget, got {self}"
+        assert [self.target_accuracy, self.macs_budget, self.latency_budget].count(None) == 2, \
+            f"exactly one of target_accuracy, macs_budget and latency_budget, got {self}"
 
     @property
     def budget_mode(self) -> bool:
-        """True when the thresholds buy the best accuracy within a MACs budget."""
-        return self.macs_budget is not None
+        """True when the thresholds buy the best accuracy within a budget (MACs or latency)."""
+        return self.macs_budget is not None or self.latency_budget is not None
 
     def calibrate_kwargs(self) -> dict[str, Any]:
-        """The ``target_accuracy=``/``macs_budget=`` keywords of :func:`s2dnas.dynamic.calibrate`."""
+        """The mode keywords of :func:`s2dnas.dynamic.calibrate` (``target_accuracy=``, ``macs_budget=``
+        or ``cost_budget=``; a latency budget also needs ``stage_cost=`` in milliseconds)."""
+        if self.latency_budget is not None:
+            return {"target_accuracy": None, "cost_budget": self.latency_budget}
         return {"target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (kept in results.json)."""
-        return {"target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget}
+        return {"target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget,
+                "latency_budget_ms": self.latency_budget}
 
 
-def resolve_target(calibration: CalibrationConfig, *, base_val_accuracy: float, base_macs: float) -> CalibrationTarget:
-    """The calibration target of a run: a MACs budget when ``calibration.macs_budget`` is set, else an accuracy.
+def resolve_target(calibration: CalibrationConfig, *, base_val_accuracy: float, base_macs: float,
+                   base_latency_ms: float | None = None) -> CalibrationTarget:
+    """The calibration target of a run: a MACs (or latency) budget when one is set, else an accuracy.
 
     Args:
-        calibration: the config section (validated: at most one of target_accuracy and macs_budget).
+        calibration: the config section (validated: at most one of target_accuracy and the budgets).
         base_val_accuracy: the base model's val accuracy (the target is it minus the tolerance
             when ``target_accuracy`` is None).
         base_macs: the base model's MACs per input (the budget is a fraction of it).
+        base_latency_ms: the base model's measured milliseconds per input at the deployment
+            batch (needed only with ``calibration.latency_budget``).
     """
+    if calibration.latency_budget is not None:
+        assert base_latency_ms is not None and base_latency_ms > 0, "a latency budget needs the base's latency"
+        return CalibrationTarget(latency_budget=calibration.latency_budget * base_latency_ms)
     if calibration.macs_budget is not None:
         return CalibrationTarget(macs_budget=calibration.macs_budget * base_macs)
     if calibration.target_accuracy is not None:

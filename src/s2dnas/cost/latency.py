@@ -21,7 +21,10 @@ few milliseconds to time, and the search builds each candidate anyway.
 
 :func:`expected_latency` turns per-stage latencies and exit fractions into the expected latency of
 the dynamic network; :func:`stage_cost_vector` gives the per-stage cost (seconds per input) that a
-cost-agnostic calibration minimises in place of MACs.
+cost-agnostic calibration minimises in place of MACs. :class:`LatencyStageCost` is the latency
+implementation of the per-stage cost hook (:mod:`s2dnas.cost.stage_cost`): milliseconds per input
+of each stage at the deployment batch size, cached; :func:`measure_model` times a plain model
+(the base) the same way.
 
 Example:
     >>> expected_latency(stage_seconds=[1.0, 2.0, 4.0], exit_fractions=[0.5, 0.25, 0.25])
@@ -55,7 +58,7 @@ if TYPE_CHECKING:  # cost/ sits below space/: the network is only used through i
 
 __all__ = ["CACHE_FORMAT", "LatencyCache", "StageLatency", "default_cache_dir", "device_fingerprint",
            "stage_fingerprint", "fold_bn", "time_call", "measure_stages", "predict_latency", "expected_latency",
-           "stage_cost_vector"]
+           "stage_cost_vector", "measure_model", "LatencyStageCost"]
 
 _logger = logging.getLogger(__name__)
 
@@ -448,3 +451,107 @@ def stage_cost_vector(latency: StageLatency) -> list[float]:
     vector minimises expected latency unchanged.
     """
     return latency.seconds_per_input
+
+
+def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: int,
+                  device: str | torch.device = "cpu", channels_last: bool | None = None,
+                  cache: LatencyCache | None = None, repeats: int = 5, warmup: int = 2) -> float:
+    """Median seconds of one batch through a plain model (e.g. the base), timed as the stages are.
+
+    BN folded when the model traces with ``torch.fx`` (else timed as it is, in eval mode), on
+    ``device``, in the given memory format or the faster of the two (``None``); cached under the
+    model's structural fingerprint, batch size and layout.
+
+    Raises:
+        ConfigError: ``batch_size``/``repeats`` below 1, or a cache for another machine fingerprint.
+    """
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError(f"Expected batch_size >= 1, repeats >= 1 and warmup >= 0, but got batch_size={batch_size}, "
+                          f"repeats={repeats}, warmup={warmup}")
+    dev = torch.device(device)
+    fingerprint = device_fingerprint(dev)
+    if cache is not None and cache.fingerprint != fingerprint:
+        raise ConfigError(f"Expected a latency cache for this machine ({fingerprint}), but got one for "
+                          f"{cache.fingerprint}; build it with LatencyCache(device_fingerprint(device))")
+    try:
+        runner = fold_bn(model)
+    except Exception:  # noqa: BLE001 - not traceable: time it unfolded (what a user's model runs)
+        runner = copy.deepcopy(model).eval()
+    ref = next(model.parameters(), None)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    best = math.inf
+    for cl in ((False, True) if channels_last is None else (channels_last,)):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        net = runner.to(device=dev, memory_format=fmt)
+        x = torch.randn(batch_size, *input_shape, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+        key = f"model|{stage_fingerprint(net, [x])}|b{batch_size}|{'channels_last' if cl else 'nchw'}"
+        value = cache.get(key) if cache is not None else None
+        if value is None:
+            value = time_call(lambda: net(x), device=dev, warmup=warmup, repeats=repeats)
+            if cache is not None:
+                cache.put(key, value)
+        best = min(best, value)
+    if cache is not None and cache.misses:
+        cache.save()
+    return best
+
+
+class LatencyStageCost:
+    """The latency cost hook: ``hook(msnet) -> (milliseconds per input of each stage, "ms")``.
+
+    Each stage is timed by :func:`measure_stages` on ``device`` at ``batch_size`` inputs (the
+    deployment batch: every stage is timed on the whole batch, so the vector is exact for batch 1,
+    where an input's latency is the sum of the stages it runs), in the faster memory format, and
+    cached on disk per machine fingerprint: a stage seen before (in this run, an earlier run or
+    ``s2dnas profile``) is not timed again. :meth:`model_cost` times the base model the same way,
+    so a latency budget can be a fraction of it.
+
+    Args:
+        device: the device the model will run on.
+        batch_size: the deployment batch size (``calibration.latency_batch``).
+        cache_dir: where cache files live (``None``: :func:`default_cache_dir`).
+        use_cache: read and write the on-disk cache (``False``: time everything, store nothing).
+        repeats, warmup: timed and untimed calls per stage (median of the timed ones).
+        progress: show a progress bar while timing.
+    """
+
+    unit = "ms"
+
+    def __init__(self, *, device: str | torch.device = "cpu", batch_size: int = 1,
+                 cache_dir: str | Path | None = None, use_cache: bool = True, repeats: int = 5, warmup: int = 2,
+                 progress: bool = False) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"Expected the latency batch size to be an integer >= 1, but got {batch_size!r}")
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+        self.repeats = repeats
+        self.warmup = warmup
+        self.progress = progress
+        self._caches: dict[str, LatencyCache] = {}
+
+    def cache(self) -> LatencyCache | None:
+        """The cache for this device under the current thread count (``None`` with ``use_cache=False``)."""
+        if not self.use_cache:
+            return None
+        fingerprint = device_fingerprint(self.device)
+        key = _fingerprint_id(fingerprint)
+        if key not in self._caches:
+            self._caches[key] = LatencyCache(fingerprint, directory=self.cache_dir)
+        return self._caches[key]
+
+    def __call__(self, msnet: MultiStageNet) -> tuple[tuple[float, ...], str]:
+        """Per stage, milliseconds per input at the deployment batch, and the unit ``"ms"``."""
+        latency = measure_stages(msnet, batch_size=self.batch_size, device=self.device, cache=self.cache(),
+                                 repeats=self.repeats, warmup=self.warmup, progress=self.progress)
+        return tuple(1e3 * t for t in latency.seconds_per_input), self.unit
+
+    def model_cost(self, model: nn.Module, *, input_shape: Sequence[int]) -> float:
+        """Milliseconds per input of a plain model (the base) at the deployment batch, same method."""
+        seconds = measure_model(model, input_shape=input_shape, batch_size=self.batch_size, device=self.device,
+                                cache=self.cache(), repeats=self.repeats, warmup=self.warmup)
+        return 1e3 * seconds / self.batch_size
+
+    def __repr__(self) -> str:
+        return f"LatencyStageCost(device={str(self.device)!r}, batch_size={self.batch_size})"

@@ -17,7 +17,10 @@ The thresholds are chosen by :func:`s2dnas.dynamic.optimise.optimise_thresholds`
 for every stage count, exact over every candidate threshold (one per distinct outcome, drawn from
 the sorted confidences) while ``(outer combinations) x N`` stays within
 :data:`~s2dnas.dynamic.optimise.EXACT_CELLS`, else over a thinned grid (``exact=False``). It is
-cost-agnostic: it is given a per-stage cost vector (here the MACs).
+cost-agnostic: it is given a per-stage cost vector, the MACs by default, or any other per-stage
+cost per input with its unit (``stage_cost=(costs, unit)``, the output of a cost hook such as
+:class:`s2dnas.cost.latency.LatencyStageCost`, milliseconds per input): the modes then read
+"fewest expected cost" and "expected cost ``<= cost_budget``", and MACs are still reported.
 
 The result, :class:`Calibration`, reports how the chosen setting scores; what travels on (to
 :class:`~s2dnas.dynamic.DynamicNet`, save, export, the runtime) is its :attr:`Calibration.policy`,
@@ -57,7 +60,7 @@ _logger = logging.getLogger(__name__)
 
 _FORMAT = "s2dnas.calibration/1"
 _MAX_CELLS = 4_000_000  # settings x inputs scored per chunk (bounds memory to a few tens of MB)
-_POLICY_FIELDS = ("format", "thresholds", "confidence", "stage_macs")  # in the policy, not its record
+_POLICY_FIELDS = ("format", "thresholds", "confidence", "stage_cost", "cost_unit")  # in the policy, not its record
 
 
 # -- cached logits ------------------------------------------------------------------------------
@@ -193,22 +196,32 @@ class _Scorer:
 # -- results ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CurvePoint:
-    """One point of the accuracy-vs-MACs curve: a threshold setting and how it scores."""
+    """One point of the accuracy-vs-cost curve: a threshold setting and how it scores.
+
+    ``expected_cost`` is the expected cost in the calibration's ``cost_unit`` when that is not
+    MACs (e.g. milliseconds per input), else ``None``.
+    """
 
     expected_macs: float
     accuracy: float
     thresholds: tuple[float, ...]
+    expected_cost: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form."""
-        return {"expected_macs": self.expected_macs, "accuracy": self.accuracy, "thresholds": list(self.thresholds)}
+        out = {"expected_macs": self.expected_macs, "accuracy": self.accuracy, "thresholds": list(self.thresholds)}
+        if self.expected_cost is not None:
+            out["expected_cost"] = self.expected_cost
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> CurvePoint:
         """Inverse of :meth:`to_dict`."""
         try:
+            cost = data.get("expected_cost")
             return cls(expected_macs=float(data["expected_macs"]), accuracy=float(data["accuracy"]),
-                       thresholds=tuple(float(t) for t in data["thresholds"]))
+                       thresholds=tuple(float(t) for t in data["thresholds"]),
+                       expected_cost=None if cost is None else float(cost))
         except (KeyError, TypeError, ValueError):
             raise CalibrationError(
                 f"Expected a curve point with expected_macs, accuracy and thresholds, but got {data!r}"
@@ -231,10 +244,14 @@ class Calibration:
         macs_budget: the MACs budget per input (budget mode), else ``None``.
         stage_macs: per stage, its own MACs per input.
         num_examples: N, the number of calibration inputs.
-        curve: the Pareto front (fewest MACs for each accuracy) over every setting scored,
-            sorted by MACs.
+        curve: the Pareto front (least cost for each accuracy) over every setting scored,
+            sorted by cost.
         message: a one-line summary (says what was returned when infeasible).
         exact: True when the optimiser scored every candidate threshold combination.
+        stage_cost: per stage, the cost per input that was minimised, when not MACs (else empty).
+        cost_unit: its unit: ``"macs"`` (then ``stage_macs`` was minimised) or e.g. ``"ms"``.
+        expected_cost: expected cost per input in ``cost_unit`` (equals ``expected_macs`` for MACs).
+        cost_budget: the budget per input in ``cost_unit`` (budget mode with another cost), else ``None``.
 
     What travels on is :attr:`policy`, which holds the thresholds, measure and stage cost and the
     rest of this record as plain data; :meth:`from_policy` reads it back.
@@ -253,13 +270,21 @@ class Calibration:
     curve: tuple[CurvePoint, ...] = field(default=())
     message: str = ""
     exact: bool = True
+    stage_cost: tuple[float, ...] = ()
+    cost_unit: str = "macs"
+    expected_cost: float | None = None
+    cost_budget: float | None = None
 
     @property
     def policy(self) -> ExitPolicy:
-        """The exit policy: these thresholds, measure and per-stage MACs, with this record."""
-        record = {k: v for k, v in self.to_dict().items() if k not in _POLICY_FIELDS}
+        """The exit policy: these thresholds, measure and the per-stage cost minimised (MACs or
+        another unit), with this record (which keeps the per-stage MACs when they were not the cost)."""
+        macs = self.cost_unit == "macs"
+        record = {k: v for k, v in self.to_dict().items()
+                  if k not in _POLICY_FIELDS and not (macs and k == "stage_macs")}
+        cost = self.stage_macs if macs else self.stage_cost
         return ExitPolicy(thresholds=self.thresholds, confidence=self.confidence,
-                          stage_cost=self.stage_macs or None, cost_unit="macs", calibration=record)
+                          stage_cost=cost or None, cost_unit=self.cost_unit, calibration=record)
 
     @classmethod
     def from_policy(cls, policy: ExitPolicy) -> Calibration | None:
@@ -270,10 +295,12 @@ class Calibration:
         """
         if policy.calibration is None:
             return None
+        macs = policy.cost_unit == "macs"
+        cost = [] if policy.stage_cost is None else list(policy.stage_cost)
         return cls.from_dict({**policy.calibration, "thresholds": list(policy.thresholds),
-                              "confidence": policy.confidence,
-                              "stage_macs": list(policy.stage_cost) if policy.cost_unit == "macs" and
-                              policy.stage_cost is not None else []})
+                              "confidence": policy.confidence, "cost_unit": policy.cost_unit,
+                              "stage_cost": [] if macs else cost,
+                              "stage_macs": cost if macs else policy.calibration.get("stage_macs", [])})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable)."""
@@ -284,6 +311,8 @@ class Calibration:
             "target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget,
             "stage_macs": list(self.stage_macs), "num_examples": self.num_examples,
             "curve": [p.to_dict() for p in self.curve], "message": self.message, "exact": self.exact,
+            "stage_cost": list(self.stage_cost), "cost_unit": self.cost_unit,
+            "expected_cost": self.expected_cost, "cost_budget": self.cost_budget,
         }
 
     @classmethod
@@ -308,6 +337,9 @@ class Calibration:
                 num_examples=int(data.get("num_examples", 0)),
                 curve=tuple(CurvePoint.from_dict(p) for p in data.get("curve", ())),
                 message=str(data.get("message", "")), exact=bool(data.get("exact", True)),
+                stage_cost=tuple(float(c) for c in data.get("stage_cost", ())),
+                cost_unit=str(data.get("cost_unit", "macs")), expected_cost=opt("expected_cost"),
+                cost_budget=opt("cost_budget"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CalibrationError(
@@ -396,13 +428,16 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
               stage_macs: Sequence[int] | None = None, target_accuracy: float | None = None,
               macs_budget: float | None = None, base_accuracy: float | None = None, tolerance: float = 0.001,
               confidence: str = "max_softmax", device: torch.device | str | None = None,
-              grid: int | None = None) -> Calibration:
+              grid: int | None = None, stage_cost: tuple[Sequence[float], str] | None = None,
+              cost_budget: float | None = None) -> Calibration:
     """Choose the thresholds on the validation data (never the test split).
 
     Exactly one mode: **target** (``target_accuracy``, or ``base_accuracy - tolerance`` when only
     ``base_accuracy`` is given) picks the fewest expected MACs with accuracy ``>=`` the target;
     **budget** (``macs_budget``) picks the best accuracy with expected MACs ``<=`` the budget.
-    Ties go to the higher accuracy (target mode) or the fewer MACs (budget mode).
+    Ties go to the higher accuracy (target mode) or the fewer MACs (budget mode). With
+    ``stage_cost=(costs, unit)`` the same is done with that cost in place of MACs (budget:
+    ``cost_budget``, in ``unit`` per input); MACs are still counted and reported.
 
     Args:
         msnet_or_stage_logits: a :class:`~s2dnas.space.MultiStageNet` (then ``loader`` is run
@@ -418,6 +453,9 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
         device: where to run the network (default: its device).
         grid: at most this many candidate thresholds per stage but the last early one (``None``,
             the default: every candidate, exact, within :data:`~s2dnas.dynamic.optimise.EXACT_CELLS`).
+        stage_cost: ``(costs, unit)`` from a cost hook (``S`` costs per input, ``>= 0``): minimise
+            that instead of MACs; ``None`` (default) minimises ``stage_macs``.
+        cost_budget: budget mode with ``stage_cost``: expected cost per input in its unit not to exceed.
 
     Returns:
         The :class:`Calibration` (its ``.policy`` is the :class:`~s2dnas_runtime.ExitPolicy`). When nothing meets the target it is the most accurate setting,
@@ -430,33 +468,54 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
     """
     validate_measure(confidence)
     stage_logits, stage_macs = _resolve_inputs(msnet_or_stage_logits, loader, stage_macs=stage_macs, device=device)
-    mode, target = _resolve_mode(target_accuracy=target_accuracy, macs_budget=macs_budget,
-                                 base_accuracy=base_accuracy, tolerance=tolerance)
+    costs, unit = _resolve_cost(stage_cost, stage_macs=stage_macs)
+    if cost_budget is not None and unit == "macs" and stage_cost is None:
+        raise CalibrationError("Expected `stage_cost=(costs, unit)` with `cost_budget` (the budget is in that "
+                               "cost's unit), but got none; pass macs_budget for a MACs budget")
+    if macs_budget is not None and cost_budget is not None:
+        raise CalibrationError("Expected one budget, but got both macs_budget and cost_budget; pass one of them")
+    if macs_budget is not None and unit != "macs":
+        raise CalibrationError(f"Expected `cost_budget` (in {unit} per input) with a {unit} stage cost, but got "
+                               "macs_budget; the thresholds minimise the stage cost given")
+    budget = macs_budget if cost_budget is None else cost_budget
+    mode, target = _resolve_mode(target_accuracy=target_accuracy, macs_budget=budget, base_accuracy=base_accuracy,
+                                 tolerance=tolerance, budget_name=None if cost_budget is None else "cost_budget")
     if grid is not None and (not isinstance(grid, int) or isinstance(grid, bool) or grid < 2):
         raise CalibrationError(f"Expected `grid` to be None or an integer >= 2, but got {grid!r}")
     scorer = _Scorer(stage_logits, stage_macs, confidence)
     n = scorer.n
-    # one optimiser for every stage count, given the per-stage cost vector (here: MACs)
+    # one optimiser for every stage count, given the per-stage cost vector (MACs or e.g. ms)
     found = optimise_thresholds(
-        scorer.conf.numpy(), scorer.correct.numpy(), [float(m) for m in stage_macs],
+        scorer.conf.numpy(), scorer.correct.numpy(), costs,
         min_correct=None if target is None else target * n - 1e-9,
-        max_cost=None if macs_budget is None else float(macs_budget) * n + 1e-6, grid=grid)
+        max_cost=None if budget is None else float(budget) * n * (1 + 1e-12) + 1e-6, grid=grid)
     thresholds = found.thresholds
     point = evaluate_dynamic(stage_logits, ExitPolicy(thresholds=thresholds, confidence=confidence),
                              stage_macs=stage_macs)
-    assert point["num_correct"] == found.correct and point["total_macs"] == round(found.cost), \
+    reach = np.cumsum([n] + [-c for c in point["exit_counts"][:-1]])  # inputs reaching each stage
+    assert point["num_correct"] == found.correct and math.isclose(
+        float(np.dot(reach, costs)), found.cost, rel_tol=1e-9, abs_tol=1e-6), \
         "the optimiser and the scorer must agree on the chosen setting"
     feasible = found.feasible
-    curve = [CurvePoint(expected_macs=c / n, accuracy=k / n, thresholds=t) for c, k, t in found.front]
+    front_macs = [0] * len(found.front)
+    if unit == "macs":
+        front_macs = [c for c, _, _ in found.front]
+    elif found.front:  # the front is over the other cost: count each point's MACs too
+        front_macs = scorer.score(torch.tensor([t for _, _, t in found.front], dtype=torch.float32))[2].tolist()
+    curve = [CurvePoint(expected_macs=m / n, accuracy=k / n, thresholds=t,
+                        expected_cost=None if unit == "macs" else c / n)
+             for m, (c, k, t) in zip(front_macs, found.front)]
+    what = "MACs" if unit == "macs" else f"{unit} (expected cost)"
     if mode == "target":
         goal = f"accuracy >= {target:.4f}"
         fallback = "the most accurate setting"
     else:
-        goal = f"expected MACs <= {float(macs_budget):.6g}"
+        goal = f"expected {what} <= {float(budget):.6g}"
         fallback = "the cheapest setting"
+    spent = "" if unit == "macs" else f", {found.cost / n:.6g} {unit}"
     message = (f"{'Met' if feasible else 'No threshold setting meets'} {goal} on {n} calibration inputs"
                + ("" if feasible else f"; returned {fallback}") +
-               f": accuracy {point['accuracy']:.4f}, {point['expected_macs']:.6g} MACs per input")
+               f": accuracy {point['accuracy']:.4f}, {point['expected_macs']:.6g} MACs per input{spent}")
     if feasible:
         _logger.info("%s", message)
     else:
@@ -466,7 +525,8 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
         expected_macs=point["expected_macs"], exit_fractions=tuple(point["exit_fractions"]), feasible=feasible,
         target_accuracy=target, macs_budget=None if macs_budget is None else float(macs_budget),
         stage_macs=tuple(int(m) for m in stage_macs), num_examples=n, curve=tuple(curve), message=message,
-        exact=found.exact,
+        exact=found.exact, stage_cost=() if unit == "macs" else tuple(costs), cost_unit=unit,
+        expected_cost=found.cost / n, cost_budget=None if cost_budget is None else float(cost_budget),
     )
 
 
@@ -502,16 +562,35 @@ def _resolve_inputs(source: Any, loader: Any, *, stage_macs: Sequence[int] | Non
     )
 
 
+def _resolve_cost(stage_cost: Any, *, stage_macs: Sequence[int]) -> tuple[list[float], str]:
+    """The per-stage cost vector the optimiser minimises and its unit (default: the MACs)."""
+    if stage_cost is None:
+        return [float(m) for m in stage_macs], "macs"
+    try:
+        costs, unit = stage_cost
+        costs = [float(c) for c in costs]
+    except (TypeError, ValueError):
+        raise CalibrationError(f"Expected `stage_cost` to be (costs, unit), the output of a stage-cost hook, but "
+                               f"got {stage_cost!r}") from None
+    if len(costs) != len(stage_macs) or not all(math.isfinite(c) and c >= 0 for c in costs):
+        raise CalibrationError(f"Expected {len(stage_macs)} per-stage costs, finite and >= 0, but got {costs}")
+    if not isinstance(unit, str) or not unit:
+        raise CalibrationError(f"Expected the stage cost's unit to be a non-empty string, but got {unit!r}")
+    return costs, unit
+
+
 def _resolve_mode(*, target_accuracy: float | None, macs_budget: float | None, base_accuracy: float | None,
-                  tolerance: float) -> tuple[str, float | None]:
+                  tolerance: float, budget_name: str | None = None) -> tuple[str, float | None]:
+    name = "macs_budget" if budget_name is None else budget_name
     if macs_budget is not None and (target_accuracy is not None or base_accuracy is not None):
         raise CalibrationError(
-            "Expected exactly one mode, but got both a MACs budget and an accuracy target; pass either "
-            "macs_budget or target_accuracy/base_accuracy"
+            "Expected exactly one mode, but got both a budget and an accuracy target; pass either "
+            f"{name} or target_accuracy/base_accuracy"
         )
     if macs_budget is not None:
         if not isinstance(macs_budget, (int, float)) or math.isnan(macs_budget) or macs_budget <= 0:
-            raise CalibrationError(f"Expected `macs_budget` > 0 (MACs per input), but got {macs_budget!r}")
+            unit = "MACs" if budget_name is None else "the stage cost's unit"
+            raise CalibrationError(f"Expected `{name}` > 0 ({unit} per input), but got {macs_budget!r}")
         return "budget", None
     if target_accuracy is None:
         if base_accuracy is None:

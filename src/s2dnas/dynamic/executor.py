@@ -101,7 +101,8 @@ class DynamicNet(nn.Module):
     Stage 0 runs on the whole batch. After stage ``s < S-1``, inputs with
     ``confidence >= thresholds[s]`` leave with that stage's logits; the rest, and the cached
     features that later stages read, are gathered with ``index_select`` (never recomputed) and go
-    on. It stops as soon as no input remains. Outside training the forward pass runs under
+    on. It stops as soon as no input remains. A batch of one input skips the gathering and
+    scattering altogether (same exits, same logits). Outside training the forward pass runs under
     ``torch.inference_mode``. Batch norms should be in eval mode (``net.eval()``) so that an
     input's result does not depend on which other inputs share its batch.
 
@@ -229,6 +230,10 @@ class DynamicNet(nn.Module):
         return x
 
     def _forward(self, x: torch.Tensor) -> DynamicOutput:
+        return self._forward_one(x) if x.shape[0] == 1 else self._forward_batch(x)
+
+    def _forward_batch(self, x: torch.Tensor) -> DynamicOutput:
+        """Any batch: exits leave, the rest and their cached features are gathered and go on."""
         msnet, last = self.msnet, self.num_stages - 1
         batch = x.shape[0]
         position = torch.arange(batch, device=x.device)  # original index of each input in flight
@@ -262,6 +267,22 @@ class DynamicNet(nn.Module):
         logits = torch.empty_like(logits_cat).index_copy(0, order, logits_cat)
         exit_stage = torch.empty_like(order).index_copy(0, order, torch.cat(pieces_stage))
         return DynamicOutput(logits=logits, exit_stage=exit_stage)
+
+    def _forward_one(self, x: torch.Tensor) -> DynamicOutput:
+        """Batch 1: the input leaves or goes on whole, so there is nothing to gather or scatter.
+
+        The general path's ``nonzero``, ``index_select`` of the image and every cached feature,
+        ``cat`` and ``index_copy`` are a dozen small ops per stage, each a few microseconds of
+        dispatch; here the cache is passed on as it is and the exit test (the same float32
+        comparison) is read back as one Python bool.
+        """
+        msnet, last = self.msnet, self.num_stages - 1
+        cache: dict[str, torch.Tensor] = {}
+        for s in range(last + 1):
+            z = msnet.forward_stage(s, x, cache)  # (1, K)
+            if s == last or bool(_confidence(z, self.confidence)[0] >= self.thresholds[s]):
+                return DynamicOutput(logits=z, exit_stage=torch.full((1,), s, dtype=torch.int64, device=z.device))
+        raise AssertionError("unreachable: the last stage always answers")
 
     def save(self, directory: str | Path, *, model_spec: dict[str, Any] | None = None) -> Path:
         """Write the model as a directory that :func:`s2dnas.load` reads (see :mod:`s2dnas.dynamic.files`).

@@ -22,7 +22,8 @@ from s2dnas.config import CalibrationTarget, SearchConfig, TrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.dynamic.calibrate import StageLogits, collect_logits
 from s2dnas.errors import ConfigError
-from s2dnas.search.score import StageCost, macs_stage_cost, score_logits
+from s2dnas.cost import StageCost, macs_stage_cost
+from s2dnas.search.score import score_logits
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import train_multistage
@@ -63,12 +64,14 @@ class Evaluator:
         tradeoff_weight: weight ``w >= 0`` of the MAC term of the ``tradeoff`` reward.
         stage_cost: the per-stage cost hook the thresholds minimise (default MACs; the final
             calibration uses the same one).
+        base_cost: the base model's cost in the hook's unit when that is not MACs (the reward's
+            reference, e.g. its measured latency in ms).
     """
 
     def __init__(self, space: Space, splits: DataSplits, *, target: CalibrationTarget, confidence: str, reward: str,
                  device: torch.device, eval_batch_size: int = 512,
                  tradeoff_weight: float = SearchConfig.tradeoff_weight,
-                 stage_cost: StageCost = macs_stage_cost) -> None:
+                 stage_cost: StageCost = macs_stage_cost, base_cost: float | None = None) -> None:
         if reward == "accuracy_in_budget" and not target.budget_mode:
             raise ConfigError("Reward 'accuracy_in_budget' needs calibration.macs_budget (a fraction of the base "
                               "model's MACs, e.g. 0.3)")
@@ -83,6 +86,7 @@ class Evaluator:
         self.device = device
         self.tradeoff_weight = tradeoff_weight
         self.stage_cost = stage_cost
+        self.base_cost = base_cost
         self.val_loader = make_loader(splits.val, batch_size=eval_batch_size)
         self.base_macs = space.base_macs()
 
@@ -112,7 +116,8 @@ class Evaluator:
         # the final calibration's target and cost (issue 16: with reward=tradeoff and a MACs
         # budget the search used to aim at the accuracy target instead)
         reward, metrics, _ = score_logits(logits, stage_cost=self.stage_cost(net), stage_macs=net.analytic_macs,
-                                          target=self.target, base_macs=self.base_macs, reward=self.reward,
+                                          target=self.target, base_macs=self.base_macs, base_cost=self.base_cost,
+                                          reward=self.reward,
                                           confidence=self.confidence, tradeoff_weight=self.tradeoff_weight)
         return reward, metrics
 

@@ -21,44 +21,58 @@ from s2dnas.errors import ConfigError
 __all__ = ["REWARDS", "compute_reward"]  # REWARDS is defined once, with the config's choices
 
 
-def compute_reward(calibration: Calibration, *, reward: str, base_macs: int,
+def compute_reward(calibration: Calibration, *, reward: str, base_macs: int, base_cost: float | None = None,
                    tradeoff_weight: float = SearchConfig.tradeoff_weight) -> tuple[float, dict[str, Any]]:
     """Score a calibration; returns the reward and the metrics it came from.
+
+    The cost the reward counts is the one the calibration minimised (``calibration.cost_unit``):
+    MACs, or e.g. measured milliseconds per input, then against ``base_cost`` in that unit.
 
     Args:
         calibration: thresholds chosen on val in the mode matching ``reward`` (target mode for
             ``macs_saving``, budget mode for ``accuracy_in_budget``; either for ``tradeoff``).
         reward: ``macs_saving``, ``accuracy_in_budget`` or ``tradeoff``.
         base_macs: the base model's MACs per input.
-        tradeoff_weight: ``w >= 0`` in ``accuracy * (macs / base_macs) ** -w`` (MnasNet-style;
-            the weight of the MAC term; its default is ``search.tradeoff_weight``'s; larger ``w``
+        base_cost: the base model's cost per input in ``calibration.cost_unit`` when that is not
+            MACs (required then).
+        tradeoff_weight: ``w >= 0`` in ``accuracy * (cost / base_cost) ** -w`` (MnasNet-style;
+            the weight of the cost term; its default is ``search.tradeoff_weight``'s; larger ``w``
             favours cheaper candidates more).
 
     Raises:
-        ConfigError: unknown reward, calibration made in the wrong mode, or ``tradeoff_weight < 0``.
+        ConfigError: unknown reward, calibration made in the wrong mode, ``tradeoff_weight < 0``,
+            or a non-MAC cost without ``base_cost``.
     """
     macs_ratio = calibration.expected_macs / base_macs
+    if calibration.cost_unit == "macs":
+        cost, base, budget = calibration.expected_macs, float(base_macs), calibration.macs_budget
+    else:
+        if base_cost is None or not base_cost > 0:
+            raise ConfigError(f"Expected the base model's cost in {calibration.cost_unit} to reward a calibration "
+                              f"that minimised {calibration.cost_unit}, but got {base_cost!r}")
+        assert calibration.expected_cost is not None
+        cost, base, budget = calibration.expected_cost, float(base_cost), calibration.cost_budget
     best_accuracy = max((p.accuracy for p in calibration.curve), default=calibration.accuracy)
     metrics = {"accuracy": calibration.accuracy, "expected_macs": calibration.expected_macs,
-               "macs_ratio": macs_ratio, "feasible": calibration.feasible,
+               "macs_ratio": macs_ratio, "cost_unit": calibration.cost_unit, "cost_ratio": cost / base,
+               "feasible": calibration.feasible,
                "thresholds": list(calibration.thresholds), "exit_fractions": list(calibration.exit_fractions),
                "best_accuracy": best_accuracy, "target_accuracy": calibration.target_accuracy}
     if reward == "macs_saving":
         if calibration.target_accuracy is None:
             raise ConfigError("Reward 'macs_saving' needs thresholds calibrated to a target accuracy")
         if calibration.feasible:
-            value = base_macs / calibration.expected_macs
+            value = base / cost
         else:
             value = best_accuracy - calibration.target_accuracy
     elif reward == "accuracy_in_budget":
-        if calibration.macs_budget is None:
-            raise ConfigError("Reward 'accuracy_in_budget' needs thresholds calibrated to a MACs budget")
-        value = (calibration.accuracy if calibration.feasible
-                 else -(calibration.expected_macs - calibration.macs_budget) / base_macs)
+        if budget is None:
+            raise ConfigError("Reward 'accuracy_in_budget' needs thresholds calibrated to a budget (MACs or latency)")
+        value = calibration.accuracy if calibration.feasible else -(cost - budget) / base
     elif reward == "tradeoff":
         if not tradeoff_weight >= 0:  # a negative weight would reward spending more MACs
             raise ConfigError(f"Expected tradeoff_weight >= 0 (the weight of the MAC term), but got {tradeoff_weight}")
-        value = calibration.accuracy * macs_ratio ** -tradeoff_weight
+        value = calibration.accuracy * (cost / base) ** -tradeoff_weight
     else:
         raise ConfigError(f"Expected reward to be one of {REWARDS}, but got {reward!r}")
     return float(value), metrics

@@ -31,26 +31,18 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
 from s2dnas.config import CalibrationTarget, SearchConfig
 from s2dnas.dynamic.calibrate import Calibration, StageLogits, calibrate, collect_logits, oracle
-from s2dnas.errors import CalibrationError
+from s2dnas.cost import StageCost, macs_stage_cost
 from s2dnas.search.reward import compute_reward
 from s2dnas.space import Architecture, MultiStageNet
 from s2dnas.train.supernet import SuperNet, recalibrate
 
 __all__ = ["StageCost", "macs_stage_cost", "reward_mode", "calibrate_at", "score_logits", "Score", "score"]
-
-#: The per-stage cost hook: ``stage_cost(msnet) -> (costs, unit)``, each stage's own cost per input.
-StageCost = Callable[[MultiStageNet], tuple[tuple[float, ...], str]]
-
-
-def macs_stage_cost(msnet: MultiStageNet) -> tuple[tuple[float, ...], str]:
-    """The default cost hook: each stage's own MACs per input (the analytic count), unit ``"macs"``."""
-    return tuple(float(m) for m in msnet.analytic_macs), "macs"
 
 
 def reward_mode(target: CalibrationTarget) -> str:
@@ -59,32 +51,26 @@ def reward_mode(target: CalibrationTarget) -> str:
     return "accuracy_in_budget" if target.budget_mode else "macs_saving"
 
 
-def calibrate_at(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], target: CalibrationTarget,
-                 confidence: str = "max_softmax") -> Calibration:
+def calibrate_at(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], stage_macs: Sequence[int],
+                 target: CalibrationTarget, confidence: str = "max_softmax") -> Calibration:
     """Thresholds chosen on ``stage_logits`` at ``target`` (its ``.policy`` is the ExitPolicy).
 
     The one call into the threshold calibration, for the search and the final network alike.
 
     Args:
         stage_logits: every stage's val logits.
-        stage_cost: ``(costs, unit)`` from the cost hook.
+        stage_cost: ``(costs, unit)`` from the cost hook: what the thresholds minimise.
+        stage_macs: each stage's own MACs per input (always counted and reported).
         target: the run's operating point.
         confidence: the exit confidence measure.
-
-    Raises:
-        CalibrationError: a cost unit the calibration cannot minimise yet (only ``"macs"``).
     """
-    costs, unit = stage_cost
-    if unit != "macs":
-        raise CalibrationError(f"Expected per-stage costs in MACs, but got unit {unit!r}; calibrating to another "
-                               "cost needs s2dnas.dynamic.calibrate to take it (use calibration.cost: macs)")
-    return calibrate(stage_logits, stage_macs=[int(round(c)) for c in costs], confidence=confidence,
-                     **target.calibrate_kwargs())
+    return calibrate(stage_logits, stage_macs=[int(m) for m in stage_macs], stage_cost=stage_cost,
+                     confidence=confidence, **target.calibrate_kwargs())
 
 
 def score_logits(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], stage_macs: Sequence[int],
-                 target: CalibrationTarget, base_macs: int, reward: str | None = None,
-                 confidence: str = "max_softmax",
+                 target: CalibrationTarget, base_macs: int, base_cost: float | None = None,
+                 reward: str | None = None, confidence: str = "max_softmax",
                  tradeoff_weight: float = SearchConfig.tradeoff_weight) -> tuple[float, dict[str, Any], Calibration]:
     """Calibrate cached val logits at ``target`` and compute the reward.
 
@@ -94,6 +80,8 @@ def score_logits(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float]
         stage_macs: each stage's own MACs (always reported).
         target: the run's operating point.
         base_macs: the base model's MACs per input.
+        base_cost: the base model's cost per input in ``stage_cost``'s unit when that is not MACs
+            (e.g. its measured latency in ms): the reward's reference.
         reward: one of :data:`~s2dnas.search.reward.REWARDS`; None = :func:`reward_mode`.
         confidence: the exit confidence measure.
         tradeoff_weight: weight of the MAC term of the ``tradeoff`` reward.
@@ -101,9 +89,10 @@ def score_logits(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float]
     Returns:
         ``(reward, metrics, calibration)``.
     """
-    cal = calibrate_at(stage_logits, stage_cost=stage_cost, target=target, confidence=confidence)
+    cal = calibrate_at(stage_logits, stage_cost=stage_cost, stage_macs=stage_macs, target=target,
+                       confidence=confidence)
     value, metrics = compute_reward(cal, reward=reward or reward_mode(target), base_macs=base_macs,
-                                    tradeoff_weight=tradeoff_weight)
+                                    base_cost=base_cost, tradeoff_weight=tradeoff_weight)
     metrics.update(stage_val_accuracy=stage_logits.stage_accuracy(), stage_macs=[int(m) for m in stage_macs],
                    stage_cost=[float(c) for c in stage_cost[0]], cost_unit=stage_cost[1],
                    oracle_macs_ratio=oracle(stage_logits, stage_macs)["expected_macs"] / base_macs)
@@ -142,6 +131,7 @@ class Score:
 def score(supernet: SuperNet, arch: Architecture, *, val_data: Iterable[Any], bn_data: Iterable[Any],
           target: CalibrationTarget, reward: str | None = None, bn_batches: int = SearchConfig.bn_batches,
           bn_seed: int = 0, confidence: str = "max_softmax", stage_cost: StageCost = macs_stage_cost,
+          base_cost: float | None = None,
           tradeoff_weight: float = SearchConfig.tradeoff_weight, device: torch.device | str | None = None,
           keep_network: bool = False) -> Score:
     """Score ``arch`` from ``supernet`` at ``target``.
@@ -158,6 +148,7 @@ def score(supernet: SuperNet, arch: Architecture, *, val_data: Iterable[Any], bn
         bn_seed: seed of the recalibration's random augmentation.
         confidence: the exit confidence measure.
         stage_cost: the per-stage cost hook (default MACs).
+        base_cost: the base model's cost in the hook's unit when that is not MACs.
         tradeoff_weight: weight of the MAC term of the ``tradeoff`` reward.
         device: where to run (default: the super-network's device).
         keep_network: return the extracted, recalibrated network in :attr:`Score.network`.
@@ -168,7 +159,8 @@ def score(supernet: SuperNet, arch: Architecture, *, val_data: Iterable[Any], bn
     recalibrate(net, bn_data, batches=bn_batches, seed=bn_seed)
     logits = collect_logits(net, val_data)
     value, metrics, cal = score_logits(logits, stage_cost=stage_cost(net), stage_macs=net.analytic_macs,
-                                       target=target, base_macs=supernet.space.base_macs(), reward=reward,
+                                       target=target, base_macs=supernet.space.base_macs(), base_cost=base_cost,
+                                       reward=reward,
                                        confidence=confidence, tradeoff_weight=tradeoff_weight)
     return Score(architecture=arch, reward=value, metrics=metrics, calibration=cal,
                  network=net if keep_network else None)
