@@ -290,7 +290,7 @@ def test_factory_without_the_named_function(capsys: pytest.CaptureFixture[str]) 
 
 def test_untraceable_model_through_space(capsys: pytest.CaptureFixture[str]) -> None:
     _fails(capsys, ["space", "--model", f"{MODELS}:branchy"], "Cannot trace Branchy with torch.fx",
-           "must not branch on tensor values")
+           "must not branch or loop on tensor values")
 
 
 def test_untraceable_model_through_train(arch_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
