@@ -216,8 +216,9 @@ def test_scoring_at_a_budget_and_through_the_cost_hook(seed):
     over = score(supernet, arch, val_data=val, bn_data=bn, target=budget, bn_batches=2, stage_cost=heavy_first_stage)
     assert len(calls) == 1 and not over.reached
     assert over.reward == pytest.approx(-(2 * macs[0] - macs[0]) / supernet.space.base_macs())
-    with pytest.raises(CalibrationError, match="unit 'seconds'"):
-        calibrate_at(collect_logits(net, val), stage_cost=((1.0, 2.0, 3.0), "seconds"), target=budget)
+    with pytest.raises(CalibrationError, match="with a seconds stage cost, but got macs_budget"):
+        calibrate_at(collect_logits(net, val), stage_cost=((1.0, 2.0, 3.0), "seconds"), stage_macs=macs,
+                     target=budget)
 
 
 # -- training, checkpoints, resume ------------------------------------------------------------------

@@ -44,14 +44,15 @@ def compute_reward(calibration: Calibration, *, reward: str, base_macs: int, bas
             or a non-MAC cost without ``base_cost``.
     """
     macs_ratio = calibration.expected_macs / base_macs
+    # the cost the thresholds minimised (the cost hook's), in its unit
+    cost = calibration.expected_macs if calibration.expected_cost is None else calibration.expected_cost
     if calibration.cost_unit == "macs":
-        cost, base, budget = calibration.expected_macs, float(base_macs), calibration.macs_budget
+        base, budget = float(base_macs), calibration.macs_budget
     else:
         if base_cost is None or not base_cost > 0:
             raise ConfigError(f"Expected the base model's cost in {calibration.cost_unit} to reward a calibration "
                               f"that minimised {calibration.cost_unit}, but got {base_cost!r}")
-        assert calibration.expected_cost is not None
-        cost, base, budget = calibration.expected_cost, float(base_cost), calibration.cost_budget
+        base, budget = float(base_cost), calibration.cost_budget
     best_accuracy = max((p.accuracy for p in calibration.curve), default=calibration.accuracy)
     metrics = {"accuracy": calibration.accuracy, "expected_macs": calibration.expected_macs,
                "macs_ratio": macs_ratio, "cost_unit": calibration.cost_unit, "cost_ratio": cost / base,
