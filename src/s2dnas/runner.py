@@ -123,7 +123,7 @@ def _load_base(cfg: RunConfig, device: torch.device) -> _Base:
     from s2dnas.train.evaluate import base_splits, load_base_model
 
     splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                         seed=cfg.data.seed, weights=cfg.model.weights)
+                         seed=cfg.data.seed, weights=cfg.model.weights, input_shape=cfg.model.input_shape)
     base, model_name, source = load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
     base = base.to(device).eval()
     for p in base.parameters():
