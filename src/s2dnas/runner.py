@@ -63,6 +63,7 @@ from s2dnas.search.score import calibrate_at
 from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.space.factory import build_space
+from s2dnas.train.base import warn_if_chance
 from s2dnas.train.loops import evaluate, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 from s2dnas.train.supernet import SuperNet
@@ -339,6 +340,9 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, space=space, device=device,
                resume=resume, progress=progress, stage_cost=stage_cost)
     base_metrics = dist.run_on_main(lambda: _base_metrics(run))
+    if dist.is_main():
+        warn_if_chance(val_accuracy=base_metrics["val_accuracy"], splits=splits,
+                       advice="train the base model longer (s2dnas train-base) or check model.weights and the data")
     if isinstance(stage_cost, LatencyStageCost):  # the base's measured latency (cached): budget and report
         base_metrics = {**base_metrics, "latency_ms": dist.run_on_main(
             lambda: stage_cost.model_cost(base, input_shape=splits.input_shape)),
