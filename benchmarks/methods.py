@@ -46,6 +46,7 @@ from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.runner import FINAL_BN_BATCHES, run_pipeline
 from s2dnas.space import MultiStageNet, Space
+from s2dnas.space.factory import build_space
 from s2dnas.train.base import BaseTrainConfig, train_base
 from s2dnas.train.evaluate import load_base_model
 from s2dnas.train.checkpoint import load_weights, save_weights
@@ -294,9 +295,9 @@ def m_cascade(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
 
 
 def _space(ctx: Context, **overrides: Any) -> Space:
+    """The configured space (every option, as the searched rows get it) with ``overrides`` applied."""
     sp = dataclasses.replace(load_config(None).space, **overrides)
-    return Space(ctx.base, input_shape=ctx.splits.input_shape, num_stages=sp.num_stages, ratio_grid=sp.ratio_grid,
-                 groups=sp.groups, importance=sp.importance, model_name=ctx.spec.name)
+    return build_space(ctx.base, config=sp, input_shape=ctx.splits.input_shape, model_name=ctx.spec.name)
 
 
 def _handpicked(key: str, *, space: dict[str, Any] | None = None, train: dict[str, Any] | None = None,

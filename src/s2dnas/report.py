@@ -9,7 +9,7 @@ from typing import Any
 from s2dnas._io import atomic_write_bytes
 from s2dnas.dynamic.plots import _pyplot, plot_accuracy_vs_macs, plot_exit_histogram, save_png
 
-__all__ = ["write_report", "plot_reward_curve"]
+__all__ = ["aim_text", "write_report", "plot_reward_curve"]
 
 
 def plot_reward_curve(records: list[dict[str, Any]], path: Path) -> None:
@@ -31,6 +31,18 @@ def plot_reward_curve(records: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     save_png(fig, path, dpi=110)
     plt.close(fig)
+
+
+def aim_text(results: dict[str, Any]) -> str:
+    """What the calibration aimed at: the target val accuracy, else the MACs or latency budget."""
+    if results.get("target_val_accuracy") is not None:
+        return f"target val accuracy {100 * results['target_val_accuracy']:.2f}%"
+    target = results.get("calibration_target") or {}
+    if target.get("macs_budget") is not None:
+        return f"MACs budget {target['macs_budget'] / 1e6:.2f}M"
+    if target.get("latency_budget_ms") is not None:
+        return f"latency budget {target['latency_budget_ms']:.3f} ms per input"
+    return "no target recorded"
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:
@@ -65,8 +77,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"| oracle exits (bound) | {100 * test['oracle']['accuracy']:.2f}% | "
         f"{test['oracle']['expected_macs'] / 1e6:.2f}M | {100 * test['oracle']['expected_macs'] / base_macs:.1f}% |",
         "",
-        f"- base val accuracy {100 * base['val_accuracy']:.2f}%, target val accuracy "
-        f"{100 * results['target_val_accuracy']:.2f}%; calibrated val accuracy "
+        f"- base val accuracy {100 * base['val_accuracy']:.2f}%, {aim_text(results)}; calibrated val accuracy "
         f"{100 * results['val']['accuracy']:.2f}% (feasible: {results['calibration']['feasible']})",
         f"- exits per stage (test): {', '.join(f'{100 * f:.1f}%' for f in test['exit_fractions'])}",
         f"- stage accuracy alone (test): {', '.join(f'{100 * a:.2f}%' for a in test['stage_accuracy'])}",

@@ -103,3 +103,20 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
     assert all(f"| {name} |" in text.split("\n\n")[3] for name in SUBSET)  # the iso-accuracy table
     methods.plot(again, root / "plot.png")
     assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_handpicked_rows_use_the_configured_space_like_the_searched_rows() -> None:
+    """The hand-picked and ablation rows build their space with every configured option (the channel
+    multiple included), as run_pipeline does for the searched rows."""
+    from types import SimpleNamespace
+
+    from s2dnas.config import load_config
+    from s2dnas.zoo import create_model
+
+    ctx = SimpleNamespace(base=create_model("resnet20", num_classes=10, in_channels=1),
+                          splits=SimpleNamespace(input_shape=(1, 28, 28)), spec=SimpleNamespace(name="resnet20"))
+    configured = load_config(None).space
+    assert configured.channel_multiple > 1  # otherwise this test shows nothing
+    space = methods._space(ctx)
+    assert space.channel_multiple == configured.channel_multiple
+    assert methods._space(ctx, num_stages=2).num_stages == 2

@@ -11,7 +11,7 @@ from torch import nn
 from s2dnas.data import make_loader
 from s2dnas.data.datasets import RandomCropFlip, TensorImageDataset
 from s2dnas.dynamic.calibrate import collect_logits
-from s2dnas.errors import CalibrationError, CheckpointError, ConfigError, RunDirError
+from s2dnas.errors import CalibrationError, CheckpointError, ConfigError, RunDirError, TrainingError
 from s2dnas.config import CalibrationTarget, SupernetConfig
 from s2dnas.search.score import calibrate_at, score
 from s2dnas.space import Space
@@ -116,6 +116,28 @@ def test_a_step_trains_the_heads_apart_and_leaves_the_teacher_alone(seed):
     heads = [supernet.heads[s]["fc"].weight for s in range(3)]
     assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[1], heads[2])
     assert all(torch.equal(v, space.model.state_dict()[k]) for k, v in teacher_state.items())
+
+
+def test_a_nan_in_a_later_architecture_stops_the_step_before_any_update(seed):
+    """The sandwich goes through the one optimiser step: the first architecture's loss is already
+    back-propagated when the second one's is NaN, and still no weight moves."""
+    supernet = SuperNet(_space())
+    trainer = SupernetTrainer(supernet, config=SupernetConfig(num_sampled=1))
+    before = copy.deepcopy(supernet.state_dict())
+    criterion, calls = trainer.criterion, []
+
+    def nan_on_the_second(*args):
+        calls.append(1)
+        loss = criterion(*args)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    trainer.criterion = nan_on_the_second
+    archs = sandwich(supernet.space, num_sampled=1, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TrainingError, match=r"architecture 2 of the step"):
+        trainer.step(torch.randn(8, 1, 8, 8), torch.randint(0, 4, (8,)), archs=archs, lr=0.1)
+    assert len(calls) == 2  # stopped there: the third architecture never ran
+    assert all(torch.equal(v, supernet.state_dict()[k]) for k, v in before.items())
+    assert not trainer.optimizer.state  # no momentum buffer: no step was taken
 
 
 # -- extraction -----------------------------------------------------------------------------------

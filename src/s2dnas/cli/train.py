@@ -17,7 +17,7 @@ from s2dnas.cli.common import add_config_args, add_data_args, add_device_arg, pr
 from s2dnas.config import RunConfig, config_to_dict, dump_config, load_config
 from s2dnas.cost import count_macs
 from s2dnas.data import DataSplits, make_loader
-from s2dnas.errors import CheckpointError, ConfigError
+from s2dnas.errors import CheckpointError
 from s2dnas.space import Architecture
 from s2dnas.space.checks import check_architecture
 from s2dnas.space.factory import build_space
@@ -84,14 +84,6 @@ def load_base(cfg: RunConfig, splits: DataSplits) -> tuple[nn.Module, str, str]:
                              pretrained=cfg.model.pretrained)
 
 
-def _input_shape(cfg: RunConfig, splits: DataSplits) -> tuple[int, int, int]:
-    shape = splits.input_shape
-    if cfg.model.input_shape is not None and tuple(cfg.model.input_shape) != tuple(shape):
-        raise ConfigError(f"model.input_shape {list(cfg.model.input_shape)} differs from the shape of "
-                          f"{splits.name} images {list(shape)}; set model.input_shape to null")
-    return shape
-
-
 def _check_resume_checkpoint(path: Path, arch: dict[str, Any]) -> None:
     """Raise :class:`CheckpointError` unless ``path`` loads (weights-only) and was written for ``arch``."""
     state = load_checkpoint(path)
@@ -114,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. data, base model, space, and the architecture's network with inherited weights
     splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                         seed=cfg.data.seed, weights=cfg.model.weights)
+                         seed=cfg.data.seed, weights=cfg.model.weights, input_shape=cfg.model.input_shape)
     base, model_name, source = load_base(cfg, splits)
     base.eval()
-    space = build_space(base, config=cfg.space, input_shape=_input_shape(cfg, splits), model_name=model_name)
+    space = build_space(base, config=cfg.space, input_shape=splits.input_shape, model_name=model_name)
     space.validate_architecture(arch)
     msnet = space.build(arch)
     if args.resume:  # check the checkpoint before rewriting anything in OUT: a bad one leaves OUT as it was

@@ -255,7 +255,9 @@ class ModelConfig:
             count (ignored when ``weights`` is set).
         weights: path of a ``model.safetensors`` written by ``s2dnas train-base`` (takes
             precedence over ``pretrained``).
-        input_shape: ``[C, H, W]`` of one input; None = taken from the dataset.
+        input_shape: ``[C, H, W]`` of one input; None = taken from the dataset. ``space`` builds
+            at this shape; ``train``, ``run`` and ``supernet`` refuse it unless it is the shape of
+            the base model's data (images are resized by ``--input-size`` at ``train-base``).
     """
 
     _SECTION: ClassVar[str] = "model"

@@ -184,7 +184,7 @@ def _shape(train_root: Path, classes: list[str], samples: list[tuple[str, int]],
             common = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
             listed = ", ".join(f"{h}x{w} ({n})" for (h, w), n in common)
             raise DataError(f"Expected the training images in {train_root} to share one size, but found "
-                            f"{len(sizes)} sizes ({listed}, ...); pass --input-size H,W (or model.input_shape) "
+                            f"{len(sizes)} sizes ({listed}, ...); pass --input-size H,W "
                             "to resize them all")
         size = next(iter(sizes))
     return channels, size

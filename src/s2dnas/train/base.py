@@ -19,7 +19,7 @@ from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_
 from s2dnas.train.loops import (EvalResult, check_finite_weights, cosine_lr, evaluate, make_sgd, seed_everything,
                                to_device, train_step)
 
-__all__ = ["BaseTrainConfig", "chance_accuracy", "train_base"]
+__all__ = ["BaseTrainConfig", "chance_accuracy", "train_base", "warn_if_chance"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ def chance_accuracy(dataset: Any) -> float:
 
 #: A base model whose val accuracy is within this of :func:`chance_accuracy` gets a warning.
 CHANCE_MARGIN = 0.05
+
+
+def warn_if_chance(*, val_accuracy: float, splits: DataSplits, advice: str) -> bool:
+    """Log one warning when ``val_accuracy`` is within :data:`CHANCE_MARGIN` of :func:`chance_accuracy`
+    on ``splits.val`` (the base model learnt nothing useful); ``advice`` ends it. True when it warned."""
+    chance = chance_accuracy(splits.val)
+    if val_accuracy > chance + CHANCE_MARGIN:
+        return False
+    _logger.warning("the base model's val accuracy %.1f%% is at chance level (%.1f%%: always the most frequent of "
+                    "%d classes): it has learnt nothing useful, and a search on it is meaningless; %s",
+                    100 * val_accuracy, 100 * chance, splits.num_classes, advice)
+    return True
 
 
 def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig, out_dir: str | Path,
@@ -159,12 +171,9 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         "recipe": config.to_dict(), "seconds_this_run": time.time() - t_start,
         "mean": list(splits.mean), "std": list(splits.std), "data": splits.data_spec(),
     }
-    chance = chance_accuracy(splits.val)
-    if main and not val_acc > chance + CHANCE_MARGIN:
-        _logger.warning("the base model's val accuracy %.1f%% is at chance level (%.1f%%: always the most frequent of "
-                        "%d classes): it has learnt nothing useful, and a search on it is meaningless; check the "
-                        "data, --epochs, --lr and the preprocessing (--input-size, --augment, --normalize)",
-                        100 * val_acc, 100 * chance, splits.num_classes)
+    if main:
+        warn_if_chance(val_accuracy=val_acc, splits=splits, advice="check the data, --epochs, --lr and the "
+                       "preprocessing (--input-size, --augment, --normalize)")
     if main:
         save_weights(out_dir / "model.safetensors", model.state_dict(),
                      {k: v for k, v in metrics.items() if k != "history"})

@@ -92,14 +92,24 @@ def base_data_spec(weights: str | Path | None) -> dict[str, Any] | None:
 
 
 def base_splits(*, dataset: str, data_dir: str | None, val_size: int | None, seed: int,
-                weights: str | Path | None) -> DataSplits:
+                weights: str | Path | None, input_shape: tuple[int, int, int] | None = None) -> DataSplits:
     """The splits to build on a trained base model: the val cut and preprocessing train-base stored.
 
     ``val_size=None`` takes the base's val cut (else 10% of train, at most 5000); another cut is
-    used with a warning (its val may hold images the base was trained on).
+    used with a warning (its val may hold images the base was trained on). ``input_shape`` (the
+    config's ``model.input_shape``), when given, must be the shape of these splits' inputs: the
+    base model was trained at that shape, so a pipeline step cannot resize its data.
+
+    Raises:
+        ConfigError: ``input_shape`` differs from the data's.
     """
-    return splits_for_model(base_data_spec(weights), dataset=dataset, data_dir=data_dir, val_size=val_size,
-                            seed=seed, strict=False, source=str(weights))
+    splits = splits_for_model(base_data_spec(weights), dataset=dataset, data_dir=data_dir, val_size=val_size,
+                              seed=seed, strict=False, source=str(weights))
+    if input_shape is not None and tuple(input_shape) != splits.input_shape:
+        raise ConfigError(f"Expected model.input_shape to be the shape of the base model's {splits.name} inputs "
+                          f"{list(splits.input_shape)}, but got {list(input_shape)}; set model.input_shape to "
+                          f"{list(splits.input_shape)} or null")
+    return splits
 
 
 def load_trained_base(*, splits: DataSplits, model_name: str | None, weights: str | Path | None,

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from s2dnas.errors import TrainingError
 
 __all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "seed_everything",
-           "to_device", "train_step", "reestimate_batch_norm", "reestimate_batch_norm_seeded"]
+           "to_device", "optimizer_step", "train_step", "reestimate_batch_norm", "reestimate_batch_norm_seeded"]
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,41 @@ def check_finite(loss: torch.Tensor, *, where: str) -> None:
         )
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, *, lr: float,
+                   losses: Iterable[tuple[torch.Tensor, str]]) -> torch.Tensor:
+    """The one optimiser step of every training loop (base, multi-stage, super-network).
+
+    Sets the learning rate, clears the gradients, then for each ``(loss, where)`` of ``losses``
+    stops on a NaN or infinite loss *before* anything is updated (so no bad step reaches a
+    checkpoint) and back-propagates it; the gradients add up, then one update.
+
+    Args:
+        optimizer: its every parameter group gets ``lr``.
+        lr: the learning rate of this step (a pure function of the step: resumable).
+        losses: the step's losses, each with where it was made (named in the NaN error:
+            ``"epoch 3, step 17"``). Pass a generator to back-propagate each loss before the next
+            is computed, so only one graph is alive at a time (the super-network's sandwich).
+
+    Returns:
+        The summed loss (detached).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    total: torch.Tensor | None = None
+    for loss, where in losses:
+        check_finite(loss, where=where)
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    if total is None:
+        raise ValueError("optimizer_step needs at least one loss")
+    optimizer.step()
+    return total
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer: torch.optim.Optimizer,
                loss_fn: Callable[[Any, torch.Tensor], torch.Tensor], lr: float, where: str) -> tuple[torch.Tensor, Any]:
-    """One optimiser step of every training loop (base, multi-stage, super-network).
-
-    Sets the learning rate, runs ``model(x)``, computes ``loss_fn(outputs, y)``, stops on a NaN or
-    infinite loss *before* the update (so no bad step reaches a checkpoint), then steps.
+    """:func:`optimizer_step` on one forward pass (the base and multi-stage loops).
 
     Args:
         model: the network in training mode (possibly DDP-wrapped).
@@ -79,21 +108,15 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer:
         y: the labels, on the device.
         optimizer: its every parameter group gets ``lr``.
         loss_fn: ``(outputs, y) -> scalar loss`` (distillation terms close over the teacher's logits).
-        lr: the learning rate of this step (a pure function of the step: resumable).
+        lr: the learning rate of this step.
         where: named in the NaN error (``"epoch 3, step 17"``).
 
     Returns:
         The loss (detached) and the model's outputs (for accuracy counts).
     """
-    for group in optimizer.param_groups:
-        group["lr"] = lr
     outputs = model(x)
-    loss = loss_fn(outputs, y)
-    check_finite(loss, where=where)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), outputs
+    loss = optimizer_step(optimizer, lr=lr, losses=[(loss_fn(outputs, y), where)])
+    return loss, outputs
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ Every step, on one batch:
    cross-entropy + distillation from the base) plus, with ``inplace_distill > 0``, distillation
    from the most expensive architecture's last-stage logits (detached; BigNAS in-place
    distillation); each loss is back-propagated at once, so gradients add up over the sandwich
-   and only one architecture's graph is alive at a time;
+   and only one architecture's graph is alive at a time (:func:`~s2dnas.train.loops.optimizer_step`,
+   the step of every training loop, with its NaN guard before the update);
 3. one SGD step, at a learning rate that is a pure function of the step (linear warm-up, cosine).
 
 After every epoch one safetensors file (weights, optimiser state, and the JSON metadata inside
@@ -24,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from s2dnas.config import DataConfig, SupernetConfig, config_to_dict, validate_c
 from s2dnas.data import make_loader
 from s2dnas.errors import CheckpointError, ConfigError, RunDirError
 from s2dnas.space import Architecture, MultiStageNet
-from s2dnas.train.loops import check_finite, cosine_lr, make_sgd, seed_everything, to_device
+from s2dnas.train.loops import cosine_lr, make_sgd, optimizer_step, seed_everything, to_device
 from s2dnas.train.multistage import MultiStageLoss
 from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
 from s2dnas.train.supernet import SuperNet
@@ -118,22 +119,20 @@ class SupernetTrainer:
             teacher.eval()
             teacher_logits = teacher(x) if cfg.distill_weight > 0 else None
             teacher.train(was)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        total, largest = 0.0, None
-        for k, arch in enumerate(archs):
-            logits = self.view(arch)(x)
-            loss = self.criterion(logits, y, teacher_logits)
-            if k == 0:
-                largest = logits[-1].detach()
-            elif cfg.inplace_distill > 0:
-                loss = loss + cfg.inplace_distill * _kd(logits, largest, weights=self.criterion.stage_weights,
-                                                        temperature=cfg.temperature)
-            check_finite(loss, where=f"super-network, architecture {k + 1} of the step")
-            loss.backward()
-            total += float(loss.detach())
-        self.optimizer.step()
+
+        def losses() -> Iterator[tuple[torch.Tensor, str]]:  # lazily: each is back-propagated before the next
+            largest = None
+            for k, arch in enumerate(archs):
+                logits = self.view(arch)(x)
+                loss = self.criterion(logits, y, teacher_logits)
+                if k == 0:
+                    largest = logits[-1].detach()
+                elif cfg.inplace_distill > 0:
+                    loss = loss + cfg.inplace_distill * _kd(logits, largest, weights=self.criterion.stage_weights,
+                                                            temperature=cfg.temperature)
+                yield loss, f"super-network, architecture {k + 1} of the step"
+
+        total = float(optimizer_step(self.optimizer, lr=lr, losses=losses()))
         return total, len(archs)
 
     # -- checkpoints --------------------------------------------------------------------------

@@ -1,0 +1,14 @@
+"""The run report's text (the plots and the whole report are covered by tests/cli/test_cli_run.py)."""
+from __future__ import annotations
+
+from s2dnas.report import aim_text
+
+
+def test_the_report_names_the_budget_when_there_is_no_accuracy_target() -> None:
+    """Under a budget results.json records no target accuracy (None), and the report says the budget."""
+    target = {"target_accuracy": None, "macs_budget": 12_500_000.0, "latency_budget_ms": None}
+    assert aim_text({"target_val_accuracy": None, "calibration_target": target}) == "MACs budget 12.50M"
+    target = {"target_accuracy": None, "macs_budget": None, "latency_budget_ms": 0.25}
+    assert aim_text({"target_val_accuracy": None, "calibration_target": target}) == "latency budget 0.250 ms per input"
+    target = {"target_accuracy": 0.9, "macs_budget": None, "latency_budget_ms": None}
+    assert aim_text({"target_val_accuracy": 0.9, "calibration_target": target}) == "target val accuracy 90.00%"
