@@ -62,7 +62,9 @@ def add_set_arg(parser: argparse.ArgumentParser) -> None:
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--set KEY=VALUE ...`` (shared by the commands that read a RunConfig)."""
     parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML config (sections data/model/space/train/...; see src/s2dnas/config/default.yaml)")
+                        help="YAML file of what differs from the defaults (sections data/model/space/train/...; the "
+                             "defaults and their documentation: src/s2dnas/config/schema.py; the demo's file: "
+                             "src/s2dnas/config/demo.yaml)")
     add_set_arg(parser)
 
 
