@@ -207,14 +207,16 @@ def splits_for_model(data_spec: dict[str, Any] | None, *, dataset: str | None = 
                         seed=seed or 0, options=options, preprocessing=preprocessing)
 
 
-def dataset_shape(name: str, *, options: ImageOptions | None = None) -> tuple[tuple[int, int, int], int]:
-    """``((C, H, W), num_classes)`` of a dataset without loading it (an image folder: read from the headers).
+def dataset_shape(name: str, *, options: ImageOptions | None = None,
+                  size_flag: str = "--input-size H,W") -> tuple[tuple[int, int, int], int]:
+    """``((C, H, W), num_classes)`` of a dataset without loading it (an image folder: read from the headers;
+    ``size_flag`` is the flag its mixed-sizes error advises).
 
     Raises:
         DataError: unknown name, or an image folder :func:`build_splits` would refuse.
     """
     if name.startswith(_PREFIX):
-        return imagefolder.folder_shape(name[len(_PREFIX):], options=options or ImageOptions())
+        return imagefolder.folder_shape(name[len(_PREFIX):], options=options or ImageOptions(), size_flag=size_flag)
     if name not in DATASET_SHAPES:
         raise _unknown(name)
     return DATASET_SHAPES[name]
