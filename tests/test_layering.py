@@ -3,7 +3,9 @@
 Every ``import`` of an ``s2dnas`` module is read from the source with ``ast`` (imports inside
 functions included: a deferred import that hides a circle is still a circle), mapped to the layer
 of the subpackage it names, and checked against the layer order the README's design section
-gives. A violation names the importing file, the line and both layers.
+gives. A violation names the importing file, the line and both layers. A subpackage never imports
+the top package (``import s2dnas``, ``from s2dnas import __version__``): it sits above every layer,
+and a name it re-exports is imported from the module that defines it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. Packages in one layer may import each other (without circles).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_io", "_device", "config", "distributed"),  # infrastructure: process groups need only errors
+    ("errors", "_io", "_device", "_version", "config", "distributed"),  # infrastructure: process groups need only errors
     ("zoo", "data", "graph", "cost"),
     ("space",),
     ("train", "baselines"),
@@ -36,8 +38,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every s2dnas import in ``path``."""
+def _imports(path: Path, roots: tuple[str, ...] = ("s2dnas",)) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path`` of a package named in ``roots``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):  # `if TYPE_CHECKING:` imports are for annotations only: never executed
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
@@ -49,7 +51,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "s2dnas"]
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] in roots]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -57,7 +59,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            if module.split(".")[0] != "s2dnas":
+            if module.split(".")[0] not in roots:
                 continue
             if module == "s2dnas" or not node.module and node.level:
                 # `from s2dnas import x` / `from . import x`: x may be a subpackage
@@ -89,7 +91,10 @@ def test_imports_point_down_the_pipeline():
             continue
         for line, module in _imports(path):
             target = _top(module)
-            if target in _LAYER and _LAYER[target] > _LAYER[own]:
+            if target not in _LAYER or target in ("__init__", "__main__"):
+                bad.append(f"{path.relative_to(SRC)}:{line} ({own}) imports {module}: the top package or a name "
+                           "it re-exports; import it from the subpackage that defines it")
+            elif _LAYER[target] > _LAYER[own]:
                 bad.append(f"{path.relative_to(SRC)}:{line} ({own}, layer {_LAYER[own]}) imports {module} "
                            f"({target}, layer {_LAYER[target]})")
     assert not bad, "\n".join(bad)
@@ -131,7 +136,7 @@ def test_no_import_circles():
 
 def test_runtime_does_not_import_the_torch_library():
     for path in sorted((SRC / "s2dnas_runtime").rglob("*.py")):
-        for line, module in _imports(path):
+        for line, module in _imports(path, roots=("s2dnas", "torch", "torchvision")):
             pytest.fail(f"{path.relative_to(SRC)}:{line} imports {module}: the runtime must stay torch-free")
 
 

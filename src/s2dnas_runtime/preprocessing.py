@@ -108,17 +108,23 @@ def _scale(x: np.ndarray) -> np.ndarray:
 
 
 def _to_nchw(x: np.ndarray, channels: int) -> np.ndarray:
-    """One image or a batch, channels first or last -> ``(B, C_in, H, W)``."""
+    """One image or a batch, channels first or last -> ``(B, C_in, H, W)`` (see :func:`preprocess`)."""
     first = {1, 3, channels}  # channels-first axis sizes (RGBA comes channels-last, from PIL)
     last = {1, 3, 4, channels}
     if x.ndim == 2:  # one grey image (H, W)
         return x[None, None]
     if x.ndim == 3:
-        if x.shape[0] in first:  # one image (C, H, W)
+        if channels == 1:  # a grey model: a batch of grey images (B, H, W), unless it may be (H, W, C)
+            if x.shape[2] not in last:
+                return x[:, None]
+        elif x.shape[0] in first and x.shape[2] not in last:  # one image (C, H, W)
             return x[None]
-        if x.shape[2] in last:  # one image (H, W, C)
+        elif x.shape[2] in last and x.shape[0] not in first:  # one image (H, W, C)
             return x.transpose(2, 0, 1)[None]
-        return x[:, None]  # a batch of grey images (B, H, W)
+        elif x.shape[0] not in first and x.shape[2] not in last:  # a batch of grey images (B, H, W)
+            return x[:, None]
+        raise ValueError(f"Expected an unambiguous layout, but shape {x.shape} may be one image or a batch for a "
+                         f"network of {channels} channel(s); pass an explicit batch (B, C, H, W)")
     if x.ndim == 4:
         if x.shape[1] in first:
             return x
@@ -163,10 +169,13 @@ def preprocess(images: Any, *, input_shape: Sequence[int], preprocessing: Prepro
                ) -> np.ndarray:
     """Raw images -> the network's input, ``(B, C, H, W)`` float32 (see the module docstring).
 
-    Layouts: a 2-D array is one grey image; a 3-D array is one image when its first axis (1, 3
-    or ``C`` entries) or last axis (1, 3, 4 or ``C``) holds the channels, else a batch of grey
-    images ``(B, H, W)`` (so pass a batch of 1 or 3 grey images as ``(B, 1, H, W)``); a 4-D
-    array is a batch, channels first or last. One image comes back as a batch of 1.
+    Layouts: a 2-D array is one grey image; a 4-D array is a batch, channels first or last. A
+    3-D array, for a grey network (``C == 1``), is a batch of grey images ``(B, H, W)``; for
+    other networks it is one image when either its first axis (1, 3 or ``C`` entries) or its
+    last axis (1, 3, 4 or ``C``) holds the channels, a batch of grey images ``(B, H, W)`` when
+    neither can. A 3-D array that could be read both ways (for a grey network, a last axis of
+    1, 3 or 4; for others, both axes matching) is refused: pass it as ``(B, C, H, W)``. One
+    image comes back as a batch of 1.
 
     Args:
         images: integer or float array (or anything ``np.asarray`` takes).

@@ -225,3 +225,23 @@ def test_removed_keys_are_refused_with_what_to_use(env: Path, base: Path, key: s
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err
     assert not out.exists()
+
+
+def test_set_takes_several_values_after_one_flag_on_every_command() -> None:
+    """config/demo.yaml documents ``--set search.budget=40 train.lr=0.05``; `run` took one value per flag."""
+    import argparse
+
+    from s2dnas.cli.main import build_parser
+    from s2dnas.cli.run import load_run_config
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--set", "search.budget=40", "train.lr=0.05", "--set", "train.epochs=3"])
+    assert args.set == ["search.budget=40", "train.lr=0.05", "train.epochs=3"]
+    cfg = load_run_config(args)
+    assert (cfg.search.budget, cfg.train.lr, cfg.train.epochs) == (40, 0.05, 3)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    with_set = {name for name, p in subparsers.choices.items() if "--set" in p._option_string_actions}
+    assert {"run", "supernet", "train", "space"} <= with_set
+    for name in with_set:  # one definition: several values per flag, into args.set, on every command
+        action = subparsers.choices[name]._option_string_actions["--set"]
+        assert (type(action).__name__, action.nargs, action.dest) == ("_ExtendAction", "+", "set"), name

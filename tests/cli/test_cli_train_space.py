@@ -79,6 +79,22 @@ def test_space_reads_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["space", "--dataset", "imagefolder:/nowhere", "--input-shape", "1,28,28"]) == 0
 
 
+def test_space_on_a_folder_of_mixed_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --input-shape the error names space's flag; with it the class count is still the folder's."""
+    import numpy as np
+
+    from tests.data._folders import save, write_folder
+
+    write_folder(tmp_path, classes=4, per_class=2, test_per_class=1, size=32)
+    save(tmp_path / "train" / "c0" / "big.png", np.zeros((64, 64)), "L")
+    dataset = f"imagefolder:{tmp_path}"
+    assert main(["space", "--dataset", dataset, "--stages", "2", "--ratio-grid", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "share one size" in err and "pass --input-shape C,H,W" in err and "--input-size" not in err
+    assert main(["space", "--dataset", dataset, "--stages", "2", "--ratio-grid", "4", "--input-shape", "1,28,28"]) == 0
+    assert "input 1x28x28 | 4 classes" in capsys.readouterr().out
+
+
 def test_train_end_to_end(data_dir: Path, base_weights: Path, arch_file: Path, tmp_path: Path,
                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: int) -> None:
     monkeypatch.setenv("S2DNAS_DATA", str(data_dir))

@@ -7,36 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 import s2dnas
 from s2dnas.cli.main import main
 from tests.cli._synthetic import write_pattern_dataset
 
 VAL_SIZE = 100
-FACTORY = "tests_latency_toy:toy_cnn"
-TOY = '''import torch
-from torch import nn
-
-
-class ToyCNN(nn.Module):
-    def __init__(self, num_classes=10, in_channels=1, width=8):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * width)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def toy_cnn(num_classes=10, in_channels=1):
-    return ToyCNN(num_classes=num_classes, in_channels=in_channels)
-'''
+FACTORY = "tests._models:toy_cnn"  # the shared toy model, as a user's package.module:factory
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +21,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("latency_run")
     (root / "data").mkdir()
     write_pattern_dataset(root / "data", n_train=400, n_test=120)
-    (root / "models").mkdir()
-    (root / "models" / "tests_latency_toy.py").write_text(TOY)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # torch's threads: the conftest's one-thread fixture
         mp.setenv("S2DNAS_DATA", str(root / "data"))
         mp.setenv("S2DNAS_CACHE_DIR", str(root / "cache"))
-        mp.syspath_prepend(str(root / "models"))
         yield root
-    torch.set_num_threads(threads)
 
 
 def test_run_with_latency_cost(env: Path) -> None:

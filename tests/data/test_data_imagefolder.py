@@ -78,6 +78,19 @@ def test_options_and_stored_preprocessing(tmp_path: Path) -> None:
     assert len(again.val) == 0 and len(again.train) == 30
 
 
+def test_the_stored_preprocessing_is_the_runtime_value_and_a_bad_one_is_a_data_error() -> None:
+    import s2dnas_runtime
+    from s2dnas.data.splits import check_data_spec
+
+    assert Preprocessing is s2dnas_runtime.Preprocessing  # one class: what data stores, export copies
+    spec = {"dataset": "fashion_mnist", "val_size": 0, "data_seed": 0,
+            "preprocessing": {"input_size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.0]}}
+    with pytest.raises(DataError, match=r"stds > 0.*re-save the model"):
+        check_data_spec(spec, source="model.json")
+    with pytest.raises(DataError, match="lacks"):
+        check_data_spec({**spec, "preprocessing": {"input_size": [8, 8]}}, source="model.json")
+
+
 def test_default_augmentation_is_crop_without_flip(tmp_path: Path) -> None:
     write_folder(tmp_path, size=32)
     splits = build_splits(f"imagefolder:{tmp_path}", val_size=3)

@@ -48,6 +48,24 @@ def test_layouts_single_image_and_batch_channels_first_and_last() -> None:
         assert preprocess(layout, input_shape=(1, 8, 8), preprocessing=GREY).shape == (count, 1, 8, 8)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_a_3d_array_for_a_grey_network_is_a_batch_of_grey_images(count: int) -> None:
+    grey = np.random.default_rng(6).integers(0, 256, size=(count, 8, 8), dtype=np.uint8)
+    out = preprocess(grey, input_shape=(1, 8, 8), preprocessing=GREY)  # 3 images are 3, not one RGB image
+    np.testing.assert_allclose(out, norm(grey.astype(np.float32)[:, None] / 255, GREY), atol=1e-6)
+
+
+def test_a_3d_array_readable_both_ways_is_refused() -> None:
+    for shape, channels, spec in (((2, 8, 3), 1, GREY), ((8, 8, 1), 1, GREY), ((3, 8, 3), 3, RGB),
+                                  ((1, 8, 4), 3, RGB)):
+        with pytest.raises(ValueError, match=rf"shape \({shape[0]}, 8, {shape[2]}\) may be one image or a batch.*"
+                                             r"\(B, C, H, W\)"):
+            preprocess(np.zeros(shape, dtype=np.uint8), input_shape=(channels, 8, 8), preprocessing=spec)
+    rgb = np.random.default_rng(7).integers(0, 256, size=(3, 8, 8), dtype=np.uint8)  # an RGB network: one image
+    np.testing.assert_allclose(preprocess(rgb, input_shape=(3, 8, 8), preprocessing=RGB),
+                               norm(rgb[None].astype(np.float32) / 255, RGB), atol=1e-6)
+
+
 def test_grey_to_rgb_repeats_and_rgb_to_grey_uses_luminance() -> None:
     rng = np.random.default_rng(3)
     grey = rng.integers(0, 256, size=(2, 8, 8), dtype=np.uint8)

@@ -10,6 +10,7 @@ import torch
 from s2dnas._device import machine_info, resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, check_model_dir
+from s2dnas.cost import count_macs
 from s2dnas.data import check_splits_fit, splits_for_model
 from s2dnas.errors import ConfigError
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     base, name, source = load_base_model(splits=splits, model_name=spec.get("model"), weights=weights)
     n = min(args.num_images, len(splits.test))
     images = torch.stack([splits.test[i][0] for i in range(n)])
-    base_macs = int(spec.get("base_macs") or 0) or __import__("s2dnas").count_macs(base, images[:1])
+    base_macs = int(spec.get("base_macs") or 0) or count_macs(base, images[:1])
     rows = benchmark_speed(base, dynamic, images, batch_sizes=batch_sizes, repeats=args.repeats,
                            base_macs=base_macs, max_batches=args.max_batches, compile=args.compile,
                            onnx=onnx, device=device)

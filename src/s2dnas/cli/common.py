@@ -9,7 +9,7 @@ from s2dnas.data import AUGMENTATIONS, NORMALIZATIONS, ImageOptions
 from s2dnas.data.preprocessing import parse_input_size
 from s2dnas.errors import RunDirError
 
-__all__ = ["add_config_args", "add_data_args", "add_device_arg", "check_model_dir", "image_options",
+__all__ = ["add_config_args", "add_data_args", "add_device_arg", "add_set_arg", "check_model_dir", "image_options",
            "prepare_out_dir"]
 
 
@@ -49,12 +49,23 @@ def image_options(args: argparse.Namespace) -> ImageOptions:
                         normalize=getattr(args, "normalize", None))
 
 
+def add_set_arg(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE ...`` into ``args.set``: the one definition for every command that has it.
+
+    Several values may follow one ``--set`` and ``--set`` may be repeated; all values are kept in
+    order (a later value of the same key wins).
+    """
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set search.budget=40 train.lr=0.05 (repeatable)")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--set KEY=VALUE ...`` (shared by the commands that read a RunConfig)."""
     parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML config (sections data/model/space/train/...; see src/s2dnas/config/default.yaml)")
-    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. --set train.lr=0.05 train.stage_weights=[1,1,2]")
+                        help="YAML file of what differs from the defaults (sections data/model/space/train/...; the "
+                             "defaults and their documentation: src/s2dnas/config/schema.py; the demo's file: "
+                             "src/s2dnas/config/demo.yaml)")
+    add_set_arg(parser)
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

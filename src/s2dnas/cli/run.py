@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from s2dnas import distributed
-from s2dnas.cli.common import prepare_out_dir
+from s2dnas.cli.common import add_set_arg, prepare_out_dir
 from s2dnas.config import RunConfig, load_config
 
 __all__ = ["add_parser", "run", "add_config_args"]
@@ -18,8 +18,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="YAML file of what differs from the defaults (the defaults and their documentation: "
                         "src/s2dnas/config/schema.py; the demo's file: src/s2dnas/config/demo.yaml)")
     # --resume refuses a config that differs from the run's config.yaml outside RESUME_MAY_DIFFER
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set search.budget=40 (repeatable)")
+    add_set_arg(p)
     p.add_argument("--out", default=None, help="run directory (overrides the config's `out`)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in its directory")
     p.add_argument("--force", action="store_true", help="start over in an existing run directory")
@@ -42,9 +41,9 @@ def load_run_config(args: argparse.Namespace, *, default_out: str = "runs/s2dnas
         flags.append(("out", args.out))
     if args.device is not None:
         flags.append(("device", args.device))
-    cfg = load_config(args.config, [*flags, *args.overrides])
+    cfg = load_config(args.config, [*flags, *args.set])
     if cfg.out is None:
-        cfg = load_config(args.config, [("out", default_out), *flags, *args.overrides])
+        cfg = load_config(args.config, [("out", default_out), *flags, *args.set])
     return cfg
 
 

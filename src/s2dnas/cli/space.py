@@ -14,7 +14,7 @@ import torch
 from s2dnas.cli.common import add_config_args
 from s2dnas.config import load_config
 from s2dnas.cost import count_macs
-from s2dnas.data import DATASET_SHAPES, dataset_shape
+from s2dnas.data import DATASET_SHAPES, ImageOptions, dataset_shape
 from s2dnas.errors import ConfigError, RunDirError, S2DNASError
 from s2dnas.space import Space
 from s2dnas.space.factory import build_space
@@ -93,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         shape = None
     if shape is None or args.num_classes is None:
+        # a given shape is the size an image folder's images would be resized to (mixed sizes are fine then):
+        # its class count is still the folder's; only a data set that cannot be read at all falls back to 10
+        options = None if shape is None else ImageOptions(input_size=shape[1:])
         try:
-            known_shape, known_classes = dataset_shape(dataset)
+            known_shape, known_classes = dataset_shape(dataset, options=options, size_flag="--input-shape C,H,W")
         except S2DNASError:
             if shape is None:
                 raise

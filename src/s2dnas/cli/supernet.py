@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from s2dnas.cli.common import prepare_out_dir
+from s2dnas.cli.common import add_set_arg, prepare_out_dir
 from s2dnas.cli.run import load_run_config
 from s2dnas.train.supernet_training import CHECKPOINT_NAME, WEIGHTS_NAME
 
@@ -21,8 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "OUT/supernet.safetensors + supernet.json (config, config hash, training time, machine); "
                     "`s2dnas run` scores candidates from it with --set search.supernet=OUT.")
     p.add_argument("--config", default=None, help="YAML file of what differs from the defaults")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set supernet.epochs=2 (repeatable)")
+    add_set_arg(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT's checkpoint (refused if the configuration differs)")

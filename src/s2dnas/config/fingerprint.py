@@ -19,6 +19,7 @@ import hashlib
 import json
 from typing import Any
 
+from s2dnas._version import __version__
 from s2dnas.config.loader import config_to_dict
 from s2dnas.config.schema import RunConfig
 
@@ -59,6 +60,4 @@ def config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
 
 def provenance(cfg: RunConfig) -> dict[str, str]:
     """What files written for ``cfg`` record: ``{"config_hash": ..., "s2dnas_version": ...}``."""
-    from s2dnas import __version__
-
     return {"config_hash": config_hash(cfg), "s2dnas_version": __version__}

@@ -20,6 +20,8 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
+from s2dnas_runtime.policy import CONFIDENCE_MEASURES
+
 __all__ = [
     "DataConfig",
     "ModelConfig",
@@ -43,7 +45,8 @@ __all__ = [
     "conform",
 ]
 
-CONFIDENCES = ("max_softmax", "entropy", "margin")
+#: calibration.confidence choices: the runtime's one list (the exit rule is defined there).
+CONFIDENCES = CONFIDENCE_MEASURES
 STRATEGIES = ("rl", "random", "oneshot")
 CONTROLLERS = ("lstm", "factorized")
 FINAL_INITS = ("supernet", "inherited")

@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from s2dnas.data import cifar, fashion_mnist, imagefolder
-from s2dnas.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImageOptions, Preprocessing, default_val_size
+from s2dnas.data.preprocessing import (IMAGENET_MEAN, IMAGENET_STD, ImageOptions, Preprocessing, default_val_size,
+                                      read_preprocessing)
 from s2dnas.data.splits import DataSplits, RandomCropFlip, TensorImageDataset, check_data_spec, split_indices
 from s2dnas.errors import DataError
 
@@ -182,7 +183,7 @@ def splits_for_model(data_spec: dict[str, Any] | None, *, dataset: str | None = 
     preprocessing = None
     if data_spec is not None:
         data_spec = check_data_spec(data_spec, source=source)
-        preprocessing = Preprocessing.from_dict(data_spec["preprocessing"])
+        preprocessing = read_preprocessing(data_spec["preprocessing"])
         stored = canonical_dataset(data_spec["dataset"])
         if dataset is not None and canonical_dataset(dataset) != stored:
             _logger.warning("%s was trained on %s, evaluating on %s", source, data_spec["dataset"], dataset)
@@ -206,14 +207,16 @@ def splits_for_model(data_spec: dict[str, Any] | None, *, dataset: str | None = 
                         seed=seed or 0, options=options, preprocessing=preprocessing)
 
 
-def dataset_shape(name: str, *, options: ImageOptions | None = None) -> tuple[tuple[int, int, int], int]:
-    """``((C, H, W), num_classes)`` of a dataset without loading it (an image folder: read from the headers).
+def dataset_shape(name: str, *, options: ImageOptions | None = None,
+                  size_flag: str = "--input-size H,W") -> tuple[tuple[int, int, int], int]:
+    """``((C, H, W), num_classes)`` of a dataset without loading it (an image folder: read from the headers;
+    ``size_flag`` is the flag its mixed-sizes error advises).
 
     Raises:
         DataError: unknown name, or an image folder :func:`build_splits` would refuse.
     """
     if name.startswith(_PREFIX):
-        return imagefolder.folder_shape(name[len(_PREFIX):], options=options or ImageOptions())
+        return imagefolder.folder_shape(name[len(_PREFIX):], options=options or ImageOptions(), size_flag=size_flag)
     if name not in DATASET_SHAPES:
         raise _unknown(name)
     return DATASET_SHAPES[name]

@@ -171,8 +171,9 @@ def _train_root(root: Path) -> Path:
 
 
 def _shape(train_root: Path, classes: list[str], samples: list[tuple[str, int]],
-           options: ImageOptions) -> tuple[int, tuple[int, int]]:
-    """``(channels, (H, W))`` from the options, else from the training images' headers."""
+           options: ImageOptions, size_flag: str = "--input-size H,W") -> tuple[int, tuple[int, int]]:
+    """``(channels, (H, W))`` from the options, else from the training images' headers (mixed sizes:
+    an error that advises ``size_flag``, the calling command's flag for the input size)."""
     if len(classes) < 2:
         raise DataError(f"Expected at least 2 class folders in {train_root}, but found {len(classes)} "
                         f"({', '.join(classes)}): a classifier of one class learns nothing; add the other classes")
@@ -184,17 +185,21 @@ def _shape(train_root: Path, classes: list[str], samples: list[tuple[str, int]],
             common = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
             listed = ", ".join(f"{h}x{w} ({n})" for (h, w), n in common)
             raise DataError(f"Expected the training images in {train_root} to share one size, but found "
-                            f"{len(sizes)} sizes ({listed}, ...); pass --input-size H,W "
+                            f"{len(sizes)} sizes ({listed}, ...); pass {size_flag} "
                             "to resize them all")
         size = next(iter(sizes))
     return channels, size
 
 
-def folder_shape(root: str | os.PathLike[str], *, options: ImageOptions) -> tuple[tuple[int, int, int], int]:
-    """``((C, H, W), num_classes)`` of an image folder, from its headers (no image is decoded)."""
+def folder_shape(root: str | os.PathLike[str], *, options: ImageOptions,
+                 size_flag: str = "--input-size H,W") -> tuple[tuple[int, int, int], int]:
+    """``((C, H, W), num_classes)`` of an image folder, from its headers (no image is decoded).
+
+    ``size_flag``: what the mixed-sizes error tells the user to pass (the calling command's flag).
+    """
     train_root = _train_root(Path(root))
     classes, samples = _list_folder(train_root)
-    channels, size = _shape(train_root, classes, samples, options)
+    channels, size = _shape(train_root, classes, samples, options, size_flag)
     return (channels, *size), len(classes)
 
 

@@ -1,7 +1,8 @@
 """What a model expects of its input, stored with the model so every later step reproduces it.
 
 Two values: :class:`Preprocessing` (input size, channels, normalisation: what evaluate, bench,
-export and the runtime must apply to an image) and :class:`ImageOptions` (what the user chose for an
+export and the runtime must apply to an image; defined once, in the torch-free runtime, and
+re-exported here; :func:`read_preprocessing` reads a stored one with the data package's error) and :class:`ImageOptions` (what the user chose for an
 image folder before those values were known). Every default and list of choices of the data
 package's preprocessing is here.
 """
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2dnas.errors import DataError
+from s2dnas_runtime.preprocessing import Preprocessing
 
 __all__ = ["AUGMENTATIONS", "NORMALIZATIONS", "IMAGENET_MEAN", "IMAGENET_STD", "VAL_FRACTION", "VAL_SIZE_CAP",
-           "ImageOptions", "Preprocessing", "default_val_size", "parse_input_size"]
+           "ImageOptions", "Preprocessing", "default_val_size", "parse_input_size", "read_preprocessing"]
 
 #: Train-time augmentation: ``none``; ``crop`` (random crop with padding, 1/8 of the side);
 #: ``crop-flip`` (the same plus a horizontal flip: wrong for digits and text, so never a default
@@ -91,50 +93,13 @@ class ImageOptions:
             raise DataError("Invalid data options: " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes a model input: scale to [0, 1], resize, set channels, normalise.
+def read_preprocessing(data: Any) -> Preprocessing:
+    """A model's stored ``preprocessing`` entry (see :meth:`Preprocessing.from_dict`) as a value.
 
-    Integer images are divided by their type's maximum (255 for 8 bits, 65535 for 16 bits), resized
-    bilinearly to ``input_size`` when they differ, turned grey->RGB by repetition or RGB->grey by
-    ITU-R 601 luminance, then ``(x - mean) / std`` per channel.
+    Raises:
+        DataError: not such an entry (the runtime's ``ValueError``, as the data package's error).
     """
-
-    input_size: tuple[int, int]
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if (len(self.input_size) != 2 or min(self.input_size) < 1 or self.channels not in (1, 3)
-                or len(self.mean) != self.channels or len(self.std) != self.channels
-                or not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0):
-            raise DataError(f"Invalid preprocessing {self.to_dict()}: expected input_size [H, W] > 0, channels 1 "
-                            "or 3, and one finite mean and positive std per channel")
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)``."""
-        return (self.channels, *self.input_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (the ``preprocessing`` entry of a model's ``data`` dict)."""
-        return {"input_size": list(self.input_size), "channels": self.channels,
-                "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Preprocessing:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            DataError: not such a dict.
-        """
-        try:
-            return cls(input_size=tuple(data["input_size"]), channels=int(data["channels"]),
-                       mean=tuple(data["mean"]), std=tuple(data["std"]))
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"Expected a preprocessing dict with input_size, channels, mean and std, but got "
-                            f"{data!r}; re-save the model with this version of s2dnas") from None
+    try:
+        return Preprocessing.from_dict(data)
+    except ValueError as err:
+        raise DataError(f"{err}; re-save the model with this version of s2dnas") from None

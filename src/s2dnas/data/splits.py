@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from s2dnas.data.preprocessing import Preprocessing
+from s2dnas.data.preprocessing import Preprocessing, read_preprocessing
 from s2dnas.errors import DataError
 
 _logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def check_data_spec(spec: Any, *, source: str) -> dict[str, Any]:
     if not ok:
         raise DataError(f"Expected the `data` entry of {source} to hold dataset, val_size and data_seed, but got "
                         f"{spec!r}; fix or delete the entry")
-    Preprocessing.from_dict(spec.get("preprocessing"))
+    read_preprocessing(spec.get("preprocessing"))
     return spec
 
 

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_bytes
+from s2dnas._version import __version__
 from s2dnas.config import DataConfig, SupernetConfig, config_to_dict, validate_config
 from s2dnas.data import make_loader
 from s2dnas.errors import CheckpointError, ConfigError, RunDirError
@@ -60,8 +61,6 @@ _KIND = "s2dnas.supernet-training/1"
 
 def config_hash(config: SupernetConfig, supernet: SuperNet, context: Mapping[str, Any] | None = None) -> str:
     """sha256 (16 hex digits) of the recipe, the space's options, ``context`` and the code version."""
-    from s2dnas import __version__
-
     payload = {"config": config_to_dict(config), "space": supernet.space_options(), "context": dict(context or {}),
                "version": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
