@@ -216,6 +216,10 @@ def write_table(path: Path, title: str, rows: list[dict]) -> str:
              + ", ".join(f"S={s}: {n}/{len(measured)}" for s, n in per_s.items()) + ".", "",
              f"Vision transformers (expected refusals): {sum(r.get('refused_as_expected', False) for r in vits)} of "
              f"{len(vits)} measured refused with a typed error naming the node.", ""]
+    missing = [n for n in torchvision.models.list_models(module=torchvision.models) if n not in {r["model"] for r in rows}]
+    if missing:
+        lines += [f"**Partial run**: {len(missing)} builders not run yet (`--resume` continues): "
+                  + ", ".join(missing) + ".", ""]
     if skipped:
         lines += ["Skipped (not measured): " + "; ".join(f"{r['model']} ({r['skipped']})" for r in skipped) + ".", ""]
     lines += ["| model | params | input | supported | S=1 max rel. diff | S=2 | S=3 | S=4 | default S=3 MACs per "
@@ -247,12 +251,15 @@ def main() -> None:
     p.add_argument("--max-params", type=int, default=MAX_PARAMS)
     p.add_argument("--time-limit", type=int, default=TIME_LIMIT, help="seconds per model")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --out, skip those models")
+    p.add_argument("--table-only", action="store_true", help="rewrite the markdown from --out, run nothing")
     args = p.parse_args()
     names = args.models or sorted(torchvision.models.list_models(module=torchvision.models),  # smallest first
                                   key=lambda n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"])
     out = Path(args.out)
     rows = json.loads(out.read_text())["rows"] if args.resume and out.exists() else []
     done = {r["model"] for r in rows}
+    if args.table_only:
+        names = []
     torch.set_grad_enabled(False)
     for name in names:
         if name in done:
