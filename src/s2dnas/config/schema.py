@@ -212,6 +212,24 @@ class _Checker:
 
 
 # -- sections -----------------------------------------------------------------------------------
+
+def _check_recipe(c: _Checker) -> None:
+    """The checks of a multi-stage training recipe (final training and super-network alike)."""
+    c.at_least("epochs", 1)
+    c.positive("lr")
+    c.in_range("momentum", 0.0, 1.0, high_open=True)
+    c.at_least("weight_decay", 0.0)
+    c.at_least("warmup_epochs", 0.0)
+    c.at_least("batch_size", 1, optional=True)
+    good, weights = c._get("stage_weights")
+    if good and weights is not None:
+        if not weights or min(weights) < 0 or sum(weights) <= 0:
+            c.add("stage_weights", f"must be one number >= 0 per stage with a positive sum, got {list(weights)}")
+    c.at_least("distill_weight", 0.0)
+    c.positive("temperature")
+    c.at_least("seed", 0, optional=True)
+    c.at_least("limit_train", 1, optional=True)
+
 @dataclass(frozen=True)
 class DataConfig:
     """Dataset, its validation split, and loader batch sizes.
@@ -361,20 +379,7 @@ class TrainConfig:
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
         c = _Checker(self)
-        c.at_least("epochs", 1)
-        c.positive("lr")
-        c.in_range("momentum", 0.0, 1.0, high_open=True)
-        c.at_least("weight_decay", 0.0)
-        c.at_least("batch_size", 1, optional=True)
-        good, weights = c._get("stage_weights")
-        if good and weights is not None:
-            if not weights or min(weights) < 0 or sum(weights) <= 0:
-                c.add("stage_weights", f"must be one number >= 0 per stage with a positive sum, got {list(weights)}")
-        c.at_least("distill_weight", 0.0)
-        c.positive("temperature")
-        c.at_least("warmup_epochs", 0.0)
-        c.at_least("seed", 0, optional=True)
-        c.at_least("limit_train", 1, optional=True)
+        _check_recipe(c)
         return c.problems
 
 
@@ -541,22 +546,9 @@ class SupernetConfig:
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
         c = _Checker(self)
-        c.at_least("epochs", 1)
-        c.positive("lr")
-        c.in_range("momentum", 0.0, 1.0, high_open=True)
-        c.at_least("weight_decay", 0.0)
-        c.at_least("warmup_epochs", 0.0)
-        c.at_least("batch_size", 1, optional=True)
+        _check_recipe(c)
         c.at_least("num_sampled", 0)
-        good, weights = c._get("stage_weights")
-        if good and weights is not None:
-            if not weights or min(weights) < 0 or sum(weights) <= 0:
-                c.add("stage_weights", f"must be one number >= 0 per stage with a positive sum, got {list(weights)}")
-        c.at_least("distill_weight", 0.0)
-        c.positive("temperature")
         c.at_least("inplace_distill", 0.0)
-        c.at_least("limit_train", 1, optional=True)
-        c.at_least("seed", 0, optional=True)
         return c.problems
 
 

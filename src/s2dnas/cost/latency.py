@@ -269,6 +269,21 @@ def _progress(total: int, *, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="stage", leave=False)
 
 
+
+def _check_timing(*, batch_size: int, repeats: int, warmup: int, device: str | torch.device,
+                  cache: LatencyCache | None) -> tuple[torch.device, str]:
+    """The timing arguments checked, and ``(device, its fingerprint)``; a cache made for another
+    machine is refused."""
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError(f"Expected batch_size >= 1, repeats >= 1 and warmup >= 0, but got batch_size={batch_size}, "
+                          f"repeats={repeats}, warmup={warmup}")
+    dev = torch.device(device)
+    fingerprint = device_fingerprint(dev)
+    if cache is not None and cache.fingerprint != fingerprint:
+        raise ConfigError(f"Expected a latency cache for this machine ({fingerprint}), but got one for "
+                          f"{cache.fingerprint}; build it with LatencyCache(device_fingerprint(device))")
+    return dev, fingerprint
+
 def measure_stages(msnet: MultiStageNet, *, batch_size: int, device: str | torch.device = "cpu",
                    channels_last: bool | None = None, cache: LatencyCache | None = None, repeats: int = 5,
                    warmup: int = 2, progress: bool = False) -> StageLatency:
@@ -296,14 +311,8 @@ def measure_stages(msnet: MultiStageNet, *, batch_size: int, device: str | torch
     Raises:
         ConfigError: ``batch_size``/``repeats`` below 1, or a cache for another machine fingerprint.
     """
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ConfigError(f"Expected batch_size >= 1, repeats >= 1 and warmup >= 0, but got batch_size={batch_size}, "
-                          f"repeats={repeats}, warmup={warmup}")
-    dev = torch.device(device)
-    fingerprint = device_fingerprint(dev)
-    if cache is not None and cache.fingerprint != fingerprint:
-        raise ConfigError(f"Expected a latency cache for this machine ({fingerprint}), but got one for "
-                          f"{cache.fingerprint}; build it with LatencyCache(device_fingerprint(device))")
+    dev, fingerprint = _check_timing(batch_size=batch_size, repeats=repeats, warmup=warmup, device=device,
+                                     cache=cache)
     layouts = (False, True) if channels_last is None else (channels_last,)
     bar = _progress(len(layouts) * msnet.num_stages, enabled=progress, desc="timing stages")
     results = []
@@ -465,14 +474,8 @@ def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: i
     Raises:
         ConfigError: ``batch_size``/``repeats`` below 1, or a cache for another machine fingerprint.
     """
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ConfigError(f"Expected batch_size >= 1, repeats >= 1 and warmup >= 0, but got batch_size={batch_size}, "
-                          f"repeats={repeats}, warmup={warmup}")
-    dev = torch.device(device)
-    fingerprint = device_fingerprint(dev)
-    if cache is not None and cache.fingerprint != fingerprint:
-        raise ConfigError(f"Expected a latency cache for this machine ({fingerprint}), but got one for "
-                          f"{cache.fingerprint}; build it with LatencyCache(device_fingerprint(device))")
+    dev, fingerprint = _check_timing(batch_size=batch_size, repeats=repeats, warmup=warmup, device=device,
+                                     cache=cache)
     try:
         runner = fold_bn(model)
     except Exception:  # noqa: BLE001 - not traceable: time it unfolded (what a user's model runs)
