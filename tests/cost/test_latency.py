@@ -10,19 +10,8 @@ from s2dnas.cost.latency import (LatencyCache, device_fingerprint, expected_late
                                  stage_cost_vector, stage_fingerprint)
 from s2dnas.dynamic import DynamicNet
 from s2dnas.errors import ConfigError
-from s2dnas.space import Space
-from s2dnas.zoo import create_model
 
 
-@pytest.fixture(scope="module")
-def space():
-    torch.manual_seed(0)
-    return Space(create_model("resnet20", num_classes=10, in_channels=1).eval(), input_shape=(1, 8, 8))
-
-
-@pytest.fixture(scope="module")
-def msnet(space):
-    return space.build(space.default_architecture()).eval()
 
 
 def _measure(msnet, cache, batch_size=2):

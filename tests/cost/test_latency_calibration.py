@@ -13,8 +13,6 @@ from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import Calibration, StageLogits, calibrate
 from s2dnas.dynamic.executor import route
 from s2dnas.errors import CalibrationError, ConfigError
-from s2dnas.space import Space
-from s2dnas.zoo import create_model
 
 # Four inputs, label 0, two classes. (confidence, right?) per stage:
 #            stage 0       stage 1       stage 2
@@ -99,15 +97,6 @@ def test_cost_arguments_are_checked(kwargs, match) -> None:
 
 
 # -- the hooks -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def space():
-    torch.manual_seed(0)
-    return Space(create_model("resnet20", num_classes=10, in_channels=1).eval(), input_shape=(1, 8, 8))
-
-
-@pytest.fixture(scope="module")
-def msnet(space):
-    return space.build(space.default_architecture()).eval()
 
 
 def test_macs_hook_is_the_analytic_macs(msnet) -> None:
