@@ -46,8 +46,8 @@ import torch
 from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
-from s2dnas.config import (CalibrationConfig, CalibrationTarget, RunConfig, config_differences, config_to_dict,
-                           dump_config, load_config, provenance, resolve_config, resolve_target)
+from s2dnas.config import (SHIPPED_SUPERNET, CalibrationConfig, CalibrationTarget, RunConfig, config_differences,
+                           config_to_dict, dump_config, load_config, provenance, resolve_config, resolve_target)
 from s2dnas.cost import StageCost, macs_stage_cost
 from s2dnas.cost.latency import LatencyStageCost, expected_latency
 from s2dnas.data import DataSplits, make_loader
@@ -55,7 +55,7 @@ from s2dnas.dynamic import DynamicNet
 from s2dnas.dynamic.calibrate import collect_logits
 from s2dnas.dynamic.evaluate import evaluate_policy
 from s2dnas.dynamic.files import build_model_spec
-from s2dnas.errors import RunDirError, S2DNASError
+from s2dnas.errors import CheckpointError, RunDirError, S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator, TrainedEvaluator
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
@@ -69,6 +69,7 @@ from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import CHECKPOINT_NAME as SUPERNET_CHECKPOINT
 from s2dnas.train.supernet_training import load_supernet, train_supernet
+from s2dnas.zoo.weights import shipped_supernet_dir
 
 __all__ = ["run_pipeline", "train_supernet_step", "check_resume_config", "stage_cost_hook", "FINAL_BN_BATCHES"]
 
@@ -87,6 +88,8 @@ class _Run:
     splits: DataSplits
     base: torch.nn.Module
     model_name: str
+    #: where the base's weights came from: a file, or the shipped pretrained entry's name
+    base_source: str
     space: Space
     device: torch.device
     resume: bool
@@ -169,8 +172,9 @@ def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
 
     def obtain() -> dict[str, Any]:
         if cfg.search.supernet is not None:
-            meta = load_supernet(supernet, cfg.search.supernet, data=run.splits.data_spec())
-            _say(run.progress, f"super-network loaded from {cfg.search.supernet} (trained {meta.get('epoch')} epochs "
+            directory = _supernet_dir(run)
+            meta = load_supernet(supernet, directory, data=run.splits.data_spec())
+            _say(run.progress, f"super-network loaded from {directory} (trained {meta.get('epoch')} epochs "
                                f"in {meta.get('train_seconds') or 0:.0f} s)")
             source = str(cfg.search.supernet)
         else:
@@ -188,6 +192,19 @@ def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
     info = dist.run_on_main(obtain)
     dist.broadcast_module(supernet)  # every rank scores and fine-tunes with rank 0's weights
     return supernet.eval(), info
+
+
+def _supernet_dir(run: _Run) -> str:
+    """The directory ``search.supernet`` names; ``shipped``: the one shipped for the shipped base weights."""
+    value = run.cfg.search.supernet
+    assert value is not None
+    if value != SHIPPED_SUPERNET:
+        return value
+    if run.cfg.model.weights is not None:
+        raise CheckpointError(f"search.supernet: shipped was trained over a shipped base model, but this run's base "
+                              f"is {run.cfg.model.weights}; train a super-network for it with s2dnas supernet --out DIR "
+                              "and set search.supernet to DIR")
+    return str(shipped_supernet_dir(run.base_source))
 
 
 def check_resume_config(out: Path, cfg: RunConfig) -> None:
@@ -337,7 +354,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     loaded = _load_base(cfg, device)
     splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
     stage_cost = stage_cost_hook(cfg.calibration, device)
-    run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, space=space, device=device,
+    run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, base_source=source, space=space,
+               device=device,
                resume=resume, progress=progress, stage_cost=stage_cost)
     base_metrics = dist.run_on_main(lambda: _base_metrics(run))
     if dist.is_main():

@@ -214,6 +214,18 @@ def test_supernet_command_resume_and_a_changed_config(env: Path, base: Path, cap
     assert len(Journal(run / "search" / "journal.jsonl").records()) == 3
 
 
+def test_shipped_supernet_with_a_users_base_is_refused(env: Path, base: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``search.supernet: shipped`` was trained over the shipped base weights: a run on another base is
+    refused before anything is written to its directory (beyond what a refused run leaves: nothing new)."""
+    out = env / "run-shipped"
+    assert main(run_args(out, base, "--set", "search.strategy=oneshot", "--set", "search.supernet=shipped")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "search.supernet: shipped" in err and str(base) in err and "s2dnas supernet --out DIR" in err
+    assert not (out / "search").exists() and not (out / "model").exists()
+
+
 @pytest.mark.parametrize("key, value, says", [
     ("search.target", "reference", "search.target was removed: candidates are scored at the run's calibration target"),
     ("search.supernet_epochs", "1", "search.supernet_epochs was removed"),

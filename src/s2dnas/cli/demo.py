@@ -16,7 +16,7 @@ from s2dnas.cli.evaluate_base import format_summary
 from s2dnas.train.evaluate import evaluate_base_model, load_base_model
 from s2dnas.data import build_splits
 
-__all__ = ["DEMO_DATASET", "DEMO_MODEL", "DEMO_VAL_SIZE", "add_parser", "run", "run_demo"]
+__all__ = ["DEMO_DATASET", "DEMO_MODEL", "DEMO_VAL_SIZE", "add_parser", "plain_summary", "run", "run_demo"]
 
 DEMO_MODEL = "resnet20"
 DEMO_DATASET = "fashion-mnist"
@@ -65,11 +65,25 @@ def run_demo(args: argparse.Namespace) -> int:
     out = prepare_out_dir(cfg.out, resume=resume, force=args.force, marker="config.yaml")
     args.resume_hint = "s2dnas demo (it resumes by itself)"
     results = run_pipeline(cfg, out=out, resume=resume, progress=not args.no_progress)
-    test = results["test"]
-    print(f"dynamic: test accuracy {100 * test['accuracy']:.2f}% (base {100 * results['base']['test_accuracy']:.2f}%) "
-          f"at {100 * test['macs_ratio']:.1f}% of the base MACs; exits "
-          f"{', '.join(f'{100 * f:.0f}%' for f in test['exit_fractions'])}; report: {out / 'report.md'}")
+    print(plain_summary(results))
+    print(f"report: {out / 'report.md'}")
     return 0
+
+
+def plain_summary(results: dict) -> str:
+    """What the demo got against the base, in plain words (from ``results.json``)."""
+    test, base = results["test"], results["base"]
+    gap = 100 * (test["accuracy"] - base["test_accuracy"])
+    target = results.get("target_val_accuracy")
+    met = results["calibration"].get("feasible")
+    aim = ("" if target is None else
+           f" The thresholds were chosen on val for {100 * target:.2f}% val accuracy (the base's minus the "
+           f"tolerance): {'reached' if met else 'not reached, so the most accurate setting was kept'}.")
+    return (f"result: the dynamic network is right on {100 * test['accuracy']:.2f}% of the test images, the base on "
+            f"{100 * base['test_accuracy']:.2f}% ({gap:+.2f} points), and it spends {100 * test['macs_ratio']:.1f}% "
+            f"of the base's MACs per image on average ({1 / test['macs_ratio']:.1f}x fewer); "
+            f"{', '.join(f'{100 * f:.0f}%' for f in test['exit_fractions'])} of the images leave at stages "
+            f"{', '.join(str(i + 1) for i in range(len(test['exit_fractions'])))}.{aim}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from s2dnas.config.loader import (
     validate_config,
 )
 from s2dnas.config.schema import (
+    SHIPPED_SUPERNET,
     CalibrationConfig,
     DataConfig,
     ModelConfig,
@@ -25,6 +26,7 @@ from s2dnas.config.schema import (
 from s2dnas.config.target import CalibrationTarget, resolve_target
 
 __all__ = [
+    "SHIPPED_SUPERNET",
     "RESUME_MAY_DIFFER",
     "config_differences",
     "config_hash",

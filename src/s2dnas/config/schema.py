@@ -50,6 +50,8 @@ CONFIDENCES = CONFIDENCE_MEASURES
 STRATEGIES = ("rl", "random", "oneshot")
 CONTROLLERS = ("lstm", "factorized")
 FINAL_INITS = ("supernet", "inherited")
+#: ``search.supernet`` value naming the super-network shipped for the shipped base weights
+SHIPPED_SUPERNET = "shipped"
 #: search.budget by strategy when the config leaves it null: a candidate scored from the trained
 #: super-network costs seconds, one trained briefly from inherited weights about a minute.
 DEFAULT_BUDGETS = {"oneshot": 200, "rl": 20, "random": 20}
@@ -456,7 +458,8 @@ class SearchConfig:
         seed: seed of the controller; None = the run's ``seed``.
         max_invalid: stop after this many invalid or failed candidates in a row.
         supernet: directory of a trained super-network (``s2dnas supernet --out DIR``) to score
-            candidates with instead of training one (None: ``s2dnas run`` trains it first).
+            candidates with instead of training one (None: ``s2dnas run`` trains it first);
+            ``shipped``: the one shipped with s2dnas for the shipped base weights (the demo's).
         bn_batches: training batches every candidate's batch-norm statistics are re-estimated
             on before it is scored.
         controller_lr: Adam learning rate of the controller (None = its default).

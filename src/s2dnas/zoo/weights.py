@@ -26,10 +26,14 @@ from torch import nn
 from s2dnas._io import check_state_dict, read_safetensors
 from s2dnas.errors import CheckpointError
 
-__all__ = ["WeightsMeta", "WEIGHTS_DIR", "list_pretrained", "get_weights_meta", "load_pretrained"]
+__all__ = ["WeightsMeta", "WEIGHTS_DIR", "SUPERNETS_DIR", "list_pretrained", "get_weights_meta", "load_pretrained",
+           "shipped_supernet_dir"]
 
 #: Directory of the shipped weights (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Super-networks shipped for pretrained entries: ``<entry name>/supernet.safetensors`` (+ ``supernet.json``),
+#: trained by ``s2dnas supernet`` over the default space of that entry (``search.supernet: shipped``).
+SUPERNETS_DIR = WEIGHTS_DIR / "supernets"
 
 # Field name -> accepted JSON types; every field of WeightsMeta except ``extra``.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -201,3 +205,18 @@ def _check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, *, sourc
     if problem:
         raise CheckpointError(f"Expected {source} to match the model's state dict, but got {problem}; "
                               "build the model named in the entry's metadata")
+
+
+def shipped_supernet_dir(entry: str) -> Path:
+    """Directory of the super-network shipped for the pretrained entry named ``entry``.
+
+    Raises:
+        CheckpointError: none ships for it; the message lists the entries that have one.
+    """
+    directory = SUPERNETS_DIR / entry
+    if (directory / "supernet.safetensors").is_file():
+        return directory
+    have = sorted(p.name for p in SUPERNETS_DIR.glob("*") if (p / "supernet.safetensors").is_file())
+    raise CheckpointError(f"search.supernet: shipped: no super-network ships for the base weights {entry!r} "
+                          f"(shipped for: {', '.join(have) or 'none'}); train one with s2dnas supernet --out DIR "
+                          "and set search.supernet to DIR")
