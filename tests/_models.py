@@ -6,7 +6,7 @@ first block too suits 28x28 inputs (the CLI tests), ``stride=1`` the 8x8 inputs 
 tests. Weights are created in the same order for every variant, so a seed fixes them.
 :func:`blob_splits` is the easy two-class task they train on.
 
-:func:`make_base` / :func:`make_space` / :func:`sharpen` / :func:`make_labels`: a "trained-looking"
+:func:`spread_batch_norms` / :func:`make_base` / :func:`make_space` / :func:`sharpen` / :func:`make_labels`: a "trained-looking"
 ResNet-20 whose exits disagree, for the tests of the exit rule (dynamic, CLI evaluate, bench).
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from s2dnas.data.datasets import DataSplits, TensorImageDataset
 from s2dnas.space import Space
 from s2dnas.zoo import create_model
 
-__all__ = ["INPUT_SHAPE", "ToyCNN", "blob_splits", "make_base", "make_labels", "make_space", "sharpen", "toy_cnn"]
+__all__ = ["INPUT_SHAPE", "ToyCNN", "blob_splits", "make_base", "make_labels", "make_space", "sharpen",
+           "spread_batch_norms", "toy_cnn"]
 
 
 class ToyCNN(nn.Module):
@@ -64,6 +65,25 @@ def blob_splits() -> DataSplits:
 INPUT_SHAPE = (1, 8, 8)
 
 
+def spread_batch_norms(model: nn.Module, *, input_shape: tuple[int, ...], generator: torch.Generator,
+                       num_images: int = 128) -> nn.Module:
+    """Random batch-norm affines, statistics re-estimated on ``num_images`` random inputs; ``model`` in eval mode.
+
+    Affine weights are drawn from [0.5, 1.5) and biases from 0.1 * N(0, 1), module by module, then
+    one batch in train mode sets the running statistics (cumulative average: ``momentum=None``).
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+                m.reset_running_stats()
+                m.momentum = None
+        model.train()
+        model(torch.randn(num_images, *input_shape, generator=generator))
+    return model.eval()
+
+
 def make_base(*, num_classes: int = 10, in_channels: int = 1, seed: int = 0,
               input_shape: tuple[int, int, int] = INPUT_SHAPE) -> nn.Module:
     """A ResNet-20 whose batch norms are re-estimated on random inputs and whose head is scaled up.
@@ -75,16 +95,8 @@ def make_base(*, num_classes: int = 10, in_channels: int = 1, seed: int = 0,
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = create_model("resnet20", num_classes=num_classes, in_channels=in_channels)
+    spread_batch_norms(model, input_shape=input_shape, generator=gen)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the batches below
-        model.train()
-        model(torch.randn(128, *input_shape, generator=gen))
-        model.eval()
         # Centre and scale the head on the pooled features, so the logits depend on the input.
         head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         feats: list[torch.Tensor] = []

@@ -1,4 +1,4 @@
-"""The latency cost model: cache keyed by machine, batch and layout; prediction arithmetic."""
+"""The latency cost model: frozen stages, cache keyed by machine, batch, layout and mode; prediction arithmetic."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from s2dnas.cost.latency import (LatencyCache, device_fingerprint, expected_latency, measure_stages,
+from s2dnas.cost import latency
+from s2dnas.cost.latency import (LatencyCache, device_fingerprint, expected_latency, measure_model, measure_stages,
                                  stage_cost_vector, stage_fingerprint)
 from s2dnas.dynamic import DynamicNet
 from s2dnas.errors import ConfigError
@@ -142,3 +143,31 @@ def test_expected_latency_rejects_bad_input(kwargs, match):
 def test_measure_rejects_bad_options(msnet):
     with pytest.raises(ConfigError, match="batch_size=0"):
         measure_stages(msnet, batch_size=0)
+
+
+def test_stages_are_timed_frozen_as_bench_deploys_them(msnet, tmp_path, monkeypatch, seed):
+    timed = []
+
+    def fake_time_call(fn, **kwargs):
+        timed.extend(c.cell_contents for c in fn.__closure__ or ())
+        return 1e-3
+
+    monkeypatch.setattr(latency, "time_call", fake_time_call)
+    _measure(msnet, LatencyCache(device_fingerprint("cpu"), directory=tmp_path))
+    runners = [c for c in timed if isinstance(c, torch.nn.Module)]
+    assert len(runners) == 3 and all(isinstance(r, torch.jit.ScriptModule) for r in runners)
+
+
+def test_cache_keys_name_the_frozen_mode_and_eager_entries_are_not_reused(msnet, tmp_path, seed):
+    fp = device_fingerprint("cpu")
+    cache = LatencyCache(fp, directory=tmp_path)
+    _measure(msnet, cache)
+    assert len(cache.entries) == 3 and all(k.endswith("|nchw|frozen") for k in cache.entries)
+    old = LatencyCache(fp, directory=tmp_path / "old")  # entries as the eager cost model wrote them
+    for key in cache.entries:
+        old.put(key.removesuffix("|frozen"), 123.0)
+    again = _measure(msnet, old)
+    assert again.cached == (False, False, False) and 123.0 not in again.seconds
+    base = measure_model(msnet.stages[0], input_shape=msnet.input_shape, batch_size=2, channels_last=False,
+                         cache=old, repeats=1, warmup=0)
+    assert base > 0 and any(k.startswith("model|") and k.endswith("|nchw|frozen") for k in old.entries)

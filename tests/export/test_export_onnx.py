@@ -31,6 +31,7 @@ from s2dnas.export import export_dynamic, load_torchscript, plan_features  # noq
 from s2dnas.space import Space  # noqa: E402
 from s2dnas.zoo import create_model  # noqa: E402
 from s2dnas_runtime import Preprocessing  # noqa: E402
+from tests._models import spread_batch_norms  # noqa: E402
 
 
 def P(*thresholds: float) -> ExitPolicy:  # noqa: N802 - short helper for a policy with these thresholds
@@ -69,19 +70,12 @@ class ToyDwCat(nn.Module):
 
 def _spread(model: nn.Module, input_shape: tuple[int, ...], seed: int, head_scale: float = 4.0) -> nn.Module:
     """Random BN affines + re-estimated statistics + a scaled head: exits disagree, confidences spread."""
-    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-                m.reset_running_stats()
-                m.momentum = None
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 m.weight.mul_(head_scale)
-        model.train()
-        model(torch.randn(64, *input_shape, generator=gen))
-    return model.eval()
+    return spread_batch_norms(model, input_shape=input_shape, generator=torch.Generator().manual_seed(seed),
+                              num_images=64)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,13 @@ import copy
 import logging
 import statistics
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from s2dnas.cost.latency import fold_bn
+from s2dnas.cost.latency import fold_bn, freeze
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
@@ -100,13 +99,6 @@ def _compile(module: nn.Module) -> nn.Module:
     return torch.compile(module, dynamic=True)
 
 
-def _freeze(module: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
-    """``module`` traced on ``args`` and frozen (weights inlined as constants; eval mode)."""
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # torch 2.x marks TorchScript as deprecated
-        return torch.jit.freeze(torch.jit.trace(module, args, check_trace=False).eval())
-
-
 def prepare_static(model: nn.Module, *, channels_last: bool, compile: bool = False,
                    freeze_on: torch.Tensor | None = None) -> nn.Module:
     """An inference copy of a static model: BN folded, in the given memory format, optionally
@@ -115,7 +107,7 @@ def prepare_static(model: nn.Module, *, channels_last: bool, compile: bool = Fal
     out = out.to(memory_format=torch.channels_last) if channels_last else out
     if freeze_on is not None:
         example = freeze_on.contiguous(memory_format=torch.channels_last) if channels_last else freeze_on
-        out = _freeze(out.to(freeze_on.device), (example,))
+        out = freeze(out.to(freeze_on.device), (example,))
     return _compile(out) if compile else out
 
 
@@ -135,7 +127,7 @@ def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = Fal
         with torch.no_grad():
             for s in range(msnet.num_stages):
                 args = (x, *[cache[k] for k in msnet.reads[s]])
-                frozen = _freeze(msnet.stages[s], args)
+                frozen = freeze(msnet.stages[s], args)
                 msnet.forward_stage(s, x, cache)
                 msnet.stages[s] = frozen
     if compile:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from s2dnas._io import atomic_write_json
 from s2dnas.cli.common import add_data_args, check_model_dir
 from s2dnas.cost import count_macs
 from s2dnas.data import check_splits_fit, splits_for_model
-from s2dnas.errors import ConfigError
+from s2dnas.errors import CheckpointError, ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -43,14 +44,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_base_weights(model_dir: Path) -> str | None:
-    """The base weights of the run that wrote ``model_dir`` (``RUN/config.yaml``'s model.weights), if any."""
+    """The base weights of the run that wrote ``model_dir`` (``RUN/config.yaml``'s model.weights), if any.
+
+    A relative path is taken from the directory ``s2dnas run`` was started in: the run directory
+    less its recorded ``out`` (``out: runs/demo`` and RUN ``/home/u/runs/demo`` give ``/home/u``),
+    wherever bench runs from. When that cannot be told (``out`` absolute, or not the end of the run
+    directory's path because the run was moved), from the current directory.
+
+    Raises:
+        CheckpointError: the recorded file is not there (one line naming it and ``--base-weights``).
+    """
     config = model_dir.parent / "config.yaml"
     if not config.is_file():
         return None
     from s2dnas.config import load_config
 
-    weights = load_config(str(config), []).model.weights
-    return None if weights is None else str(weights)
+    cfg = load_config(str(config), [])
+    if cfg.model.weights is None:
+        return None
+    path = Path(cfg.model.weights).expanduser()
+    if not path.is_absolute():
+        path = (_launch_dir(model_dir.parent, cfg.out) or Path.cwd()) / path
+    if not path.is_file():
+        raise CheckpointError(f"Expected the base weights that {config} records (model.weights: "
+                              f"{cfg.model.weights}) at {path}, but there is no such file; pass the base model "
+                              "with --base-weights PATH")
+    return str(path)
+
+
+def _launch_dir(run_dir: Path, out: str | None) -> Path | None:
+    """The directory a run was started in: ``run_dir`` (absolute) less the relative ``out`` it was given."""
+    if not out:
+        return None
+    rel = Path(os.path.normpath(out))
+    if rel.is_absolute() or ".." in rel.parts:
+        return None
+    run_abs = Path(os.path.abspath(run_dir))
+    n = len(rel.parts)
+    if n == 0:  # out: .
+        return run_abs
+    if len(run_abs.parts) <= n or run_abs.parts[-n:] != rel.parts:
+        return None
+    return Path(*run_abs.parts[:-n])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     onnx = not args.no_onnx and importlib.util.find_spec("onnxruntime") is not None
     model_dir = check_model_dir(args.model_dir, command="bench")
+    weights = args.base_weights or run_base_weights(model_dir)
     dynamic = load(model_dir, device="cpu").eval()
     spec = dynamic.model_spec or {}
     # The data set and preprocessing stored with the model; bench times test images only (no val cut).
     splits = splits_for_model(spec.get("data"), dataset=args.dataset, data_dir=args.data_dir, need_val=False,
                               source=str(model_dir))
     check_splits_fit(spec, splits)  # a model of another input shape would fail deep inside torch
-    weights = args.base_weights or run_base_weights(model_dir)
     base, name, source = load_base_model(splits=splits, model_name=spec.get("model"), weights=weights)
     n = min(args.num_images, len(splits.test))
     images = torch.stack([splits.test[i][0] for i in range(n)])

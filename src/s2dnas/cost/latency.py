@@ -3,7 +3,8 @@
 MACs do not predict wall-clock time on small CNNs: a 3x3 convolution with 4 channels runs its
 MACs ~9x slower than one with 64 on a CPU, and each op has a fixed overhead that dominates at
 batch 1. This module measures what a candidate really executes, **one stage of a MultiStageNet at
-a time** (BN folded, on the target device, at the given batch size and memory format), and keeps
+a time** (BN folded, traced and frozen as ``s2dnas bench`` deploys it, on the target device, at the
+given batch size and memory format), and keeps
 the seconds in an on-disk cache so a candidate's stage is timed once per machine:
 
 - the cache is one JSON file per *machine fingerprint* (torch version, CPU model or CUDA device
@@ -11,8 +12,8 @@ the seconds in an on-disk cache so a candidate's stage is timed once per machine
   pickled, and a file that does not parse or does not match its fingerprint is set aside with a
   warning and rebuilt;
 - an entry's key is the stage's structural fingerprint (graph code, every layer's type and shape,
-  the shapes of its inputs: :func:`stage_fingerprint`), the batch size and the memory format, so
-  the same slice in two candidates is one entry.
+  the shapes of its inputs: :func:`stage_fingerprint`), the batch size, the memory format and how
+  it ran (``frozen``: :data:`DEPLOYED_MODE`), so the same slice in two candidates is one entry.
 
 Per stage rather than per layer (a lookup table summed over layers, as FBNet / Once-for-All do):
 on this CPU the sum of per-layer times missed whole stages by the per-op and Python overhead that
@@ -56,14 +57,17 @@ from s2dnas.errors import ConfigError
 if TYPE_CHECKING:  # cost/ sits below space/: the network is only used through its attributes
     from s2dnas.space.multistage import MultiStageNet
 
-__all__ = ["CACHE_FORMAT", "LatencyCache", "StageLatency", "default_cache_dir", "device_fingerprint",
-           "stage_fingerprint", "fold_bn", "time_call", "measure_stages", "predict_latency", "expected_latency",
+__all__ = ["CACHE_FORMAT", "DEPLOYED_MODE", "LatencyCache", "StageLatency", "default_cache_dir", "device_fingerprint",
+           "stage_fingerprint", "fold_bn", "freeze", "time_call", "measure_stages", "predict_latency", "expected_latency",
            "stage_cost_vector", "measure_model", "LatencyStageCost"]
 
 _logger = logging.getLogger(__name__)
 
 #: Version of the cache file layout; a file with another version is rebuilt.
 CACHE_FORMAT = 1
+#: How stages (and the base) are timed, the last field of every cache key: traced and frozen, as
+#: ``s2dnas bench`` deploys them. Entries timed eager (keys without it, before) are not reused.
+DEPLOYED_MODE = "frozen"
 
 
 def default_cache_dir() -> Path:
@@ -206,6 +210,18 @@ def fold_bn(module: nn.Module) -> nn.Module:
     return fuse(copy.deepcopy(gm).eval(), inplace=True)
 
 
+def freeze(module: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
+    """``module`` traced on ``args`` and frozen (``torch.jit.freeze``: weights inlined; eval mode).
+
+    How ``s2dnas bench`` runs a model in its ``frozen`` mode (after :func:`fold_bn`), and so how
+    the latency cost model times stages: the deployed form, which ran 20-35% faster than eager at
+    batch 1 on a CPU (docs/design.md, "Batch 1 and the bench").
+    """
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch 2.x marks TorchScript as deprecated
+        return torch.jit.freeze(torch.jit.trace(module, args, check_trace=False).eval())
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -289,7 +305,8 @@ def measure_stages(msnet: MultiStageNet, *, batch_size: int, device: str | torch
                    warmup: int = 2, progress: bool = False) -> StageLatency:
     """Time every stage of ``msnet`` on whole batches on ``device``, reusing cached timings.
 
-    Each stage runs as it will in deployment: BN folded, eval mode, inference mode, inputs the
+    Each stage runs as it will in deployment: BN folded, traced and frozen (:func:`freeze`, as
+    ``s2dnas bench`` runs it), eval mode, inference mode, inputs the
     image batch and the cached features it reads (computed once by the earlier stages, outside
     the timed region). With ``channels_last=None`` both memory formats are timed and the one with
     the smaller sum over stages is kept (as ``s2dnas bench`` keeps each model's faster format).
@@ -346,13 +363,14 @@ def _measure_layout(msnet: MultiStageNet, *, batch_size: int, device: torch.devi
                 break
             stage = fold_bn(msnet.stages[s]).to(device=device, memory_format=fmt)
             args = (x, *[feats[k] for k in msnet.reads[s]])
-            key = f"{stage_fingerprint(stage, args)}|b{batch_size}|{layout}"
+            key = f"{stage_fingerprint(stage, args)}|b{batch_size}|{layout}|{DEPLOYED_MODE}"
             skip = only is not None and s not in only  # not asked for: only its features are needed
             value = cache.get(key) if cache is not None and not skip else None
             if skip:
                 value, hit = math.nan, False
             elif value is None:
-                value = time_call(lambda: stage(*args), device=device, warmup=warmup, repeats=repeats)
+                frozen = freeze(stage, args)  # what s2dnas bench deploys
+                value = time_call(lambda: frozen(*args), device=device, warmup=warmup, repeats=repeats)
                 if cache is not None:
                     cache.put(key, value)
                 hit = False
@@ -467,7 +485,8 @@ def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: i
                   cache: LatencyCache | None = None, repeats: int = 5, warmup: int = 2) -> float:
     """Median seconds of one batch through a plain model (e.g. the base), timed as the stages are.
 
-    BN folded when the model traces with ``torch.fx`` (else timed as it is, in eval mode), on
+    BN folded when the model traces with ``torch.fx`` (else timed as it is, in eval mode), then
+    frozen (:func:`freeze`; eager when ``torch.jit.trace`` fails, with ``eager`` in the key), on
     ``device``, in the given memory format or the faster of the two (``None``); cached under the
     model's structural fingerprint, batch size and layout.
 
@@ -487,10 +506,14 @@ def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: i
         fmt = torch.channels_last if cl else torch.contiguous_format
         net = runner.to(device=dev, memory_format=fmt)
         x = torch.randn(batch_size, *input_shape, device=dev, dtype=dtype).contiguous(memory_format=fmt)
-        key = f"model|{stage_fingerprint(net, [x])}|b{batch_size}|{'channels_last' if cl else 'nchw'}"
+        try:
+            run, mode = freeze(net, (x,)), DEPLOYED_MODE
+        except Exception:  # noqa: BLE001 - not traceable by torch.jit: timed eager, as bench would run it
+            run, mode = net, "eager"
+        key = f"model|{stage_fingerprint(net, [x])}|b{batch_size}|{'channels_last' if cl else 'nchw'}|{mode}"
         value = cache.get(key) if cache is not None else None
         if value is None:
-            value = time_call(lambda: net(x), device=dev, warmup=warmup, repeats=repeats)
+            value = time_call(lambda: run(x), device=dev, warmup=warmup, repeats=repeats)
             if cache is not None:
                 cache.put(key, value)
         best = min(best, value)
