@@ -44,11 +44,15 @@ def test_result_file_follows_the_schema(smoke: tuple[dict, Path]) -> None:
     assert data["base"]["macs"] == 31_021_952 and 0 <= data["base"]["test_accuracy"] <= 1
     assert list(data["methods"]) == SUBSET
     for name, r in data["methods"].items():
-        assert r["points"], name
+        # one val-chosen point per accuracy level, nothing read off a test curve
+        assert [p["drop"] for p in r["points"]] == list(methods.level_drops()) and "test_curve" not in r, name
+        assert sum(p["operating_point"] for p in r["points"]) == 1
         for p in r["points"]:
-            assert set(p) >= {"test_accuracy", "macs", "measured_speedup", "timed_macs_ratio"}
+            assert set(p) >= {"test_accuracy", "macs", "measured_speedup", "measured_speedup_b1", "timed_macs_ratio",
+                              "thresholds", "val_accuracy", "feasible", "target_val_accuracy"}
             assert 0 <= p["test_accuracy"] <= 1 and p["macs"] > 0 and p["measured_speedup"] > 0
-            assert p["timed_macs_ratio"] > 0
+            assert p["measured_speedup_b1"] > 0 and p["timed_macs_ratio"] > 0
+            assert p["feasible"] == (p["val_accuracy"] >= p["target_val_accuracy"])
         assert r["scale"] == "smoke"
         assert "build_seconds" in r
 
@@ -120,3 +124,57 @@ def test_handpicked_rows_use_the_configured_space_like_the_searched_rows() -> No
     space = methods._space(ctx)
     assert space.channel_multiple == configured.channel_multiple
     assert methods._space(ctx, num_stages=2).num_stages == 2
+
+
+def _logits(correct_first: torch.Tensor, confident_first: torch.Tensor, labels: torch.Tensor) -> "StageLogits":
+    """Two stages, 2 classes: stage 0 answers right where ``correct_first`` and with a confidence
+    that is high where ``confident_first``; stage 1 is always right."""
+    from s2dnas.dynamic.calibrate import StageLogits
+
+    n = len(labels)
+    first_answer = torch.where(correct_first, labels, 1 - labels)
+    margin = torch.where(confident_first, 4.0, 0.2) + torch.linspace(0, 0.1, n)  # distinct confidences
+    first = torch.zeros(n, 2)
+    first[torch.arange(n), first_answer] = margin
+    last = torch.zeros(n, 2)
+    last[torch.arange(n), labels] = 4.0
+    return StageLogits(logits=torch.stack([first, last]), labels=labels)
+
+
+def test_points_are_chosen_on_val_and_test_is_only_read_after() -> None:
+    """Issue 14: per accuracy level the thresholds come from val alone; two different test sets get
+    the same thresholds, val accuracies and feasibility, and only their test numbers differ."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (200,), generator=g)
+    val = _logits(torch.rand(200, generator=g) < 0.8, torch.rand(200, generator=g) < 0.6, labels)
+    tests = [_logits(torch.rand(200, generator=g) < q, torch.rand(200, generator=g) < 0.6, labels) for q in (0.5, 0.95)]
+    kw = dict(stage_macs=[10, 90], base_val=1.0, base_macs=100, drops=(0.001, 0.05, 0.2), operating_drop=0.001)
+    a, b = (methods.choose_points(val, t, **kw) for t in tests)
+    chosen = ("drop", "thresholds", "val_accuracy", "val_macs", "feasible", "target_val_accuracy")
+    assert [{k: p[k] for k in chosen} for p in a] == [{k: p[k] for k in chosen} for p in b]
+    assert [p["test_accuracy"] for p in a] != [p["test_accuracy"] for p in b]  # the test sets do differ
+    assert [p["operating_point"] for p in a] == [True, False, False]
+    # a looser level never costs more on val (the same optimiser, a weaker constraint)
+    assert a[0]["val_macs"] >= a[1]["val_macs"] >= a[2]["val_macs"]
+
+
+def test_a_level_not_reached_on_val_is_not_reached_even_when_test_would_cross_it() -> None:
+    labels = torch.arange(100) % 2
+    every = torch.ones(100, dtype=torch.bool)
+    # on val the last stage is wrong on 10 inputs that stage 0 also gets wrong: at most 90% whatever the thresholds
+    val = _logits(torch.arange(100) >= 10, every, labels)
+    val.logits[1, :10] = val.logits[1, :10].flip(1)
+    test = _logits(every, every, labels)  # on test every setting is 100% correct
+    pts = methods.choose_points(val, test, stage_macs=[10, 90], base_val=0.95, base_macs=100, drops=(0.001, 0.1),
+                                operating_drop=0.001)
+    assert [p["feasible"] for p in pts] == [False, True]
+    assert pts[0]["test_accuracy"] == 1.0  # test would have crossed the level
+    data = {"base": {"macs": 100, "test_accuracy": 0.95, "val_accuracy": 0.95},
+            "methods": {"s2dnas_rl": {"points": pts}, "static_x0.5": {"points": [
+                {**pts[1], "drop": 0.001, "feasible": True, "macs": 50}]}}}
+    iso = methods.iso_accuracy(data)
+    assert iso["s2dnas_rl"]["0.001"] == {"feasible": False, "test_accuracy": 1.0, "macs": None}
+    assert iso["s2dnas_rl"]["0.100"]["macs"] == pts[1]["macs"] / 100
+    targets = methods.check_targets(data)
+    assert targets == [{"method": "s2dnas_rl", "target": "reach base val - 0.1 pt on val",
+                        "value": f"not reached (val {100 * pts[0]['val_accuracy']:.2f}%)", "met": False}]
