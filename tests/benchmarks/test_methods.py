@@ -178,3 +178,34 @@ def test_a_level_not_reached_on_val_is_not_reached_even_when_test_would_cross_it
     targets = methods.check_targets(data)
     assert targets == [{"method": "s2dnas_rl", "target": "reach base val - 0.1 pt on val",
                         "value": f"not reached (val {100 * pts[0]['val_accuracy']:.2f}%)", "met": False}]
+
+
+def test_evaluate_network_gives_the_same_choices_when_the_test_labels_are_permuted() -> None:
+    """Issue 14's leakage check at the benchmark's level: the whole evaluation of one network
+    (every level's thresholds, val numbers, feasibility) is unchanged by permuting the test labels."""
+    from types import SimpleNamespace
+
+    from s2dnas.data.datasets import TensorImageDataset
+    from tests._models import make_labels, make_space, sharpen
+
+    space = make_space(num_stages=3)
+    msnet = sharpen(space.build(space.default_architecture()))
+    g = torch.Generator().manual_seed(0)
+    xv, xt = torch.randn(160, 1, 8, 8, generator=g), torch.randn(160, 1, 8, 8, generator=g)
+    yv, yt = make_labels(msnet, xv, seed=1), make_labels(msnet, xt, seed=2)
+    shuffled = yt[torch.randperm(160, generator=g)]
+    assert (shuffled != yt).any()
+    base_macs = space.base_macs()
+
+    def run(test_labels: torch.Tensor) -> dict:
+        splits = SimpleNamespace(val=TensorImageDataset(xv, yv), test=TensorImageDataset(xt, test_labels))
+        ctx = SimpleNamespace(splits=splits, scale=SimpleNamespace(eval_batch_size=64), device=torch.device("cpu"),
+                              base_val=0.72, base_macs=base_macs, target=0.72 - 0.001)
+        return methods.evaluate_network(ctx, msnet)
+
+    a, b = run(yt), run(shuffled)
+    chosen = ("drop", "thresholds", "val_accuracy", "val_macs", "feasible", "operating_point")
+    assert [{k: p[k] for k in chosen} for p in a["points"]] == [{k: p[k] for k in chosen} for p in b["points"]]
+    assert a["stage_val_accuracy"] == b["stage_val_accuracy"] and a["feasible"] == b["feasible"]
+    assert a["stage_test_accuracy"] != b["stage_test_accuracy"]  # the test labels did change
+    assert len({tuple(p["thresholds"]) for p in a["points"]}) > 1  # the levels chose different settings
