@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from s2dnas.dynamic.calibrate import StageLogits
 from tests.cli._synthetic import write_band_dataset
 
 pytest.importorskip("matplotlib")
 methods = pytest.importorskip("benchmarks.methods")
 
-SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade", "s2dnas_handpicked", "s2dnas_random",
-          "ablation_no_concat"]
+SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade_x0.5", "s2dnas_handpicked",
+          "s2dnas_random", "ablation_no_concat"]
+SEEDS = (0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +27,16 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     data = write_band_dataset(root / "data", n_train=500, n_test=120)
     result = root / "methods.json"
     kw = dict(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist", data_dir=str(data),
-              val_size=100, methods=SUBSET, result_path=result)
+              val_size=100, methods=SUBSET, result_path=result, seeds=SEEDS)
     # as `make bench` does: train and evaluate first, then time every network rebuilt from the cache
     trained = methods.run_benchmark(**kw, speed=False)
     assert all(p["measured_speedup"] is None for r in trained["methods"].values() for p in r["points"])
     timed = methods.run_benchmark(**kw, speed=True)
     for name, r in timed["methods"].items():  # the rebuilt networks are the evaluated ones
         t = trained["methods"][name]
-        assert r["stage_test_accuracy"] == t["stage_test_accuracy"] and r["stage_macs"] == t["stage_macs"], name
+        for mine, theirs in zip(r.get("per_seed", {"0": r}).values(), t.get("per_seed", {"0": t}).values()):
+            assert mine["stage_test_accuracy"] == theirs["stage_test_accuracy"], name
+            assert mine["stage_macs"] == theirs["stage_macs"], name
     return timed, root
 
 
@@ -65,7 +69,7 @@ def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, 
     assert m["static_base"]["points"][0]["test_accuracy"] == data["base"]["test_accuracy"]
     assert m["static_x0.5"]["points"][0]["macs"] == 7_783_872  # ResNet-20 at half width, 28x28
     # the cascade's stages are the half-width model and the base, nothing shared
-    assert m["cascade"]["stage_macs"] == [7_783_872, base_macs]
+    assert m["cascade_x0.5"]["stage_macs"] == [7_783_872, base_macs]
     # SDN exits on the base: the trunk segments add up to the base plus the three linear heads
     assert len(m["sdn_frozen"]["stage_macs"]) == 4 and sum(m["sdn_frozen"]["stage_macs"]) > base_macs
     # the frozen trunk leaves the last exit equal to the base model
@@ -75,7 +79,18 @@ def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, 
         assert op["macs_ratio"] == pytest.approx(base_macs / op["macs"])
         # operating point MACs lie between the first stage alone and every stage
         assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
-    assert m["s2dnas_random"]["search_seconds"] > 0 and "architecture" in m["s2dnas_random"]
+    # the searched row: one run per seed (its own directory and seed), mean and spread of their points
+    rnd = m["s2dnas_random"]
+    assert rnd["seeds"] == list(SEEDS) and rnd["search_seconds"] > 0
+    assert (root / "cache" / "s2dnas_random" / "result.json").is_file()
+    assert (root / "cache" / "s2dnas_random-seed1" / "result.json").is_file()
+    per = [rnd["per_seed"][str(k)] for k in SEEDS]
+    assert [e["seed"] for e in per] == list(SEEDS) and all("architecture" in e for e in per)
+    for i, p in enumerate(rnd["points"]):
+        accs = [e["points"][i]["test_accuracy"] for e in per]
+        assert p["test_accuracy"] == pytest.approx(sum(accs) / 2)
+        assert p["test_accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+        assert p["feasible"] == all(e["points"][i]["feasible"] for e in per)
     # joint SDN training moved the trunk away from the base; frozen training did not
     from s2dnas.train.checkpoint import load_weights
     from s2dnas.zoo import create_model
@@ -95,7 +110,7 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
     data, root = smoke
     again = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
                                   data_dir=str(root / "data"), val_size=100, methods=SUBSET,
-                                  result_path=root / "again.json", speed=False)
+                                  result_path=root / "again.json", speed=False, seeds=SEEDS)
     assert again["methods"] == json.loads(json.dumps(data["methods"]))  # nothing retrained or re-measured
     with pytest.raises(SystemExit, match=r"holds a result of scale 'smoke', not 'small'"):
         methods.run_benchmark(model="resnet20", scale="small", out=root / "cache", dataset="fashion-mnist",
@@ -104,7 +119,8 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
     text = methods.table(again)
     first = text.split("\n\n")[1].splitlines()  # the operating-point table: header, rule, one row per method
     assert [row.split(" | ")[0][2:] for row in first[2:]] == SUBSET and "our measurements" in text.lower()
-    assert all(f"| {name} |" in text.split("\n\n")[3] for name in SUBSET)  # the iso-accuracy table
+    assert all(f"| {name} |" in text.split("\n\n")[3] for name in SUBSET)  # the per-level table
+    assert "± " in first[2 + SUBSET.index("s2dnas_random")]  # the searched row: mean ± spread
     methods.plot(again, root / "plot.png")
     assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -126,11 +142,9 @@ def test_handpicked_rows_use_the_configured_space_like_the_searched_rows() -> No
     assert methods._space(ctx, num_stages=2).num_stages == 2
 
 
-def _logits(correct_first: torch.Tensor, confident_first: torch.Tensor, labels: torch.Tensor) -> "StageLogits":
+def _logits(correct_first: torch.Tensor, confident_first: torch.Tensor, labels: torch.Tensor) -> StageLogits:
     """Two stages, 2 classes: stage 0 answers right where ``correct_first`` and with a confidence
     that is high where ``confident_first``; stage 1 is always right."""
-    from s2dnas.dynamic.calibrate import StageLogits
-
     n = len(labels)
     first_answer = torch.where(correct_first, labels, 1 - labels)
     margin = torch.where(confident_first, 4.0, 0.2) + torch.linspace(0, 0.1, n)  # distinct confidences
