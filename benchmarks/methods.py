@@ -15,7 +15,7 @@ For one base model (the shipped ResNet-20, or VGG-16-BN at half width trained he
    candidates scored with a weight-sharing super-network, final training from the super-network's
    weights; ``s2dnas_oneshot_inherited``: the same search, final training from the base's weights
    (the other rows' start), so the start is not a confound;
-7. ``oracle``: seed 0's ``s2dnas_rl`` network when every input leaves at the first stage that gets
+7. ``oracle``: the first seed's ``s2dnas_rl`` network when every input leaves at the first stage that gets
    it right (picked on test by definition: a bound, not a method).
 
 Protocol (issue 14). Every point is chosen on val: for each accuracy level (the base's val
@@ -530,8 +530,7 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
                         if all(entries[k].get(key) is not None for k in seeds) else None)
     return {"scale": first["scale"], "seeds": seeds, "points": points, "val_accuracy": op["val_accuracy"],
             "feasible": op["feasible"], "build_seconds": mean("build_seconds"),
-            "search_seconds": mean("search_seconds"), "stage_macs": first["stage_macs"],
-            "oracle": first["oracle"], "per_seed": {str(k): entries[k] for k in seeds}}
+            "search_seconds": mean("search_seconds"), "per_seed": {str(k): entries[k] for k in seeds}}
 
 
 def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
@@ -610,11 +609,12 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
         else:
             results[name] = runs[name, 0]
     if "s2dnas_rl" in results:
-        o = results["s2dnas_rl"]["oracle"]  # seed 0's network; picked on test by definition (a bound, not a method)
+        o = runs["s2dnas_rl", seeds[0]]["oracle"]  # the first seed's network; picked on test by definition (a bound, not a method)
         results["oracle"] = {"points": [{"test_accuracy": o["accuracy"], "macs": o["expected_macs"],
                                          "measured_speedup": None, "macs_ratio": base_macs / o["expected_macs"],
                                          "operating_point": True}],
-                             "build_seconds": results["s2dnas_rl"]["build_seconds"], "of": "s2dnas_rl seed 0"}
+                             "build_seconds": runs["s2dnas_rl", seeds[0]]["build_seconds"],
+                             "of": f"s2dnas_rl seed {seeds[0]}"}
     data = {"dataset": dataset, "base_model": spec.name, "scale": {"name": scale, **dataclasses.asdict(sc)},
             "seeds": list(seeds), "supernet": supernet,
             "machine": machine(), "base": {"test_accuracy": base_test, "val_accuracy": base_val, "macs": base_macs,
@@ -664,7 +664,7 @@ def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 #: The rows that are ours in the targets (issue 14's goal) and those that are alternatives to them.
 OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited")
-ALTERNATIVES = ("static_x0.25", "static_x0.375", "static_x0.5", "static_x0.75", "sdn_frozen", "sdn_joint",
+ALTERNATIVES = ("static_base", "static_x0.25", "static_x0.375", "static_x0.5", "static_x0.75", "sdn_frozen", "sdn_joint",
                 "cascade_x0.25", "cascade_x0.5")
 
 
@@ -693,8 +693,8 @@ def check_targets(data: dict[str, Any], *, drop: float = 0.001) -> list[dict[str
                               f"{100 * base['test_accuracy']:.2f}%)", "met": frac <= 0.15})
         rows.append({"method": name, "target": "<= half the MACs of the best alternative",
                      "value": f"{100 * frac:.1f}% vs {best_macs[0]} {100 * best_macs[1]['macs'] / base['macs']:.1f}%"
-                     if best_macs else f"{100 * frac:.1f}%, no alternative reaches the level",
-                     "met": bool(best_macs) and p["macs"] <= 0.5 * best_macs[1]["macs"] or not best_macs})
+                     if best_macs else f"{100 * frac:.1f}%, no alternative in this run",
+                     "met": p["macs"] <= 0.5 * best_macs[1]["macs"] if best_macs else None})
         for bs, suffix in SPEED_BATCHES.items():
             key = f"measured_speedup{suffix}"
             timed = {k: a[key] for k, a in alts.items() if a.get(key) is not None}

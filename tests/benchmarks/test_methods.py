@@ -74,11 +74,12 @@ def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, 
     assert len(m["sdn_frozen"]["stage_macs"]) == 4 and sum(m["sdn_frozen"]["stage_macs"]) > base_macs
     # the frozen trunk leaves the last exit equal to the base model
     assert m["sdn_frozen"]["stage_test_accuracy"][-1] == data["base"]["test_accuracy"]
-    for name, r in m.items():
-        op = next(p for p in r["points"] if p["operating_point"])
-        assert op["macs_ratio"] == pytest.approx(base_macs / op["macs"])
-        # operating point MACs lie between the first stage alone and every stage
-        assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
+    for name, row in m.items():
+        for r in row.get("per_seed", {"0": row}).values():  # a searched row: each seed's own network
+            op = next(p for p in r["points"] if p["operating_point"])
+            assert op["macs_ratio"] == pytest.approx(base_macs / op["macs"])
+            # operating point MACs lie between the first stage alone and every stage
+            assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
     # the searched row: one run per seed (its own directory and seed), mean and spread of their points
     rnd = m["s2dnas_random"]
     assert rnd["seeds"] == list(SEEDS) and rnd["search_seconds"] > 0
@@ -223,3 +224,26 @@ def test_evaluate_network_gives_the_same_choices_when_the_test_labels_are_permut
     assert a["stage_val_accuracy"] == b["stage_val_accuracy"] and a["feasible"] == b["feasible"]
     assert a["stage_test_accuracy"] != b["stage_test_accuracy"]  # the test labels did change
     assert len({tuple(p["thresholds"]) for p in a["points"]}) > 1  # the levels chose different settings
+
+
+def test_targets_compare_ours_with_the_best_alternative_that_reaches_the_level() -> None:
+    def point(macs: float, sp: float, sp1: float, feasible: bool = True) -> dict:
+        return {"drop": 0.001, "feasible": feasible, "macs": macs, "test_accuracy": 0.9, "val_accuracy": 0.9,
+                "measured_speedup": sp, "measured_speedup_b1": sp1}
+
+    data = {"base": {"macs": 100, "test_accuracy": 0.91, "val_accuracy": 0.91}, "methods": {
+        "s2dnas_rl": {"points": [point(10, 5.0, 3.0)]},
+        "sdn_joint": {"points": [point(20, 2.0, 1.6)]},
+        "cascade_x0.25": {"points": [point(15, 9.0, 9.0, feasible=False)]},  # not reached on val: ignored
+        "static_x0.5": {"points": [point(25, 2.4, 1.2)]}}}
+    rows = {r["target"]: (r["value"], r["met"]) for r in methods.check_targets(data)}
+    assert rows["<= 15% of the base's MACs"][1] is True
+    assert rows["<= half the MACs of the best alternative"] == ("10.0% vs sdn_joint 20.0%", True)
+    assert rows[">= 2x the best alternative's speed-up at batch 256"] == ("5.00x vs static_x0.5 2.40x", True)
+    assert rows[">= 2x the best alternative's speed-up at batch 1"] == ("3.00x vs sdn_joint 1.60x", False)
+
+
+def test_unknown_methods_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"unknown method\(s\) cascade; expected some of static_base, "):
+        methods.run_benchmark(model="resnet20", scale="smoke", out=tmp_path / "c", methods=["cascade"])
+    assert not (tmp_path / "c").exists()
