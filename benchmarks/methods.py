@@ -1,29 +1,38 @@
 """Method comparison: S2DNAS against what a user would do otherwise, side by side in one run.
 
-For one base model (the shipped ResNet-20, or VGG-16-BN x0.25 trained here) and Fashion-MNIST:
+For one base model (the shipped ResNet-20, or VGG-16-BN at half width trained here) and Fashion-MNIST:
 
 1. ``static_base``: the base model;
-2. ``static_x0.5``, ``static_x0.75``: thinner static models, trained from scratch with the base's recipe
-   for half its epochs (the full budget does not fit the benchmark's time on 2 cores);
+2. ``static_x0.25``, ``static_x0.375``, ``static_x0.5``, ``static_x0.75``: thinner static models,
+   trained from scratch with the base's recipe and epochs, distilled from the base (alpha and T of
+   our final training);
 3. ``sdn_frozen``, ``sdn_joint``: SDN-style exits at 1/4, 2/4, 3/4 of the base's convolutions,
    trained on the frozen base (heads only) or jointly;
-4. ``cascade``: a big/little cascade of ``static_x0.5`` and the base;
+4. ``cascade_x0.25``, ``cascade_x0.5``: big/little cascades of ``static_x0.25`` / ``static_x0.5`` and the base;
 5. ``s2dnas_handpicked``: METHOD.md's architecture (split 1/4, 1/4, 1/2, full concat), no search;
    ``s2dnas_random``: random search;
 6. ``s2dnas_rl``: REINFORCE over briefly trained candidates; ``s2dnas_oneshot``: REINFORCE over
-   candidates scored with a weight-sharing super-network;
-7. ``oracle``: the ``s2dnas_rl`` network when every input leaves at the first stage that gets it right.
+   candidates scored with a weight-sharing super-network, final training from the super-network's
+   weights; ``s2dnas_oneshot_inherited``: the same search, final training from the base's weights
+   (the other rows' start), so the start is not a confound;
+7. ``oracle``: the first seed's ``s2dnas_rl`` network when every input leaves at the first stage that gets
+   it right (picked on test by definition: a bound, not a method).
 
-Every multi-stage method gets the same final training (epochs, images, distillation) and goes
-through one evaluation: thresholds calibrated on val for the base's val accuracy (minus the
-tolerance), test accuracy and MACs (counted by executing the stages), and measured CPU speed-up
-over the base (both BN-folded, each in its faster memory format, batch 256, same process).
-Each method's result is cached under ``runs/bench/<model>/<method>/`` so a killed run resumes;
-the timing runs after all training, in the same process (``--no-speed`` leaves it for a later run
-on a quiet machine, which rebuilds every network from the cache in seconds).
+Protocol (issue 14). Every point is chosen on val: for each accuracy level (the base's val
+accuracy minus each of :data:`ISO_DROPS`) the thresholds are calibrated on val by the one optimiser
+(:func:`choose_points`), and only then evaluated on test; a level not reached on val is reported as
+not reached. Every multi-stage method gets the same final training (epochs, images, distillation);
+every static model the base's recipe and epochs; every search the same candidate count. The
+searched methods run once per seed (``--seeds``) and report mean and spread. MACs are counted by
+executing the stages; speed is measured against the base on the CPU at batch 256 and at batch 1
+(both BN-folded, each model in its faster memory format, same process).
+Each method's result is cached under ``runs/bench/<model>/<method>[-seed<k>]/`` so a killed run
+resumes; the timing runs after all training, in the same process (``--no-speed`` leaves it for a
+later run on a quiet machine, which rebuilds every network from the cache in seconds).
 
-    python -m benchmarks.methods --model resnet20 --scale small
-writes benchmarks/results/methods_<model>.json (schema of issue 6), a PNG and a markdown table.
+    python -m benchmarks.methods --model resnet20 --scale full --seeds 0,1,2 [--supernet DIR]
+writes benchmarks/results/methods_<model>.json, a PNG (accuracy vs MACs and vs measured speed-up
+at batch 256 and 1) and a markdown table.
 """
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ from s2dnas.bench.speed import in_layout, prepare_dynamic, prepare_static, time_
 from s2dnas.config import TrainConfig, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet
-from s2dnas.dynamic.calibrate import calibrate, collect_logits, evaluate_dynamic, oracle
+from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.runner import FINAL_BN_BATCHES, run_pipeline
 from s2dnas.space import MultiStageNet, Space
 from s2dnas.space.factory import build_space
@@ -51,7 +60,7 @@ from s2dnas.train.base import BaseTrainConfig, train_base
 from s2dnas.train.evaluate import load_base_model
 from s2dnas.train.checkpoint import load_weights, save_weights
 from s2dnas.train.loops import reestimate_batch_norm_seeded
-from s2dnas.train.multistage import train_multistage
+from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.zoo import create_model
 
 RESULTS = Path("benchmarks/results")
@@ -67,89 +76,116 @@ class Scale:
     budget: int  # candidates per search (random, RL, one-shot: the same)
     candidate_epochs: int
     candidate_limit_train: int
-    supernet_epochs: int
-    speed_images: int  # test images timed per pass
+    supernet_epochs: int | None  # None: the configured super-network recipe's epochs
+    speed_images: int  # test images timed per pass at batch 256
     speed_repeats: int
+    speed_images_batch1: int = 256  # test images timed per pass at batch 1
     thin_limit_train: int | None = None  # smoke runs only: cut the static models' training
+    thin_epochs: int | None = None  # smoke runs only: cut the static models' epochs (None: the base's)
     eval_batch_size: int = 512
 
 
 SCALES = {
     # `make test` runs this on synthetic data (tests/benchmarks): every method, minutes of nothing
     "smoke": Scale(final_epochs=1, limit_train=256, budget=2, candidate_epochs=1, candidate_limit_train=64,
-                   supernet_epochs=1, speed_images=64, speed_repeats=1, thin_limit_train=256, eval_batch_size=128),
+                   supernet_epochs=1, speed_images=64, speed_repeats=1, speed_images_batch1=8, thin_limit_train=256,
+                   thin_epochs=1, eval_batch_size=128),
     # the committed results: fits a 2-core CPU in about an hour per base model
     "small": Scale(final_epochs=3, limit_train=20000, budget=12, candidate_epochs=1, candidate_limit_train=2000,
                    supernet_epochs=1, speed_images=1024, speed_repeats=3),
+    # issue 14: the budget at which METHOD.md's probe brought our network to the base's accuracy:
+    # final training (every dynamic method) 8 epochs on all training images; every search 200
+    # candidates (one-shot: the default super-network config, 8 epochs on all images; RL and random:
+    # the same 200 candidates, each trained briefly); static models: the base's recipe and epochs
+    "full": Scale(final_epochs=8, limit_train=None, budget=200, candidate_epochs=1, candidate_limit_train=2000,
+                  supernet_epochs=None, speed_images=1024, speed_repeats=5, speed_images_batch1=512),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A base model of the benchmark and its thinner static variants."""
+    """A base model of the benchmark and its thinner static variants (every one trained with the
+    base's recipe for ``base_epochs``, distilled from the base as our final training is)."""
 
     name: str  # what s2dnas calls it (zoo name or module:factory)
-    thin: dict[str, str]  # method name -> model name
+    thin: dict[str, str]  # static method name (static_x0.25, ...) -> model name
     base_epochs: int  # the base recipe's epochs (shipped base: its recipe; else trained here)
-    thin_epochs: int  # the static thinner models' epochs (the base's recipe otherwise)
     shipped: bool  # the base's weights ship with s2dnas
 
 
+def _family(name: str, widths: dict[str, str], *, base_epochs: int, shipped: bool) -> ModelSpec:
+    return ModelSpec(name, {f"static_x{k}": f"benchmarks.models:{v}" for k, v in widths.items()},
+                     base_epochs=base_epochs, shipped=shipped)
+
+
 MODELS = {
-    "resnet20": ModelSpec("resnet20", {"static_x0.5": "benchmarks.models:resnet20_w50",
-                                       "static_x0.75": "benchmarks.models:resnet20_w75"}, base_epochs=10, thin_epochs=5,
-                          shipped=True),
-    "vgg16_bn_w25": ModelSpec("benchmarks.models:vgg16_bn_w25", {"static_x0.5": "benchmarks.models:vgg16_bn_w12",
-                                                                  "static_x0.75": "benchmarks.models:vgg16_bn_w19"},
-                              base_epochs=6, thin_epochs=3, shipped=False),
+    # the shipped base's recipe: 10 epochs (its metadata)
+    "resnet20": _family("resnet20", {"0.25": "resnet20_w25", "0.375": "resnet20_w375", "0.5": "resnet20_w50",
+                                     "0.75": "resnet20_w75"}, base_epochs=10, shipped=True),
+    "vgg16_bn_w50": _family("benchmarks.models:vgg16_bn_w50", {"0.25": "vgg16_bn_w12", "0.375": "vgg16_bn_w19",
+                                                                "0.5": "vgg16_bn_w25", "0.75": "vgg16_bn_w38"},
+                            base_epochs=10, shipped=False),
 }
 
 
+#: Batch sizes every network is timed at (issue 14: batch 1 and batch 256), with the key suffix of
+#: their fields in a point (``measured_speedup`` at 256, ``measured_speedup_b1`` at 1, ...).
+SPEED_BATCHES = {256: "", 1: "_b1"}
+
+
 class SpeedMeter:
-    """Times networks against the base at batch 256 on the same test images, in one process.
+    """Times networks against the base at batch 256 and at batch 1 on the same test images, in one process.
 
     Every model is prepared the same way (BN folded, inference mode) and timed in both memory
-    formats, the faster one kept. The base is timed again next to every network, so a machine
-    that gets busier (or quieter) during the run does not tilt the comparison.
+    formats at each batch size, the faster one kept (per batch size). The base is timed again next
+    to every network, so a machine that gets busier (or quieter) during the run does not tilt the
+    comparison. Batch 1 times the first ``images_batch1`` images (it is the slow one per image).
     """
 
     def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, base_macs: int, repeats: int,
-                 batch_size: int = 256) -> None:
+                 images_batch1: int) -> None:
         self.base_macs = base_macs
-        self.batches = list(torch.split(images, batch_size))
+        self.batches = {bs: list(torch.split(images[: images_batch1 if bs == 1 else len(images)], bs))
+                        for bs in SPEED_BATCHES}
         self.repeats = repeats
         self.base = {cl: prepare_static(base, channels_last=cl) for cl in (False, True)}
-        self.base_layout, self.base_seconds = self.time_base()
+        self.base_layout, self.base_seconds = {}, {}
+        for bs in SPEED_BATCHES:
+            self.base_layout[bs], self.base_seconds[bs] = self.time_base(bs)
 
-    def _layout(self, channels_last: bool) -> list[torch.Tensor]:
-        return in_layout(self.batches, channels_last=channels_last)
+    def _layout(self, bs: int, channels_last: bool) -> list[torch.Tensor]:
+        return in_layout(self.batches[bs], channels_last=channels_last)
 
-    def time_base(self) -> tuple[str, float]:
-        """(layout, seconds per pass) of the base in its faster layout."""
-        times = {cl: time_passes(m, self._layout(cl), repeats=self.repeats) for cl, m in self.base.items()}
+    def time_base(self, bs: int) -> tuple[str, float]:
+        """(layout, seconds per pass) of the base at batch size ``bs`` in its faster layout."""
+        times = {cl: time_passes(m, self._layout(bs, cl), repeats=self.repeats) for cl, m in self.base.items()}
         best = min(times, key=times.__getitem__)
         return ("channels_last" if best else "nchw"), times[best]
 
     def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[dict[str, float | str]]:
-        """For each threshold setting (in order): measured speed-up over the base, and the MAC
-        ratio on the timed images themselves."""
+        """For each threshold setting (in order): measured speed-up over the base at each batch size
+        of :data:`SPEED_BATCHES`, and the MAC ratio on the timed (batch-256) images themselves."""
         variants = {cl: prepare_dynamic(net, channels_last=cl) for cl in (False, True)}
-        _, base_seconds = self.time_base()
-        first = {}
-        for cl, v in variants.items():
-            v.set_thresholds(thresholds[0])
-            first[cl] = time_passes(v, self._layout(cl), repeats=self.repeats)
-        best = min(first, key=first.__getitem__)
-        out = []
+        out: list[dict[str, float | str]] = [{} for _ in thresholds]
+        for bs, suffix in SPEED_BATCHES.items():
+            _, base_seconds = self.time_base(bs)
+            first = {}
+            for cl, v in variants.items():
+                v.set_thresholds(thresholds[0])
+                first[cl] = time_passes(v, self._layout(bs, cl), repeats=self.repeats)
+            best = min(first, key=first.__getitem__)
+            for i, t in enumerate(thresholds):
+                variants[best].set_thresholds(t)
+                seconds = first[best] if i == 0 else time_passes(variants[best], self._layout(bs, best),
+                                                                   repeats=self.repeats)
+                out[i].update({f"measured_speedup{suffix}": base_seconds / seconds,
+                               f"base_seconds{suffix}": base_seconds, f"seconds{suffix}": seconds,
+                               f"layout{suffix}": "channels_last" if best else "nchw"})
         for i, t in enumerate(thresholds):
-            variants[best].set_thresholds(t)
-            seconds = first[best] if i == 0 else time_passes(variants[best], self._layout(best), repeats=self.repeats)
             net.set_thresholds(t)
             with torch.inference_mode():
-                exits = torch.cat([net(b).exit_stage for b in self.batches])
-            out.append({"measured_speedup": base_seconds / seconds, "base_seconds": base_seconds,
-                        "seconds": seconds, "layout": "channels_last" if best else "nchw",
-                        "timed_macs_ratio": self.base_macs * len(exits) / net.macs_of(exits)})
+                exits = torch.cat([net(b).exit_stage for b in self.batches[256]])
+            out[i]["timed_macs_ratio"] = self.base_macs * len(exits) / net.macs_of(exits)
         net.set_thresholds(thresholds[0])
         return out
 
@@ -173,42 +209,67 @@ class Context:
     val_size: int
     device: torch.device
     base_weights: str | None
+    seed: int = 0  # the searched methods' run seed (search, super-network, final training)
+    supernet: str | None = None  # an already trained super-network for the one-shot rows (search.supernet)
 
 
-def evaluate_network(ctx: Context, msnet: MultiStageNet, *, extra_points: int = 3) -> dict[str, Any]:
-    """Calibrate on val for the target and evaluate on test: the operating point, and up to
-    ``extra_points`` other points of the val Pareto curve (speed is measured later, by :func:`measure_speed`)."""
+#: Accuracy levels of the comparison: the base's *val* accuracy minus each drop. Every method is
+#: calibrated on val for each level, and only then evaluated on test (issue 14: no point is picked on test).
+ISO_DROPS = (0.001, 0.01, 0.02, 0.04)
+
+
+def level_drops() -> tuple[float, ...]:
+    """The drops of :data:`ISO_DROPS` plus ``calibration.tolerance`` (the operating point), ascending."""
+    return tuple(sorted({*ISO_DROPS, load_config(None).calibration.tolerance}))
+
+
+def choose_points(val: StageLogits, test: StageLogits, *, stage_macs: list[int], base_val: float, base_macs: int,
+                  drops: tuple[float, ...], operating_drop: float) -> list[dict[str, Any]]:
+    """One operating point per accuracy level, chosen on val only, then evaluated on test.
+
+    For each drop, the level is ``base_val - drop``; the thresholds are the optimiser's
+    (:func:`~s2dnas.dynamic.calibrate.calibrate`, target mode) on ``val``; ``feasible`` says whether
+    they reach the level on val. ``test`` is read only after the thresholds are fixed, so two test
+    sets give the same thresholds, val accuracies and feasibility. A one-stage network has one
+    setting (no thresholds): feasible iff its val accuracy clears the level.
+    """
+    points = []
+    for drop in drops:
+        cal = calibrate(val, stage_macs=stage_macs, target_accuracy=max(base_val - drop, 0.0))
+        r = evaluate_dynamic(test, cal.thresholds, stage_macs=stage_macs)  # test read after the choice
+        points.append({"drop": drop, "target_val_accuracy": max(base_val - drop, 0.0),
+                       "thresholds": list(cal.thresholds), "val_accuracy": cal.accuracy,
+                       "val_macs": cal.expected_macs, "feasible": cal.feasible,
+                       "test_accuracy": r["accuracy"], "macs": r["expected_macs"],
+                       "macs_ratio": base_macs / r["expected_macs"], "exit_fractions": r["exit_fractions"],
+                       "measured_speedup": None, "operating_point": drop == operating_drop})
+    return points
+
+
+def evaluate_network(ctx: Context, msnet: MultiStageNet) -> dict[str, Any]:
+    """Every accuracy level's val-chosen point (:func:`choose_points`), evaluated on test (speed is
+    measured later, by :func:`measure_speed`); the operating point is the level of ``calibration.tolerance``."""
     msnet = msnet.to(ctx.device).eval()
     stage_macs = msnet.stage_macs()
     loader = lambda ds: make_loader(ds, batch_size=ctx.scale.eval_batch_size)  # noqa: E731
     val = collect_logits(msnet, loader(ctx.splits.val), device=ctx.device)
     test = collect_logits(msnet, loader(ctx.splits.test), device=ctx.device)
-    cal = calibrate(val, stage_macs=stage_macs, target_accuracy=ctx.target)
-    settings = [tuple(cal.thresholds)]
-    curve = list(cal.curve)
-    if len(curve) > 1 and extra_points:
-        step = max(1, len(curve) // (extra_points + 1))
-        for p in curve[step::step][:extra_points]:
-            if tuple(p.thresholds) not in settings:
-                settings.append(tuple(p.thresholds))
-    tests = [evaluate_dynamic(test, t, stage_macs=stage_macs) for t in settings]
-    points = [{"test_accuracy": r["accuracy"], "macs": r["expected_macs"], "measured_speedup": None,
-               "macs_ratio": ctx.base_macs / r["expected_macs"], "thresholds": list(t),
-               "exit_fractions": r["exit_fractions"], "operating_point": i == 0}
-              for i, (r, t) in enumerate(zip(tests, settings))]
-    test_curve = [evaluate_dynamic(test, p.thresholds, stage_macs=stage_macs) for p in curve]
-    return {"points": points, "val_accuracy": cal.accuracy, "feasible": cal.feasible,
+    points = choose_points(val, test, stage_macs=list(stage_macs), base_val=ctx.base_val, base_macs=ctx.base_macs,
+                           drops=level_drops(), operating_drop=load_config(None).calibration.tolerance)
+    op = next(p for p in points if p["operating_point"])
+    return {"points": points, "val_accuracy": op["val_accuracy"], "feasible": op["feasible"],
             "stage_macs": list(stage_macs), "stage_test_accuracy": test.stage_accuracy(),
-            "stage_val_accuracy": val.stage_accuracy(), "oracle": oracle(test, stage_macs),
-            "test_curve": [{"test_accuracy": r["accuracy"], "macs": r["expected_macs"]} for r in test_curve]}
+            "stage_val_accuracy": val.stage_accuracy(), "oracle": oracle(test, stage_macs)}
 
 
 def measure_speed(meter: SpeedMeter, msnet: MultiStageNet, entry: dict[str, Any]) -> None:
-    """Fill in the measured speed-up of every point of ``entry`` (same thresholds as evaluated)."""
-    settings = [tuple(p["thresholds"]) for p in entry["points"]]
+    """Fill in the measured speed-ups of every point of ``entry`` (same thresholds as evaluated;
+    points of equal thresholds are timed once)."""
+    settings = list(dict.fromkeys(tuple(p["thresholds"]) for p in entry["points"]))
     net = DynamicNet(msnet.cpu().eval(), settings[0], stage_macs=entry["stage_macs"])
-    for p, timing in zip(entry["points"], meter.speedups(net, settings)):
-        p.update(timing)
+    timings = dict(zip(settings, meter.speedups(net, settings)))
+    for p in entry["points"]:
+        p.update(timings[tuple(p["thresholds"])])
 
 
 def _train_cfg(ctx: Context) -> TrainConfig:
@@ -243,24 +304,31 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
 
 
 def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int, limit_train: int | None,
-                        device: torch.device) -> tuple[torch.nn.Module, float | None]:
+                        device: torch.device, teacher: torch.nn.Module | None = None
+                        ) -> tuple[torch.nn.Module, float | None]:
     """``name`` trained from scratch with the base recipe into ``out`` (resumable; reused when
-    finished); (model in eval mode, training seconds of its last process or None)."""
+    finished), distilled from ``teacher`` with the final training's alpha and T when given;
+    (model in eval mode, training seconds of its last process or None)."""
     if not (out / "model.safetensors").exists():
         out.mkdir(parents=True, exist_ok=True)
         model = create_model(name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+        tc = load_config(None).train
+        distill = None if teacher is None else MultiStageLoss(1, distill_weight=tc.distill_weight,
+                                                              temperature=tc.temperature)
         train_base(model, splits, config=BaseTrainConfig(epochs=epochs, limit_train=limit_train), out_dir=out,
-                   model_name=name, device=device, resume=(out / "checkpoint.pt").exists(), progress=False)
+                   model_name=name, device=device, resume=(out / "checkpoint.pt").exists(), progress=False,
+                   teacher=teacher, distillation=distill)
     model, _, _ = load_base_model(splits=splits, model_name=name, weights=str(out))
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     return model.eval(), metrics.get("seconds_this_run")
 
 
 def _train_static(ctx: Context, name: str, out: Path) -> tuple[torch.nn.Module, float]:
-    """A static model trained from scratch with the base's recipe for ``thin_epochs``; (model, seconds)."""
+    """A static model trained from scratch with the base's recipe and epochs, distilled from the
+    base (as every dynamic method's final training is); (model, seconds)."""
     start = time.time()
-    model, seconds = _train_from_scratch(name, ctx.splits, out, epochs=ctx.spec.thin_epochs,
-                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device)
+    model, seconds = _train_from_scratch(name, ctx.splits, out, epochs=ctx.scale.thin_epochs or ctx.spec.base_epochs,
+                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device, teacher=ctx.base)
     return model, seconds if seconds is not None else time.time() - start
 
 
@@ -288,10 +356,13 @@ def m_sdn(frozen: bool) -> Callable[[Context], tuple[MultiStageNet, float, dict[
     return method
 
 
-def m_cascade(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
-    little, seconds = _train_static(ctx, ctx.spec.thin["static_x0.5"], ctx.out / "static_x0.5")
-    return cascade([little, ctx.base], input_shape=ctx.splits.input_shape), seconds, {
-        "stages": [ctx.spec.thin["static_x0.5"], ctx.spec.name]}
+def m_cascade(first: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    """A big/little cascade: the static model ``first`` (trained as its own row is), then the base."""
+    def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
+        little, seconds = _train_static(ctx, ctx.spec.thin[first], ctx.out / first)
+        return cascade([little, ctx.base], input_shape=ctx.splits.input_shape), seconds, {
+            "stages": [ctx.spec.thin[first], ctx.spec.name]}
+    return method
 
 
 def _space(ctx: Context, **overrides: Any) -> Space:
@@ -317,44 +388,72 @@ def _handpicked(key: str, *, space: dict[str, Any] | None = None, train: dict[st
 m_handpicked = _handpicked("s2dnas_handpicked")
 
 
-def _searched(strategy: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+def run_dir(ctx: Context, name: str) -> Path:
+    """Where method ``name`` caches its files for ``ctx.seed`` (seed 0: ``out/<name>``, else ``out/<name>-seed<k>``)."""
+    return ctx.out / (name if ctx.seed == 0 else f"{name}-seed{ctx.seed}")
+
+
+def _searched(strategy: str, *, final_init: str | None = None
+              ) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    """``s2dnas run`` with ``strategy`` at the scale's budget and ``ctx.seed``. ``final_init``: the
+    final training's start (None: the run's default, ``supernet`` for one-shot). The one-shot rows
+    load ``ctx.supernet`` when given; the inherited-start row otherwise reuses the super-network the
+    ``s2dnas_oneshot`` row of the same seed trained when that row has finished (the same search,
+    only the start differs), else trains its own."""
+    name = f"s2dnas_{strategy}" + ("" if final_init in (None, "supernet") else f"_{final_init}")
+
     def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
         from s2dnas.dynamic import load
 
         s = ctx.scale
-        run_dir = ctx.out / f"s2dnas_{strategy}"
-        overrides = [("out", str(run_dir)), ("data.dataset", ctx.dataset), ("data.data_dir", ctx.data_dir),
+        rdir = run_dir(ctx, name)
+        supernet = ctx.supernet
+        sibling = run_dir(ctx, f"s2dnas_{strategy}")
+        if supernet is None and strategy == "oneshot" and name != sibling.name and \
+                (sibling / "results.json").exists():
+            supernet = str(sibling / "supernet")
+        overrides = [("out", str(rdir)), ("seed", ctx.seed), ("data.dataset", ctx.dataset), ("data.data_dir", ctx.data_dir),
                      ("data.val_size", ctx.val_size),
                      ("data.eval_batch_size", s.eval_batch_size), ("model.name", ctx.spec.name),
                      ("model.weights", ctx.base_weights), ("final_epochs", s.final_epochs),
                      ("train.limit_train", s.limit_train), ("search.strategy", strategy),
                      ("search.budget", s.budget), ("search.candidate_epochs", s.candidate_epochs),
                      ("search.candidate_limit_train", s.candidate_limit_train),
-                     ("supernet.epochs", s.supernet_epochs), ("supernet.limit_train", s.limit_train),
-                     ("device", str(ctx.device))]
+                     ("supernet.limit_train", s.limit_train), ("device", str(ctx.device))]
+        if s.supernet_epochs is not None:
+            overrides.append(("supernet.epochs", s.supernet_epochs))
+        if final_init is not None:
+            overrides.append(("final_init", final_init))
+        if supernet is not None and strategy == "oneshot":
+            overrides.append(("search.supernet", supernet))
         cfg = load_config(None, overrides)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        results = run_pipeline(cfg, out=run_dir, resume=True, progress=False)
-        msnet = load(run_dir / "model", device=ctx.device).msnet
+        rdir.mkdir(parents=True, exist_ok=True)
+        results = run_pipeline(cfg, out=rdir, resume=True, progress=False)
+        msnet = load(rdir / "model", device=ctx.device).msnet
         t = results["timings"]
         seconds = t.get("supernet_seconds", 0.0) + t["search_seconds"] + t["final_training_seconds"]
         return msnet, seconds, {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
-                                "search_reward": results["search_reward"]}
+                                "search_reward": results["search_reward"], "final_init": results["final_init"],
+                                "supernet": results.get("supernet")}
     return method
 
 
 METHODS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[str, Any]]]] = {
     "static_base": m_static_base,
-    "static_x0.5": _thin("static_x0.5"),
-    "static_x0.75": _thin("static_x0.75"),
+    **{f"static_x{w}": _thin(f"static_x{w}") for w in ("0.25", "0.375", "0.5", "0.75")},
     "sdn_frozen": m_sdn(frozen=True),
     "sdn_joint": m_sdn(frozen=False),
-    "cascade": m_cascade,
+    "cascade_x0.25": m_cascade("static_x0.25"),
+    "cascade_x0.5": m_cascade("static_x0.5"),
     "s2dnas_handpicked": m_handpicked,
     "s2dnas_random": _searched("random"),
     "s2dnas_rl": _searched("rl"),
-    "s2dnas_oneshot": _searched("oneshot"),
+    "s2dnas_oneshot": _searched("oneshot"),  # final training from the super-network's weights
+    "s2dnas_oneshot_inherited": _searched("oneshot", final_init="inherited"),  # ... from the base's
 }
+
+#: The methods that run once per seed of ``--seeds`` (the others are deterministic given the base).
+SEARCHED = ("s2dnas_random", "s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited")
 
 #: Why a target is missed: the hand-picked architecture without one ingredient (``--methods``).
 ABLATIONS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[str, Any]]]] = {
@@ -403,71 +502,130 @@ def make_context(*, model: str, scale: str, out: Path, dataset: str = "fashion-m
                    dataset=dataset, data_dir=data_dir, val_size=val_size, device=device, base_weights=base_weights)
 
 
+def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> dict[str, Any]:
+    """One row of a searched method over its seeds: per level, the mean and the spread (sample
+    standard deviation, None for one seed) of every number, ``feasible`` only when every seed
+    reaches the level on val (``feasible_seeds`` counts them); ``per_seed`` keeps each seed's entry."""
+    seeds = sorted(entries)
+    first = entries[seeds[0]]
+    points = []
+    for i, p0 in enumerate(first["points"]):
+        ps = [entries[k]["points"][i] for k in seeds]
+        p: dict[str, Any] = {k: p0[k] for k in ("drop", "target_val_accuracy", "operating_point")}
+        for key in ("test_accuracy", "val_accuracy", "macs", "timed_macs_ratio",
+                    *(f"measured_speedup{s}" for s in SPEED_BATCHES.values())):
+            values = [q.get(key) for q in ps]
+            if any(v is None for v in values):
+                p[key], p[f"{key}_std"] = None, None
+                continue
+            t = torch.tensor(values, dtype=torch.float64)
+            p[key], p[f"{key}_std"] = float(t.mean()), (float(t.std()) if len(t) > 1 else None)
+        p["macs_ratio"] = base_macs / p["macs"]
+        p["feasible"] = all(q["feasible"] for q in ps)
+        p["feasible_seeds"] = sum(bool(q["feasible"]) for q in ps)
+        p["thresholds"] = [q["thresholds"] for q in ps]
+        points.append(p)
+    op = next(p for p in points if p["operating_point"])
+    mean = lambda key: (sum(entries[k][key] for k in seeds) / len(seeds)  # noqa: E731
+                        if all(entries[k].get(key) is not None for k in seeds) else None)
+    return {"scale": first["scale"], "seeds": seeds, "points": points, "val_accuracy": op["val_accuracy"],
+            "feasible": op["feasible"], "build_seconds": mean("build_seconds"),
+            "search_seconds": mean("search_seconds"), "per_seed": {str(k): entries[k] for k in seeds}}
+
+
 def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
                   val_size: int | None = None, methods: list[str] | None = None,
-                  result_path: Path | None = None, speed: bool = True) -> dict[str, Any]:
+                  result_path: Path | None = None, speed: bool = True, seeds: tuple[int, ...] = (0,),
+                  supernet: str | None = None) -> dict[str, Any]:
     """Run ``methods`` (default: all; each cached under ``out``) and write the result file
     (default: ``benchmarks/results/methods_<model>.json``); returns its content.
 
-    With ``speed``, every network is then timed against the base in this process (after all
-    training; cached methods are rebuilt from their files); without, ``measured_speedup`` is None
-    (train on a busy machine, time later on a quiet one)."""
+    The searched methods (:data:`SEARCHED`) run once per seed of ``seeds`` and their rows hold the
+    mean and spread (:func:`aggregate_seeds`); ``supernet``: a trained super-network directory the
+    one-shot rows load instead of training their own. With ``speed``, every network is then timed
+    against the base at batch 256 and 1 in this process (after all training; cached methods are
+    rebuilt from their files); without, the measured speed-ups are None (train on a busy machine,
+    time later on a quiet one)."""
+    names = methods or list(METHODS)
+    unknown = [n for n in names if n not in METHODS and n not in ABLATIONS]
+    if unknown:
+        raise SystemExit(f"error: unknown method(s) {', '.join(unknown)}; expected some of "
+                         f"{', '.join([*METHODS, *ABLATIONS])}")
+    if supernet is not None and not Path(supernet).is_dir():
+        raise SystemExit(f"error: --supernet {supernet} is not a directory; pass the --out of `s2dnas supernet`")
     ctx = make_context(model=model, scale=scale, out=out, dataset=dataset, data_dir=data_dir, val_size=val_size)
+    ctx.supernet = supernet
     spec, sc, splits, base, device = ctx.spec, ctx.scale, ctx.splits, ctx.base, ctx.device
     base_val, base_test, base_macs, base_seconds = ctx.base_val, ctx.base_test, ctx.base_macs, ctx.base_seconds
-    results: dict[str, Any] = {}
-    nets: dict[str, MultiStageNet] = {}
-    for name in methods or list(METHODS):
-        cache = out / name / "result.json"
-        if cache.exists():
-            cached = json.loads(cache.read_text())
-            if cached.get("scale") != scale:
-                raise SystemExit(f"error: {cache} holds a result of scale {cached.get('scale')!r}, not {scale!r}; "
-                                 f"use another --out for this scale")
-        if cache.exists() and not speed:
-            results[name] = json.loads(cache.read_text())
-            continue
-        print(f"[{model}] {name} ...", flush=True)
-        start = time.time()
-        net, seconds, extra = {**METHODS, **ABLATIONS}[name](ctx)  # cached: rebuilt from its files in seconds
-        nets[name] = net
-        if cache.exists():
-            results[name] = json.loads(cache.read_text())
-            continue
-        entry = {"scale": scale, **evaluate_network(ctx, net, extra_points=0 if name.startswith("static") else 3),
-                 "build_seconds": seconds if name != "static_base" else base_seconds, **extra,
-                 "benchmark_seconds": time.time() - start}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cache, entry)
-        results[name] = entry
-        op = entry["points"][0]
-        print(f"[{model}] {name}: test {op['test_accuracy']:.4f} at {op['macs'] / 1e6:.2f}M MACs "
-              f"({op['macs_ratio']:.2f}x fewer)", flush=True)
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    nets: dict[tuple[str, int], MultiStageNet] = {}
+    for name in names:
+        for seed in (seeds if name in SEARCHED else (0,)):
+            sctx = dataclasses.replace(ctx, seed=seed)
+            cache = run_dir(sctx, name) / "result.json"
+            if cache.exists():
+                cached = json.loads(cache.read_text())
+                if cached.get("scale") != scale:
+                    raise SystemExit(f"error: {cache} holds a result of scale {cached.get('scale')!r}, not "
+                                     f"{scale!r}; use another --out for this scale")
+                if not speed:
+                    runs[name, seed] = cached
+                    continue
+            label = name if seed == 0 else f"{name} seed {seed}"
+            print(f"[{model}] {label} ...", flush=True)
+            start = time.time()
+            net, seconds, extra = {**METHODS, **ABLATIONS}[name](sctx)  # cached: rebuilt from its files in seconds
+            nets[name, seed] = net
+            if cache.exists():
+                runs[name, seed] = json.loads(cache.read_text())
+                continue
+            entry = {"scale": scale, "seed": seed, **evaluate_network(sctx, net),
+                     "build_seconds": seconds if name != "static_base" else base_seconds, **extra,
+                     "benchmark_seconds": time.time() - start}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache, entry)
+            runs[name, seed] = entry
+            op = next(p for p in entry["points"] if p["operating_point"])
+            reached = "reached" if op["feasible"] else "not reached"
+            print(f"[{model}] {label}: val {op['val_accuracy']:.4f} (level {reached}), test {op['test_accuracy']:.4f} at {op['macs'] / 1e6:.2f}M MACs "
+                  f"({op['macs_ratio']:.2f}x fewer)", flush=True)
     meter = None
     if speed:  # after all training, so the timings do not compete with it
         n = min(sc.speed_images, len(splits.test))
         meter = SpeedMeter(base.cpu(), torch.stack([splits.test[i][0] for i in range(n)]), base_macs=base_macs,
-                           repeats=sc.speed_repeats)
+                           repeats=sc.speed_repeats, images_batch1=sc.speed_images_batch1)
         base.to(device)
-        for name, net in nets.items():
-            measure_speed(meter, net, results[name])
-            atomic_write_json(out / name / "result.json", results[name])
-            op = results[name]["points"][0]
-            print(f"[{model}] {name}: measured speed-up {op['measured_speedup']:.2f}x at a MAC ratio of "
-                  f"{op['macs_ratio']:.2f}x", flush=True)
+        for (name, seed), net in nets.items():
+            measure_speed(meter, net, runs[name, seed])
+            atomic_write_json(run_dir(dataclasses.replace(ctx, seed=seed), name) / "result.json", runs[name, seed])
+            op = next(p for p in runs[name, seed]["points"] if p["operating_point"])
+            label = name if seed == 0 else f"{name} seed {seed}"
+            print(f"[{model}] {label}: measured speed-up {op['measured_speedup']:.2f}x (batch 256), "
+                  f"{op['measured_speedup_b1']:.2f}x (batch 1) at a MAC ratio of {op['macs_ratio']:.2f}x", flush=True)
+    results: dict[str, Any] = {}
+    for name in names:
+        if name in SEARCHED:
+            results[name] = aggregate_seeds({k: runs[name, k] for k in seeds}, base_macs=base_macs)
+        else:
+            results[name] = runs[name, 0]
     if "s2dnas_rl" in results:
-        o = results["s2dnas_rl"]["oracle"]
+        o = runs["s2dnas_rl", seeds[0]]["oracle"]  # the first seed's network; picked on test by definition (a bound, not a method)
         results["oracle"] = {"points": [{"test_accuracy": o["accuracy"], "macs": o["expected_macs"],
                                          "measured_speedup": None, "macs_ratio": base_macs / o["expected_macs"],
                                          "operating_point": True}],
-                             "build_seconds": results["s2dnas_rl"]["build_seconds"], "of": "s2dnas_rl"}
+                             "build_seconds": runs["s2dnas_rl", seeds[0]]["build_seconds"],
+                             "of": f"s2dnas_rl seed {seeds[0]}"}
     data = {"dataset": dataset, "base_model": spec.name, "scale": {"name": scale, **dataclasses.asdict(sc)},
+            "seeds": list(seeds), "supernet": supernet,
             "machine": machine(), "base": {"test_accuracy": base_test, "val_accuracy": base_val, "macs": base_macs,
                                            "build_seconds": base_seconds,
-                                           "speed_layout": meter.base_layout if meter else None,
-                                           "seconds_per_pass": meter.base_seconds if meter else None},
-            "target_val_accuracy": ctx.target, "methods": results,
-            "command": f"python -m benchmarks.methods --model {model} --scale {scale}"}
+                                           "speed_layout": {str(k): v for k, v in meter.base_layout.items()}
+                                           if meter else None,
+                                           "seconds_per_pass": {str(k): v for k, v in meter.base_seconds.items()}
+                                           if meter else None},
+            "target_val_accuracy": ctx.target, "levels": list(level_drops()), "methods": results,
+            "command": f"python -m benchmarks.methods --model {model} --scale {scale} --seeds "
+                       f"{','.join(map(str, seeds))}" + (f" --supernet {supernet}" if supernet else "")}
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     path = result_path or RESULTS / f"methods_{model}.json"
@@ -482,123 +640,173 @@ def machine() -> dict[str, Any]:
     return machine_info()
 
 
-ISO_DROPS = (0.001, 0.01, 0.02, 0.04)  # accuracy levels below the base's test accuracy
+
+def _level_key(drop: float) -> str:
+    return f"{drop:.3f}"
 
 
-def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """Per method and accuracy level (base test accuracy minus each of :data:`ISO_DROPS`): the
-    fewest MACs, as a fraction of the base's, of a val-chosen threshold setting whose test accuracy
-    reaches the level (its test curve); None when no setting does."""
+def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and accuracy level (base *val* accuracy minus a drop): the val-chosen point's
+    MACs (fraction of the base's; None when the level is not reached on val) and test accuracy."""
     base = data["base"]
-    out: dict[str, dict[str, float | None]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, r in data["methods"].items():
-        curve = r.get("test_curve") or [{"test_accuracy": p["test_accuracy"], "macs": p["macs"]} for p in r["points"]]
-        row: dict[str, float | None] = {}
-        for drop in ISO_DROPS:
-            level = base["test_accuracy"] - drop
-            macs = [q["macs"] for q in curve if q["test_accuracy"] >= level - 1e-12]
-            row[f"{drop:.3f}"] = min(macs) / base["macs"] if macs else None
-        out[name] = row
+        row = {}
+        for p in r["points"]:
+            if "drop" not in p:  # the oracle: no level
+                continue
+            row[_level_key(p["drop"])] = {"feasible": p["feasible"], "test_accuracy": p["test_accuracy"],
+                                          "macs": p["macs"] / base["macs"] if p["feasible"] else None}
+        if row:
+            out[name] = row
     return out
 
 
-def check_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 6's targets, each with the measured value and whether it is met (None: not measured)."""
-    m, iso = data["methods"], data["iso_accuracy"]
+#: The rows that are ours in the targets (issue 14's goal) and those that are alternatives to them.
+OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited")
+ALTERNATIVES = ("static_base", "static_x0.25", "static_x0.375", "static_x0.5", "static_x0.75", "sdn_frozen", "sdn_joint",
+                "cascade_x0.25", "cascade_x0.5")
+
+
+def _point(r: dict[str, Any], drop: float) -> dict[str, Any] | None:
+    return next((p for p in r["points"] if p.get("drop") is not None and abs(p["drop"] - drop) < 1e-12), None)
+
+
+def check_targets(data: dict[str, Any], *, drop: float = 0.001) -> list[dict[str, Any]]:
+    """Issue 14's goal at the level base val accuracy - ``drop`` (val-chosen points only), each target
+    with its number and whether it is met (None: not measured). A point not reached on val meets nothing."""
+    m, base = data["methods"], data["base"]
+    alts = {k: p for k in ALTERNATIVES if k in m and (p := _point(m[k], drop)) and p["feasible"]}
+    best_macs = min(alts.items(), key=lambda kv: kv[1]["macs"], default=None)
     rows: list[dict[str, Any]] = []
-    rl = m.get("s2dnas_rl")
-    if rl:
-        op = rl["points"][0]
-        ok = op["test_accuracy"] >= data["base"]["test_accuracy"] - 0.001 and op["macs"] <= 0.15 * data["base"]["macs"]
-        rows.append({"target": "RL: test accuracy >= base - 0.1 pt at <= 15% of the MACs",
-                     "value": f"{100 * op['test_accuracy']:.2f}% at {100 * op['macs'] / data['base']['macs']:.1f}%",
-                     "met": ok})
-        others = [iso[k]["0.001"] for k in ("sdn_frozen", "sdn_joint", "cascade") if k in iso and iso[k]["0.001"]]
-        ours = iso["s2dnas_rl"]["0.001"]
-        rows.append({"target": "at the base's accuracy, <= half the MACs of the best SDN/cascade",
-                     "value": f"RL {'never reaches it' if ours is None else f'{100 * ours:.1f}%'}, best "
-                              f"alternative {f'{100 * min(others):.1f}%' if others else 'none reaches it'}",
-                     "met": bool(ours is not None and others and ours <= 0.5 * min(others))})
-        sp = op.get("measured_speedup")
-        ratio = op.get("timed_macs_ratio") or op["macs_ratio"]
-        rows.append({"target": "measured speed-up at batch 256 >= 0.75 x the MAC ratio",
-                     "value": None if sp is None else f"{sp:.2f}x at a MAC ratio of {ratio:.2f}x ({sp / ratio:.2f})",
-                     "met": None if sp is None else sp >= 0.75 * ratio})
-        search = rl.get("search_seconds")
-        rows.append({"target": "the search within 20 minutes",
-                     "value": None if search is None else f"{search / 60:.1f} min", "met": None if search is None
-                     else search <= 20 * 60})
-        orc = rl["oracle"]["expected_macs"]
-        rows.append({"target": "confidence routing within 15% of the oracle's MACs",
-                     "value": f"{op['macs'] / 1e6:.2f}M vs oracle {orc / 1e6:.2f}M "
-                              f"(but the oracle reaches {100 * rl['oracle']['accuracy']:.2f}%)",
-                     "met": op["macs"] <= 1.15 * orc})
+    for name in (k for k in OURS if k in m):
+        p = _point(m[name], drop)
+        if p is None:
+            continue
+        if not p["feasible"]:
+            rows.append({"method": name, "target": f"reach base val - {100 * drop:.1f} pt on val",
+                         "value": f"not reached (val {100 * p['val_accuracy']:.2f}%)", "met": False})
+            continue
+        frac = p["macs"] / base["macs"]
+        rows.append({"method": name, "target": "<= 15% of the base's MACs",
+                     "value": f"{100 * frac:.1f}% (test {100 * p['test_accuracy']:.2f}%, base "
+                              f"{100 * base['test_accuracy']:.2f}%)", "met": frac <= 0.15})
+        rows.append({"method": name, "target": "<= half the MACs of the best alternative",
+                     "value": f"{100 * frac:.1f}% vs {best_macs[0]} {100 * best_macs[1]['macs'] / base['macs']:.1f}%"
+                     if best_macs else f"{100 * frac:.1f}%, no alternative in this run",
+                     "met": p["macs"] <= 0.5 * best_macs[1]["macs"] if best_macs else None})
+        for bs, suffix in SPEED_BATCHES.items():
+            key = f"measured_speedup{suffix}"
+            timed = {k: a[key] for k, a in alts.items() if a.get(key) is not None}
+            if p.get(key) is None or not timed:
+                rows.append({"method": name, "target": f">= 2x the best alternative's speed-up at batch {bs}",
+                             "value": None, "met": None})
+                continue
+            best = max(timed, key=timed.__getitem__)
+            rows.append({"method": name, "target": f">= 2x the best alternative's speed-up at batch {bs}",
+                         "value": f"{p[key]:.2f}x vs {best} {timed[best]:.2f}x", "met": p[key] >= 2 * timed[best]})
     return rows
 
 
+def _fmt_spread(p: dict[str, Any], key: str, scale: float = 100.0, unit: str = "%") -> str:
+    std = p.get(f"{key}_std")
+    text = f"{scale * p[key]:.2f}{unit}"
+    return text if std is None else f"{text} ± {scale * std:.2f}"
+
+
 def table(data: dict[str, Any]) -> str:
-    """Markdown table of one result file: the operating point of every method."""
+    """Markdown tables of one result file: the operating point of every method, the val-chosen
+    point of every accuracy level, the targets."""
     b = data["base"]
     m = data["machine"]
-    lines = [f"**{data['base_model']}** on {data['dataset']} (base: test {100 * b['test_accuracy']:.2f}%, "
-             f"{b['macs'] / 1e6:.2f}M MACs; target val accuracy {100 * data['target_val_accuracy']:.2f}%). "
+    lines = [f"**{data['base_model']}** on {data['dataset']} (base: val {100 * b['val_accuracy']:.2f}%, test "
+             f"{100 * b['test_accuracy']:.2f}%, {b['macs'] / 1e6:.2f}M MACs; operating point: val accuracy "
+             f">= {100 * data['target_val_accuracy']:.2f}%). Every point is chosen on val, then evaluated on test. "
              f"Our measurements on {m['processor']} ({m['cpu_count']} cores, {m['threads']} threads), "
-             f"torch {m['torch']}, scale `{data['scale']['name']}`.", "",
-             "| method | test acc | MACs (% of base) | MAC ratio | measured speed-up (batch 256) | speed-up / MAC ratio "
-             "| val target met | build time |", "|---|---|---|---|---|---|---|---|"]
+             f"torch {m['torch']}, scale `{data['scale']['name']}`; searched rows: mean ± spread (sample std) over "
+             f"seeds {data.get('seeds', [0])}.", "",
+             "| method | val target met | val acc | test acc | MACs (% of base) | MAC ratio | speed-up b256 | "
+             "speed-up b1 | speed-up / MAC ratio (b256) | build time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["methods"].items():
         p = next(q for q in r["points"] if q.get("operating_point", True))
-        sp = "-" if p.get("measured_speedup") is None else f"{p['measured_speedup']:.2f}x"
+        sp = {s: "-" if p.get(f"measured_speedup{s}") is None else _fmt_spread(p, f"measured_speedup{s}", 1.0, "x")
+              for s in SPEED_BATCHES.values()}
         ratio = p.get("timed_macs_ratio") or p["macs_ratio"]
         eff = "-" if p.get("measured_speedup") is None else f"{p['measured_speedup'] / ratio:.2f}"
-        feasible = {True: "yes", False: "no", None: "-"}[r.get("feasible")]
+        feasible = {True: "yes", False: "**no**", None: "-"}[p.get("feasible")]
+        if "feasible_seeds" in p:
+            feasible += f" ({p['feasible_seeds']}/{len(r['seeds'])})"
+        val = "-" if p.get("val_accuracy") is None else _fmt_spread(p, "val_accuracy")
+        share = {"macs": p["macs"] / b["macs"],
+                 "macs_std": None if p.get("macs_std") is None else p["macs_std"] / b["macs"]}
         build = "-" if r.get("build_seconds") is None else f"{r['build_seconds'] / 60:.1f} min"
-        lines.append(f"| {name} | {100 * p['test_accuracy']:.2f}% | {100 * p['macs'] / b['macs']:.1f}% | "
-                     f"{p['macs_ratio']:.2f}x | {sp} | {eff} | {feasible} | {build} |")
+        lines.append(f"| {name} | {feasible} | {val} | {_fmt_spread(p, 'test_accuracy')} | "
+                     f"{_fmt_spread(share, 'macs', 100.0, '%')} | "
+                     f"{p['macs_ratio']:.2f}x | {sp['']} | {sp['_b1']} | {eff} | {build} |")
     iso = data.get("iso_accuracy") or {}
     if iso:
-        drops = list(next(iter(iso.values())))
-        lines += ["", "MACs (% of the base) needed to reach a test accuracy, along each method's val-chosen curve "
-                  "(- = not reached):", "",
-                  "| method | " + " | ".join(f">= {100 * (b['test_accuracy'] - float(d)):.2f}%" for d in drops) + " |",
-                  "|---|" + "---|" * len(drops)]
+        keys = list(next(iter(iso.values())))
+        lines += ["", "Each accuracy level's point, chosen on val (thresholds calibrated for val accuracy >= the "
+                  "level), then evaluated on test: MACs (% of the base) and test accuracy; - = the level is not "
+                  "reached on val:", "",
+                  "| method | " + " | ".join(f"val >= {100 * (b['val_accuracy'] - float(k)):.2f}%" for k in keys)
+                  + " |", "|---|" + "---|" * len(keys)]
         for name, row in iso.items():
-            lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.1f}%" for v in row.values())
-                         + " |")
+            cells = ["-" if v["macs"] is None else f"{100 * v['macs']:.1f}% ({100 * v['test_accuracy']:.2f}%)"
+                     for v in (row.get(k, {"macs": None}) for k in keys)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if data.get("targets"):
-        lines += ["", "| target (issue 6) | ours | met |", "|---|---|---|"]
+        lines += ["", "| ours | target (issue 14, at base val - 0.1 pt) | value | met |", "|---|---|---|---|"]
         for t in data["targets"]:
             met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-            lines.append(f"| {t['target']} | {t['value']} | {met} |")
+            lines.append(f"| {t['method']} | {t['target']} | {t['value']} | {met} |")
     return "\n".join(lines)
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
-    """Test accuracy against MACs: every method's points and test curve."""
+    """Three panels of the val-chosen points (one per accuracy level, joined per method): test
+    accuracy against MACs, against the measured speed-up at batch 256 and at batch 1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     base = data["base"]
-    for name, r in data["methods"].items():
-        if r.get("test_curve"):
-            xs = [100 * q["macs"] / base["macs"] for q in r["test_curve"]]
-            ax.plot(xs, [100 * q["test_accuracy"] for q in r["test_curve"]], lw=1, alpha=0.6)
-        pts = r["points"]
-        ax.scatter([100 * q["macs"] / base["macs"] for q in pts], [100 * q["test_accuracy"] for q in pts],
-                   label=name, s=18)
-    ax.axhline(100 * base["test_accuracy"], color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("average MACs (% of the base)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{data['base_model']} on {data['dataset']} (ours)")
+    xs = {"MACs (% of the base)": lambda q: 100 * q["macs"] / base["macs"],
+          "measured speed-up over the base, batch 256": lambda q: q.get("measured_speedup"),
+          "measured speed-up over the base, batch 1": lambda q: q.get("measured_speedup_b1")}
+    for ax, (label, x) in zip(axes, xs.items()):
+        for name, r in data["methods"].items():
+            pts = sorted((q for q in r["points"] if x(q) is not None), key=x)
+            if not pts:
+                continue
+            line, = ax.plot([x(q) for q in pts], [100 * q["test_accuracy"] for q in pts], lw=1, marker="o", ms=3,
+                            label=name)
+            bad = [q for q in pts if q.get("feasible") is False]  # level not reached on val
+            ax.scatter([x(q) for q in bad], [100 * q["test_accuracy"] for q in bad], s=30, facecolors="none",
+                       edgecolors=line.get_color())
+        ax.axhline(100 * base["test_accuracy"], color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+    axes[0].set_title(f"{data['base_model']} on {data['dataset']} (ours; open: level not reached on val)", fontsize=9)
     lo = min(100 * q["test_accuracy"] for r in data["methods"].values() for q in r["points"])
-    ax.set_ylim(max(lo - 2, 0), 100 * base["test_accuracy"] + 1)
-    ax.legend(fontsize=7, ncol=2)
+    for ax in axes:
+        ax.set_ylim(max(lo - 2, 0), 100 * base["test_accuracy"] + 1)
+    axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _seeds(p: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        p.error(f"expected --seeds as distinct comma-separated integers >= 0 (e.g. 0,1,2), but got {text!r}")
+    return seeds
 
 
 def main() -> None:
@@ -612,12 +820,16 @@ def main() -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
     p.add_argument("--result", default=None, help="result file (default: benchmarks/results/methods_<model>.json)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of the searched methods (e.g. 0,1,2)")
+    p.add_argument("--supernet", default=None, help="a trained super-network directory (s2dnas supernet --out DIR) "
+                   "for the one-shot rows, passed as search.supernet")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out or (f"runs/bench/{args.model}" if args.scale == "small" else f"runs/bench/{args.model}-{args.scale}"))
     methods = args.methods.split(",") if args.methods else None
     data = run_benchmark(model=args.model, scale=args.scale, out=out, dataset=args.dataset, data_dir=args.data_dir,
-                         methods=methods, speed=not args.no_speed,
+                         methods=methods, speed=not args.no_speed, seeds=_seeds(p, args.seeds),
+                         supernet=args.supernet,
                          result_path=Path(args.result) if args.result else None)
     stem = Path(args.result).with_suffix("") if args.result else RESULTS / f"methods_{args.model}"
     stem.parent.mkdir(parents=True, exist_ok=True)

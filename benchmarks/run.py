@@ -1,17 +1,31 @@
 """`make bench`: every benchmark in one run, results in benchmarks/results/.
 
-1. methods (issue 6): S2DNAS against the static model, thinner static models, SDN exits, a
-   cascade, random search and one-shot search, on the shipped ResNet-20 and on VGG-16-BN x0.25
-   (trained here); training first, then the timing of every network in the same process;
-2. rank check: brief-training scores against final-training scores of the methods' architectures;
-3. speed: the demo's dynamic model against the shipped base (`s2dnas bench --profile`, batch
+What it runs, one job at a time (each a subprocess, in this order):
+
+1. methods (issues 6 and 14), for each family, ResNet-20 (shipped base) and VGG-16-BN at half
+   width (``vgg16_bn_w50``, trained here): static x0.25/x0.375/x0.5/x0.75, SDN exits (frozen,
+   joint), cascades from x0.25 and x0.5, S2DNAS hand-picked, random, RL and one-shot (final
+   training from the super-network and from inherited weights), the searched ones for each seed
+   of ``--seeds``; every operating point chosen on val per accuracy level. First every network is
+   trained and evaluated (``--no-speed``), then a second pass times them all at batch 256 and 1
+   on the quiet machine;
+2. rank check (scale small only): brief-training scores against final-training scores of the
+   methods' architectures;
+3. ablations of the hand-picked architecture (ResNet-20);
+4. speed: the demo's dynamic model against the shipped base (`s2dnas bench --profile`, batch
    1/32/256); runs `s2dnas demo` first when runs/demo/model does not exist;
-4. why the speed-up trails the MAC ratio: conv throughput against width, and the hand-picked
+5. why the speed-up trails the MAC ratio: conv throughput against width, and the hand-picked
    architecture's speed-up at several model widths;
-5. torchvision support: which torchvision CNN families the transformation handles;
-6. ranking (only with --ranking): Kendall tau of one-shot vs briefly trained vs longer trained scores.
-Everything is cached under runs/, so a killed `make bench` resumes where it stopped.
-About 3 hours on a 2-core CPU (ours), most of it training.
+6. torchvision support: which torchvision CNN families the transformation handles;
+7. ranking (only with --ranking): Kendall tau of one-shot vs briefly trained vs longer trained scores.
+
+It resumes: every method, seed, search, super-network and training is cached under
+``runs/bench/<model>[-<scale>]/`` (checkpoints each epoch, results per method and seed), so a
+killed `make bench` rerun picks up where it stopped and does not retrain what finished.
+Run time: scale ``small`` (one seed) took about 3 hours on a 2-core CPU (ours, the previous
+protocol); scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not been timed
+yet: it trains every dynamic method for 8 epochs on all images and runs 200-candidate searches,
+a GPU job (see README, "Method comparison").
 """
 from __future__ import annotations
 
@@ -46,20 +60,23 @@ def speed_table(path: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ranking", action="store_true", help="also run the (long) ranking benchmark")
-    p.add_argument("--scale", default="small", help="scale of the method benchmark (small; smoke for a dry run)")
+    p.add_argument("--scale", default="small", help="scale of the method benchmark (small, full; smoke for a dry run)")
+    p.add_argument("--seeds", default=None, help="seeds of the searched methods (default: 0,1,2 at scale full, else 0)")
+    p.add_argument("--supernet", default=None, help="a trained super-network directory for the one-shot rows "
+                   "(ResNet-20 only: a super-network belongs to one base model)")
     args = p.parse_args()
+    seeds = args.seeds or ("0,1,2" if args.scale == "full" else "0")
     RESULTS.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).parent / "s2dnas"
-    methods = "static_base,static_x0.5,static_x0.75,sdn_frozen,sdn_joint,cascade,s2dnas_handpicked," \
-              "s2dnas_random,s2dnas_rl,s2dnas_oneshot"
-    for model in ("resnet20", "vgg16_bn_w25"):
+    for model in ("resnet20", "vgg16_bn_w50"):
+        extra = ["--seeds", seeds] + (["--supernet", args.supernet] if args.supernet and model == "resnet20" else [])
         # train and evaluate everything first, then time every network on the quiet machine
-        _run(sys.executable, "-m", "benchmarks.methods", "--model", model, "--scale", args.scale, "--no-speed",
-             "--methods", methods)
-        _run(sys.executable, "-m", "benchmarks.methods", "--model", model, "--scale", args.scale, "--methods", methods)
-        _run(sys.executable, "-m", "benchmarks.rank_check", "--model", model, "--scale", args.scale)
+        _run(sys.executable, "-m", "benchmarks.methods", "--model", model, "--scale", args.scale, "--no-speed", *extra)
+        _run(sys.executable, "-m", "benchmarks.methods", "--model", model, "--scale", args.scale, *extra)
+        if args.scale == "small":  # rank_check reads runs/bench/<model>, the cache of scale small only
+            _run(sys.executable, "-m", "benchmarks.rank_check", "--model", model, "--scale", args.scale)
     _run(sys.executable, "-m", "benchmarks.methods", "--model", "resnet20", "--scale", args.scale, "--no-speed",
-         "--methods", "ablation_no_concat,ablation_no_distillation,ablation_s2", "--out", "runs/bench/resnet20",
+         "--methods", "ablation_no_concat,ablation_no_distillation,ablation_s2",
          "--result", str(RESULTS / "ablations_resnet20.json"))
     if not Path("runs/demo/model/model.json").exists():
         _run(str(exe), "demo", "--no-progress")

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from s2dnas.dynamic.calibrate import StageLogits
 from tests.cli._synthetic import write_band_dataset
 
 pytest.importorskip("matplotlib")
 methods = pytest.importorskip("benchmarks.methods")
 
-SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade", "s2dnas_handpicked", "s2dnas_random",
-          "ablation_no_concat"]
+SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade_x0.5", "s2dnas_handpicked",
+          "s2dnas_random", "ablation_no_concat"]
+SEEDS = (0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +27,16 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     data = write_band_dataset(root / "data", n_train=500, n_test=120)
     result = root / "methods.json"
     kw = dict(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist", data_dir=str(data),
-              val_size=100, methods=SUBSET, result_path=result)
+              val_size=100, methods=SUBSET, result_path=result, seeds=SEEDS)
     # as `make bench` does: train and evaluate first, then time every network rebuilt from the cache
     trained = methods.run_benchmark(**kw, speed=False)
     assert all(p["measured_speedup"] is None for r in trained["methods"].values() for p in r["points"])
     timed = methods.run_benchmark(**kw, speed=True)
     for name, r in timed["methods"].items():  # the rebuilt networks are the evaluated ones
         t = trained["methods"][name]
-        assert r["stage_test_accuracy"] == t["stage_test_accuracy"] and r["stage_macs"] == t["stage_macs"], name
+        for mine, theirs in zip(r.get("per_seed", {"0": r}).values(), t.get("per_seed", {"0": t}).values()):
+            assert mine["stage_test_accuracy"] == theirs["stage_test_accuracy"], name
+            assert mine["stage_macs"] == theirs["stage_macs"], name
     return timed, root
 
 
@@ -44,11 +48,15 @@ def test_result_file_follows_the_schema(smoke: tuple[dict, Path]) -> None:
     assert data["base"]["macs"] == 31_021_952 and 0 <= data["base"]["test_accuracy"] <= 1
     assert list(data["methods"]) == SUBSET
     for name, r in data["methods"].items():
-        assert r["points"], name
+        # one val-chosen point per accuracy level, nothing read off a test curve
+        assert [p["drop"] for p in r["points"]] == list(methods.level_drops()) and "test_curve" not in r, name
+        assert sum(p["operating_point"] for p in r["points"]) == 1
         for p in r["points"]:
-            assert set(p) >= {"test_accuracy", "macs", "measured_speedup", "timed_macs_ratio"}
+            assert set(p) >= {"test_accuracy", "macs", "measured_speedup", "measured_speedup_b1", "timed_macs_ratio",
+                              "thresholds", "val_accuracy", "feasible", "target_val_accuracy"}
             assert 0 <= p["test_accuracy"] <= 1 and p["macs"] > 0 and p["measured_speedup"] > 0
-            assert p["timed_macs_ratio"] > 0
+            assert p["measured_speedup_b1"] > 0 and p["timed_macs_ratio"] > 0
+            assert p["feasible"] == (p["val_accuracy"] >= p["target_val_accuracy"])
         assert r["scale"] == "smoke"
         assert "build_seconds" in r
 
@@ -61,17 +69,29 @@ def test_every_method_is_calibrated_and_counted_the_same_way(smoke: tuple[dict, 
     assert m["static_base"]["points"][0]["test_accuracy"] == data["base"]["test_accuracy"]
     assert m["static_x0.5"]["points"][0]["macs"] == 7_783_872  # ResNet-20 at half width, 28x28
     # the cascade's stages are the half-width model and the base, nothing shared
-    assert m["cascade"]["stage_macs"] == [7_783_872, base_macs]
+    assert m["cascade_x0.5"]["stage_macs"] == [7_783_872, base_macs]
     # SDN exits on the base: the trunk segments add up to the base plus the three linear heads
     assert len(m["sdn_frozen"]["stage_macs"]) == 4 and sum(m["sdn_frozen"]["stage_macs"]) > base_macs
     # the frozen trunk leaves the last exit equal to the base model
     assert m["sdn_frozen"]["stage_test_accuracy"][-1] == data["base"]["test_accuracy"]
-    for name, r in m.items():
-        op = next(p for p in r["points"] if p["operating_point"])
-        assert op["macs_ratio"] == pytest.approx(base_macs / op["macs"])
-        # operating point MACs lie between the first stage alone and every stage
-        assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
-    assert m["s2dnas_random"]["search_seconds"] > 0 and "architecture" in m["s2dnas_random"]
+    for name, row in m.items():
+        for r in row.get("per_seed", {"0": row}).values():  # a searched row: each seed's own network
+            op = next(p for p in r["points"] if p["operating_point"])
+            assert op["macs_ratio"] == pytest.approx(base_macs / op["macs"])
+            # operating point MACs lie between the first stage alone and every stage
+            assert r["stage_macs"][0] <= op["macs"] <= sum(r["stage_macs"]) + 1e-6, name
+    # the searched row: one run per seed (its own directory and seed), mean and spread of their points
+    rnd = m["s2dnas_random"]
+    assert rnd["seeds"] == list(SEEDS) and rnd["search_seconds"] > 0
+    assert (root / "cache" / "s2dnas_random" / "result.json").is_file()
+    assert (root / "cache" / "s2dnas_random-seed1" / "result.json").is_file()
+    per = [rnd["per_seed"][str(k)] for k in SEEDS]
+    assert [e["seed"] for e in per] == list(SEEDS) and all("architecture" in e for e in per)
+    for i, p in enumerate(rnd["points"]):
+        accs = [e["points"][i]["test_accuracy"] for e in per]
+        assert p["test_accuracy"] == pytest.approx(sum(accs) / 2)
+        assert p["test_accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+        assert p["feasible"] == all(e["points"][i]["feasible"] for e in per)
     # joint SDN training moved the trunk away from the base; frozen training did not
     from s2dnas.train.checkpoint import load_weights
     from s2dnas.zoo import create_model
@@ -91,7 +111,7 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
     data, root = smoke
     again = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
                                   data_dir=str(root / "data"), val_size=100, methods=SUBSET,
-                                  result_path=root / "again.json", speed=False)
+                                  result_path=root / "again.json", speed=False, seeds=SEEDS)
     assert again["methods"] == json.loads(json.dumps(data["methods"]))  # nothing retrained or re-measured
     with pytest.raises(SystemExit, match=r"holds a result of scale 'smoke', not 'small'"):
         methods.run_benchmark(model="resnet20", scale="small", out=root / "cache", dataset="fashion-mnist",
@@ -100,7 +120,8 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
     text = methods.table(again)
     first = text.split("\n\n")[1].splitlines()  # the operating-point table: header, rule, one row per method
     assert [row.split(" | ")[0][2:] for row in first[2:]] == SUBSET and "our measurements" in text.lower()
-    assert all(f"| {name} |" in text.split("\n\n")[3] for name in SUBSET)  # the iso-accuracy table
+    assert all(f"| {name} |" in text.split("\n\n")[3] for name in SUBSET)  # the per-level table
+    assert "± " in first[2 + SUBSET.index("s2dnas_random")]  # the searched row: mean ± spread
     methods.plot(again, root / "plot.png")
     assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -120,3 +141,109 @@ def test_handpicked_rows_use_the_configured_space_like_the_searched_rows() -> No
     space = methods._space(ctx)
     assert space.channel_multiple == configured.channel_multiple
     assert methods._space(ctx, num_stages=2).num_stages == 2
+
+
+def _logits(correct_first: torch.Tensor, confident_first: torch.Tensor, labels: torch.Tensor) -> StageLogits:
+    """Two stages, 2 classes: stage 0 answers right where ``correct_first`` and with a confidence
+    that is high where ``confident_first``; stage 1 is always right."""
+    n = len(labels)
+    first_answer = torch.where(correct_first, labels, 1 - labels)
+    margin = torch.where(confident_first, 4.0, 0.2) + torch.linspace(0, 0.1, n)  # distinct confidences
+    first = torch.zeros(n, 2)
+    first[torch.arange(n), first_answer] = margin
+    last = torch.zeros(n, 2)
+    last[torch.arange(n), labels] = 4.0
+    return StageLogits(logits=torch.stack([first, last]), labels=labels)
+
+
+def test_points_are_chosen_on_val_and_test_is_only_read_after() -> None:
+    """Issue 14: per accuracy level the thresholds come from val alone; two different test sets get
+    the same thresholds, val accuracies and feasibility, and only their test numbers differ."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (200,), generator=g)
+    val = _logits(torch.rand(200, generator=g) < 0.8, torch.rand(200, generator=g) < 0.6, labels)
+    tests = [_logits(torch.rand(200, generator=g) < q, torch.rand(200, generator=g) < 0.6, labels) for q in (0.5, 0.95)]
+    kw = dict(stage_macs=[10, 90], base_val=1.0, base_macs=100, drops=(0.001, 0.05, 0.2), operating_drop=0.001)
+    a, b = (methods.choose_points(val, t, **kw) for t in tests)
+    chosen = ("drop", "thresholds", "val_accuracy", "val_macs", "feasible", "target_val_accuracy")
+    assert [{k: p[k] for k in chosen} for p in a] == [{k: p[k] for k in chosen} for p in b]
+    assert [p["test_accuracy"] for p in a] != [p["test_accuracy"] for p in b]  # the test sets do differ
+    assert [p["operating_point"] for p in a] == [True, False, False]
+    # a looser level never costs more on val (the same optimiser, a weaker constraint)
+    assert a[0]["val_macs"] >= a[1]["val_macs"] >= a[2]["val_macs"]
+
+
+def test_a_level_not_reached_on_val_is_not_reached_even_when_test_would_cross_it() -> None:
+    labels = torch.arange(100) % 2
+    every = torch.ones(100, dtype=torch.bool)
+    # on val the last stage is wrong on 10 inputs that stage 0 also gets wrong: at most 90% whatever the thresholds
+    val = _logits(torch.arange(100) >= 10, every, labels)
+    val.logits[1, :10] = val.logits[1, :10].flip(1)
+    test = _logits(every, every, labels)  # on test every setting is 100% correct
+    pts = methods.choose_points(val, test, stage_macs=[10, 90], base_val=0.95, base_macs=100, drops=(0.001, 0.1),
+                                operating_drop=0.001)
+    assert [p["feasible"] for p in pts] == [False, True]
+    assert pts[0]["test_accuracy"] == 1.0  # test would have crossed the level
+    data = {"base": {"macs": 100, "test_accuracy": 0.95, "val_accuracy": 0.95},
+            "methods": {"s2dnas_rl": {"points": pts}, "static_x0.5": {"points": [
+                {**pts[1], "drop": 0.001, "feasible": True, "macs": 50}]}}}
+    iso = methods.iso_accuracy(data)
+    assert iso["s2dnas_rl"]["0.001"] == {"feasible": False, "test_accuracy": 1.0, "macs": None}
+    assert iso["s2dnas_rl"]["0.100"]["macs"] == pts[1]["macs"] / 100
+    targets = methods.check_targets(data)
+    assert targets == [{"method": "s2dnas_rl", "target": "reach base val - 0.1 pt on val",
+                        "value": f"not reached (val {100 * pts[0]['val_accuracy']:.2f}%)", "met": False}]
+
+
+def test_evaluate_network_gives_the_same_choices_when_the_test_labels_are_permuted() -> None:
+    """Issue 14's leakage check at the benchmark's level: the whole evaluation of one network
+    (every level's thresholds, val numbers, feasibility) is unchanged by permuting the test labels."""
+    from types import SimpleNamespace
+
+    from s2dnas.data.datasets import TensorImageDataset
+    from tests._models import make_labels, make_space, sharpen
+
+    space = make_space(num_stages=3)
+    msnet = sharpen(space.build(space.default_architecture()))
+    g = torch.Generator().manual_seed(0)
+    xv, xt = torch.randn(160, 1, 8, 8, generator=g), torch.randn(160, 1, 8, 8, generator=g)
+    yv, yt = make_labels(msnet, xv, seed=1), make_labels(msnet, xt, seed=2)
+    shuffled = yt[torch.randperm(160, generator=g)]
+    assert (shuffled != yt).any()
+    base_macs = space.base_macs()
+
+    def run(test_labels: torch.Tensor) -> dict:
+        splits = SimpleNamespace(val=TensorImageDataset(xv, yv), test=TensorImageDataset(xt, test_labels))
+        ctx = SimpleNamespace(splits=splits, scale=SimpleNamespace(eval_batch_size=64), device=torch.device("cpu"),
+                              base_val=0.72, base_macs=base_macs, target=0.72 - 0.001)
+        return methods.evaluate_network(ctx, msnet)
+
+    a, b = run(yt), run(shuffled)
+    chosen = ("drop", "thresholds", "val_accuracy", "val_macs", "feasible", "operating_point")
+    assert [{k: p[k] for k in chosen} for p in a["points"]] == [{k: p[k] for k in chosen} for p in b["points"]]
+    assert a["stage_val_accuracy"] == b["stage_val_accuracy"] and a["feasible"] == b["feasible"]
+    assert a["stage_test_accuracy"] != b["stage_test_accuracy"]  # the test labels did change
+    assert len({tuple(p["thresholds"]) for p in a["points"]}) > 1  # the levels chose different settings
+
+
+def test_targets_compare_ours_with_the_best_alternative_that_reaches_the_level() -> None:
+    def point(macs: float, sp: float, sp1: float, feasible: bool = True) -> dict:
+        return {"drop": 0.001, "feasible": feasible, "macs": macs, "test_accuracy": 0.9, "val_accuracy": 0.9,
+                "measured_speedup": sp, "measured_speedup_b1": sp1}
+
+    data = {"base": {"macs": 100, "test_accuracy": 0.91, "val_accuracy": 0.91}, "methods": {
+        "s2dnas_rl": {"points": [point(10, 5.0, 3.0)]},
+        "sdn_joint": {"points": [point(20, 2.0, 1.6)]},
+        "cascade_x0.25": {"points": [point(15, 9.0, 9.0, feasible=False)]},  # not reached on val: ignored
+        "static_x0.5": {"points": [point(25, 2.4, 1.2)]}}}
+    rows = {r["target"]: (r["value"], r["met"]) for r in methods.check_targets(data)}
+    assert rows["<= 15% of the base's MACs"][1] is True
+    assert rows["<= half the MACs of the best alternative"] == ("10.0% vs sdn_joint 20.0%", True)
+    assert rows[">= 2x the best alternative's speed-up at batch 256"] == ("5.00x vs static_x0.5 2.40x", True)
+    assert rows[">= 2x the best alternative's speed-up at batch 1"] == ("3.00x vs sdn_joint 1.60x", False)
+
+
+def test_unknown_methods_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"unknown method\(s\) cascade; expected some of static_base, "):
+        methods.run_benchmark(model="resnet20", scale="smoke", out=tmp_path / "c", methods=["cascade"])
+    assert not (tmp_path / "c").exists()

@@ -18,6 +18,7 @@ from s2dnas.errors import CheckpointError, ConfigError, TrainingError
 from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_checkpoint, save_weights
 from s2dnas.train.loops import (EvalResult, check_finite_weights, cosine_lr, evaluate, make_sgd, seed_everything,
                                to_device, train_step)
+from s2dnas.train.multistage import MultiStageLoss
 
 __all__ = ["BaseTrainConfig", "chance_accuracy", "train_base", "warn_if_chance"]
 
@@ -54,7 +55,8 @@ def warn_if_chance(*, val_accuracy: float, splits: DataSplits, advice: str) -> b
 def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig, out_dir: str | Path,
                model_name: str, device: torch.device, resume: bool = False,
                progress: bool = True, distributed: bool = False,
-               on_epoch: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+               on_epoch: Callable[[dict[str, float]], None] | None = None,
+               teacher: nn.Module | None = None, distillation: MultiStageLoss | None = None) -> dict[str, Any]:
     """Train ``model`` on ``splits.train``, validating every epoch; write checkpoints and metrics.
 
     Files in ``out_dir`` (created if missing): ``checkpoint.pt`` (each epoch, atomic, weights-only
@@ -71,13 +73,22 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
     Args:
         on_epoch: called (rank 0) after every epoch with its record (epoch, train loss/accuracy, val
             accuracy/loss), e.g. to print one line per epoch without a progress bar.
+        teacher: distil from this model's logits (on ``device``, in eval mode; it is not modified), with ``distillation``: the
+            final training's loss on one stage, ``CE + alpha * T^2 * KL`` (the method benchmark's
+            static baselines get the distillation our networks get). None: plain cross-entropy.
+        distillation: the loss holding alpha and T (``MultiStageLoss(1, ...)``); only with ``teacher``.
 
     Returns:
         The metrics dict (history of train loss/accuracy and val accuracy, final val/test accuracy).
 
     Raises:
-        ConfigError: ``splits`` has no val split.
+        ConfigError: ``splits`` has no val split; ``teacher`` without ``distillation`` (or the other way
+            round), or with ``config.label_smoothing`` (the distillation loss has none).
     """
+    if (teacher is None) != (distillation is None) or (teacher is not None and config.label_smoothing > 0):
+        raise ConfigError("Expected a teacher and its distillation loss together (MultiStageLoss(1, ...)), without "
+                          f"label smoothing, but got teacher={teacher is not None}, distillation="
+                          f"{distillation is not None}, label_smoothing={config.label_smoothing}")
     if len(splits.val) == 0:
         raise ConfigError("Expected a validation split to train a base model on, but val is empty; "
                           "pass --val-size >= 1 (or drop it: 10% of train, at most 5000)")
@@ -132,7 +143,12 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
             step = epoch * train_loader_len + i
             x, y = to_device(x, device, channels_last=config.channels_last), y.to(device)
             lr = cosine_lr(step, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=config.lr)
-            loss, logits = train_step(net, x, y, optimizer=optimizer, loss_fn=criterion, lr=lr,
+            loss_fn: Callable[[Any, torch.Tensor], torch.Tensor] = criterion
+            if teacher is not None and distillation is not None:
+                with torch.no_grad():
+                    soft = teacher(x)
+                loss_fn = lambda out, target: distillation([out], target, soft)  # noqa: E731
+            loss, logits = train_step(net, x, y, optimizer=optimizer, loss_fn=loss_fn, lr=lr,
                                       where=f"epoch {epoch + 1}, step {i}")
             loss_sum += loss.item() * y.numel()
             correct += (logits.argmax(1) == y).sum().item()
