@@ -307,20 +307,3 @@ def test_config_lists_every_problem(seed):
         train_supernet(SuperNet(_space()), _data(16), config=SupernetConfig(epochs=0, num_sampled=-1, temperature=0),
                        progress=False)
     assert all(f"supernet.{k}" in str(err.value) for k in ("epochs", "num_sampled", "temperature"))
-
-
-def test_the_folded_inference_network_computes_what_the_recalibrated_network_does(seed):
-    from s2dnas.search.score import inference_network
-
-    supernet = SuperNet(_space())
-    net = supernet.extract(supernet.space.default_architecture())
-    recalibrate(net, make_loader(_data(40), batch_size=16, shuffle=True, seed=3), batches=2, seed=7)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    folded = inference_network(net)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())  # every norm follows a conv here
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 9
-    x = torch.randn(8, 1, 8, 8)
-    with torch.no_grad():
-        for a, b in zip(net(x), folded(x)):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()) and not net.training

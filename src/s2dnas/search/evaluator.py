@@ -20,10 +20,10 @@ from torch import nn
 
 from s2dnas.config import CalibrationTarget, SearchConfig, TrainConfig
 from s2dnas.data import DataSplits, make_loader
-from s2dnas.dynamic.calibrate import StageLogits
+from s2dnas.dynamic.calibrate import StageLogits, collect_logits
 from s2dnas.errors import ConfigError
 from s2dnas.cost import StageCost, macs_stage_cost
-from s2dnas.search.score import collect_logits_folded, score_logits
+from s2dnas.search.score import score_logits
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import train_multistage
@@ -117,7 +117,7 @@ class Evaluator:
         The step :meth:`evaluate` ends with; call it directly to score a network made elsewhere
         (e.g. a candidate after its own fine-tuning) exactly like a search candidate.
         """
-        logits = collect_logits_folded(net, self.val_loader, device=self.device)
+        logits = collect_logits(net, self.val_loader, device=self.device)
         return self.score(logits, net)
 
     def score(self, logits: StageLogits, net: MultiStageNet) -> tuple[float, dict[str, Any]]:
