@@ -41,6 +41,7 @@ from benchmarks.ranking import kendall_tau
 from benchmarks.supernet_setup import SupernetSetup, add_setup_arguments, check_identity, setup_from_args
 from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_json
+from s2dnas.config import config_to_dict
 from s2dnas.errors import S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator
 from s2dnas.space import Architecture, Space
@@ -99,8 +100,7 @@ def run_ranking(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
                                     limit_train=limit_train if limit_train is not None else cfg.train.limit_train)
     space = setup.supernet.space
     archs = pick_architectures(space, count=count, pool=pool)
-    identity = {**setup.identity(), "final_training": {"epochs": final_cfg.epochs, "limit_train": final_cfg.limit_train,
-                                                       "init": "supernet"},
+    identity = {**setup.identity(), "final_training": {"init": "supernet", **config_to_dict(final_cfg)},
                 "architectures": {n: a.to_dict() for n, a in archs.items()}}
     check_identity(work / "setup.json", identity)
     evaluator: SupernetEvaluator = setup.evaluator()
