@@ -2,6 +2,7 @@
 task: 8x8 images, class = which quadrant is bright."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -180,3 +181,43 @@ def test_supernet_evaluator_scores_what_score_gives(supernet: SuperNet, splits: 
 def test_evaluator_base_class_needs_prepare(space: Space, splits: DataSplits, common: dict) -> None:
     with pytest.raises(NotImplementedError):
         Evaluator(space, splits, **common).evaluate(space.default_architecture())
+
+
+class _CountingDataset(torch.utils.data.Dataset):
+    """Counts the images read from the dataset it wraps."""
+
+    def __init__(self, inner: torch.utils.data.Dataset) -> None:
+        self.inner, self.reads = inner, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        return self.inner[i]
+
+
+def test_supernet_evaluator_draws_the_recalibration_batches_once(supernet: SuperNet, splits: DataSplits,
+                                                                 common: dict) -> None:
+    counting = _CountingDataset(splits.train)
+    evaluator = SupernetEvaluator(supernet, dataclasses.replace(splits, train=counting), bn_batches=3, batch_size=32,
+                                  **common)
+    first = evaluator.evaluate(supernet.space.from_sample(ARCH_A))
+    evaluator.evaluate(supernet.space.from_sample(ARCH_B))
+    assert counting.reads == 3 * 32  # two candidates, one draw of the batches
+    # and the kept batches give what a fresh seeded loader gives (score() draws them anew)
+    direct = score(supernet, supernet.space.from_sample(ARCH_A), val_data=make_loader(splits.val, batch_size=256),
+                   bn_data=make_loader(splits.train, batch_size=32, shuffle=True, seed=12345), bn_seed=12345,
+                   target=common["target"], bn_batches=3)
+    assert direct.reward == first.reward and direct.metrics == first.metrics
+
+
+def test_score_network_scores_a_network_made_elsewhere_like_a_candidate(supernet: SuperNet, splits: DataSplits,
+                                                                       common: dict) -> None:
+    evaluator = SupernetEvaluator(supernet, splits, bn_batches=3, batch_size=32, **common)
+    arch = supernet.space.from_sample(ARCH_B)
+    net = supernet.extract(arch)
+    evaluator.recalibrate(net)
+    reward, metrics = evaluator.score_network(net)
+    result = evaluator.evaluate(arch)
+    assert reward == result.reward and metrics == result.metrics

@@ -479,7 +479,7 @@ class SearchConfig:
     seed: int | None = None
     max_invalid: int = 5
     supernet: str | None = None
-    bn_batches: int = 20
+    bn_batches: int = 8
     controller_lr: float | None = None
     entropy_weight: float = 1e-3
     baseline_decay: float = 0.9

@@ -107,9 +107,18 @@ class Evaluator:
         """Build, train (or take from the super-network), calibrate on val and score ``arch``."""
         start = time.time()
         net = self._prepare(arch)
-        logits = collect_logits(net, self.val_loader, device=self.device)
-        reward, metrics = self.score(logits, net)
+        reward, metrics = self.score_network(net)
         return CandidateResult(arch, reward, metrics, time.time() - start)
+
+    def score_network(self, net: MultiStageNet) -> tuple[float, dict[str, Any]]:
+        """Score a network that is ready for evaluation (its batch-norm statistics final): collect
+        every stage's val logits once, calibrate at the run's target, compute the reward.
+
+        The step :meth:`evaluate` ends with; call it directly to score a network made elsewhere
+        (e.g. a candidate after its own fine-tuning) exactly like a search candidate.
+        """
+        logits = collect_logits(net, self.val_loader, device=self.device)
+        return self.score(logits, net)
 
     def score(self, logits: StageLogits, net: MultiStageNet) -> tuple[float, dict[str, Any]]:
         """Calibrate ``net``'s cached val logits at the run's target and compute the reward."""
@@ -167,10 +176,28 @@ class SupernetEvaluator(Evaluator):
         self.supernet = supernet
         self.bn_batches = bn_batches
         self.bn_batch_size = batch_size
+        self._bn_images: list[torch.Tensor] | None = None
+
+    def recalibration_images(self) -> list[torch.Tensor]:
+        """The ``bn_batches`` seeded training batches every candidate's statistics come from.
+
+        Drawn once (shuffled with seed ``_BN_SEED``, augmented in an RNG forked and seeded with it)
+        and kept: the same tensors a fresh seeded loader would give each candidate, without
+        loading and augmenting them again for every candidate.
+        """
+        if self._bn_images is None:
+            loader = make_loader(self.splits.train, batch_size=self.bn_batch_size, shuffle=True, seed=_BN_SEED)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_BN_SEED)
+                self._bn_images = [x for _, (x, _y) in zip(range(self.bn_batches), loader)]
+        return self._bn_images
+
+    def recalibrate(self, net: MultiStageNet) -> None:
+        """Re-estimate ``net``'s batch-norm statistics on :meth:`recalibration_images` (then eval mode)."""
+        batches = [(x, None) for x in self.recalibration_images()]
+        recalibrate(net, batches, batches=len(batches), seed=_BN_SEED, device=self.device)
 
     def _prepare(self, arch: Architecture) -> MultiStageNet:
         net = self.supernet.extract(arch).to(self.device)
-        # a new loader per candidate: a seeded loader's generator advances with every pass
-        loader = make_loader(self.splits.train, batch_size=self.bn_batch_size, shuffle=True, seed=_BN_SEED)
-        recalibrate(net, loader, batches=self.bn_batches, seed=_BN_SEED, device=self.device)
+        self.recalibrate(net)
         return net

@@ -1,0 +1,134 @@
+"""Does the RL controller beat random search at equal budget? (issue 12, "Search")
+
+    python -m benchmarks.search_seeds --supernet runs/sn/r20 [--config FILE] [--set KEY=VALUE ...] \\
+        --budget 200 --seeds 0,1,2 --dir runs/search_seeds --out benchmarks/results/search_seeds.json
+
+For each seed, the library's search loop (:class:`~s2dnas.search.strategy.SearchStrategy`: journal,
+resume) runs ``--budget`` candidates with the RL controller (the config's ``search.controller``,
+``controller_lr``, ``entropy_weight``, ``baseline_decay``) and with random search (distinct uniform
+samples), every candidate scored from the super-network at the run's target as ``s2dnas run``'s
+oneshot search scores it; METHOD.md's hand-picked architecture is scored once the same way.
+Reported per search: the best reward and, for its architecture, the val accuracy and the expected
+MACs (fraction of the base's) at the thresholds chosen at the target, whether the target is
+reached, and the best reward after 25/50/100% of the budget; per strategy: mean, standard
+deviation, min and max over the seeds. Killed at any moment, the same command resumes every search
+from its journal; another super-network, target or scoring option in the same ``--dir`` is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.supernet_setup import (SupernetSetup, add_setup_arguments, check_identity, setup_from_args,
+                                       summary_stats)
+from s2dnas._device import machine_info
+from s2dnas._io import atomic_write_json
+from s2dnas.errors import S2DNASError
+from s2dnas.search.random import RandomController
+from s2dnas.search.rl import RLController
+from s2dnas.search.strategy import SearchStrategy
+
+__all__ = ["run_seeds", "main"]
+
+STRATEGIES = ("rl", "random")
+_KEYS = ("reward", "accuracy", "macs_ratio")
+
+
+def _controller(setup: SupernetSetup, strategy: str, seed: int) -> Any:
+    """The controller ``s2dnas run`` makes for ``strategy`` (oneshot's is the RL one) at ``seed``."""
+    space, sc = setup.supernet.space, setup.cfg.search
+    if strategy == "random":
+        return RandomController(space.decisions, seed=seed, unique=True)
+    return RLController(space.decisions, kind=sc.controller, lr=sc.controller_lr, entropy_weight=sc.entropy_weight,
+                        baseline_decay=sc.baseline_decay, seed=seed)
+
+
+def _chosen(reward: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"reward": reward, "accuracy": metrics["accuracy"], "macs_ratio": metrics["macs_ratio"],
+            "reached": bool(metrics["feasible"]), "stage_val_accuracy": metrics["stage_val_accuracy"]}
+
+
+def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, budget: int = 200,
+              seeds: Sequence[int] = (0, 1, 2), progress: bool = True, command: str = "") -> dict[str, Any]:
+    """Run (or resume) every search, score the hand-picked architecture; write and return the summary.
+
+    Raises:
+        RunDirError: ``work_dir`` holds results of another setup.
+    """
+    work = Path(work_dir)
+    digest = check_identity(work / "setup.json", setup.identity())
+    evaluator = setup.evaluator()
+    space = setup.supernet.space
+    hand_path = work / "hand_picked.json"
+    if not hand_path.exists():
+        r = evaluator.evaluate(space.default_architecture())
+        atomic_write_json(hand_path, {"architecture": r.architecture.to_dict(), **_chosen(r.reward, r.metrics),
+                                      "seconds": r.seconds})
+    hand = json.loads(hand_path.read_text())
+    searches: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
+    for seed in seeds:
+        for strategy in STRATEGIES:
+            run_dir = work / f"{strategy}_seed{seed}"
+            search = SearchStrategy(space, evaluator, _controller(setup, strategy, seed), budget=budget,
+                                    run_dir=run_dir, max_invalid=setup.cfg.search.max_invalid, progress=progress,
+                                    provenance={"config_hash": digest})
+            result = search.run(resume=(run_dir / "journal.jsonl").exists())
+            records = result.records
+            scored = [r for r in records if "feasible" in r["metrics"]]  # not the candidates that failed
+            if not scored:
+                raise S2DNASError(f"Every candidate of {run_dir} failed; see its journal.jsonl")
+            best = max(scored, key=lambda r: r["reward"])
+            running, curve = float("-inf"), {}
+            for i, r in enumerate(records, 1):
+                running = max(running, r["reward"])
+                for frac in (0.25, 0.5, 1.0):
+                    if i == max(1, round(frac * len(records))):
+                        curve[str(frac)] = running
+            row = {"seed": seed, "candidates": len(records), "architecture": best["architecture"],
+                   **_chosen(best["reward"], best["metrics"]), "best_reward_after_fraction": curve,
+                   "seconds": sum(r.get("seconds", 0.0) for r in records)}
+            searches[strategy].append(row)
+            print(f"{strategy:6s} seed {seed}: best reward {row['reward']:+.4f}, val {row['accuracy']:.4f} at "
+                  f"{row['macs_ratio']:.1%} of the base MACs ({len(records)} candidates)", flush=True)
+    summary = {s: {k: summary_stats([r[k] for r in rows]) for k in _KEYS} for s, rows in searches.items()}
+    summary["hand_picked"] = {k: summary_stats([hand[k]]) for k in _KEYS}
+    result = {"command": command, "machine": machine_info(),
+              "supernet": {k: setup.supernet_meta.get(k) for k in ("config_hash", "epoch", "epochs", "train_seconds")},
+              "base_val_accuracy": setup.base_val_accuracy, "target": setup.target.to_dict(), "budget": budget,
+              "seeds": list(seeds), "summary": summary, "searches": searches, "hand_picked": hand}
+    atomic_write_json(out, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_arguments(parser)
+    parser.add_argument("--budget", type=int, default=200, help="candidates per search")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated controller seeds")
+    parser.add_argument("--dir", default="runs/search_seeds")
+    parser.add_argument("--out", default="benchmarks/results/search_seeds.json")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: Expected --seeds as comma-separated integers (e.g. 0,1,2), but got {args.seeds!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        setup = setup_from_args(args)
+        result = run_seeds(setup, work_dir=args.dir, out=args.out, budget=args.budget, seeds=seeds,
+                           progress=not args.no_progress,
+                           command="python -m benchmarks.search_seeds " + " ".join(sys.argv[1:]))
+    except S2DNASError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({s: {k: v["mean"] for k, v in m.items()} for s, m in result["summary"].items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The super-network evidence scripts (benchmarks/supernet_ranking.py, benchmarks/search_seeds.py) on a
+toy CNN and synthetic data: they score with the run's evaluator, cache and resume, refuse another setup."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.search_seeds import main as seeds_main
+from benchmarks.search_seeds import run_seeds
+from benchmarks.supernet_ranking import pick_architectures, run_ranking
+from benchmarks.supernet_setup import SupernetSetup
+from s2dnas.config import CalibrationTarget, SupernetConfig, load_config
+from s2dnas.data import DataSplits, make_loader
+from s2dnas.data.datasets import TensorImageDataset
+from s2dnas.errors import RunDirError
+from s2dnas.search.journal import Journal
+from s2dnas.space import Space
+from s2dnas.train.loops import evaluate
+from s2dnas.train.sandwich import cheapest, most_expensive
+from s2dnas.train.supernet import SuperNet
+from s2dnas.train.supernet_training import train_supernet
+from tests._models import ToyCNN
+
+CPU = torch.device("cpu")
+
+
+def _images(n: int, gen: torch.Generator) -> TensorImageDataset:
+    """8x8 noise plus a bright quadrant; the class is the quadrant."""
+    labels = torch.arange(n) % 4
+    images = torch.randn(n, 1, 8, 8, generator=gen) * 0.5
+    for i, k in enumerate(labels.tolist()):
+        r, c = divmod(k, 2)
+        images[i, 0, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 2.0
+    return TensorImageDataset(images, labels)
+
+
+@pytest.fixture(scope="module")
+def setup() -> SupernetSetup:
+    gen = torch.Generator().manual_seed(0)
+    splits = DataSplits(name="quadrants", train=_images(192, gen), val=_images(96, gen), test=_images(32, gen),
+                        num_classes=4, in_channels=1, input_size=(8, 8), mean=(0.0,), std=(1.0,),
+                        class_names=("a", "b", "c", "d"))
+    torch.manual_seed(0)
+    base = ToyCNN()
+    opt = torch.optim.SGD(base.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(2):
+        for x, y in make_loader(splits.train, batch_size=32, shuffle=True, seed=epoch):
+            loss = nn.functional.cross_entropy(base(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    base.eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    space = Space(base, input_shape=(1, 8, 8), num_stages=3, ratio_grid=4, model_name="toy")
+    supernet = SuperNet(space)
+    meta = train_supernet(supernet, splits.train, config=SupernetConfig(epochs=1, batch_size=32, limit_train=64,
+                                                                        num_sampled=1, seed=0), progress=False)
+    cfg = load_config(None, overrides=["data.batch_size=32", "data.eval_batch_size=96", "search.bn_batches=2",
+                                       "train.limit_train=32", "train.epochs=1", "final_epochs=1"])
+    base_val = evaluate(base, make_loader(splits.val, batch_size=96), device=CPU).accuracy
+    return SupernetSetup(cfg=cfg, splits=splits, base=base, supernet=supernet.eval(),
+                         supernet_meta={"config_hash": meta["config_hash"], "epoch": 1, "epochs": 1},
+                         base_val_accuracy=base_val, target=CalibrationTarget(target_accuracy=base_val - 0.01),
+                         device=CPU)
+
+
+def test_architectures_are_the_extremes_the_hand_picked_and_a_spread_by_macs(setup: SupernetSetup) -> None:
+    space = setup.supernet.space
+    archs = pick_architectures(space, count=6, pool=12)
+    assert archs == pick_architectures(space, count=6, pool=12)  # deterministic
+    assert list(archs)[:3] == ["cheapest", "most_expensive", "hand_picked"]
+    assert archs["cheapest"] == cheapest(space) and archs["most_expensive"] == most_expensive(space)
+    assert len(set(archs.values())) == len(archs) == 6
+    spread = [sum(space.build(a).analytic_macs) for n, a in archs.items() if n.startswith("spread_")]
+    assert spread == sorted(spread) and spread[0] < spread[-1]
+
+
+def test_ranking_scores_fine_tunes_in_steps_and_refuses_another_setup(setup: SupernetSetup, tmp_path: Path) -> None:
+    out = tmp_path / "ranking.json"
+    kw = dict(work_dir=tmp_path / "work", out=out, count=4, pool=6, progress=False)
+    first = run_ranking(setup, **kw, stop_after=1)
+    assert first["architectures"] == 4 and first["finetuned"] == 1 and not first["complete"]
+    assert json.loads(out.read_text())["finetuned"] == 1
+    # the super-network score is the search's: the run's evaluator on the same architecture
+    evaluator = setup.evaluator()
+    for name, arch in pick_architectures(setup.supernet.space, count=4, pool=6).items():
+        assert first["rows"][name]["supernet"]["reward"] == evaluator.evaluate(arch).reward, name
+    done = run_ranking(setup, **kw)
+    assert done["complete"] and done["finetuned"] == 4
+    assert all(done["rows"][n]["supernet"] == first["rows"][n]["supernet"] for n in first["rows"])  # cached
+    finetuned = done["rows"]["cheapest"]["finetuned"]
+    assert finetuned == first["rows"]["cheapest"]["finetuned"]  # fine-tuned once, in the first call
+    assert finetuned["epochs"] == 1 and -1.0 <= done["kendall_tau_reward"] <= 1.0
+    assert len(done["mean_gap_per_stage"]) == 3 and done["mean_gap_last_stage"] == done["mean_gap_per_stage"][-1]
+    # fine-tuning moved the weights: the stage accuracies are the fine-tuned network's own
+    assert any(r["finetuned"]["metrics"]["stage_val_accuracy"] != r["supernet"]["metrics"]["stage_val_accuracy"]
+               for r in done["rows"].values())
+    before = out.read_bytes()
+    with pytest.raises(RunDirError, match="another setup .*final_training"):
+        run_ranking(setup, **{**kw, "final_epochs": 2})
+    assert out.read_bytes() == before
+
+
+def test_search_seeds_runs_the_library_search_and_resumes(setup: SupernetSetup, tmp_path: Path) -> None:
+    out = tmp_path / "seeds.json"
+    first = run_seeds(setup, work_dir=tmp_path / "work", out=out, budget=3, seeds=(0, 1), progress=False)
+    for strategy in ("rl", "random"):
+        rows = first["searches"][strategy]
+        assert [r["seed"] for r in rows] == [0, 1] and all(r["candidates"] == 3 for r in rows)
+        for r in rows:
+            records = Journal(tmp_path / "work" / f"{strategy}_seed{r['seed']}" / "journal.jsonl").records()
+            assert r["reward"] == max(x["reward"] for x in records)
+        s = first["summary"][strategy]["reward"]
+        assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"]
+    hand = setup.evaluator().evaluate(setup.supernet.space.default_architecture())
+    assert first["hand_picked"]["reward"] == hand.reward and first["summary"]["hand_picked"]["reward"]["std"] == 0.0
+    lines = {p: p.read_text() for p in (tmp_path / "work").glob("*/journal.jsonl")}
+    again = run_seeds(setup, work_dir=tmp_path / "work", out=out, budget=3, seeds=(0, 1), progress=False)
+    assert again["searches"] == first["searches"]
+    assert {p: p.read_text() for p in lines} == lines  # resumed from the journals: nothing scored again
+
+
+def test_search_seeds_refuses_malformed_seeds_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert seeds_main(["--supernet", "nowhere", "--seeds", "0,x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "comma-separated integers" in err
