@@ -24,10 +24,8 @@ from s2dnas._io import atomic_write_json
 from s2dnas.config import CalibrationTarget, RunConfig, config_to_dict, load_config, resolve_target
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.errors import ConfigError, RunDirError
-from s2dnas.runner import stage_cost_hook
+from s2dnas.runner import load_run_base, stage_cost_hook
 from s2dnas.search.evaluator import SupernetEvaluator
-from s2dnas.space.factory import build_space
-from s2dnas.train.evaluate import base_splits, load_base_model
 from s2dnas.train.loops import evaluate
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import load_supernet
@@ -75,13 +73,8 @@ def load_setup(*, cfg: RunConfig, supernet_dir: str | Path, device: torch.device
         CheckpointError: the super-network is missing, unfinished, of another space or data split.
     """
     device = device or resolve_device(cfg.device)
-    splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
-                         seed=cfg.data.seed, weights=cfg.model.weights, input_shape=cfg.model.input_shape)
-    base, model_name, _ = load_base_model(splits=splits, model_name=cfg.model.name, weights=cfg.model.weights)
-    base = base.to(device).eval()
-    for p in base.parameters():
-        p.requires_grad_(False)
-    space = build_space(base, config=cfg.space, input_shape=splits.input_shape, model_name=model_name)
+    loaded = load_run_base(cfg, device)
+    splits, base, space = loaded.splits, loaded.model, loaded.space
     supernet = SuperNet(space)
     meta = load_supernet(supernet, supernet_dir, data=splits.data_spec())
     supernet.to(device).eval()

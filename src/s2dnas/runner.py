@@ -71,7 +71,8 @@ from s2dnas.train.supernet_training import CHECKPOINT_NAME as SUPERNET_CHECKPOIN
 from s2dnas.train.supernet_training import load_supernet, train_supernet
 from s2dnas.zoo.weights import shipped_supernet_dir
 
-__all__ = ["run_pipeline", "train_supernet_step", "check_resume_config", "stage_cost_hook", "FINAL_BN_BATCHES"]
+__all__ = ["run_pipeline", "train_supernet_step", "load_run_base", "RunBase", "check_resume_config", "stage_cost_hook",
+           "FINAL_BN_BATCHES"]
 
 #: Training batches the final network's batch-norm statistics are re-estimated on.
 FINAL_BN_BATCHES = 50
@@ -113,7 +114,7 @@ class _SearchOutcome:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Base:
+class RunBase:
     """The data, the trained base model (frozen, the teacher) and the space over it."""
 
     splits: DataSplits
@@ -123,7 +124,8 @@ class _Base:
     space: Space
 
 
-def _load_base(cfg: RunConfig, device: torch.device) -> _Base:
+def load_run_base(cfg: RunConfig, device: torch.device) -> RunBase:
+    """What every step of a run of ``cfg`` starts from: its data, its frozen base model, the space."""
     from s2dnas.train.evaluate import base_splits, load_base_model
 
     splits = base_splits(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir, val_size=cfg.data.val_size,
@@ -133,7 +135,7 @@ def _load_base(cfg: RunConfig, device: torch.device) -> _Base:
     for p in base.parameters():
         p.requires_grad_(False)
     space = build_space(base, config=cfg.space, input_shape=splits.input_shape, model_name=model_name)
-    return _Base(splits=splits, model=base, model_name=model_name, source=source, space=space)
+    return RunBase(splits=splits, model=base, model_name=model_name, source=source, space=space)
 
 
 def _supernet_context(cfg: RunConfig, splits: DataSplits, model_name: str) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def train_supernet_step(cfg: RunConfig, *, out: Path, resume: bool, overwrite: b
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    base = _load_base(cfg, device)
+    base = load_run_base(cfg, device)
     supernet = SuperNet(base.space)
     _say(progress or log_epochs, f"training the super-network of {base.model_name} ({cfg.supernet.epochs} epochs, "
                                  f"{cfg.supernet.num_sampled} sampled + 2 extreme architectures per step)")
@@ -351,7 +353,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         return done
     device = dist.device_for(dist.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     torch.manual_seed(cfg.seed)
-    loaded = _load_base(cfg, device)
+    loaded = load_run_base(cfg, device)
     splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
     stage_cost = stage_cost_hook(cfg.calibration, device)
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, base_source=source, space=space,
