@@ -182,7 +182,8 @@ class SupernetEvaluator(Evaluator):
         """The ``bn_batches`` seeded training batches every candidate's statistics come from.
 
         Drawn once (shuffled with seed ``_BN_SEED``, augmented in an RNG forked and seeded with it)
-        and kept: the same tensors a fresh seeded loader would give each candidate, without
+        and kept: the same tensors a fresh seeded loader would give each candidate (when no
+        stochastic layer, e.g. dropout, drew from the same RNG between the batches), without
         loading and augmenting them again for every candidate.
         """
         if self._bn_images is None:

@@ -174,11 +174,10 @@ def reestimate_batch_norm(net: nn.Module, loader: DataLoader, *, batches: int, d
         m.reset_running_stats()
         m.momentum = None
     try:
-        with torch.no_grad():  # statistics only: no graph to keep
-            for i, (x, _) in enumerate(loader):
-                if i >= batches:
-                    break
-                net(x.to(device))
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            net(x.to(device))
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum

@@ -162,7 +162,6 @@ def recalibrate(msnet: nn.Module, loader: Iterable[Any], *, batches: int, seed: 
     """
     if device is None:
         device = next(msnet.parameters()).device
-    # no autograd graph: the statistics need forward passes only (about 10% of the pass's time)
-    with _seeded(seed), torch.no_grad():
+    with _seeded(seed):
         reestimate_batch_norm(msnet, loader, batches=batches, device=torch.device(device))
     msnet.eval()
