@@ -171,3 +171,52 @@ def test_cache_keys_name_the_frozen_mode_and_eager_entries_are_not_reused(msnet,
     base = measure_model(msnet.stages[0], input_shape=msnet.input_shape, batch_size=2, channels_last=False,
                          cache=old, repeats=1, warmup=0)
     assert base > 0 and any(k.startswith("model|") and k.endswith("|nchw|frozen") for k in old.entries)
+
+
+def _measure_model(model, cache, shape=(1, 8, 8)):
+    return measure_model(model, input_shape=shape, batch_size=2, channels_last=False, cache=cache, repeats=1,
+                         warmup=0)
+
+
+def test_a_cached_model_is_not_frozen_again(msnet, tmp_path, monkeypatch, seed):
+    """measure_model looks its key up before tracing: a hit costs no freeze (patched here to fail)."""
+    cache = LatencyCache(device_fingerprint("cpu"), directory=tmp_path)
+    first = _measure_model(msnet.stages[0], cache, msnet.input_shape)
+    assert cache.misses == 1 and len(cache.entries) == 1
+
+    def no_freeze(module, args):
+        raise AssertionError("froze a model whose timing is cached")
+
+    monkeypatch.setattr(latency, "freeze", no_freeze)
+    again = LatencyCache(device_fingerprint("cpu"), directory=tmp_path)  # a later run reads the file
+    assert _measure_model(msnet.stages[0], again, msnet.input_shape) == first
+    assert (again.hits, again.misses) == (1, 0)
+
+
+class _DictOut(torch.nn.Module):
+    """Returns a dict holding a non-tensor: torch.jit.trace refuses it (a RuntimeError)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return {"logits": self.conv(x), "note": "not a tensor"}
+
+
+def test_an_untraceable_model_is_timed_eager_and_its_entry_reused(tmp_path, monkeypatch, seed):
+    cache = LatencyCache(device_fingerprint("cpu"), directory=tmp_path)
+    first = _measure_model(_DictOut(), cache)
+    assert first > 0 and len(cache.entries) == 1 and next(iter(cache.entries)).endswith("|nchw|eager")
+    monkeypatch.setattr(latency, "freeze", lambda module, args: pytest.fail("traced again"))
+    assert _measure_model(_DictOut(), cache) == first  # the eager entry: no second (failing) trace
+
+
+def test_other_errors_while_freezing_are_not_hidden_as_eager(msnet, tmp_path, monkeypatch, seed):
+    def broken(module, args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(latency, "freeze", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _measure_model(msnet.stages[0], LatencyCache(device_fingerprint("cpu"), directory=tmp_path),
+                       msnet.input_shape)

@@ -69,6 +69,11 @@ CACHE_FORMAT = 1
 #: ``s2dnas bench`` deploys them. Entries timed eager (keys without it, before) are not reused.
 DEPLOYED_MODE = "frozen"
 
+#: What ``torch.jit.trace``/``torch.jit.freeze`` raise for a model TorchScript cannot run (outputs
+#: that are not tensors, unsupported ops or argument types; ``torch.jit.Error`` is a
+#: ``RuntimeError``): such a model is timed eager. Anything else is a real error and propagates.
+_UNTRACEABLE = (RuntimeError,)
+
 
 def default_cache_dir() -> Path:
     """``$S2DNAS_CACHE_DIR/latency`` if set, else ``$XDG_CACHE_HOME/s2dnas/latency`` (``~/.cache``)."""
@@ -486,9 +491,11 @@ def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: i
     """Median seconds of one batch through a plain model (e.g. the base), timed as the stages are.
 
     BN folded when the model traces with ``torch.fx`` (else timed as it is, in eval mode), then
-    frozen (:func:`freeze`; eager when ``torch.jit.trace`` fails, with ``eager`` in the key), on
-    ``device``, in the given memory format or the faster of the two (``None``); cached under the
-    model's structural fingerprint, batch size and layout.
+    frozen (:func:`freeze`; eager when TorchScript cannot trace or freeze it, with ``eager`` in
+    the key), on ``device``, in the given memory format or the faster of the two (``None``);
+    cached under the model's structural fingerprint, batch size and layout. The cache is read
+    before anything is frozen: a hit (frozen, or eager for a model that did not freeze) costs no
+    tracing.
 
     Raises:
         ConfigError: ``batch_size``/``repeats`` below 1, or a cache for another machine fingerprint.
@@ -506,13 +513,20 @@ def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: i
         fmt = torch.channels_last if cl else torch.contiguous_format
         net = runner.to(device=dev, memory_format=fmt)
         x = torch.randn(batch_size, *input_shape, device=dev, dtype=dtype).contiguous(memory_format=fmt)
-        try:
-            run, mode = freeze(net, (x,)), DEPLOYED_MODE
-        except Exception:  # noqa: BLE001 - not traceable by torch.jit: timed eager, as bench would run it
-            run, mode = net, "eager"
-        key = f"model|{stage_fingerprint(net, [x])}|b{batch_size}|{'channels_last' if cl else 'nchw'}|{mode}"
-        value = cache.get(key) if cache is not None else None
-        if value is None:
+        prefix = f"model|{stage_fingerprint(net, [x])}|b{batch_size}|{'channels_last' if cl else 'nchw'}"
+        # frozen first; an eager entry exists only for a model that failed to freeze (same structure)
+        hit = next((k for k in (f"{prefix}|{DEPLOYED_MODE}", f"{prefix}|eager")
+                    if cache is not None and k in cache.entries), None)
+        if hit is not None:
+            value = cache.get(hit)
+        else:
+            try:
+                run, mode = freeze(net, (x,)), DEPLOYED_MODE
+            except _UNTRACEABLE:  # not traceable by torch.jit: timed eager, as bench would run it
+                run, mode = net, "eager"
+            key = f"{prefix}|{mode}"
+            if cache is not None:
+                cache.get(key)  # counted as a miss: the file is rewritten below
             value = time_call(lambda: run(x), device=dev, warmup=warmup, repeats=repeats)
             if cache is not None:
                 cache.put(key, value)
