@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from benchmarks._args import check_at_least, parse_seeds
 from benchmarks.supernet_setup import (SupernetSetup, add_setup_arguments, check_identity, setup_from_args,
                                        summary_stats)
 from s2dnas._device import machine_info
@@ -107,20 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setup_arguments(parser)
     parser.add_argument("--budget", type=int, default=200, help="candidates per search")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated controller seeds")
+    parser.add_argument("--seeds", default="0,1,2", help="distinct comma-separated controller seeds >= 0")
     parser.add_argument("--dir", default="runs/search_seeds")
     parser.add_argument("--out", default="benchmarks/results/search_seeds.json")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        print(f"error: Expected --seeds as comma-separated integers (e.g. 0,1,2), but got {args.seeds!r}",
-              file=sys.stderr)
-        return 2
-    try:
+        seeds = parse_seeds(args.seeds)
+        budget = check_at_least(args.budget, 1, flag="--budget")
         setup = setup_from_args(args)
-        result = run_seeds(setup, work_dir=args.dir, out=args.out, budget=args.budget, seeds=seeds,
+        result = run_seeds(setup, work_dir=args.dir, out=args.out, budget=budget, seeds=seeds,
                            progress=not args.no_progress,
                            command="python -m benchmarks.search_seeds " + " ".join(sys.argv[1:]))
     except S2DNASError as err:

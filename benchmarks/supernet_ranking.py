@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from benchmarks._args import check_at_least
 from benchmarks.ranking import kendall_tau
 from benchmarks.supernet_setup import SupernetSetup, add_setup_arguments, check_identity, setup_from_args
 from s2dnas._device import machine_info
@@ -177,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
+        count = check_at_least(args.architectures, 4, flag="--architectures")
         setup = setup_from_args(args)
-        result = run_ranking(setup, work_dir=args.dir, out=args.out, count=args.architectures, pool=args.pool,
+        result = run_ranking(setup, work_dir=args.dir, out=args.out, count=count, pool=args.pool,
                              final_epochs=args.final_epochs, limit_train=args.limit_train,
                              stop_after=args.stop_after, progress=not args.no_progress,
                              command="python -m benchmarks.supernet_ranking " + " ".join(sys.argv[1:]))

@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.ranking import kendall_tau
 from benchmarks.search_seeds import main as seeds_main
 from benchmarks.search_seeds import run_seeds
+from benchmarks.supernet_ranking import main as ranking_main
 from benchmarks.supernet_ranking import pick_architectures, run_ranking
-from benchmarks.supernet_setup import SupernetSetup
+from benchmarks.supernet_setup import SupernetSetup, summary_stats
 from s2dnas.config import CalibrationTarget, SupernetConfig, load_config
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import TensorImageDataset
@@ -95,7 +97,10 @@ def test_ranking_scores_fine_tunes_in_steps_and_refuses_another_setup(setup: Sup
     assert all(done["rows"][n]["supernet"] == first["rows"][n]["supernet"] for n in first["rows"])  # cached
     finetuned = done["rows"]["cheapest"]["finetuned"]
     assert finetuned == first["rows"]["cheapest"]["finetuned"]  # fine-tuned once, in the first call
-    assert finetuned["epochs"] == 1 and -1.0 <= done["kendall_tau_reward"] <= 1.0
+    assert finetuned["epochs"] == 1
+    rows = [done["rows"][n] for n in pick_architectures(setup.supernet.space, count=4, pool=6)]
+    assert done["kendall_tau_reward"] == kendall_tau([r["supernet"]["reward"] for r in rows],
+                                                     [r["finetuned"]["reward"] for r in rows])
     assert len(done["mean_gap_per_stage"]) == 3 and done["mean_gap_last_stage"] == done["mean_gap_per_stage"][-1]
     # fine-tuning moved the weights: the stage accuracies are the fine-tuned network's own
     assert any(r["finetuned"]["metrics"]["stage_val_accuracy"] != r["supernet"]["metrics"]["stage_val_accuracy"]
@@ -115,17 +120,45 @@ def test_search_seeds_runs_the_library_search_and_resumes(setup: SupernetSetup, 
         for r in rows:
             records = Journal(tmp_path / "work" / f"{strategy}_seed{r['seed']}" / "journal.jsonl").records()
             assert r["reward"] == max(x["reward"] for x in records)
-        s = first["summary"][strategy]["reward"]
-        assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"]
+        a, b = (r["reward"] for r in rows)
+        assert first["summary"][strategy]["reward"] == pytest.approx(
+            {"n": 2, "mean": (a + b) / 2, "std": abs(a - b) / 2 ** 0.5, "min": min(a, b), "max": max(a, b)})
     hand = setup.evaluator().evaluate(setup.supernet.space.default_architecture())
-    assert first["hand_picked"]["reward"] == hand.reward and first["summary"]["hand_picked"]["reward"]["std"] == 0.0
+    assert first["hand_picked"]["reward"] == hand.reward
     lines = {p: p.read_text() for p in (tmp_path / "work").glob("*/journal.jsonl")}
     again = run_seeds(setup, work_dir=tmp_path / "work", out=out, budget=3, seeds=(0, 1), progress=False)
     assert again["searches"] == first["searches"]
     assert {p: p.read_text() for p in lines} == lines  # resumed from the journals: nothing scored again
 
 
-def test_search_seeds_refuses_malformed_seeds_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert seeds_main(["--supernet", "nowhere", "--seeds", "0,x"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "comma-separated integers" in err
+def test_kendall_tau_of_known_orderings() -> None:
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # 5 concordant pairs, 1 discordant
+    assert kendall_tau([1, 2, 3], [1, 1, 2]) == pytest.approx(2 / 3)  # the tie counts as neither
+
+
+def test_summary_stats_of_known_values() -> None:
+    assert summary_stats([1.0, 2.0, 3.0, 4.0]) == pytest.approx(
+        {"n": 4, "mean": 2.5, "std": (5 / 3) ** 0.5, "min": 1.0, "max": 4.0})  # sample std: sum of squares 5 over 3
+    assert summary_stats([0.25]) == {"n": 1, "mean": 0.25, "std": 0.0, "min": 0.25, "max": 0.25}
+
+
+_SEEDS = "Expected --seeds as distinct comma-separated integers >= 0 (e.g. 0,1,2), but got "
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0,x"], _SEEDS + "'0,x'"),
+    (["--seeds", "1,1"], _SEEDS + "'1,1'"),
+    (["--seeds", "0,-2"], _SEEDS + "'0,-2'"),
+    (["--budget", "0"], "Expected --budget >= 1, but got 0"),
+])
+def test_search_seeds_refuses_malformed_options_in_one_line(argv: list[str], message: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert seeds_main(["--supernet", "nowhere", *argv]) == 2  # refused before the super-network is looked for
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_ranking_refuses_fewer_than_four_architectures_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ranking_main(["--supernet", "nowhere", "--architectures", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "error: Expected --architectures >= 4, but got 3"
