@@ -1,16 +1,15 @@
 """Command-line values the benchmark scripts share, checked in one place.
 
 Each parser raises :class:`~s2dnas.errors.ConfigError` with a one-line message; a script's ``main``
-prints it as ``error: ...`` on stderr and exits 2 (:func:`fail`), as the ``s2dnas`` commands do.
+prints it (or any other :class:`~s2dnas.errors.S2DNASError`) as ``error: ...`` on stderr and exits 2
+(:func:`report_error`), as the ``s2dnas`` commands do.
 """
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
-
 from s2dnas.errors import ConfigError, S2DNASError
 
-__all__ = ["parse_seeds", "check_at_least", "fail"]
+__all__ = ["parse_seeds", "check_at_least", "report_error"]
 
 
 def parse_seeds(text: str, *, flag: str = "--seeds") -> tuple[int, ...]:
@@ -40,7 +39,7 @@ def check_at_least(value: int, minimum: int, *, flag: str) -> int:
     return value
 
 
-def fail(err: S2DNASError | str) -> NoReturn:
-    """Print ``error: <err>`` (one line) on stderr and exit 2."""
+def report_error(err: S2DNASError) -> int:
+    """Print ``error: <err>`` (one line) on stderr; returns the exit status, 2."""
     print(f"error: {err}", file=sys.stderr)
-    raise SystemExit(2)
+    return 2

@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks._args import fail, parse_seeds
+from benchmarks._args import parse_seeds, report_error
 from s2dnas._io import atomic_write_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
 from s2dnas.bench.speed import in_layout, prepare_dynamic, prepare_static, time_passes
@@ -949,7 +949,7 @@ def main(argv: list[str] | None = None) -> None:
                              seeds=parse_seeds(args.seeds), supernet=args.supernet,
                              result_path=Path(args.result) if args.result else None)
     except S2DNASError as err:
-        fail(err)
+        raise SystemExit(report_error(err)) from None
     stem = Path(args.result).with_suffix("") if args.result else RESULTS / f"methods_{args.model}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     plot(data, stem.with_suffix(".png"))

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks._args import check_at_least, parse_seeds
+from benchmarks._args import check_at_least, parse_seeds, report_error
 from benchmarks.supernet_setup import (SupernetSetup, add_setup_arguments, check_identity, setup_from_args,
                                        summary_stats)
 from s2dnas._device import machine_info
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                            progress=not args.no_progress,
                            command="python -m benchmarks.search_seeds " + " ".join(sys.argv[1:]))
     except S2DNASError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     print(json.dumps({s: {k: v["mean"] for k, v in m.items()} for s, m in result["summary"].items()}, indent=1))
     return 0
 

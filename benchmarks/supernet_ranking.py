@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._args import check_at_least
+from benchmarks._args import check_at_least, report_error
 from benchmarks.ranking import kendall_tau
 from benchmarks.supernet_setup import SupernetSetup, add_setup_arguments, check_identity, setup_from_args
 from s2dnas._device import machine_info
@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                              stop_after=args.stop_after, progress=not args.no_progress,
                              command="python -m benchmarks.supernet_ranking " + " ".join(sys.argv[1:]))
     except S2DNASError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     print(json.dumps({k: v for k, v in result.items() if k.startswith(("kendall", "mean_"))}, indent=1))
     return 0
 
