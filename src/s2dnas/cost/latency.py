@@ -517,8 +517,9 @@ def measure_model(model: nn.Module, *, input_shape: Sequence[int], batch_size: i
         # frozen first; an eager entry exists only for a model that failed to freeze (same structure)
         hit = next((k for k in (f"{prefix}|{DEPLOYED_MODE}", f"{prefix}|eager")
                     if cache is not None and k in cache.entries), None)
-        if hit is not None:
-            value = cache.get(hit)
+        if cache is not None and hit is not None:
+            cache.get(hit)  # counted as a hit
+            value = cache.entries[hit]
         else:
             try:
                 run, mode = freeze(net, (x,)), DEPLOYED_MODE
