@@ -27,7 +27,8 @@ searched methods run once per seed (``--seeds``) and report mean and spread. MAC
 executing the stages; speed is measured against the base on the CPU at batch 256 and at batch 1
 (both BN-folded, each model in its faster memory format, same process).
 Each method's result is cached under ``runs/bench/<model>/<method>[-seed<k>]/`` so a killed run
-resumes; the timing runs after all training, in the same process (``--no-speed`` leaves it for a
+resumes; a cache records the protocol and recipe it was made with (:func:`protocol_identity`,
+:func:`check_recipe`) and one of another is refused (exit 2), never reused; the timing runs after all training, in the same process (``--no-speed`` leaves it for a
 later run on a quiet machine, which rebuilds every network from the cache in seconds).
 
     python -m benchmarks.methods --model resnet20 --scale full --seeds 0,1,2 [--supernet DIR]
