@@ -17,7 +17,11 @@ What it runs, one job at a time (each a subprocess, in this order):
 5. why the speed-up trails the MAC ratio: conv throughput against width, and the hand-picked
    architecture's speed-up at several model widths;
 6. torchvision support: which torchvision CNN families the transformation handles;
-7. ranking (only with --ranking): Kendall tau of one-shot vs briefly trained vs longer trained scores.
+7. ranking (only with --ranking): Kendall tau of one-shot vs briefly trained vs longer trained scores;
+8. super-network evidence (only with --evidence, issue 12): on the shipped super-network,
+   ``benchmarks.supernet_ranking`` (12 architectures scored from it, then each fine-tuned at the
+   demo's final budget; about 9 min per architecture here) and ``benchmarks.search_seeds`` (RL vs
+   random vs hand-picked, 3 seeds, 200 candidates each).
 
 It resumes: every method, seed, search, super-network and training is cached under
 ``runs/bench/<model>[-<scale>]/`` (checkpoints each epoch, results per method and seed), so a
@@ -60,6 +64,7 @@ def speed_table(path: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ranking", action="store_true", help="also run the (long) ranking benchmark")
+    p.add_argument("--evidence", action="store_true", help="also run the super-network evidence (issue 12)")
     p.add_argument("--scale", default="small", help="scale of the method benchmark (small, full; smoke for a dry run)")
     p.add_argument("--seeds", default=None, help="seeds of the searched methods (default: 0,1,2 at scale full, else 0)")
     p.add_argument("--supernet", default=None, help="a trained super-network directory for the one-shot rows "
@@ -86,6 +91,15 @@ def main() -> None:
     _run(sys.executable, "-m", "benchmarks.torchvision_support", "--out", str(RESULTS / "torchvision_support.json"))
     if args.ranking:
         _run(sys.executable, "-m", "benchmarks.ranking", "--out", str(RESULTS / "ranking.json"))
+    if args.evidence:
+        from s2dnas.zoo.weights import shipped_supernet_dir
+
+        shipped = str(shipped_supernet_dir("resnet20_fashion_mnist"))
+        _run(sys.executable, "-m", "benchmarks.supernet_ranking", "--supernet", shipped, "--final-epochs", "3",
+             "--limit-train", "40000", "--dir", "runs/supernet_ranking",
+             "--out", str(RESULTS / "supernet_ranking.json"))
+        _run(sys.executable, "-m", "benchmarks.search_seeds", "--supernet", shipped, "--budget", "200",
+             "--seeds", "0,1,2", "--dir", "runs/search_seeds", "--out", str(RESULTS / "search_seeds.json"))
     table = speed_table(RESULTS / "speed.json")
     (RESULTS / "speed.md").write_text(table + "\n")
     print(table)

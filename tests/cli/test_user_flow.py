@@ -109,7 +109,8 @@ def test_readme_flow_on_a_user_image_folder(env: Path, capsys: pytest.CaptureFix
 
     # 6. bench, as the README writes it: data set and base from the model directory
     assert main(["bench", "run/model", "--num-images", "16", "--batch-sizes", "8", "--repeats", "1"]) == 0
-    assert "base user_flow_models:small_cnn (base/model.safetensors)" in capsys.readouterr().out
+    # the run's relative model.weights, resolved from where the run started (here: env)
+    assert f"base user_flow_models:small_cnn ({env / 'base' / 'model.safetensors'})" in capsys.readouterr().out
 
     # 7. export and 8. the numpy runtime on raw uint8 images, as a user has them
     pytest.importorskip("onnxruntime")

@@ -221,3 +221,25 @@ def test_score_network_scores_a_network_made_elsewhere_like_a_candidate(supernet
     reward, metrics = evaluator.score_network(net)
     result = evaluator.evaluate(arch)
     assert reward == result.reward and metrics == result.metrics
+
+
+def test_a_candidate_missing_the_target_is_not_a_warning_but_the_final_network_is(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A search scores hundreds of candidates, most below the target: one WARNING line each buried
+    the demo's output. The candidate's miss is recorded by its reward; the final network's miss warns."""
+    from s2dnas.dynamic.calibrate import StageLogits
+    from s2dnas.search.score import calibrate_at, score_logits
+
+    labels = torch.arange(40) % 4
+    wrong = torch.nn.functional.one_hot((labels + 1) % 4, 4).float() * 5  # every stage always wrong
+    logits = StageLogits(logits=torch.stack([wrong, wrong]), labels=labels)
+    target = CalibrationTarget(target_accuracy=0.9)
+    kwargs = dict(stage_cost=([1.0, 2.0], "macs"), stage_macs=[1, 2], target=target)
+    with caplog.at_level("INFO", logger="s2dnas.dynamic.calibrate"):
+        reward, metrics, cal = score_logits(logits, base_macs=3, **kwargs)
+    assert not cal.feasible and metrics["feasible"] is False
+    assert [r.levelname for r in caplog.records] == ["INFO"] and "No threshold setting meets" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="s2dnas.dynamic.calibrate"):
+        assert not calibrate_at(logits, **kwargs).feasible
+    assert [r.levelname for r in caplog.records] == ["WARNING"]

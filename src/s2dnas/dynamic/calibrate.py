@@ -429,7 +429,7 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
               macs_budget: float | None = None, base_accuracy: float | None = None, tolerance: float = 0.001,
               confidence: str = "max_softmax", device: torch.device | str | None = None,
               grid: int | None = None, stage_cost: tuple[Sequence[float], str] | None = None,
-              cost_budget: float | None = None) -> Calibration:
+              cost_budget: float | None = None, warn: bool = True) -> Calibration:
     """Choose the thresholds on the validation data (never the test split).
 
     Exactly one mode: **target** (``target_accuracy``, or ``base_accuracy - tolerance`` when only
@@ -456,6 +456,8 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
         stage_cost: ``(costs, unit)`` from a cost hook (``S`` costs per input, ``>= 0``): minimise
             that instead of MACs; ``None`` (default) minimises ``stage_macs``.
         cost_budget: budget mode with ``stage_cost``: expected cost per input in its unit not to exceed.
+        warn: log a missed target or budget as a warning (``False``: at INFO, e.g. for the search's
+            candidates, where a miss is an ordinary outcome that the reward records).
 
     Returns:
         The :class:`Calibration` (its ``.policy`` is the :class:`~s2dnas_runtime.ExitPolicy`). When nothing meets the target it is the most accurate setting,
@@ -516,10 +518,7 @@ def calibrate(msnet_or_stage_logits: MultiStageNet | StageLogits, loader: Iterab
     message = (f"{'Met' if feasible else 'No threshold setting meets'} {goal} on {n} calibration inputs"
                + ("" if feasible else f"; returned {fallback}") +
                f": accuracy {point['accuracy']:.4f}, {point['expected_macs']:.6g} MACs per input{spent}")
-    if feasible:
-        _logger.info("%s", message)
-    else:
-        _logger.warning("%s", message)
+    _logger.log(logging.WARNING if warn and not feasible else logging.INFO, "%s", message)
     return Calibration(
         thresholds=thresholds, confidence=confidence, accuracy=point["accuracy"],
         expected_macs=point["expected_macs"], exit_fractions=tuple(point["exit_fractions"]), feasible=feasible,

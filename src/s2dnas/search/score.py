@@ -52,7 +52,7 @@ def reward_mode(target: CalibrationTarget) -> str:
 
 
 def calibrate_at(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], stage_macs: Sequence[int],
-                 target: CalibrationTarget, confidence: str = "max_softmax") -> Calibration:
+                 target: CalibrationTarget, confidence: str = "max_softmax", warn: bool = True) -> Calibration:
     """Thresholds chosen on ``stage_logits`` at ``target`` (its ``.policy`` is the ExitPolicy).
 
     The one call into the threshold calibration, for the search and the final network alike.
@@ -63,9 +63,10 @@ def calibrate_at(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float]
         stage_macs: each stage's own MACs per input (always counted and reported).
         target: the run's operating point.
         confidence: the exit confidence measure.
+        warn: log a missed target as a warning (the final network); ``False`` for candidates.
     """
     return calibrate(stage_logits, stage_macs=[int(m) for m in stage_macs], stage_cost=stage_cost,
-                     confidence=confidence, **target.calibrate_kwargs())
+                     confidence=confidence, warn=warn, **target.calibrate_kwargs())
 
 
 def score_logits(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float], str], stage_macs: Sequence[int],
@@ -90,7 +91,7 @@ def score_logits(stage_logits: StageLogits, *, stage_cost: tuple[Sequence[float]
         ``(reward, metrics, calibration)``.
     """
     cal = calibrate_at(stage_logits, stage_cost=stage_cost, stage_macs=stage_macs, target=target,
-                       confidence=confidence)
+                       confidence=confidence, warn=False)  # a candidate missing the target is ordinary
     value, metrics = compute_reward(cal, reward=reward or reward_mode(target), base_macs=base_macs,
                                     base_cost=base_cost, tradeoff_weight=tradeoff_weight)
     metrics.update(stage_val_accuracy=stage_logits.stage_accuracy(), stage_macs=[int(m) for m in stage_macs],
