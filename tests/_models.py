@@ -19,7 +19,7 @@ from s2dnas.space import Space
 from s2dnas.zoo import create_model
 
 __all__ = ["INPUT_SHAPE", "ToyCNN", "blob_splits", "make_base", "make_labels", "make_space", "sharpen",
-           "spread_batch_norms", "toy_cnn"]
+           "spread_batch_norms", "toy_cnn", "trained_toy"]
 
 
 class ToyCNN(nn.Module):
@@ -37,6 +37,26 @@ class ToyCNN(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.bn2(self.conv2(x)))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def trained_toy(splits: DataSplits, *, epochs: int, seed: int = 0) -> ToyCNN:
+    """A :class:`ToyCNN` (weights from ``seed``) trained on ``splits.train`` for ``epochs`` (SGD lr 0.1,
+    momentum 0.9, batches of 32 shuffled with the epoch as seed), then frozen in eval mode: a base."""
+    from s2dnas.data import make_loader
+
+    torch.manual_seed(seed)
+    model = ToyCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(epochs):
+        for x, y in make_loader(splits.train, batch_size=32, shuffle=True, seed=epoch):
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def toy_cnn(num_classes: int = 10, in_channels: int = 1) -> ToyCNN:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from benchmarks.ranking import kendall_tau
 from benchmarks.search_seeds import main as seeds_main
@@ -25,7 +24,7 @@ from s2dnas.train.loops import evaluate
 from s2dnas.train.sandwich import cheapest, most_expensive
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import train_supernet
-from tests._models import ToyCNN
+from tests._models import trained_toy
 
 CPU = torch.device("cpu")
 
@@ -46,18 +45,7 @@ def setup() -> SupernetSetup:
     splits = DataSplits(name="quadrants", train=_images(192, gen), val=_images(96, gen), test=_images(32, gen),
                         num_classes=4, in_channels=1, input_size=(8, 8), mean=(0.0,), std=(1.0,),
                         class_names=("a", "b", "c", "d"))
-    torch.manual_seed(0)
-    base = ToyCNN()
-    opt = torch.optim.SGD(base.parameters(), lr=0.1, momentum=0.9)
-    for epoch in range(2):
-        for x, y in make_loader(splits.train, batch_size=32, shuffle=True, seed=epoch):
-            loss = nn.functional.cross_entropy(base(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    base.eval()
-    for p in base.parameters():
-        p.requires_grad_(False)
+    base = trained_toy(splits, epochs=2)
     space = Space(base, input_shape=(1, 8, 8), num_stages=3, ratio_grid=4, model_name="toy")
     supernet = SuperNet(space)
     meta = train_supernet(supernet, splits.train, config=SupernetConfig(epochs=1, batch_size=32, limit_train=64,

@@ -19,7 +19,7 @@ from s2dnas.space import Architecture, Space
 from s2dnas.train.loops import evaluate
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import train_supernet
-from tests._models import ToyCNN
+from tests._models import trained_toy
 
 NUM_CLASSES, SIZE = 4, 8  # ToyCNN's default class count
 CPU = torch.device("cpu")
@@ -50,18 +50,7 @@ def splits() -> DataSplits:
 @pytest.fixture(scope="module")
 def base(splits: DataSplits) -> nn.Module:
     """The toy CNN trained for a few epochs (it gets the easy task right)."""
-    torch.manual_seed(0)
-    model = ToyCNN()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for epoch in range(3):
-        for x, y in make_loader(splits.train, batch_size=32, shuffle=True, seed=epoch):
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = trained_toy(splits, epochs=3)
     assert evaluate(model, make_loader(splits.val, batch_size=256), device=CPU).accuracy > 0.9
     return model
 
