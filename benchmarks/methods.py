@@ -66,6 +66,10 @@ from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.zoo import create_model
 
+__all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
+           "protocol_identity", "choose_points", "evaluate_network", "make_context", "aggregate_seeds",
+           "run_benchmark", "iso_accuracy", "check_targets", "table", "plot", "main"]
+
 RESULTS = Path("benchmarks/results")
 _logger = logging.getLogger("benchmarks.methods")
 
@@ -255,6 +259,21 @@ def _changed(saved: Any, now: dict[str, Any]) -> str:
     if not isinstance(saved, dict):
         return "no protocol recorded: written by an older version"
     return "changed: " + ", ".join(sorted(k for k in {*saved, *now} if saved.get(k) != now.get(k)))
+
+
+def _supernet_mismatch(name: str, entry: dict[str, Any], supernet: str | None) -> str | None:
+    """Why a cached one-shot row does not belong to this run's ``--supernet`` (None: it does).
+
+    A row made with ``--supernet X`` records ``X`` as its super-network's source; without
+    ``--supernet``, ``s2dnas_oneshot`` trains its own ("trained by this run")."""
+    if not name.startswith("s2dnas_oneshot"):
+        return None
+    source = (entry.get("supernet") or {}).get("source")
+    if supernet is not None and source != supernet:
+        return f"a result scored with another super-network ({source}, not --supernet {supernet})"
+    if supernet is None and name == "s2dnas_oneshot" and source != "trained by this run":
+        return f"a result scored with the super-network {source}, not one trained by this run (pass --supernet {source})"
+    return None
 
 
 def check_recipe(out: Path, recipe: dict[str, Any], *, artefacts: tuple[str, ...]) -> None:
@@ -656,9 +675,14 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     for name in names:  # every stale cache refused before anything trains
         for seed in (seeds if name in SEARCHED else (0,)):
             cache = _method_dir(out, name, seed) / "result.json"
-            if cache.exists() and (saved := json.loads(cache.read_text()).get("protocol")) != identity:
+            if not cache.exists():
+                continue
+            saved_entry = json.loads(cache.read_text())
+            if (saved := saved_entry.get("protocol")) != identity:
                 raise RunDirError(_stale(cache.parent, f"a result of another protocol or recipe "
                                                        f"({_changed(saved, identity)})"))
+            if (mismatch := _supernet_mismatch(name, saved_entry, supernet)) is not None:
+                raise RunDirError(_stale(cache.parent, mismatch))
     ctx = make_context(model=model, scale=scale, out=out, dataset=dataset, data_dir=data_dir, val_size=val_size)
     ctx.supernet = supernet
     spec, sc, splits, base, device = ctx.spec, ctx.scale, ctx.splits, ctx.base, ctx.device

@@ -312,6 +312,27 @@ def test_a_cache_of_another_protocol_is_refused_before_anything_runs(tmp_path: P
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["s2dnas_random-seed1"]  # nothing else ran
 
 
+def test_a_one_shot_cache_of_another_super_network_is_refused(tmp_path: Path) -> None:
+    """A one-shot row scored with one super-network is not reused under another ``--supernet``
+    (or none), but is under the same one; other rows never depend on it."""
+    identity = methods.protocol_identity(scale="smoke", spec=methods.MODELS["resnet20"])
+    row = tmp_path / "c" / "s2dnas_oneshot"
+    row.mkdir(parents=True)
+    (row / "result.json").write_text(json.dumps({"protocol": identity, "supernet": {"source": "runs/sn/a"}}))
+    sn = tmp_path / "sn"
+    sn.mkdir()
+    kw = dict(model="resnet20", scale="smoke", out=tmp_path / "c", methods=["s2dnas_oneshot"], seeds=(0,),
+              data_dir=str(tmp_path / "no-data"))
+    with pytest.raises(RunDirError, match=r"s2dnas_oneshot holds a result scored with another super-network "
+                                          r"\(runs/sn/a, not --supernet .*sn\); delete "):
+        methods.run_benchmark(**kw, supernet=str(sn))
+    with pytest.raises(RunDirError, match=r"super-network runs/sn/a, not one trained by this run "
+                                          r"\(pass --supernet runs/sn/a\)"):
+        methods.run_benchmark(**kw)
+    assert methods._supernet_mismatch("s2dnas_oneshot", {"supernet": {"source": str(sn)}}, str(sn)) is None
+    assert methods._supernet_mismatch("s2dnas_random", {}, str(sn)) is None
+
+
 class _Stop(Exception):
     pass
 
