@@ -6,7 +6,8 @@ import importlib.util
 import pytest
 import torch
 
-from s2dnas.bench.speed import benchmark_speed, prepare_dynamic, prepare_static, profile_stages
+from s2dnas.bench.speed import benchmark_speed, predict_speed, prepare_dynamic, prepare_static, profile_stages
+from s2dnas.cost.latency import LatencyCache, device_fingerprint
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet
 from s2dnas.space import Space
@@ -67,6 +68,28 @@ def test_benchmark_rows(nets, seed):
         assert r.base_seconds > 0 and r.dynamic_seconds > 0
         assert r.measured_speedup == pytest.approx(r.base_seconds / r.dynamic_seconds)
         assert r.speedup_over_macs_ratio == pytest.approx(r.measured_speedup / r.macs_ratio)
+
+
+def test_predicted_speed_weights_each_stage_by_the_inputs_that_reach_it(nets, tmp_path, seed):
+    """With every timing in the cache set to 2 s, the prediction is exact: all inputs leaving at
+    stage 1 cost what the base costs (1x); none leaving early cost the three stages (1/3x); and
+    the second pass times nothing."""
+    base, dyn, _, x = nets
+    cache = LatencyCache(device_fingerprint("cpu"), directory=tmp_path)
+    every = DynamicNet(dyn.msnet, [0.0, 0.0]).eval()  # confidence >= 0: everyone leaves at stage 1
+    none = DynamicNet(dyn.msnet, [1.01, 1.01]).eval()  # max softmax <= 1: everyone runs all stages
+    predict_speed(base, every, x, batch_sizes=(1, 8), cache=cache, repeats=1)
+    assert cache.entries
+    cache.entries = dict.fromkeys(cache.entries, 2.0)
+    cache.misses = 0
+    first = predict_speed(base, every, x, batch_sizes=(1, 8), cache=cache, repeats=1)
+    last = predict_speed(base, none, x, batch_sizes=(1, 8), cache=cache, repeats=1)
+    assert cache.misses == 0
+    assert [p.exit_fractions for p in first] == [(1.0, 0.0, 0.0)] * 2
+    assert [p.exit_fractions for p in last] == [(0.0, 0.0, 1.0)] * 2
+    assert [(p.base_seconds_per_input, p.dynamic_seconds_per_input) for p in first] == [(2.0, 2.0), (0.25, 0.25)]
+    assert [p.dynamic_seconds_per_input for p in last] == [6.0, 0.75]
+    assert [p.to_dict()["predicted_speedup"] for p in last] == pytest.approx([1 / 3, 1 / 3])
 
 
 def test_benchmark_onnx_rows(nets, seed):
@@ -134,7 +157,7 @@ def test_bench_cli_end_to_end_with_profile(tmp_path, capsys, seed):
     data = write_band_dataset(tmp_path, n_train=200, n_test=64)
     out = tmp_path / "bench.json"
     code = main(["bench", str(tmp_path / "m"), "--data-dir", str(data), "--val-size", "50", "--num-images", "64",
-                 "--batch-sizes", "32", "--repeats", "1", "--profile", "--json", str(out)])
+                 "--batch-sizes", "32", "--repeats", "1", "--profile", "--predict", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "speed-up / MAC ratio" in text and "GMAC/s (base:" in text
@@ -145,3 +168,8 @@ def test_bench_cli_end_to_end_with_profile(tmp_path, capsys, seed):
     assert result["rows"][0]["num_images"] == 64
     assert [p["stage"] for p in result["stage_profile"]] == [0, 1, 2]
     assert [p["macs"] for p in result["stage_profile"]] == space.build(space.default_architecture()).stage_macs()
+    (pred,) = result["predictions"]  # the cost model's error against the PyTorch row, same images
+    assert pred["batch_size"] == 32 and sum(pred["exit_fractions"]) == pytest.approx(1.0)
+    measured = result["rows"][0]["dynamic_seconds"] / 64
+    assert pred["error"] == pytest.approx(pred["dynamic_seconds_per_input"] / measured - 1)
+    assert "error of the predicted dynamic time" in text

@@ -23,12 +23,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from s2dnas.cost.latency import fold_bn, freeze
+from s2dnas.cost.latency import LatencyCache, fold_bn, freeze, measure_model, predict_latency
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
 __all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "in_layout", "time_passes",
-           "benchmark_speed", "profile_stages", "MODES"]
+           "benchmark_speed", "profile_stages", "LatencyPrediction", "predict_speed", "MODES"]
 
 #: How a model runs in the PyTorch rows: ``eager``, or ``frozen`` (a ``torch.jit.freeze``-d trace).
 MODES = ("eager", "frozen")
@@ -89,6 +89,30 @@ class StageProfile:
     def to_dict(self) -> dict[str, float | int]:
         """Plain-data form."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """What the latency cost model predicts for one batch size, before anything is run dynamically.
+
+    ``exit_fractions`` are those of the DynamicNet on the bench's images; the base's seconds per
+    input come from :func:`~s2dnas.cost.latency.measure_model`, the dynamic network's from
+    :func:`~s2dnas.cost.latency.predict_latency` (each stage timed alone at the batch it sees,
+    weighted by the share of inputs that reach it; routing not included).
+    """
+
+    batch_size: int
+    exit_fractions: tuple[float, ...]
+    base_seconds_per_input: float
+    dynamic_seconds_per_input: float
+
+    @property
+    def predicted_speedup(self) -> float:
+        return self.base_seconds_per_input / self.dynamic_seconds_per_input
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form, with the predicted speed-up."""
+        return {**asdict(self), "predicted_speedup": self.predicted_speedup}
 
 
 _fold_bn = fold_bn
@@ -243,6 +267,37 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                              dynamic_layout="nchw", compiled=False, runtime="onnxruntime", dynamic_path="onnx",
                              device="cpu", base_mode="onnx", dynamic_mode="onnx"))
     return rows
+
+
+def predict_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *, batch_sizes: Sequence[int],
+                  device: str | torch.device = "cpu", cache: LatencyCache | None = None, repeats: int = 5
+                  ) -> list[LatencyPrediction]:
+    """The latency cost model's prediction of the base's and the DynamicNet's seconds per input at
+    each batch size, for the exits the DynamicNet takes on ``images`` (compare it with
+    :func:`benchmark_speed`'s measurement of the same images: the cost model's error).
+
+    ``cache=None`` times every stage afresh in this process (the fair comparison with a
+    measurement made in the same process); a :class:`~s2dnas.cost.latency.LatencyCache` reuses
+    the timings a search made.
+
+    Raises:
+        ConfigError: no images, or a batch size or repeat count below 1.
+    """
+    if len(images) == 0 or not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"Expected images and batch sizes >= 1, but got {len(images)} images and {list(batch_sizes)}")
+    with torch.inference_mode():
+        exits = torch.cat([dynamic(b).exit_stage for b in torch.split(images, 256)])
+    counts = torch.bincount(exits, minlength=dynamic.msnet.num_stages)
+    fractions = tuple(float(c) / len(exits) for c in counts)
+    shape = tuple(images.shape[1:])
+    out = []
+    for bs in batch_sizes:
+        base_s = measure_model(base, input_shape=shape, batch_size=bs, device=device, cache=cache, repeats=repeats)
+        dyn_s = predict_latency(dynamic.msnet, batch_size=bs, exit_fractions=fractions, device=device, cache=cache,
+                                repeats=repeats)
+        out.append(LatencyPrediction(batch_size=bs, exit_fractions=fractions, base_seconds_per_input=base_s / bs,
+                                     dynamic_seconds_per_input=dyn_s))
+    return out
 
 
 def _row(bs: int, n: int, base_s: float, dyn_s: float, macs_ratio: float, **labels: object) -> SpeedRow:

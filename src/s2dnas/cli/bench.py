@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for the PyTorch rows (default: cpu)")
     p.add_argument("--profile", action="store_true",
                    help="also time each stage on whole batches of 256 and print its share of the MACs and of the time")
+    p.add_argument("--predict", action="store_true",
+                   help="also predict each batch size's speed with the latency cost model (stages timed alone, "
+                        "weighted by the exits on these images) and print its error against the measurement")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -86,6 +89,28 @@ def _launch_dir(run_dir: Path, out: str | None) -> Path | None:
     if len(run_abs.parts) <= n or run_abs.parts[-n:] != rel.parts:
         return None
     return Path(*run_abs.parts[:-n])
+
+
+def _predictions(base: torch.nn.Module, dynamic, images: torch.Tensor, rows: list, *, device: torch.device,
+                 repeats: int) -> list[dict]:
+    """The cost model's prediction per PyTorch row, printed and returned with its error: predicted over
+    measured seconds per image of the dynamic network, minus 1."""
+    from s2dnas.bench.speed import predict_speed
+
+    measured = {r.batch_size: r for r in rows if r.runtime == "pytorch"}
+    out = []
+    print("cost model | batch | exits (% per stage) | predicted speed-up | measured speed-up | "
+          "error of the predicted dynamic time")
+    for p in predict_speed(base, dynamic, images, batch_sizes=sorted(measured), device=device, repeats=repeats):
+        row = measured[p.batch_size]
+        seconds = row.dynamic_seconds / row.num_images
+        error = p.dynamic_seconds_per_input / seconds - 1.0
+        exits = "/".join(f"{100 * f:.0f}" for f in p.exit_fractions)
+        print(f"{'':10s} | {p.batch_size:5d} | {exits:19s} | {p.predicted_speedup:18.2f} | "
+              f"{row.measured_speedup:17.2f} | {100 * error:+.0f}%")
+        out.append({**p.to_dict(), "measured_dynamic_seconds_per_input": seconds,
+                    "measured_speedup": row.measured_speedup, "error": error})
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
         for st in profile:
             print(f"{st.stage + 1:5d} | {100 * st.macs_share:16.1f} | {100 * st.time_share:16.1f} | "
                   f"{st.gmacs_per_second:.1f}")
+    predictions = _predictions(base, dynamic, images, rows, device=device, repeats=args.repeats) if args.predict else []
     if args.json:
         atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
                                       "rows": [r.to_dict() for r in rows],
-                                      "stage_profile": [st.to_dict() for st in profile]})
+                                      "stage_profile": [st.to_dict() for st in profile], "predictions": predictions})
     return 0
