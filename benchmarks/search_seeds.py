@@ -17,6 +17,7 @@ from its journal; another super-network, target or scoring option in the same ``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from benchmarks.supernet_setup import (SupernetSetup, add_setup_arguments, check
                                        summary_stats)
 from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_json
-from s2dnas.errors import S2DNASError
+from s2dnas.errors import ConfigError, S2DNASError
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
 from s2dnas.search.strategy import SearchStrategy
@@ -47,17 +48,28 @@ def _controller(setup: SupernetSetup, strategy: str, seed: int) -> Any:
                         baseline_decay=sc.baseline_decay, seed=seed)
 
 
+def _controller_identity(controller: Any) -> dict[str, Any]:
+    """What a search's journal depends on besides the setup: the controller and its settings."""
+    if isinstance(controller, RLController):
+        return {"controller": "rl", "kind": controller.kind, "lr": controller.lr,
+                "entropy_weight": controller.entropy_weight, "baseline_decay": controller.baseline_decay}
+    return {"controller": "random", "unique": True}
+
+
 def _chosen(reward: float, metrics: dict[str, Any]) -> dict[str, Any]:
     return {"reward": reward, "accuracy": metrics["accuracy"], "macs_ratio": metrics["macs_ratio"],
             "reached": bool(metrics["feasible"]), "stage_val_accuracy": metrics["stage_val_accuracy"]}
 
 
 def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, budget: int = 200,
-              seeds: Sequence[int] = (0, 1, 2), progress: bool = True, command: str = "") -> dict[str, Any]:
+              seeds: Sequence[int] = (0, 1, 2), strategies: Sequence[str] = STRATEGIES, progress: bool = True,
+              command: str = "") -> dict[str, Any]:
     """Run (or resume) every search, score the hand-picked architecture; write and return the summary.
 
     Raises:
         RunDirError: ``work_dir`` holds results of another setup.
+        CheckpointError: a search's journal was written with other controller settings (another
+            ``search.controller_lr``, say): its resume is refused, not mixed.
     """
     work = Path(work_dir)
     digest = check_identity(work / "setup.json", setup.identity())
@@ -69,13 +81,16 @@ def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, bu
         atomic_write_json(hand_path, {"architecture": r.architecture.to_dict(), **_chosen(r.reward, r.metrics),
                                       "seconds": r.seconds})
     hand = json.loads(hand_path.read_text())
-    searches: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
+    searches: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
     for seed in seeds:
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             run_dir = work / f"{strategy}_seed{seed}"
-            search = SearchStrategy(space, evaluator, _controller(setup, strategy, seed), budget=budget,
+            controller = _controller(setup, strategy, seed)
+            search_hash = hashlib.sha256(json.dumps([digest, _controller_identity(controller)],
+                                                    sort_keys=True).encode()).hexdigest()[:16]
+            search = SearchStrategy(space, evaluator, controller, budget=budget,
                                     run_dir=run_dir, max_invalid=setup.cfg.search.max_invalid, progress=progress,
-                                    provenance={"config_hash": digest})
+                                    provenance={"config_hash": search_hash})
             result = search.run(resume=(run_dir / "journal.jsonl").exists())
             records = result.records
             scored = [r for r in records if "feasible" in r["metrics"]]  # not the candidates that failed
@@ -99,7 +114,8 @@ def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, bu
     result = {"command": command, "machine": machine_info(),
               "supernet": {k: setup.supernet_meta.get(k) for k in ("config_hash", "epoch", "epochs", "train_seconds")},
               "base_val_accuracy": setup.base_val_accuracy, "target": setup.target.to_dict(), "budget": budget,
-              "seeds": list(seeds), "summary": summary, "searches": searches, "hand_picked": hand}
+              "seeds": list(seeds), "controllers": {s: _controller_identity(_controller(setup, s, 0)) for s in strategies},
+              "summary": summary, "searches": searches, "hand_picked": hand}
     atomic_write_json(out, result)
     return result
 
@@ -109,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     add_setup_arguments(parser)
     parser.add_argument("--budget", type=int, default=200, help="candidates per search")
     parser.add_argument("--seeds", default="0,1,2", help="distinct comma-separated controller seeds >= 0")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help="comma-separated, some of " + ", ".join(STRATEGIES))
     parser.add_argument("--dir", default="runs/search_seeds")
     parser.add_argument("--out", default="benchmarks/results/search_seeds.json")
     parser.add_argument("--no-progress", action="store_true")
@@ -116,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = parse_seeds(args.seeds)
         budget = check_at_least(args.budget, 1, flag="--budget")
+        strategies = [t for t in args.strategies.split(",") if t]
+        if not strategies or not set(strategies) <= set(STRATEGIES) or len(set(strategies)) != len(strategies):
+            raise ConfigError(f"Expected --strategies as distinct comma-separated names of {', '.join(STRATEGIES)}, "
+                              f"but got {args.strategies!r}")
         setup = setup_from_args(args)
-        result = run_seeds(setup, work_dir=args.dir, out=args.out, budget=budget, seeds=seeds,
+        result = run_seeds(setup, work_dir=args.dir, out=args.out, budget=budget, seeds=seeds, strategies=strategies,
                            progress=not args.no_progress,
                            command="python -m benchmarks.search_seeds " + " ".join(sys.argv[1:]))
     except S2DNASError as err:

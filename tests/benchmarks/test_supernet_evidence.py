@@ -2,6 +2,7 @@
 toy CNN and synthetic data: they score with the run's evaluator, cache and resume, refuse another setup."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from benchmarks.supernet_setup import SupernetSetup, summary_stats
 from s2dnas.config import CalibrationTarget, SupernetConfig, load_config
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import TensorImageDataset
-from s2dnas.errors import RunDirError
+from s2dnas.errors import CheckpointError, RunDirError
 from s2dnas.search.journal import Journal
 from s2dnas.space import Space
 from s2dnas.train.loops import evaluate
@@ -119,6 +120,21 @@ def test_search_seeds_runs_the_library_search_and_resumes(setup: SupernetSetup, 
     assert {p: p.read_text() for p in lines} == lines  # resumed from the journals: nothing scored again
 
 
+def test_search_seeds_refuses_to_resume_with_another_controller(setup: SupernetSetup, tmp_path: Path) -> None:
+    """The journals of one controller setting are not continued by another (here a 10x learning rate)."""
+    run_seeds(setup, work_dir=tmp_path / "w", out=tmp_path / "a.json", budget=2, seeds=(0,), strategies=("rl",),
+              progress=False)
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["hand_picked.json", "rl_seed0", "setup.json"]
+    journal = (tmp_path / "w" / "rl_seed0" / "journal.jsonl").read_text()
+    faster = dataclasses.replace(setup, cfg=dataclasses.replace(
+        setup.cfg, search=dataclasses.replace(setup.cfg.search, controller_lr=3.5e-2)))
+    with pytest.raises(CheckpointError, match=r"rl_seed0/journal.jsonl was written by another configuration"):
+        run_seeds(faster, work_dir=tmp_path / "w", out=tmp_path / "b.json", budget=3, seeds=(0,), strategies=("rl",),
+                  progress=False)
+    assert (tmp_path / "w" / "rl_seed0" / "journal.jsonl").read_text() == journal
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_kendall_tau_of_known_orderings() -> None:
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
@@ -140,6 +156,8 @@ _SEEDS = "Expected --seeds as distinct comma-separated integers >= 0 (e.g. 0,1,2
     (["--seeds", "1,1"], _SEEDS + "'1,1'"),
     (["--seeds", "0,-2"], _SEEDS + "'0,-2'"),
     (["--budget", "0"], "Expected --budget >= 1, but got 0"),
+    (["--strategies", "rl,bayes"], "Expected --strategies as distinct comma-separated names of rl, random, "
+                                   "but got 'rl,bayes'"),
 ])
 def test_search_seeds_refuses_malformed_options_in_one_line(argv: list[str], message: str,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
