@@ -45,9 +45,10 @@ __all__ = ["Surrogate", "fit_surrogate", "read_journals", "SETTINGS", "study", "
 #: Controller settings compared: name -> (kind or "random", Adam lr (None: the default), reward scale).
 SETTINGS: dict[str, tuple[str, float | None, float]] = {
     "random": ("random", None, 1.0),
-    "rl_lstm_default": ("lstm", None, 1.0),
-    "rl_lstm_lr_x10": ("lstm", 3.5e-2, 1.0),
-    "rl_lstm_reward_x100": ("lstm", None, 100.0),
+    "rl_lstm_enas_lr": ("lstm", 3.5e-3, 1.0),
+    "rl_lstm_lr_1e-2": ("lstm", 1e-2, 1.0),
+    "rl_lstm_lr_3.5e-2": ("lstm", 3.5e-2, 1.0),
+    "rl_lstm_enas_lr_reward_x100": ("lstm", 3.5e-3, 100.0),
     "rl_factorized_default": ("factorized", None, 1.0),
     "rl_factorized_reward_x100": ("factorized", None, 100.0),
 }
