@@ -13,7 +13,8 @@ as Gaussian noise to every reward a controller sees, since the real score is noi
 
 Each controller setting then searches the surrogate for ``--budgets`` candidates, ``--seeds``
 seeds each, in milliseconds per candidate: random search (distinct samples) and REINFORCE
-variants (LSTM and factorized policies, default and larger learning rates, rewards rescaled).
+variants (LSTM and factorized policies, ENAS's and larger learning rates, rewards rescaled,
+advantages normalised).
 Reported per setting and budget: the mean and spread over the seeds of the regret of the
 architecture each search would return (its noise-free surrogate reward below the best in the
 space, exact for an additive model), and how far the policy moved (the largest probability any
@@ -42,15 +43,18 @@ from s2dnas.space.decision import Decision, Sample
 
 __all__ = ["Surrogate", "fit_surrogate", "read_journals", "SETTINGS", "study", "main"]
 
-#: Controller settings compared: name -> (kind or "random", Adam lr (None: the default), reward scale).
-SETTINGS: dict[str, tuple[str, float | None, float]] = {
-    "random": ("random", None, 1.0),
-    "rl_lstm_enas_lr": ("lstm", 3.5e-3, 1.0),
-    "rl_lstm_lr_1e-2": ("lstm", 1e-2, 1.0),
-    "rl_lstm_lr_3.5e-2": ("lstm", 3.5e-2, 1.0),
-    "rl_lstm_enas_lr_reward_x100": ("lstm", 3.5e-3, 100.0),
-    "rl_factorized_default": ("factorized", None, 1.0),
-    "rl_factorized_reward_x100": ("factorized", None, 100.0),
+#: Controller settings compared: name -> (policy or "random", Adam lr (None: the default), normalised
+#: advantages, reward scale).
+SETTINGS: dict[str, tuple[str, float | None, bool, float]] = {
+    "random": ("random", None, False, 1.0),
+    "rl_lstm_enas_lr": ("lstm", 3.5e-3, False, 1.0),
+    "rl_lstm_lr_1e-2": ("lstm", 1e-2, False, 1.0),
+    "rl_lstm_lr_3.5e-2": ("lstm", 3.5e-2, False, 1.0),
+    "rl_lstm_enas_lr_reward_x100": ("lstm", 3.5e-3, False, 100.0),
+    "rl_lstm_enas_lr_normalized": ("lstm", 3.5e-3, True, 1.0),
+    "rl_factorized_default": ("factorized", None, False, 1.0),
+    "rl_factorized_reward_x100": ("factorized", None, False, 100.0),
+    "rl_factorized_normalized": ("factorized", None, True, 1.0),
 }
 
 
@@ -116,10 +120,10 @@ def read_journals(folder: Path) -> tuple[list[Sample], list[float]]:
 
 
 def _controller(setting: str, decisions: Sequence[Decision], seed: int) -> Any:
-    kind, lr, _ = SETTINGS[setting]
+    kind, lr, normalize, _ = SETTINGS[setting]
     if kind == "random":
         return RandomController(decisions, seed=seed, unique=True)
-    return RLController(decisions, kind=kind, lr=lr, seed=seed)  # the config's defaults otherwise
+    return RLController(decisions, kind=kind, lr=lr, normalize_advantage=normalize, seed=seed)
 
 
 def _peak_probability(controller: Any) -> float | None:
@@ -129,10 +133,11 @@ def _peak_probability(controller: Any) -> float | None:
 
 
 def study(decisions: Sequence[Decision], surrogate: Surrogate, *, noise: float, budgets: Sequence[int],
-          seeds: int) -> dict[str, dict[str, Any]]:
+          seeds: int, settings: Sequence[str] = tuple(SETTINGS)) -> dict[str, dict[str, Any]]:
     """Regret (mean, spread over seeds) and peak choice probability per setting and budget."""
     best, out = surrogate.best(), {}
-    for setting, (_, _, scale) in SETTINGS.items():
+    for setting in settings:
+        scale = SETTINGS[setting][-1]
         rows: dict[str, Any] = {}
         for budget in budgets:
             regrets, peaks = [], []
@@ -158,12 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journals", default="runs/search_seeds", help="the --dir of benchmarks.search_seeds")
     parser.add_argument("--budgets", default="50,200", help="comma-separated candidates per search")
     parser.add_argument("--seeds", type=int, default=20, help="seeds per setting and budget")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, some of " + ", ".join(SETTINGS))
     parser.add_argument("--out", default="benchmarks/results/controller_study.json")
     args = parser.parse_args(argv)
     try:
         budgets = parse_seeds(args.budgets, flag="--budgets")
         check_at_least(min(budgets), 1, flag="--budgets")
         seeds = check_at_least(args.seeds, 2, flag="--seeds")
+        settings = [t for t in args.settings.split(",") if t]
+        if not settings or not set(settings) <= set(SETTINGS):
+            raise ConfigError(f"Expected --settings as comma-separated names of {', '.join(SETTINGS)}, "
+                              f"but got {args.settings!r}")
         samples, rewards = read_journals(Path(args.journals))
         from s2dnas.config import load_config
         from s2dnas.runner import load_run_base
@@ -179,14 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         tau_held_out = kendall_tau([held(s) for s in samples[half:]], rewards[half:])
         noise = float(residual.std())
         torch.set_num_threads(1)
-        results = study(decisions, surrogate, noise=noise, budgets=budgets, seeds=seeds)
+        results = study(decisions, surrogate, noise=noise, budgets=budgets, seeds=seeds, settings=settings)
     except S2DNASError as err:
         return report_error(err)
     out = {"command": "python -m benchmarks.controller_study " + " ".join(sys.argv[1:]), "machine": machine_info(),
            "candidates": len(samples), "reward_range": [min(rewards), max(rewards)],
            "surrogate": {"r2": r2, "kendall_tau_held_out": tau_held_out, "noise_std": noise,
                          "best_in_space": surrogate.best(), "best_seen": max(rewards)},
-           "settings": {k: {"policy": v[0], "lr": v[1], "reward_scale": v[2]} for k, v in SETTINGS.items()},
+           "settings": {k: {"policy": v[0], "lr": v[1], "normalize_advantage": v[2], "reward_scale": v[3]}
+                        for k, v in SETTINGS.items() if k in settings},
            "budgets": list(budgets), "seeds": seeds, "results": results}
     atomic_write_json(Path(args.out), out)
     for setting, rows in results.items():

@@ -5,7 +5,7 @@
 
 For each seed, the library's search loop (:class:`~s2dnas.search.strategy.SearchStrategy`: journal,
 resume) runs ``--budget`` candidates with the RL controller (the config's ``search.controller``,
-``controller_lr``, ``entropy_weight``, ``baseline_decay``) and with random search (distinct uniform
+``controller_lr``, ``entropy_weight``, ``baseline_decay``, ``normalize_advantage``) and with random search (distinct uniform
 samples), every candidate scored from the super-network at the run's target as ``s2dnas run``'s
 oneshot search scores it; METHOD.md's hand-picked architecture is scored once the same way.
 Reported per search: the best reward and, for its architecture, the val accuracy and the expected
@@ -45,14 +45,15 @@ def _controller(setup: SupernetSetup, strategy: str, seed: int) -> Any:
     if strategy == "random":
         return RandomController(space.decisions, seed=seed, unique=True)
     return RLController(space.decisions, kind=sc.controller, lr=sc.controller_lr, entropy_weight=sc.entropy_weight,
-                        baseline_decay=sc.baseline_decay, seed=seed)
+                        baseline_decay=sc.baseline_decay, normalize_advantage=sc.normalize_advantage, seed=seed)
 
 
 def _controller_identity(controller: Any) -> dict[str, Any]:
     """What a search's journal depends on besides the setup: the controller and its settings."""
     if isinstance(controller, RLController):
         return {"controller": "rl", "kind": controller.kind, "lr": controller.lr,
-                "entropy_weight": controller.entropy_weight, "baseline_decay": controller.baseline_decay}
+                "entropy_weight": controller.entropy_weight, "baseline_decay": controller.baseline_decay,
+                "normalize_advantage": controller.normalize_advantage}
     return {"controller": "random", "unique": True}
 
 

@@ -291,7 +291,8 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None,
         controller: Any = RandomController(space.decisions, seed=seed, unique=True)
     else:
         controller = RLController(space.decisions, kind=sc.controller, lr=sc.controller_lr,
-                                  entropy_weight=sc.entropy_weight, baseline_decay=sc.baseline_decay, seed=seed)
+                                  entropy_weight=sc.entropy_weight, baseline_decay=sc.baseline_decay,
+                                  normalize_advantage=sc.normalize_advantage, seed=seed)
     if not resume:  # --force: start the search over (the journal is appended to, never overwritten)
         def forget() -> None:
             for stale in (sdir / "journal.jsonl", sdir / "controller.pt"):
