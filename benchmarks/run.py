@@ -53,11 +53,15 @@ def speed_table(path: Path) -> str:
     m = data["machine"]
     lines = [f"Measured on {m['processor']} ({m['cpu_count']} cores, {m['threads']} torch threads), "
              f"torch {m['torch']}; our measurements.", "",
-             "| batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio |",
-             "|---|---|---|---|---|---|"]
+             "| runtime | batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio |",
+             "|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        lines.append(f"| {r['batch_size']} | {r['base_images_per_second']:.0f} | {r['dynamic_images_per_second']:.0f} | "
-                     f"{r['measured_speedup']:.2f}x | {r['macs_ratio']:.2f}x | {r['speedup_over_macs_ratio']:.2f} |")
+        lines.append(f"| {r.get('runtime', 'pytorch')} | {r['batch_size']} | {r['base_images_per_second']:.0f} | "
+                     f"{r['dynamic_images_per_second']:.0f} | {r['measured_speedup']:.2f}x | {r['macs_ratio']:.2f}x | "
+                     f"{r['speedup_over_macs_ratio']:.2f} |")
+    for p in data.get("predictions", []):
+        lines.append(f"\nbatch {p['batch_size']}: cost model predicted {p['predicted_speedup']:.2f}x "
+                     f"(measured {p['measured_speedup']:.2f}x; predicted dynamic time {100 * p['error']:+.0f}%)")
     return "\n".join(lines)
 
 
@@ -85,7 +89,8 @@ def main() -> None:
          "--result", str(RESULTS / "ablations_resnet20.json"))
     if not Path("runs/demo/model/model.json").exists():
         _run(str(exe), "demo", "--no-progress")
-    _run(str(exe), "bench", "runs/demo/model", "--json", str(RESULTS / "speed.json"), "--repeats", "5", "--profile")
+    _run(str(exe), "bench", "runs/demo/model", "--json", str(RESULTS / "speed.json"), "--repeats", "5", "--profile",
+         "--predict")
     _run(sys.executable, "-m", "benchmarks.conv_efficiency", "--out", str(RESULTS / "conv_efficiency.json"))
     _run(sys.executable, "-m", "benchmarks.width_scaling", "--out", str(RESULTS / "width_scaling.json"))
     _run(sys.executable, "-m", "benchmarks.torchvision_support", "--out", str(RESULTS / "torchvision_support.json"))
