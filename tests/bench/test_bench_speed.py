@@ -6,7 +6,8 @@ import importlib.util
 import pytest
 import torch
 
-from s2dnas.bench.speed import benchmark_speed, predict_speed, prepare_dynamic, prepare_static, profile_stages
+from s2dnas.bench.speed import (benchmark_speed, predict_speed, prepare_dynamic, prepare_static, profile_stages,
+                                time_interleaved)
 from s2dnas.cost.latency import LatencyCache, device_fingerprint
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet
@@ -90,6 +91,16 @@ def test_predicted_speed_weights_each_stage_by_the_inputs_that_reach_it(nets, tm
     assert [(p.base_seconds_per_input, p.dynamic_seconds_per_input) for p in first] == [(2.0, 2.0), (0.25, 0.25)]
     assert [p.dynamic_seconds_per_input for p in last] == [6.0, 0.75]
     assert [p.to_dict()["predicted_speedup"] for p in last] == pytest.approx([1 / 3, 1 / 3])
+
+
+def test_interleaved_timing_takes_the_passes_in_turn() -> None:
+    """Warm-up passes first, then one pass of each entry per round; one median per entry."""
+    calls = []
+    x = torch.zeros(1)
+    runs = {name: ((lambda _x, n=name: calls.append(n)), [x, x]) for name in ("base", "dynamic")}
+    medians = time_interleaved(runs, warmup=1, repeats=3)
+    assert calls == ["base"] * 2 + ["dynamic"] * 2 + ["base", "base", "dynamic", "dynamic"] * 3
+    assert set(medians) == {"base", "dynamic"} and all(t >= 0 for t in medians.values())
 
 
 def test_benchmark_onnx_rows(nets, seed):

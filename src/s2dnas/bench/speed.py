@@ -28,7 +28,7 @@ from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
 __all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "in_layout", "time_passes",
-           "benchmark_speed", "profile_stages", "LatencyPrediction", "predict_speed", "MODES"]
+           "benchmark_speed", "time_interleaved", "profile_stages", "LatencyPrediction", "predict_speed", "MODES"]
 
 #: How a model runs in the PyTorch rows: ``eager``, or ``frozen`` (a ``torch.jit.freeze``-d trace).
 MODES = ("eager", "frozen")
@@ -188,6 +188,22 @@ def time_passes(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Te
     return statistics.median(times)
 
 
+def time_interleaved(runs: dict[object, tuple[Callable[[torch.Tensor], object], Sequence[torch.Tensor]]], *,
+                     warmup: int = 1, repeats: int = 5) -> dict[object, float]:
+    """Median seconds of one pass per entry of ``runs`` (``key -> (fn, batches)``), the passes of
+    all entries taken in turn, round after round: a machine that slows down for a while slows every
+    entry alike instead of whichever was being timed (the base's and the dynamic network's times
+    moved by +-20% between runs on the 2-core development machine)."""
+    for fn, batches in runs.values():
+        for _ in range(warmup):
+            time_passes(fn, batches, warmup=0, repeats=1)
+    times: dict[object, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, (fn, batches) in runs.items():
+            times[key].append(time_passes(fn, batches, warmup=0, repeats=1))
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
 def _layout(channels_last: bool) -> str:
     return "channels_last" if channels_last else "nchw"
 
@@ -200,7 +216,8 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
     """Time ``base`` and ``dynamic`` on the same ``images`` at each batch size.
 
     Each model is prepared in both memory formats, eager and frozen (:data:`MODES`; with
-    ``compile``: compiled instead), and the fastest is kept (each at its best). With ``onnx``,
+    ``compile``: compiled instead), and the fastest is kept (each at its best). The passes of
+    all variants of both models are interleaved (:func:`time_interleaved`). With ``onnx``,
     both models are exported to a
     temporary folder and timed again in ONNX Runtime (base: one graph; dynamic: the exported
     stages and the numpy exit rule of ``s2dnas_runtime``), one more row per batch size. The MAC
@@ -248,10 +265,11 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
             exits = torch.cat([dynamic(b).exit_stage for b in batches])
         dyn_macs = dynamic.macs_of(exits) / n
         on_dev = [b.to(dev) for b in batches]
-        best_base = min((time_passes(m, in_layout(on_dev, channels_last=key[0]), warmup=warmup, repeats=repeats), key)
-                        for key, m in variants_base.items())
-        best_dyn = min((time_passes(m, in_layout(on_dev, channels_last=key[0]), warmup=warmup, repeats=repeats), key)
-                       for key, m in variants_dyn.items())
+        timed = time_interleaved({(which, key): (m, in_layout(on_dev, channels_last=key[0]))
+                                  for which, variants in (("base", variants_base), ("dynamic", variants_dyn))
+                                  for key, m in variants.items()}, warmup=warmup, repeats=repeats)
+        best_base = min((t, key) for (which, key), t in timed.items() if which == "base")
+        best_dyn = min((t, key) for (which, key), t in timed.items() if which == "dynamic")
         rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1][0]),
                          dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
                          dynamic_path="executor", device=str(dev), base_mode=best_base[1][1],
