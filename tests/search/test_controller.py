@@ -144,6 +144,22 @@ def test_normalized_advantages_make_the_search_independent_of_the_reward_units()
     assert units(False, 1.0, 0.0) != units(False, 1000.0, 5.0)
 
 
+def test_the_running_spread_starts_at_the_first_informative_advantage() -> None:
+    """With one reward per update the first advantage is always 0 (the baseline starts at the
+    first reward): the spread must start at the first non-zero squared advantage, not average it
+    with that 0 (which would inflate the early advantages by ~3x), then decay as a moving average."""
+    controller = RLController(DECISIONS, kind="factorized", normalize_advantage=True, seed=0)
+    for reward in (0.50, 0.52, 0.47):
+        controller.tell(controller.ask(), reward)
+        spread = controller.state_dict()["extra"]["spread"]
+        if reward == 0.50:
+            assert spread == 0.0
+        elif reward == 0.52:
+            assert spread == pytest.approx(0.02 ** 2, rel=1e-12)
+    baseline = 0.9 * 0.50 + 0.1 * 0.52  # moving average of the rewards before the third
+    assert spread == pytest.approx(0.9 * 0.02 ** 2 + 0.1 * (0.47 - baseline) ** 2, rel=1e-12)
+
+
 def test_state_dict_is_a_snapshot() -> None:
     controller = RLController(DECISIONS, seed=0)
     run(controller, 5, reward_match)

@@ -19,6 +19,7 @@ __all__ = ["RLController"]
 _logger = logging.getLogger(__name__)
 
 _DEFAULT_LR = {"lstm": 3.5e-3, "factorized": 5e-2}
+_MIN_SPREAD = 1e-12  # floor of the advantages' running mean square (normalize_advantage)
 
 
 class RLController(Controller):
@@ -44,9 +45,12 @@ class RLController(Controller):
         lr: Adam learning rate; ``None`` picks 3.5e-3 for ``"lstm"`` and 5e-2 for
             ``"factorized"`` (raw logits need larger steps than a network whose many weights
             all move the output).
-        baseline_decay: Decay of the moving-average baseline (and of the spread), in [0, 1).
+        baseline_decay: Decay of the moving-average baseline (once per reward) and of the
+            spread (once per update), in [0, 1).
         normalize_advantage: Divide advantages by the square root of a moving average of the
-            squared advantages (this batch's included), so that the entropy bonus weighs the
+            squared advantages (this batch's included; it starts at the first batch whose
+            advantages are not all 0, and is floored at ``1e-12`` so that advantages of
+            rounding size, below ~1e-6, are not blown up), so that the entropy bonus weighs the
             same against them whatever the reward's units: accuracy gaps of ~0.01 below the
             target, MAC savings of ~4 above it. Without it, gaps that small leave the entropy
             bonus holding the policy near uniform (benchmarks/controller_study.py).
@@ -193,11 +197,13 @@ class RLController(Controller):
         if self._baseline is None:
             self._baseline = rewards[0]
         baseline = self._baseline
-        # the spread includes this batch, so the first informative advantage is scaled too
+        # the spread includes this batch, so the first informative advantage is scaled too; it
+        # starts at the first non-zero mean square (with batch_size 1 the first advantage is
+        # always 0), so that early advantages are not inflated by a moving average still near 0
         square = sum((r - baseline) ** 2 for r in rewards) / len(rewards)
-        self._spread = square if self._spread is None else (
+        self._spread = square if not self._spread else (
             self.baseline_decay * self._spread + (1.0 - self.baseline_decay) * square)
-        scale = self._spread ** -0.5 if self.normalize_advantage and self._spread > 0 else 1.0
+        scale = max(self._spread, _MIN_SPREAD) ** -0.5 if self.normalize_advantage else 1.0
 
         self._policy.train()
         self._optimizer.zero_grad(set_to_none=True)
