@@ -11,6 +11,7 @@ from s2dnas.bench.speed import (benchmark_speed, predict_speed, prepare_dynamic,
 from s2dnas.cost.latency import LatencyCache, device_fingerprint
 from s2dnas.cli.main import main
 from s2dnas.dynamic import DynamicNet
+from s2dnas.errors import ConfigError
 from s2dnas.space import Space
 from s2dnas.zoo import create_model
 
@@ -94,13 +95,45 @@ def test_predicted_speed_weights_each_stage_by_the_inputs_that_reach_it(nets, tm
 
 
 def test_interleaved_timing_takes_the_passes_in_turn() -> None:
-    """Warm-up passes first, then one pass of each entry per round; one median per entry."""
+    """Warm-up passes first, then one pass of each entry per round, the order reversed every other
+    round; each entry gets the median of its own passes."""
+    import time
+
     calls = []
     x = torch.zeros(1)
-    runs = {name: ((lambda _x, n=name: calls.append(n)), [x, x]) for name in ("base", "dynamic")}
+
+    def run(name: str, pause: float):
+        def fn(_x: torch.Tensor) -> None:
+            calls.append(name)
+            time.sleep(pause)
+        return fn, [x, x]
+
+    runs = {"a": run("a", 0.0), "b": run("b", 0.0), "slow": run("slow", 0.03)}
     medians = time_interleaved(runs, warmup=1, repeats=3)
-    assert calls == ["base"] * 2 + ["dynamic"] * 2 + ["base", "base", "dynamic", "dynamic"] * 3
-    assert set(medians) == {"base", "dynamic"} and all(t >= 0 for t in medians.values())
+    forward, backward = ["a", "a", "b", "b", "slow", "slow"], ["slow", "slow", "b", "b", "a", "a"]
+    assert calls == forward + forward + backward + forward
+    assert set(medians) == {"a", "b", "slow"}
+    assert medians["slow"] >= 0.06  # two batches of 30 ms: its own passes, not another entry's
+    assert medians["a"] < 0.06 and medians["b"] < 0.06
+
+
+def test_predicted_speed_uses_the_images_each_batch_size_times(nets, seed):
+    """With ``max_batches``, batch 1 times only the first images: the exits of those images, not of
+    all, weight the stages (here the first four all leave at stage 1, the rest do not)."""
+    base, dyn, _, x = nets
+    with torch.inference_mode():
+        exits = dyn(x).exit_stage
+    ordered = x[torch.argsort(exits, stable=True)]  # the early leavers first
+    assert int((exits == 0).sum()) >= 4 and int((exits > 0).sum()) > 0
+    one, sixteen = predict_speed(base, dyn, ordered, batch_sizes=(1, 16), max_batches=4, repeats=1)
+    rows = benchmark_speed(base, dyn, ordered, batch_sizes=(1, 16), repeats=1, warmup=0, base_macs=1,
+                           max_batches=4)
+    assert [(p.batch_size, p.num_images) for p in (one, sixteen)] == [(r.batch_size, r.num_images) for r in rows]
+    assert (one.num_images, sixteen.num_images) == (4, 40)
+    assert one.exit_fractions == (1.0, 0.0, 0.0)
+    assert sixteen.exit_fractions[0] < 1.0 and sum(sixteen.exit_fractions) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="max_batches=0"):
+        predict_speed(base, dyn, x, batch_sizes=(1,), max_batches=0)
 
 
 def test_benchmark_onnx_rows(nets, seed):
@@ -168,19 +201,25 @@ def test_bench_cli_end_to_end_with_profile(tmp_path, capsys, seed):
     data = write_band_dataset(tmp_path, n_train=200, n_test=64)
     out = tmp_path / "bench.json"
     code = main(["bench", str(tmp_path / "m"), "--data-dir", str(data), "--val-size", "50", "--num-images", "64",
-                 "--batch-sizes", "32", "--repeats", "1", "--profile", "--predict", "--json", str(out)])
+                 "--batch-sizes", "1,32", "--max-batches", "8", "--repeats", "1", "--profile", "--predict",
+                 "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "speed-up / MAC ratio" in text and "GMAC/s (base:" in text
     result = json.loads(out.read_text())
     runtimes = ["pytorch"] + (["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])
-    assert [r["runtime"] for r in result["rows"]] == runtimes
-    assert [r["batch_size"] for r in result["rows"]] == [32] * len(runtimes)
-    assert result["rows"][0]["num_images"] == 64
+    assert [r["runtime"] for r in result["rows"]] == [rt for rt in runtimes for _ in (1, 32)]
+    assert [r["batch_size"] for r in result["rows"]] == [1, 32] * len(runtimes)
+    assert [r["num_images"] for r in result["rows"][:2]] == [8, 64]  # batch 1: 8 batches of one image
     assert [p["stage"] for p in result["stage_profile"]] == [0, 1, 2]
     assert [p["macs"] for p in result["stage_profile"]] == space.build(space.default_architecture()).stage_macs()
-    (pred,) = result["predictions"]  # the cost model's error against the PyTorch row, same images
-    assert pred["batch_size"] == 32 and sum(pred["exit_fractions"]) == pytest.approx(1.0)
-    measured = result["rows"][0]["dynamic_seconds"] / 64
-    assert pred["error"] == pytest.approx(pred["dynamic_seconds_per_input"] / measured - 1)
-    assert "error of the predicted dynamic time" in text
+    # the cost model against each PyTorch row, on the images that row timed (8 at batch 1, not 64)
+    preds, measured_rows = result["predictions"], result["rows"][:2]
+    assert [p["batch_size"] for p in preds] == [1, 32]
+    assert [p["num_images"] for p in preds] == [r["num_images"] for r in measured_rows] == [8, 64]
+    for pred, row in zip(preds, measured_rows):
+        assert sum(pred["exit_fractions"]) == pytest.approx(1.0)
+        measured = row["dynamic_seconds"] / row["num_images"]
+        assert pred["error"] == pytest.approx(pred["dynamic_seconds_per_input"] / measured - 1)
+        assert pred["speedup_error"] == pytest.approx(pred["predicted_speedup"] / row["measured_speedup"] - 1)
+    assert "error of the predicted dynamic time" in text and "error of the predicted speed-up" in text

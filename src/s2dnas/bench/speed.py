@@ -95,19 +95,22 @@ class StageProfile:
 class LatencyPrediction:
     """What the latency cost model predicts for one batch size, before anything is run dynamically.
 
-    ``exit_fractions`` are those of the DynamicNet on the bench's images; the base's seconds per
-    input come from :func:`~s2dnas.cost.latency.measure_model`, the dynamic network's from
-    :func:`~s2dnas.cost.latency.predict_latency` (each stage timed alone at the batch it sees,
+    ``exit_fractions`` are those of the DynamicNet on the ``num_images`` images that
+    :func:`benchmark_speed` times at this batch size (the first batches, at most ``max_batches``);
+    the base's seconds per input come from :func:`~s2dnas.cost.latency.measure_model`, the dynamic
+    network's from :func:`~s2dnas.cost.latency.predict_latency` (each stage timed alone at the batch it sees,
     weighted by the share of inputs that reach it; routing not included).
     """
 
     batch_size: int
+    num_images: int
     exit_fractions: tuple[float, ...]
     base_seconds_per_input: float
     dynamic_seconds_per_input: float
 
     @property
     def predicted_speedup(self) -> float:
+        """Predicted base seconds over predicted dynamic seconds per input."""
         return self.base_seconds_per_input / self.dynamic_seconds_per_input
 
     def to_dict(self) -> dict[str, object]:
@@ -193,19 +196,28 @@ def time_interleaved(runs: dict[object, tuple[Callable[[torch.Tensor], object], 
     """Median seconds of one pass per entry of ``runs`` (``key -> (fn, batches)``), the passes of
     all entries taken in turn, round after round: a machine that slows down for a while slows every
     entry alike instead of whichever was being timed (the base's and the dynamic network's times
-    moved by +-20% between runs on the 2-core development machine)."""
+    moved by +-20% between runs on the 2-core development machine). The order is reversed every
+    other round (a, b, c, then c, b, a, ...), so that no entry always runs first or always after
+    the same one (caches, turbo). The ``warmup`` passes come first, in the order of ``runs``."""
     for fn, batches in runs.values():
         for _ in range(warmup):
             time_passes(fn, batches, warmup=0, repeats=1)
     times: dict[object, list[float]] = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, (fn, batches) in runs.items():
+    order = list(runs.items())
+    for i in range(repeats):
+        for key, (fn, batches) in (order if i % 2 == 0 else order[::-1]):
             times[key].append(time_passes(fn, batches, warmup=0, repeats=1))
     return {key: statistics.median(t) for key, t in times.items()}
 
 
 def _layout(channels_last: bool) -> str:
     return "channels_last" if channels_last else "nchw"
+
+
+def _timed_batches(images: torch.Tensor, batch_size: int, max_batches: int | None) -> list[torch.Tensor]:
+    """The batches a pass at ``batch_size`` runs: ``images`` split in order, the first ``max_batches``."""
+    batches = list(torch.split(images, batch_size))
+    return batches if max_batches is None else batches[:max_batches]
 
 
 def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *,
@@ -256,9 +268,7 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
     rows = []
     splits = {}
     for bs in batch_sizes:
-        batches = list(torch.split(images, bs))
-        if max_batches is not None:
-            batches = batches[:max_batches]
+        batches = _timed_batches(images, bs, max_batches)
         splits[bs] = batches
         n = sum(len(b) for b in batches)
         with torch.inference_mode():
@@ -288,33 +298,37 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
 
 
 def predict_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *, batch_sizes: Sequence[int],
-                  device: str | torch.device = "cpu", cache: LatencyCache | None = None, repeats: int = 5
-                  ) -> list[LatencyPrediction]:
+                  max_batches: int | None = None, device: str | torch.device = "cpu",
+                  cache: LatencyCache | None = None, repeats: int = 5) -> list[LatencyPrediction]:
     """The latency cost model's prediction of the base's and the DynamicNet's seconds per input at
-    each batch size, for the exits the DynamicNet takes on ``images`` (compare it with
-    :func:`benchmark_speed`'s measurement of the same images: the cost model's error).
+    each batch size, for the exits the DynamicNet takes on the images :func:`benchmark_speed` times
+    at that batch size with the same ``images`` and ``max_batches`` (the first ``max_batches``
+    batches): compare it with that measurement for the cost model's error on the same images.
 
     ``cache=None`` times every stage afresh in this process (the fair comparison with a
     measurement made in the same process); a :class:`~s2dnas.cost.latency.LatencyCache` reuses
     the timings a search made.
 
     Raises:
-        ConfigError: no images, or a batch size or repeat count below 1.
+        ConfigError: no images, or a batch size, ``max_batches`` or repeat count below 1.
     """
-    if len(images) == 0 or not batch_sizes or min(batch_sizes) < 1:
-        raise ConfigError(f"Expected images and batch sizes >= 1, but got {len(images)} images and {list(batch_sizes)}")
-    with torch.inference_mode():
-        exits = torch.cat([dynamic(b).exit_stage for b in torch.split(images, 256)])
-    counts = torch.bincount(exits, minlength=dynamic.msnet.num_stages)
-    fractions = tuple(float(c) / len(exits) for c in counts)
+    if len(images) == 0 or not batch_sizes or min(batch_sizes) < 1 or (max_batches is not None and max_batches < 1):
+        raise ConfigError(f"Expected images, batch sizes >= 1 and max_batches >= 1, but got {len(images)} images, "
+                          f"{list(batch_sizes)} and max_batches={max_batches}")
+    counts = {bs: sum(len(b) for b in _timed_batches(images, bs, max_batches)) for bs in batch_sizes}
+    with torch.inference_mode():  # the timed images are a prefix of ``images``: their exits, once
+        exits = torch.cat([dynamic(b).exit_stage for b in torch.split(images[:max(counts.values())], 256)])
     shape = tuple(images.shape[1:])
     out = []
     for bs in batch_sizes:
+        n = counts[bs]
+        per_stage = torch.bincount(exits[:n], minlength=dynamic.msnet.num_stages)
+        fractions = tuple(float(c) / n for c in per_stage)
         base_s = measure_model(base, input_shape=shape, batch_size=bs, device=device, cache=cache, repeats=repeats)
         dyn_s = predict_latency(dynamic.msnet, batch_size=bs, exit_fractions=fractions, device=device, cache=cache,
                                 repeats=repeats)
-        out.append(LatencyPrediction(batch_size=bs, exit_fractions=fractions, base_seconds_per_input=base_s / bs,
-                                     dynamic_seconds_per_input=dyn_s))
+        out.append(LatencyPrediction(batch_size=bs, num_images=n, exit_fractions=fractions,
+                                     base_seconds_per_input=base_s / bs, dynamic_seconds_per_input=dyn_s))
     return out
 
 

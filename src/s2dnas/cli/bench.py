@@ -5,6 +5,7 @@ import argparse
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -14,6 +15,10 @@ from s2dnas.cli.common import add_data_args, check_model_dir
 from s2dnas.cost import count_macs
 from s2dnas.data import check_splits_fit, splits_for_model
 from s2dnas.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from s2dnas.bench.speed import SpeedRow
+    from s2dnas.dynamic.executor import DynamicNet
 
 __all__ = ["add_parser", "run"]
 
@@ -41,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also time each stage on whole batches of 256 and print its share of the MACs and of the time")
     p.add_argument("--predict", action="store_true",
                    help="also predict each batch size's speed with the latency cost model (stages timed alone, "
-                        "weighted by the exits on these images) and print its error against the measurement")
+                        "weighted by the exits on the images timed at that batch size) and print its error "
+                        "against the measurement")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -91,25 +97,30 @@ def _launch_dir(run_dir: Path, out: str | None) -> Path | None:
     return Path(*run_abs.parts[:-n])
 
 
-def _predictions(base: torch.nn.Module, dynamic, images: torch.Tensor, rows: list, *, device: torch.device,
-                 repeats: int) -> list[dict]:
-    """The cost model's prediction per PyTorch row, printed and returned with its error: predicted over
-    measured seconds per image of the dynamic network, minus 1."""
+def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tensor, rows: Sequence[SpeedRow], *,
+                 max_batches: int | None, device: torch.device, repeats: int) -> list[dict[str, object]]:
+    """The cost model's prediction per PyTorch row, on the images that row timed, printed and returned
+    with two errors: ``error``, predicted over measured seconds per image of the dynamic network,
+    minus 1; ``speedup_error``, predicted over measured speed-up, minus 1 (each speed-up the base's
+    time over the dynamic network's from the same measurement, so a machine that runs both slower
+    during one of them moves it less)."""
     from s2dnas.bench.speed import predict_speed
 
     measured = {r.batch_size: r for r in rows if r.runtime == "pytorch"}
-    out = []
-    print("cost model | batch | exits (% per stage) | predicted speed-up | measured speed-up | "
-          "error of the predicted dynamic time")
-    for p in predict_speed(base, dynamic, images, batch_sizes=sorted(measured), device=device, repeats=repeats):
+    out: list[dict[str, object]] = []
+    print("cost model | batch | images | exits (% per stage) | predicted speed-up | measured speed-up | "
+          "error of the predicted dynamic time | error of the predicted speed-up")
+    for p in predict_speed(base, dynamic, images, batch_sizes=sorted(measured), max_batches=max_batches,
+                           device=device, repeats=repeats):
         row = measured[p.batch_size]
         seconds = row.dynamic_seconds / row.num_images
         error = p.dynamic_seconds_per_input / seconds - 1.0
+        speedup_error = p.predicted_speedup / row.measured_speedup - 1.0
         exits = "/".join(f"{100 * f:.0f}" for f in p.exit_fractions)
-        print(f"{'':10s} | {p.batch_size:5d} | {exits:19s} | {p.predicted_speedup:18.2f} | "
-              f"{row.measured_speedup:17.2f} | {100 * error:+.0f}%")
+        print(f"{'':10s} | {p.batch_size:5d} | {p.num_images:6d} | {exits:19s} | {p.predicted_speedup:18.2f} | "
+              f"{row.measured_speedup:17.2f} | {100 * error:+34.0f}% | {100 * speedup_error:+30.0f}%")
         out.append({**p.to_dict(), "measured_dynamic_seconds_per_input": seconds,
-                    "measured_speedup": row.measured_speedup, "error": error})
+                    "measured_speedup": row.measured_speedup, "error": error, "speedup_error": speedup_error})
     return out
 
 
@@ -122,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError:
         raise ConfigError(f"Expected --batch-sizes like 1,32,256, but got {args.batch_sizes!r}") from None
-    if not batch_sizes or min(batch_sizes) < 1 or args.num_images < 1 or args.repeats < 1:
-        raise ConfigError("Expected positive --batch-sizes, --num-images and --repeats")
+    if not batch_sizes or min(batch_sizes) < 1 or args.num_images < 1 or args.repeats < 1 or args.max_batches < 1:
+        raise ConfigError("Expected positive --batch-sizes, --num-images, --max-batches and --repeats")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -163,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         for st in profile:
             print(f"{st.stage + 1:5d} | {100 * st.macs_share:16.1f} | {100 * st.time_share:16.1f} | "
                   f"{st.gmacs_per_second:.1f}")
-    predictions = _predictions(base, dynamic, images, rows, device=device, repeats=args.repeats) if args.predict else []
+    predictions = (_predictions(base, dynamic, images, rows, max_batches=args.max_batches, device=device,
+                                repeats=args.repeats) if args.predict else [])
     if args.json:
         atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
                                       "rows": [r.to_dict() for r in rows],
