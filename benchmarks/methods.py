@@ -48,7 +48,7 @@ from typing import Any, Callable
 import torch
 
 from benchmarks._args import parse_seeds, report_error
-from s2dnas._io import atomic_write_json
+from s2dnas._io import atomic_write_json, read_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
 from s2dnas.bench.speed import in_layout, prepare_dynamic, prepare_static, time_passes
 from s2dnas.config import CalibrationConfig, TrainConfig, config_to_dict, load_config
@@ -261,18 +261,54 @@ def _changed(saved: Any, now: dict[str, Any]) -> str:
     return "changed: " + ", ".join(sorted(k for k in {*saved, *now} if saved.get(k) != now.get(k)))
 
 
-def _supernet_mismatch(name: str, entry: dict[str, Any], supernet: str | None) -> str | None:
+#: What a one-shot row records of its super-network (``results.json``'s ``supernet``) -> the key of
+#: the super-network's own metadata (``DIR/supernet.json``) it was copied from.
+_SUPERNET_IDENTITY = {"config_hash": "config_hash", "epochs": "epoch", "train_seconds": "train_seconds"}
+
+
+def _supernet_identity(supernet: str | None) -> dict[str, Any]:
+    """What ``--supernet DIR``'s super-network is now (config hash, epochs, training time), read from
+    ``DIR/supernet.json``, in the keys a one-shot row records; ``{}`` without ``--supernet`` or that file.
+
+    Raises:
+        CheckpointError: ``DIR/supernet.json`` is not valid JSON.
+    """
+    path = Path(supernet) / "supernet.json" if supernet is not None else None
+    if path is None or not path.is_file():
+        return {}
+    meta = read_json(path)
+    meta = meta if isinstance(meta, dict) else {}
+    return {row_key: meta.get(key) for row_key, key in _SUPERNET_IDENTITY.items()}
+
+
+def _supernet_mismatch(name: str, entry: dict[str, Any], supernet: str | None, *,
+                       current: dict[str, Any] | None = None) -> str | None:
     """Why a cached one-shot row does not belong to this run's ``--supernet`` (None: it does).
 
-    A row made with ``--supernet X`` records ``X`` as its super-network's source; without
-    ``--supernet``, ``s2dnas_oneshot`` trains its own ("trained by this run")."""
+    A row made with ``--supernet X`` records ``X`` as its super-network's source, and its config
+    hash, epochs and training time; it belongs to ``--supernet Y`` when ``X`` and ``Y`` are the
+    same directory (however spelled: relative, absolute, trailing slash) and the super-network
+    there is still the one it recorded (``current``: :func:`_supernet_identity` of ``Y``, read
+    when not given; one retrained in place differs in one of them). Without ``--supernet``, ``s2dnas_oneshot`` trains
+    its own ("trained by this run")."""
     if not name.startswith("s2dnas_oneshot"):
         return None
-    source = (entry.get("supernet") or {}).get("source")
-    if supernet is not None and source != supernet:
+    recorded = entry.get("supernet") or {}
+    source = recorded.get("source")
+    if supernet is None:
+        if name == "s2dnas_oneshot" and source != "trained by this run":
+            return (f"a result scored with the super-network {source}, not one trained by this run "
+                    f"(pass --supernet {source})")
+        return None
+    if not isinstance(source, str) or source == "trained by this run" or \
+            Path(source).resolve() != Path(supernet).resolve():
         return f"a result scored with another super-network ({source}, not --supernet {supernet})"
-    if supernet is None and name == "s2dnas_oneshot" and source != "trained by this run":
-        return f"a result scored with the super-network {source}, not one trained by this run (pass --supernet {source})"
+    current = _supernet_identity(supernet) if current is None else current
+    changed = [f"{k} {recorded[k]} -> {current.get(k)}" for k in _SUPERNET_IDENTITY
+               if recorded.get(k) is not None and recorded[k] != current.get(k)]
+    if changed:
+        return (f"a result scored with an earlier super-network at {supernet}, retrained since "
+                f"(changed: {', '.join(changed)})")
     return None
 
 
@@ -672,6 +708,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     if supernet is not None and not Path(supernet).is_dir():
         raise ConfigError(f"Expected --supernet to be a directory (the --out of `s2dnas supernet`), but got {supernet}")
     identity = json.loads(json.dumps(protocol_identity(scale=scale, spec=MODELS[model])))
+    current = _supernet_identity(supernet)
     for name in names:  # every stale cache refused before anything trains
         for seed in (seeds if name in SEARCHED else (0,)):
             cache = _method_dir(out, name, seed) / "result.json"
@@ -681,7 +718,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
             if (saved := saved_entry.get("protocol")) != identity:
                 raise RunDirError(_stale(cache.parent, f"a result of another protocol or recipe "
                                                        f"({_changed(saved, identity)})"))
-            if (mismatch := _supernet_mismatch(name, saved_entry, supernet)) is not None:
+            if (mismatch := _supernet_mismatch(name, saved_entry, supernet, current=current)) is not None:
                 raise RunDirError(_stale(cache.parent, mismatch))
     ctx = make_context(model=model, scale=scale, out=out, dataset=dataset, data_dir=data_dir, val_size=val_size)
     ctx.supernet = supernet

@@ -333,6 +333,34 @@ def test_a_one_shot_cache_of_another_super_network_is_refused(tmp_path: Path) ->
     assert methods._supernet_mismatch("s2dnas_random", {}, str(sn)) is None
 
 
+def test_a_one_shot_cache_is_tied_to_the_super_network_not_to_the_spelling_of_its_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``runs/sn``, ``runs/sn/``, ``./runs/sn`` and the absolute path name one super-network; one
+    retrained in place (another config hash, epochs or training time) is another."""
+    monkeypatch.chdir(tmp_path)
+    sn = tmp_path / "runs" / "sn"
+    sn.mkdir(parents=True)
+    meta = {"config_hash": "abc123", "epoch": 3, "epochs": 3, "train_seconds": 12.5}
+    (sn / "supernet.json").write_text(json.dumps(meta))
+    entry = {"supernet": {"source": "runs/sn", "config_hash": "abc123", "epochs": 3, "train_seconds": 12.5}}
+    for spelling in ("runs/sn", "runs/sn/", "./runs/sn", str(sn), f"{sn}/"):
+        assert methods._supernet_mismatch("s2dnas_oneshot", entry, spelling) is None, spelling
+    assert "another super-network" in methods._supernet_mismatch("s2dnas_oneshot", entry, "runs")
+    identity = methods.protocol_identity(scale="smoke", spec=methods.MODELS["resnet20"])
+    row = tmp_path / "c" / "s2dnas_oneshot"
+    row.mkdir(parents=True)
+    (row / "result.json").write_text(json.dumps({"protocol": identity, **entry}))
+    kw = dict(model="resnet20", scale="smoke", out=tmp_path / "c", methods=["s2dnas_oneshot"], seeds=(0,),
+              data_dir=str(tmp_path / "no-data"))
+    for changed, message in (({"config_hash": "def456"}, "config_hash abc123 -> def456"),
+                             ({"epoch": 5, "epochs": 5}, "epochs 3 -> 5"),
+                             ({"train_seconds": 13.0}, "train_seconds 12.5 -> 13.0")):  # same recipe, trained again
+        (sn / "supernet.json").write_text(json.dumps({**meta, **changed}))
+        with pytest.raises(RunDirError, match=r"s2dnas_oneshot holds a result scored with an earlier super-network "
+                                              rf"at {sn}/, retrained since \(changed: {message}\); delete "):
+            methods.run_benchmark(**kw, supernet=f"{sn}/")
+
+
 class _Stop(Exception):
     pass
 

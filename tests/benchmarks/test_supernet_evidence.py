@@ -135,6 +135,32 @@ def test_search_seeds_refuses_to_resume_with_another_controller(setup: SupernetS
     assert not (tmp_path / "b.json").exists()
 
 
+def test_rerunning_one_strategy_keeps_the_other_strategies_rows(setup: SupernetSetup, tmp_path: Path) -> None:
+    """``--strategies random`` then ``--strategies rl`` in one --dir: the summary holds both; a search
+    of the other strategy short of the budget is left out (listed), one of other settings refused."""
+    out = tmp_path / "seeds.json"
+    kw = dict(work_dir=tmp_path / "w", out=out, seeds=(0,), progress=False)
+    first = run_seeds(setup, **kw, budget=2, strategies=("random",))
+    assert set(first["searches"]) == {"random"}
+    journal = tmp_path / "w" / "random_seed0" / "journal.jsonl"
+    lines = journal.read_text()
+    run_seeds(setup, **kw, budget=2, strategies=("rl",))
+    saved = json.loads(out.read_text())
+    assert set(saved["searches"]) == set(saved["controllers"]) == {"rl", "random"}
+    assert set(saved["summary"]) == {"rl", "random", "hand_picked"}
+    assert saved["searches"]["random"] == first["searches"]["random"]  # read back from its journal ...
+    assert journal.read_text() == lines  # ... not searched again
+    assert saved["summary"]["rl"]["reward"]["n"] == 1 and saved["incomplete"] == []
+    more = run_seeds(setup, **kw, budget=3, strategies=("random",))  # the rl search has 2 of 3 candidates
+    assert set(more["searches"]) == {"random"} and more["searches"]["random"][0]["candidates"] == 3
+    assert more["incomplete"] == ["rl_seed0 (2 of 3 candidates)"]
+    faster = dataclasses.replace(setup, cfg=dataclasses.replace(
+        setup.cfg, search=dataclasses.replace(setup.cfg.search, controller_lr=3.5e-2)))
+    with pytest.raises(CheckpointError, match=r"rl_seed0/journal.jsonl was written by another configuration .* "
+                                              r"cannot be reported with this run's"):
+        run_seeds(faster, **kw, budget=3, strategies=("random",))
+
+
 def test_kendall_tau_of_known_orderings() -> None:
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
