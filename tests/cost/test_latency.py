@@ -220,3 +220,29 @@ def test_other_errors_while_freezing_are_not_hidden_as_eager(msnet, tmp_path, mo
     with pytest.raises(OSError, match="disk full"):
         _measure_model(msnet.stages[0], LatencyCache(device_fingerprint("cpu"), directory=tmp_path),
                        msnet.input_shape)
+
+
+def test_short_calls_are_timed_back_to_back_and_long_ones_once_per_sample() -> None:
+    """A 1 ms call timed alone is mostly noise: time_call repeats it until a sample lasts
+    min_seconds and reports the time of one call; a call longer than that runs once per sample."""
+    import time
+
+    calls = []
+
+    def short() -> None:
+        calls.append(1)
+        time.sleep(0.001)
+
+    t = latency.time_call(short, warmup=2, repeats=3, min_seconds=0.02)
+    per_sample = (len(calls) - 3) / 3  # 2 warm-up calls + 1 that sizes the samples
+    assert per_sample == int(per_sample) and 2 <= per_sample <= 20  # ceil(0.02 / (>= 1 ms))
+    assert 0.001 <= t < 0.02  # one call's time, not a sample's
+    calls.clear()
+
+    def long() -> None:
+        calls.append(1)
+        time.sleep(0.03)
+
+    t = latency.time_call(long, warmup=1, repeats=3, min_seconds=0.02)
+    assert len(calls) == 1 + 1 + 3 and t >= 0.03
+

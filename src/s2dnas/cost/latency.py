@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # cost/ sits below space/: the network is only used through i
     from s2dnas.space.multistage import MultiStageNet
 
 __all__ = ["CACHE_FORMAT", "DEPLOYED_MODE", "LatencyCache", "StageLatency", "default_cache_dir", "device_fingerprint",
-           "stage_fingerprint", "fold_bn", "freeze", "time_call", "measure_stages", "predict_latency", "expected_latency",
+           "stage_fingerprint", "fold_bn", "freeze", "time_call", "MIN_SAMPLE_SECONDS", "TIMING_VERSION", "measure_stages", "predict_latency", "expected_latency",
            "stage_cost_vector", "measure_model", "LatencyStageCost"]
 
 _logger = logging.getLogger(__name__)
@@ -94,8 +94,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+TIMING_VERSION = 2
+"""How :func:`time_call` measures (2: samples of at least ``MIN_SAMPLE_SECONDS``); part of the
+fingerprint, so timings cached by another method are not reused."""
+
+
 def device_fingerprint(device: str | torch.device = "cpu", *, threads: int | None = None) -> dict[str, Any]:
-    """What a latency depends on besides the network: software version, device, threads.
+    """What a latency depends on besides the network: software version, device, threads, and the
+    timing method (:data:`TIMING_VERSION`).
 
     Args:
         device: the device the timings are for.
@@ -107,7 +113,7 @@ def device_fingerprint(device: str | torch.device = "cpu", *, threads: int | Non
     dev = torch.device(device)
     info: dict[str, Any] = {"torch": torch.__version__, "device_type": dev.type,
                             "threads": int(threads if threads is not None else torch.get_num_threads()),
-                            "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+                            "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "timing": TIMING_VERSION}
     if dev.type == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name(dev)
         info["cuda"] = torch.version.cuda
@@ -227,28 +233,43 @@ def freeze(module: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
         return torch.jit.freeze(torch.jit.trace(module, args, check_trace=False).eval())
 
 
+MIN_SAMPLE_SECONDS = 0.02
+"""The shortest timed sample of :func:`time_call`: shorter calls are repeated back to back."""
+_MAX_CALLS_PER_SAMPLE = 1000
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_call(fn: Callable[[], object], *, device: str | torch.device = "cpu", warmup: int = 2,
-              repeats: int = 5) -> float:
-    """Median wall-clock seconds of ``fn()`` after ``warmup`` untimed calls.
+              repeats: int = 5, min_seconds: float = MIN_SAMPLE_SECONDS) -> float:
+    """Median wall-clock seconds of one ``fn()`` after ``warmup`` untimed calls.
 
-    On CUDA the device is synchronised before and after each call, so the time is the kernels'
-    time, not the launch time.
+    Each of the ``repeats`` samples runs ``fn`` back to back ``n`` times and is divided by ``n``,
+    ``n`` chosen after the warm-up (from one more untimed call) so that a sample lasts at least
+    ``min_seconds``: a sub-millisecond call (a stage at batch 1) timed alone is mostly timer and
+    scheduler noise, and the deployed network runs such calls back to back too. On CUDA the
+    device is synchronised around each sample, so the time is the kernels' time, not the launch
+    time.
     """
     dev = torch.device(device)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            _sync(dev)
-            start = time.perf_counter()
+
+    def sample(n: int) -> float:
+        _sync(dev)
+        start = time.perf_counter()
+        for _ in range(n):
             fn()
-            _sync(dev)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        _sync(dev)
+        return time.perf_counter() - start
+
+    with torch.inference_mode():
+        for _ in range(warmup):
+            sample(1)
+        one = sample(1)
+        n = min(_MAX_CALLS_PER_SAMPLE, max(1, math.ceil(min_seconds / max(one, 1e-9))))
+        times = [sample(n) / n for _ in range(repeats)]
     return statistics.median(times)
 
 
