@@ -223,3 +223,22 @@ def test_bench_cli_end_to_end_with_profile(tmp_path, capsys, seed):
         assert pred["error"] == pytest.approx(pred["dynamic_seconds_per_input"] / measured - 1)
         assert pred["speedup_error"] == pytest.approx(pred["predicted_speedup"] / row["measured_speedup"] - 1)
     assert "error of the predicted dynamic time" in text and "error of the predicted speed-up" in text
+
+
+def test_bench_says_in_plain_words_where_the_dynamic_network_is_slower() -> None:
+    from s2dnas.bench.speed import SpeedRow
+    from s2dnas.cli.bench import slower_than_base
+
+    def row(batch_size: int, speedup: float, runtime: str) -> SpeedRow:
+        return SpeedRow(batch_size=batch_size, num_images=64, base_seconds=1.0, dynamic_seconds=1.0 / speedup,
+                        base_images_per_second=64.0, dynamic_images_per_second=64.0 * speedup,
+                        measured_speedup=speedup, macs_ratio=4.0, speedup_over_macs_ratio=speedup / 4.0,
+                        base_layout="nchw", dynamic_layout="nchw", runtime=runtime)
+
+    lines = slower_than_base([row(1, 0.89, "pytorch"), row(256, 1.85, "pytorch"), row(1, 1.0, "onnxruntime"),
+                              row(256, 0.80, "onnxruntime")])
+    assert len(lines) == 2
+    assert lines[0].startswith("At batch 1 in pytorch the dynamic network is slower than the base (0.89x)")
+    assert "calibration.latency_batch=1 " in lines[0]
+    assert lines[1].startswith("At batch 256 in onnxruntime") and "calibration.latency_batch=256 " in lines[1]
+

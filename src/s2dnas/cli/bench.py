@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from s2dnas.bench.speed import SpeedRow
     from s2dnas.dynamic.executor import DynamicNet
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "slower_than_base"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -97,6 +98,15 @@ def _launch_dir(run_dir: Path, out: str | None) -> Path | None:
     return Path(*run_abs.parts[:-n])
 
 
+def slower_than_base(rows: Sequence[SpeedRow]) -> list[str]:
+    """One plain line per row where the dynamic network ran slower than the base, saying what to do."""
+    return [f"At batch {r.batch_size} in {r.runtime} the dynamic network is slower than the base "
+            f"({r.measured_speedup:.2f}x): deploy the base at that batch size, or search and calibrate for it "
+            f"(--set calibration.cost=latency calibration.latency_batch={r.batch_size} "
+            "calibration.latency_budget=0.5 search.reward=accuracy_in_budget)"
+            for r in rows if r.measured_speedup < 1.0]
+
+
 def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tensor, rows: Sequence[SpeedRow], *,
                  max_batches: int | None, device: torch.device, repeats: int) -> list[dict[str, object]]:
     """The cost model's prediction per PyTorch row, on the images that row timed, printed and returned
@@ -164,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r.runtime:11s} | {r.batch_size:5d} | {r.base_images_per_second:10.0f} | "
               f"{r.dynamic_images_per_second:13.0f} | {r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | "
               f"{r.speedup_over_macs_ratio:20.2f} | {r.base_mode} {r.base_layout}, {r.dynamic_mode} {r.dynamic_layout}")
+    slower = slower_than_base(rows)
+    for line in slower:
+        print(line)
     profile = []
     if args.profile:
         from s2dnas.bench.speed import profile_stages
@@ -179,5 +192,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
                                       "rows": [r.to_dict() for r in rows],
-                                      "stage_profile": [st.to_dict() for st in profile], "predictions": predictions})
+                                      "stage_profile": [st.to_dict() for st in profile], "predictions": predictions,
+                                      "slower_than_base": slower, "command": "s2dnas " + " ".join(sys.argv[1:])})
     return 0
