@@ -57,7 +57,8 @@ def _controller_identity(controller: Any) -> dict[str, Any]:
     if isinstance(controller, RLController):
         return {"controller": "rl", "kind": controller.kind, "lr": controller.lr,
                 "entropy_weight": controller.entropy_weight, "baseline_decay": controller.baseline_decay,
-                "normalize_advantage": controller.normalize_advantage}
+                # the spread's rule changed once (session 6): a normalised search names the rule it used
+                "normalize_advantage": "spread-from-first-nonzero" if controller.normalize_advantage else False}
     return {"controller": "random", "unique": True}
 
 

@@ -49,7 +49,7 @@ def test_other_threads_or_version_is_another_file(msnet, tmp_path, seed):
     _measure(msnet, cache)
     assert device_fingerprint("cpu", threads=fp["threads"] + 1)["threads"] == fp["threads"] + 1
     for other in (device_fingerprint("cpu", threads=fp["threads"] + 1), {**fp, "torch": "0.0.1"},
-                  {**fp, "cpu": "another CPU"}):
+                  {**fp, "cpu": "another CPU"}, {**fp, "timing": latency.TIMING_VERSION - 1}):
         c = LatencyCache(other, directory=tmp_path)
         assert c.path != cache.path and c.entries == {}
     # measuring with a cache made for other threads than the ones in use is refused
@@ -233,8 +233,8 @@ def test_short_calls_are_timed_back_to_back_and_long_ones_once_per_sample() -> N
         calls.append(1)
         time.sleep(0.001)
 
-    t = latency.time_call(short, warmup=2, repeats=3, min_seconds=0.02)
-    per_sample = (len(calls) - 3) / 3  # 2 warm-up calls + 1 that sizes the samples
+    t = latency.time_call(short, warmup=3, repeats=3, min_seconds=0.02)
+    per_sample = (len(calls) - 4) / 3  # 3 warm-up calls + 1 more, the fastest sizes the samples
     assert per_sample == int(per_sample) and 2 <= per_sample <= 20  # ceil(0.02 / (>= 1 ms))
     assert 0.001 <= t < 0.02  # one call's time, not a sample's
     calls.clear()

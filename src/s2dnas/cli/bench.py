@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -99,12 +100,22 @@ def _launch_dir(run_dir: Path, out: str | None) -> Path | None:
 
 
 def slower_than_base(rows: Sequence[SpeedRow]) -> list[str]:
-    """One plain line per row where the dynamic network ran slower than the base, saying what to do."""
-    return [f"At batch {r.batch_size} in {r.runtime} the dynamic network is slower than the base "
-            f"({r.measured_speedup:.2f}x): deploy the base at that batch size, or search and calibrate for it "
-            f"(--set calibration.cost=latency calibration.latency_batch={r.batch_size} "
-            "calibration.latency_budget=0.5 search.reward=accuracy_in_budget)"
-            for r in rows if r.measured_speedup < 1.0]
+    """One plain line per row where the dynamic network ran slower than the base, saying what to do
+    (the latency search and calibration time PyTorch stages, so they are suggested for PyTorch rows)."""
+    lines = []
+    for r in rows:
+        if r.measured_speedup >= 1.0:
+            continue
+        head = (f"At batch {r.batch_size} in {r.runtime} the dynamic network is slower than the base "
+                f"({r.measured_speedup:.2f}x): ")
+        if r.runtime == "pytorch":
+            lines.append(head + "deploy the base at that batch size, or search and calibrate for it (--set "
+                         f"calibration.cost=latency calibration.latency_batch={r.batch_size} calibration.latency_budget=0.5 "
+                         "calibration.macs_budget=null calibration.target_accuracy=null search.reward=accuracy_in_budget)")
+        else:
+            lines.append(head + "deploy the base in that runtime at that batch size, or the dynamic network with "
+                         "PyTorch (s2dnas.dynamic.load) if it is faster there")
+    return lines
 
 
 def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tensor, rows: Sequence[SpeedRow], *,
@@ -193,5 +204,5 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
                                       "rows": [r.to_dict() for r in rows],
                                       "stage_profile": [st.to_dict() for st in profile], "predictions": predictions,
-                                      "slower_than_base": slower, "command": "s2dnas " + " ".join(sys.argv[1:])})
+                                      "slower_than_base": slower, "command": shlex.join(["s2dnas", *sys.argv[1:]])})
     return 0

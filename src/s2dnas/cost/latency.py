@@ -248,7 +248,7 @@ def time_call(fn: Callable[[], object], *, device: str | torch.device = "cpu", w
     """Median wall-clock seconds of one ``fn()`` after ``warmup`` untimed calls.
 
     Each of the ``repeats`` samples runs ``fn`` back to back ``n`` times and is divided by ``n``,
-    ``n`` chosen after the warm-up (from one more untimed call) so that a sample lasts at least
+    ``n`` chosen from the fastest of the untimed calls (the warm-up and one more) so that a sample lasts at least
     ``min_seconds``: a sub-millisecond call (a stage at batch 1) timed alone is mostly timer and
     scheduler noise, and the deployed network runs such calls back to back too. On CUDA the
     device is synchronised around each sample, so the time is the kernels' time, not the launch
@@ -265,9 +265,7 @@ def time_call(fn: Callable[[], object], *, device: str | torch.device = "cpu", w
         return time.perf_counter() - start
 
     with torch.inference_mode():
-        for _ in range(warmup):
-            sample(1)
-        one = sample(1)
+        one = min(sample(1) for _ in range(warmup + 1))  # the fastest: one slow call must not size every sample
         n = min(_MAX_CALLS_PER_SAMPLE, max(1, math.ceil(min_seconds / max(one, 1e-9))))
         times = [sample(n) / n for _ in range(repeats)]
     return statistics.median(times)
