@@ -116,10 +116,9 @@ def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, bu
         mine = _search_hash(digest, _controller(setup, strategy, 0))
         for seed in found:
             journal = Journal(work / f"{strategy}_seed{seed}" / "journal.jsonl")
-            theirs = {r.get("config_hash") for r in journal.records()} - {None, mine}
-            if theirs:
+            if theirs := journal.foreign_config_hashes(mine):
                 raise CheckpointError(f"{journal.path} was written by another configuration (config hash "
-                                      f"{', '.join(sorted(theirs))}, this setup's {mine}), so its searches cannot "
+                                      f"{', '.join(theirs)}, this setup's {mine}), so its searches cannot "
                                       f"be reported with this run's; rerun them with --strategies {strategy} and "
                                       "the config that started them, or move them out of --dir")
     evaluator = setup.evaluator()

@@ -105,6 +105,13 @@ class Journal:
         record = self._index.get(sample_key(sample))
         return None if record is None else json.loads(json.dumps(record))
 
+    def foreign_config_hashes(self, mine: str) -> list[str]:
+        """The ``config_hash`` values of the records other than ``mine`` (sorted, distinct; records
+        without one are not counted): non-empty when another configuration wrote into this journal."""
+        self._ensure_loaded()
+        assert self._records is not None
+        return sorted({r.get("config_hash") for r in self._records} - {None, mine})
+
     @property
     def num_samples(self) -> int:
         """The number of distinct samples in the journal."""

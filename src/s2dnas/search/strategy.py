@@ -146,14 +146,10 @@ class SearchStrategy:
         from s2dnas.train.checkpoint import load_checkpoint
 
         mine = self.provenance.get("config_hash")
-        if mine is not None:
-            for record in self.journal.records():
-                theirs = record.get("config_hash")
-                if theirs is not None and theirs != mine:
-                    raise CheckpointError(
-                        f"{self.journal.path} was written by another configuration (config hash {theirs}, this "
-                        f"search's {mine}); resume with the config that started it, or start over in another "
-                        "directory")
+        if mine is not None and (theirs := self.journal.foreign_config_hashes(mine)):
+            raise CheckpointError(
+                f"{self.journal.path} was written by another configuration (config hash {', '.join(theirs)}, this "
+                f"search's {mine}); resume with the config that started it, or start over in another directory")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.state_path.exists():
             self.controller.load_state_dict(load_checkpoint(self.state_path))
