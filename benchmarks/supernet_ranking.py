@@ -53,11 +53,11 @@ __all__ = ["pick_architectures", "run_ranking", "main"]
 
 
 def pick_architectures(space: Space, *, count: int, pool: int, seed: int = 0) -> dict[str, Architecture]:
-    """``count`` distinct architectures from cheap to expensive (see the module docstring), by name."""
+    """``count`` architectures that build distinct networks, from cheap to expensive (see the module docstring)."""
     fixed = {"cheapest": cheapest(space), "most_expensive": most_expensive(space),
              "hand_picked": space.default_architecture()}
     gen = torch.Generator().manual_seed(seed)
-    seen = set(fixed.values())
+    seen = {space.canonical(a) for a in fixed.values()}  # samples are canonical: distinct networks
     sampled: list[Architecture] = []
     for _ in range(20 * pool):  # bounded: a small space has fewer than `pool` architectures
         if len(sampled) == pool:

@@ -57,7 +57,10 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
 def test_space_prints_decisions_size_and_stage_macs(capsys: pytest.CaptureFixture[str], seed: int) -> None:
     assert main(["space", "--model", "resnet20", "--dataset", "fashion-mnist"]) == 0
     out = capsys.readouterr().out
-    assert "space size: 148,176 architectures" in out  # 21 splits ** 3 groups * 4 ** 2 concats
+    # channel multiple 8: the 16- and 32-channel groups are cut in 4 steps, which give 3 distinct
+    # splits into 3 stages; the 64-channel group's 8 steps give all 21 compositions of 8
+    assert "space size: 3,024 distinct networks" in out  # 3 * 3 * 21 splits * 4 ** 2 concats
+    assert re.search(r"split\.g1\s+3 choices", out) and re.search(r"split\.g3\s+21 choices", out)
     assert "groups: 3" in out
     assert re.search(r"concat\.s2\s+4 choices\s+0, 1, 2, 3", out)
     stage_lines = re.findall(r"^\s+stage (\d):\s+([\d,]+) MACs\s+([\d.]+)% of base$", out, flags=re.M)

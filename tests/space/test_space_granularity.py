@@ -6,6 +6,7 @@ import torch
 
 from s2dnas.errors import ConfigError, InvalidArchitectureError
 from s2dnas.space import Space
+from s2dnas.space.space import compositions
 from s2dnas.zoo import create_model
 
 
@@ -67,3 +68,36 @@ def test_multiple_is_part_of_the_signature(base):
 def test_bad_multiple_is_refused(base, bad):
     with pytest.raises(ConfigError, match="channel_multiple must be an integer >= 1"):
         Space(base, input_shape=(1, 8, 8), channel_multiple=bad)
+
+
+def _network(space, arch):
+    """What the network of ``arch`` is made of: every stage's channels of every class, and the concat."""
+    per_stage = space.stage_indices(arch)
+    return tuple(tuple(tuple(per_stage[s][c].tolist()) for c in sorted(per_stage[s])) for s in range(3)), arch.concat
+
+
+def test_splits_that_build_the_same_network_are_one_choice(base):
+    """With slices of 4/8 channels, ResNet-20's 16- and 32-channel groups have 4 steps, and 4 steps make
+    3 distinct splits into 3 non-empty parts; the 64-channel group has 8 steps, as many as q, so all 21 differ."""
+    space = Space(base, input_shape=(1, 8, 8), channel_multiple=8)
+    splits = [d for d in space.decisions if d.name.startswith("split.")]
+    assert [d.size for d in splits] == [3, 3, 21]
+    assert space.size() == 3 * 3 * 21 * 4 * 4
+    for g, decision in enumerate(splits):
+        other = [space.default_architecture().splits[h] for h in range(space.num_groups)]
+        networks = set()
+        for parts in compositions(8, 3):  # every composition maps to a choice that builds the same network
+            arch = space.architecture(splits=[*other[:g], parts, *other[g + 1:]], concat=[1, 2])
+            canonical = space.canonical(arch)
+            assert canonical.splits[g] in decision.choices
+            assert _network(space, canonical) == _network(space, arch)
+            assert space.from_sample(space.to_sample(arch)) == canonical
+            networks.add(_network(space, arch))
+        assert len(networks) == decision.size  # and the choices are pairwise different networks
+    # the representative's ratios are the shares it gives: 16 channels cut 4/4/8 read (2, 2, 4)/8
+    assert space.canonical(space.architecture(splits=[(1, 1, 6)], concat=[0, 0])).splits[0] == (2, 2, 4)
+
+
+def test_without_rounding_every_split_is_its_own_network(base):
+    space = Space(base, input_shape=(1, 8, 8))  # channel_multiple 1: 16 channels give 2-channel steps
+    assert [d.size for d in space.decisions if d.name.startswith("split.")] == [21, 21, 21]

@@ -68,7 +68,7 @@ def describe_space(space: Space, *, base_macs: int) -> list[str]:
                       f"earlier stages; {space.num_groups} = never)")
         lines.append(f"  {d.name:<{width}}  {d.size:>3} choices  {detail}")
     lines.append(f"groups: {space.num_groups}")
-    lines.append(f"space size: {space.size():,} architectures")
+    lines.append(f"space size: {space.size():,} distinct networks")
     arch = space.default_architecture()
     macs = space.build(arch).stage_macs()
     split = "/".join(map(str, arch.splits[0]))

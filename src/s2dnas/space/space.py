@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import torch
@@ -100,22 +101,37 @@ class Space:
                     f"A channel dimension of {cls.size} channels (written by {cls.producers[0]!r}) cannot be "
                     f"split into {num_stages} stages; use fewer stages"
                 )
-        self._choices = compositions(ratio_grid, num_stages)
         self._modules = dict(self.analysis.graph_module.named_modules())
         self._targets = {n.name: str(n.target) for n in self.analysis.graph_module.graph.nodes}
         self._scores = {cid: self._importance(cls) for cid, cls in self.analysis.classes.items()}
+        # Per group, the splits that build distinct networks: with coarse slices (channel_multiple)
+        # several ratios round to the same channel bounds (ResNet-20's 16-channel layers cut in
+        # 4-channel steps have 3 distinct splits for S=3, not 21). Each class of equal splits is
+        # represented by the member whose ratios are closest to the shares it really gives (then
+        # the first in lexicographic order); the controllers choose among representatives only, so
+        # no budget is spent on a network twice under two names.
+        self._choices: list[tuple[tuple[int, ...], ...]] = []
+        self._canonical: list[dict[tuple[int, ...], tuple[int, ...]]] = []
+        for g in range(self.num_groups):
+            members: dict[Any, list[tuple[int, ...]]] = {}
+            for parts in compositions(ratio_grid, num_stages):
+                members.setdefault(self._group_bounds(g, parts), []).append(parts)
+            reps = [min(same, key=lambda parts, b=bounds: (_misfit(parts, b, ratio_grid), parts))
+                    for bounds, same in members.items()]
+            self._choices.append(tuple(reps))
+            self._canonical.append({parts: rep for rep, same in zip(reps, members.values()) for parts in same})
 
     # -- decisions ----------------------------------------------------------------------------
     @property
     def decisions(self) -> list[Decision]:
         """The decisions a controller makes: each group's split, then each stage's concat position."""
-        out = [Decision(f"split.g{g + 1}", tuple(self._choices)) for g in range(self.num_groups)]
+        out = [Decision(f"split.g{g + 1}", self._choices[g]) for g in range(self.num_groups)]
         out += [Decision(f"concat.s{s + 1}", tuple(range(self.num_groups + 1))) for s in range(1, self.num_stages)]
         return out
 
     def size(self) -> int:
-        """Number of architectures in the space."""
-        return len(self._choices) ** self.num_groups * (self.num_groups + 1) ** (self.num_stages - 1)
+        """Number of distinct networks in the space (splits that build the same network count once)."""
+        return math.prod(len(c) for c in self._choices) * (self.num_groups + 1) ** (self.num_stages - 1)
 
     @property
     def signature(self) -> str:
@@ -141,16 +157,25 @@ class Space:
         problem = check_sample(self.decisions, sample)
         if problem:
             raise InvalidArchitectureError(problem)
-        splits = [self._choices[sample[f"split.g{g + 1}"]] for g in range(self.num_groups)]
+        splits = [self._choices[g][sample[f"split.g{g + 1}"]] for g in range(self.num_groups)]
         concat = [sample[f"concat.s{s + 1}"] for s in range(1, self.num_stages)]
         return self.architecture(splits=splits, concat=concat)
 
     def to_sample(self, arch: Architecture) -> dict[str, int]:
-        """The sample that picks ``arch`` (inverse of :meth:`from_sample`)."""
-        self.validate_architecture(arch)
-        sample = {f"split.g{g + 1}": self._choices.index(tuple(p)) for g, p in enumerate(arch.splits)}
+        """The sample that picks ``arch``'s network (inverse of :meth:`from_sample` up to :meth:`canonical`)."""
+        arch = self.canonical(arch)
+        sample = {f"split.g{g + 1}": self._choices[g].index(p) for g, p in enumerate(arch.splits)}
         sample.update({f"concat.s{s + 2}": p for s, p in enumerate(arch.concat)})
         return sample
+
+    def canonical(self, arch: Architecture) -> Architecture:
+        """``arch`` with each group's split replaced by the representative that builds the same network.
+
+        Two architectures build the same network exactly when their canonical forms are equal.
+        """
+        self.validate_architecture(arch)
+        splits = [self._canonical[g][tuple(p)] for g, p in enumerate(arch.splits)]
+        return self.architecture(splits=splits, concat=arch.concat)
 
     def sample(self, generator: torch.Generator | None = None) -> Architecture:
         """A uniformly random architecture."""
@@ -191,12 +216,7 @@ class Space:
         for cid, cls in self.analysis.classes.items():
             g = cls.granularity
             chosen: list[list[torch.Tensor]] = [[] for _ in range(self.num_stages)]
-            for lo, hi in _merge_small(cls.segments or ((0, cls.size),), g * self.num_stages):
-                units = (hi - lo) // g
-                # Cut in coarse steps of k units (channel_multiple channels' worth), then map back;
-                # the last stage takes the remainder when k does not divide the range.
-                k = self._coarse_units(units, g)
-                bounds = [b * k for b in _bounds(units // k, arch.splits[cls.group], self.ratio_grid)[:-1]] + [units]
+            for (lo, hi), bounds in zip(self._segments(cls), self._segment_bounds(cls, arch.splits[cls.group])):
                 order = torch.argsort(-self._scores[cid][lo // g:hi // g], stable=True) + lo // g
                 for s in range(self.num_stages):
                     chosen[s].append(order[bounds[s]:bounds[s + 1]])
@@ -248,6 +268,26 @@ class Space:
                    if n.name in self.analysis.mixing or n.name in self.analysis.channelwise)
 
     # -- internals ----------------------------------------------------------------------------
+    def _segments(self, cls: ChannelClass) -> list[tuple[int, int]]:
+        """The channel ranges of ``cls`` that are shared out separately."""
+        return _merge_small(cls.segments or ((0, cls.size),), cls.granularity * self.num_stages)
+
+    def _segment_bounds(self, cls: ChannelClass, parts: tuple[int, ...]) -> list[list[int]]:
+        """Per range of ``cls``, where the stages' shares begin and end, in units, for the split ``parts``."""
+        out = []
+        for lo, hi in self._segments(cls):
+            units = (hi - lo) // cls.granularity
+            # Cut in coarse steps of k units (channel_multiple channels' worth), then map back;
+            # the last stage takes the remainder when k does not divide the range.
+            k = self._coarse_units(units, cls.granularity)
+            out.append([b * k for b in _bounds(units // k, parts, self.ratio_grid)[:-1]] + [units])
+        return out
+
+    def _group_bounds(self, group: int, parts: tuple[int, ...]) -> tuple[Any, ...]:
+        """What the split ``parts`` of ``group`` decides: every class's bounds (equal = same network)."""
+        return tuple((cid, tuple(map(tuple, self._segment_bounds(cls, parts))))
+                     for cid, cls in self.analysis.classes.items() if cls.group == group)
+
     def _coarse_units(self, units: int, granularity: int) -> int:
         """Granularity units per slice step of a range of ``units`` units: ``channel_multiple``
         channels, halved until S fit."""
@@ -324,6 +364,16 @@ def _bounds(units: int, parts: tuple[int, ...], ratio_grid: int) -> list[int]:
         bounds.append(min(max(round(units * acc / ratio_grid), lo), hi))
     bounds.append(units)
     return bounds
+
+
+def _misfit(parts: tuple[int, ...], group_bounds: tuple[Any, ...], ratio_grid: int) -> float:
+    """How far the ratios ``parts / ratio_grid`` are from the shares a group's bounds really give."""
+    total = 0.0
+    for _, segments in group_bounds:
+        for bounds in segments:
+            units = bounds[-1]
+            total += sum((p / ratio_grid - (hi - lo) / units) ** 2 for p, lo, hi in zip(parts, bounds, bounds[1:]))
+    return total
 
 
 def _parse_groups(groups: str, problems: list[str]) -> int:
