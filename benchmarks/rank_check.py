@@ -50,9 +50,9 @@ def main() -> None:
     for name in NAMES:
         net, _, extra = METHODS[name](ctx)  # the benchmark's finished network (cached)
         arch = Architecture.from_dict(extra["architecture"])
-        if (arch.splits, arch.concat) in seen:  # two searches found the same one: rank it once
+        if space.canonical(arch) in seen:  # two searches found the same network: rank it once
             continue
-        seen.add((arch.splits, arch.concat))
+        seen.add(space.canonical(arch))
         scored = brief.evaluate(arch)
         logits = collect_logits(net.to(ctx.device), make_loader(ctx.splits.val, batch_size=sc.eval_batch_size),
                                 device=ctx.device)

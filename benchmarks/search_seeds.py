@@ -35,7 +35,7 @@ from s2dnas.errors import CheckpointError, S2DNASError
 from s2dnas.search.journal import Journal
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
-from s2dnas.search.strategy import SearchStrategy
+from s2dnas.search.strategy import SearchStrategy, check_journal_space
 
 __all__ = ["run_seeds", "main"]
 
@@ -116,6 +116,7 @@ def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, bu
         mine = _search_hash(digest, _controller(setup, strategy, 0))
         for seed in found:
             journal = Journal(work / f"{strategy}_seed{seed}" / "journal.jsonl")
+            check_journal_space(journal, space)
             if theirs := journal.foreign_config_hashes(mine):
                 raise CheckpointError(f"{journal.path} was written by another configuration (config hash "
                                       f"{', '.join(theirs)}, this setup's {mine}), so its searches cannot "

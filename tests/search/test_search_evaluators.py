@@ -69,7 +69,7 @@ def common(base: nn.Module, splits: DataSplits) -> dict:
 
 TRAIN = TrainConfig(epochs=1, lr=0.05, batch_size=32, limit_train=128, seed=0)
 ARCH_A = {"split.g1": 0, "split.g2": 1, "concat.s2": 0, "concat.s3": 1}
-ARCH_B = {"split.g1": 2, "split.g2": 0, "concat.s2": 2, "concat.s3": 0}
+ARCH_B = {"split.g1": 2, "split.g2": 0, "concat.s2": 1, "concat.s3": 0}
 
 
 def check_result(result: CandidateResult, arch: Architecture, space: Space) -> None:

@@ -3,6 +3,7 @@ instant evaluator over the real space of a 2-block toy CNN: budget, duplicates, 
 toy reward with a known optimum, resume after a clean stop and after a kill, invalid candidates."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,16 @@ from tests._models import ToyCNN
 
 @pytest.fixture(scope="module")
 def space() -> Space:
-    """S=3, q=6: 10 splits per group x 2 groups x 3 concat positions x 2 stages = 900 architectures."""
+    """S=3, q=6: 10 splits per group x 2 groups x 2 concat choices x 2 stages = 400 architectures (group 1
+    holds only the stem, which never concatenates, so concatenating from group 1 or 2 is the same network)."""
     torch.manual_seed(0)
     sp = Space(ToyCNN().eval(), input_shape=(1, 8, 8), num_stages=3, ratio_grid=6, model_name="toy")
-    assert [(d.name, d.size) for d in sp.decisions] == [("split.g1", 10), ("split.g2", 10), ("concat.s2", 3),
-                                                        ("concat.s3", 3)]
+    assert [(d.name, d.size) for d in sp.decisions] == [("split.g1", 10), ("split.g2", 10), ("concat.s2", 2),
+                                                        ("concat.s3", 2)]
     return sp
 
 
-TARGET = {"split.g1": 6, "split.g2": 2, "concat.s2": 1, "concat.s3": 2}
+TARGET = {"split.g1": 6, "split.g2": 2, "concat.s2": 1, "concat.s3": 0}
 
 
 def toy_reward(sample: Mapping[str, int], sizes: Mapping[str, int]) -> float:
@@ -159,14 +161,14 @@ def test_a_budget_larger_than_the_space_stops_when_every_architecture_is_scored(
         tmp_path: Path, make: Callable[[Space], Controller], caplog: pytest.LogCaptureFixture) -> None:
     """Issue 17 item 4: the loop used to ask 20 x budget + 100 times, at 100% CPU, after the last new one."""
     tiny = Space(ToyCNN().eval(), input_shape=(1, 8, 8), num_stages=2, ratio_grid=3, model_name="toy")
-    size = 12  # 2 x 2 splits x 3 concat positions
+    size = 8  # 2 x 2 splits x 2 concat choices (from group 1 = from group 2: group 1 holds only the stem)
     controller = make(tiny)
     reward = lambda s: 0.5  # noqa: E731 - a flat reward keeps the RL policy uniform: it reaches every sample
     result = search(tiny, tmp_path, controller, FakeEvaluator(tiny, reward), budget=500)
     assert result.exhausted
     assert len({sample_key(s) for s in samples_of(result.records)}) == len(result.records) == size
     assert controller.num_asked < 20 * 500 + 100  # stopped as soon as the space was exhausted
-    assert "the space has only 12 architectures and every one was scored" in caplog.text
+    assert "the space has only 8 architectures and every one was scored" in caplog.text
     # a resumed search of the exhausted space scores nothing and says so again
     again = FakeEvaluator(tiny, reward)
     assert search(tiny, tmp_path, make(tiny), again, budget=500, resume=True).exhausted and again.calls == []
@@ -189,6 +191,23 @@ def test_a_resume_with_another_config_hash_is_refused(space: Space, tmp_path: Pa
     assert other.calls == [] and (tmp_path / "journal.jsonl").read_bytes() == journal
 
 
+def test_a_journal_of_another_space_is_refused(space: Space, tmp_path: Path) -> None:
+    """A sample is a choice index per decision: when the space's choices changed since a journal was
+    written (say, a version that offers other splits), its indices pick other networks, and their
+    recorded rewards must not be reused; the resume is refused before anything is scored or written."""
+    search(space, tmp_path, RandomController(space.decisions, seed=1, unique=True), FakeEvaluator(space), budget=3)
+    path = tmp_path / "journal.jsonl"
+    records = Journal(path).records()
+    moved = dict(records[1], sample={**records[1]["sample"], "split.g1": (records[1]["sample"]["split.g1"] + 1) % 10})
+    path.write_text("".join(json.dumps(r) + "\n" for r in [records[0], moved, records[2]]))
+    (tmp_path / "controller.pt").unlink()  # nothing else to catch it: a journal without its controller state
+    before = path.read_bytes()
+    other = FakeEvaluator(space)
+    with pytest.raises(CheckpointError, match="record 1 was written for another search space"):
+        search(space, tmp_path, RandomController(space.decisions, seed=1, unique=True), other, budget=5, resume=True)
+    assert other.calls == [] and path.read_bytes() == before
+
+
 # -- the RL controller on a toy reward ---------------------------------------------------------------
 def test_rl_finds_the_toy_optimum_and_the_reward_rises(space: Space, tmp_path: Path) -> None:
     evaluator = FakeEvaluator(space)
@@ -199,7 +218,7 @@ def test_rl_finds_the_toy_optimum_and_the_reward_rises(space: Space, tmp_path: P
     assert result.best_reward == pytest.approx(1.0)
     first, last = float(np.mean(rewards[:15])), float(np.mean(rewards[-15:]))
     assert last > first + 0.15, (first, last)
-    # random search with the same budget does not find it (the space has 900 architectures)
+    # random search with the same budget does not find it (the space has 400 architectures)
     random_result = search(space, tmp_path / "random", RandomController(space.decisions, seed=0, unique=True),
                            FakeEvaluator(space), budget=60)
     assert random_result.best_reward < 1.0
@@ -333,7 +352,7 @@ def test_a_valid_candidate_resets_the_invalid_count(space: Space, tmp_path: Path
 # -- result ------------------------------------------------------------------------------------------
 def test_result_picks_the_best_valid_record(space: Space, tmp_path: Path) -> None:
     # valid rewards all below REWARD_FOR_INVALID: the best must still be a valid candidate
-    samples = [{"split.g1": i, "split.g2": 1, "concat.s2": 2, "concat.s3": 0} for i in range(5)]
+    samples = [{"split.g1": i, "split.g2": 1, "concat.s2": 1, "concat.s3": 0} for i in range(5)]
     evaluator = FakeEvaluator(space, lambda s: -10.0 - abs(s["split.g1"] - 3), fail=lambda s: s["split.g1"] in (0, 4))
     strategy = SearchStrategy(space, evaluator, ScriptedController(space.decisions, samples), budget=5,
                               run_dir=tmp_path, progress=False)

@@ -1,6 +1,8 @@
 """Space(channel_multiple=m): slices are multiples of m channels, falling back where a layer is narrow."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -101,3 +103,48 @@ def test_splits_that_build_the_same_network_are_one_choice(base):
 def test_without_rounding_every_split_is_its_own_network(base):
     space = Space(base, input_shape=(1, 8, 8))  # channel_multiple 1: 16 channels give 2-channel steps
     assert [d.size for d in space.decisions if d.name.startswith("split.")] == [21, 21, 21]
+
+
+def test_choice_names_are_the_shares_they_give(base):
+    space = Space(base, input_shape=(1, 8, 8), channel_multiple=8)
+    splits = [d.choices for d in space.decisions if d.name.startswith("split.")]
+    # 4/4/8 of 16 and 8/8/16 of 32 channels (and permutations): 1/4, 1/4, 1/2 in eighths
+    assert splits[0] == splits[1] == ((2, 2, 4), (2, 4, 2), (4, 2, 2))
+    assert splits[2] == tuple(compositions(8, 3))  # 64 channels in 8 steps: every ratio is its own network
+
+
+def _signature(space, arch, x):
+    """A network's identity by behaviour: every stage's MACs and logits on fixed inputs."""
+    net = space.build(arch).eval()
+    with torch.no_grad():
+        return tuple(net.stage_macs()), tuple(tuple(o.flatten().tolist()) for o in net(x))
+
+
+@pytest.mark.parametrize("groups", ["resolution", "resolution:3"])
+def test_size_counts_the_distinct_networks_by_brute_force(groups):
+    """Every (split, concat) spelling of a tiny space built and run: as many different networks as size()
+    says, each choice of a decision a different one. With resolution:3 a group holds only the stem or
+    only the classifier, so concat positions coincide too."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    space = Space(model, input_shape=(1, 6, 6), num_stages=2, ratio_grid=4, groups=groups, channel_multiple=4)
+    x = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    signatures = set()
+    for splits in itertools.product(compositions(4, 2), repeat=space.num_groups):
+        for concat in range(space.num_groups + 1):
+            arch = space.architecture(splits=splits, concat=[concat])
+            sig = _signature(space, arch, x)
+            assert sig == _signature(space, space.canonical(arch), x)
+            signatures.add(sig)
+    assert len(signatures) == space.size()
+    choices = {space.from_sample(s) for s in _all_samples(space)}
+    assert len({_signature(space, a, x) for a in choices}) == len(choices) == space.size()
+
+
+def _all_samples(space):
+    names = [d.name for d in space.decisions]
+    for picks in itertools.product(*(range(d.size) for d in space.decisions)):
+        yield dict(zip(names, picks))

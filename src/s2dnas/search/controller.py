@@ -221,7 +221,8 @@ class Controller:
         if got != expected:
             raise CheckpointError(
                 f"Expected a state for decisions {expected}, but got one for {got}. "
-                "The search space changed since the state was saved."
+                "The search space changed since the state was saved (another model, space option or "
+                "s2dnas version); start the search over in another directory (or with --force)."
             )
         state = copy.deepcopy(dict(state))
         try:

@@ -38,11 +38,33 @@ from s2dnas.search.journal import Journal, sample_key
 from s2dnas.space import Architecture, Space
 from s2dnas.space.decision import count_samples
 
-__all__ = ["SearchResult", "SearchStrategy", "REWARD_FOR_INVALID"]
+__all__ = ["SearchResult", "SearchStrategy", "REWARD_FOR_INVALID", "check_journal_space"]
 
 _logger = logging.getLogger(__name__)
 
 REWARD_FOR_INVALID = -2.0  # below every reward (infeasible macs_saving rewards are >= -1)
+
+
+def check_journal_space(journal: Journal, space: Space) -> None:
+    """Refuse a journal whose samples pick other architectures in ``space`` than they picked when written.
+
+    A sample is a choice index per decision; if the space's choices changed since (another space,
+    or a version of s2dnas that offers other choices), the recorded rewards belong to other networks.
+
+    Raises:
+        CheckpointError: naming the first such record.
+    """
+    for record in journal.records():
+        try:
+            now = space.from_sample(record["sample"]).to_dict()
+        except S2DNASError:
+            now = None
+        if now != record["architecture"]:
+            raise CheckpointError(
+                f"{journal.path}: record {record.get('index', '?')} was written for another search space (its sample "
+                f"{record['sample']} picks {now and now['splits']}/{now and now['concat']} here, but recorded "
+                f"{record['architecture']['splits']}/{record['architecture']['concat']}: the space's choices changed); "
+                "start this search over in another directory (or with --force)")
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,7 @@ class SearchStrategy:
             raise CheckpointError(
                 f"{self.journal.path} was written by another configuration (config hash {', '.join(theirs)}, this "
                 f"search's {mine}); resume with the config that started it, or start over in another directory")
+        check_journal_space(self.journal, self.space)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.state_path.exists():
             self.controller.load_state_dict(load_checkpoint(self.state_path))

@@ -108,30 +108,41 @@ class Space:
         # several ratios round to the same channel bounds (ResNet-20's 16-channel layers cut in
         # 4-channel steps have 3 distinct splits for S=3, not 21). Each class of equal splits is
         # represented by the member whose ratios are closest to the shares it really gives (then
-        # the first in lexicographic order); the controllers choose among representatives only, so
-        # no budget is spent on a network twice under two names.
+        # the hand-picked split, which names a group without channels, then the first in
+        # lexicographic order); the controllers choose among representatives only, so no budget is
+        # spent on a network twice under two names.
         self._choices: list[tuple[tuple[int, ...], ...]] = []
         self._canonical: list[dict[tuple[int, ...], tuple[int, ...]]] = []
+        hand = _hand_picked(num_stages, ratio_grid)
         for g in range(self.num_groups):
             members: dict[Any, list[tuple[int, ...]]] = {}
             for parts in compositions(ratio_grid, num_stages):
                 members.setdefault(self._group_bounds(g, parts), []).append(parts)
-            reps = [min(same, key=lambda parts, b=bounds: (_misfit(parts, b, ratio_grid), parts))
+            reps = [min(same, key=lambda parts, b=bounds: (_misfit(parts, b, ratio_grid), parts != hand, parts))
                     for bounds, same in members.items()]
             self._choices.append(tuple(reps))
             self._canonical.append({parts: rep for rep, same in zip(reps, members.values()) for parts in same})
+        # Likewise concat positions that make a stage read the same ops (a group holding only the
+        # input stem or only the classifier): one choice each, named by the smallest position,
+        # or by G ("never") when it is equivalent to never.
+        by_ops: dict[frozenset[str], list[int]] = {}
+        for position in range(self.num_groups + 1):
+            by_ops.setdefault(self._concat_ops(position), []).append(position)
+        self._concat_canonical = {p: (self.num_groups if self.num_groups in same else same[0])
+                                  for same in by_ops.values() for p in same}
+        self._concat_choices = tuple(sorted(set(self._concat_canonical.values())))
 
     # -- decisions ----------------------------------------------------------------------------
     @property
     def decisions(self) -> list[Decision]:
         """The decisions a controller makes: each group's split, then each stage's concat position."""
         out = [Decision(f"split.g{g + 1}", self._choices[g]) for g in range(self.num_groups)]
-        out += [Decision(f"concat.s{s + 1}", tuple(range(self.num_groups + 1))) for s in range(1, self.num_stages)]
+        out += [Decision(f"concat.s{s + 1}", self._concat_choices) for s in range(1, self.num_stages)]
         return out
 
     def size(self) -> int:
         """Number of distinct networks in the space (splits that build the same network count once)."""
-        return math.prod(len(c) for c in self._choices) * (self.num_groups + 1) ** (self.num_stages - 1)
+        return math.prod(len(c) for c in self._choices) * len(self._concat_choices) ** (self.num_stages - 1)
 
     @property
     def signature(self) -> str:
@@ -158,24 +169,25 @@ class Space:
         if problem:
             raise InvalidArchitectureError(problem)
         splits = [self._choices[g][sample[f"split.g{g + 1}"]] for g in range(self.num_groups)]
-        concat = [sample[f"concat.s{s + 1}"] for s in range(1, self.num_stages)]
+        concat = [self._concat_choices[sample[f"concat.s{s + 1}"]] for s in range(1, self.num_stages)]
         return self.architecture(splits=splits, concat=concat)
 
     def to_sample(self, arch: Architecture) -> dict[str, int]:
         """The sample that picks ``arch``'s network (inverse of :meth:`from_sample` up to :meth:`canonical`)."""
         arch = self.canonical(arch)
         sample = {f"split.g{g + 1}": self._choices[g].index(p) for g, p in enumerate(arch.splits)}
-        sample.update({f"concat.s{s + 2}": p for s, p in enumerate(arch.concat)})
+        sample.update({f"concat.s{s + 2}": self._concat_choices.index(p) for s, p in enumerate(arch.concat)})
         return sample
 
     def canonical(self, arch: Architecture) -> Architecture:
-        """``arch`` with each group's split replaced by the representative that builds the same network.
+        """``arch`` with each split and concat position replaced by the representative that builds the
+        same network (the choices :attr:`decisions` offer).
 
         Two architectures build the same network exactly when their canonical forms are equal.
         """
         self.validate_architecture(arch)
         splits = [self._canonical[g][tuple(p)] for g, p in enumerate(arch.splits)]
-        return self.architecture(splits=splits, concat=arch.concat)
+        return self.architecture(splits=splits, concat=[self._concat_canonical[p] for p in arch.concat])
 
     def sample(self, generator: torch.Generator | None = None) -> Architecture:
         """A uniformly random architecture."""
@@ -236,17 +248,11 @@ class Space:
         arch = self.default_architecture() if arch is None else arch
         self.validate_architecture(arch)
         indices = tuple(self.stage_indices(arch))
-        concat_ops: list[set[str]] = [set() for _ in range(self.num_stages)]
-        for name, op in self.analysis.mixing.items():
-            if op.in_dim.has_input:  # earlier stages' copies of the image would be read twice
-                continue
-            for s in range(1, self.num_stages):
-                if op.is_head or self._op_group[name] >= arch.concat[s - 1]:
-                    concat_ops[s].add(name)
+        concat_ops = [frozenset()] + [self._concat_ops(p) for p in arch.concat]
         stages, reads, writes, macs = [], [], [], []
         for s in range(self.num_stages):
             exports = tuple(concat_feeds(self.analysis, set().union(*concat_ops[s + 1:])))
-            plan = StagePlan(stage=s, class_indices=indices, concat_ops=frozenset(concat_ops[s]), exports=exports)
+            plan = StagePlan(stage=s, class_indices=indices, concat_ops=concat_ops[s], exports=exports)
             gm, stage_reads, stage_macs = build_stage(self.analysis, plan, share_weights=share_weights)
             stages.append(gm)
             reads.append(stage_reads)
@@ -268,6 +274,13 @@ class Space:
                    if n.name in self.analysis.mixing or n.name in self.analysis.channelwise)
 
     # -- internals ----------------------------------------------------------------------------
+    def _concat_ops(self, position: int) -> frozenset[str]:
+        """The mixing ops whose inputs include earlier stages' features when a stage concatenates
+        from group ``position`` on (the classifier always; the input stem never: earlier stages'
+        copies of the image would be read twice)."""
+        return frozenset(name for name, op in self.analysis.mixing.items()
+                         if not op.in_dim.has_input and (op.is_head or self._op_group[name] >= position))
+
     def _segments(self, cls: ChannelClass) -> list[tuple[int, int]]:
         """The channel ranges of ``cls`` that are shared out separately."""
         return _merge_small(cls.segments or ((0, cls.size),), cls.granularity * self.num_stages)
@@ -364,6 +377,13 @@ def _bounds(units: int, parts: tuple[int, ...], ratio_grid: int) -> list[int]:
         bounds.append(min(max(round(units * acc / ratio_grid), lo), hi))
     bounds.append(units)
     return bounds
+
+
+def _hand_picked(num_stages: int, ratio_grid: int) -> tuple[int, ...] | None:
+    try:
+        return default_split(num_stages, ratio_grid)
+    except InvalidArchitectureError:  # a grid too coarse for it
+        return None
 
 
 def _misfit(parts: tuple[int, ...], group_bounds: tuple[Any, ...], ratio_grid: int) -> float:
