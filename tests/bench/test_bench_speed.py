@@ -243,3 +243,22 @@ def test_bench_says_in_plain_words_where_the_dynamic_network_is_slower() -> None
     assert lines[1].startswith("At batch 256 in onnxruntime the dynamic network is slower than the base (0.80x)")
     assert "PyTorch" in lines[1] and "calibration" not in lines[1]  # the latency search times PyTorch stages
 
+
+def test_bench_compares_each_model_at_its_best_across_runtimes() -> None:
+    """A runtime that runs the base fastest and another that runs the dynamic network fastest: the
+    speed-up a user gets is between those two, not within one runtime."""
+    from s2dnas.bench.speed import SpeedRow
+    from s2dnas.cli.bench import best_across_runtimes
+
+    def row(batch_size: int, base: float, dynamic: float, runtime: str) -> SpeedRow:
+        return SpeedRow(batch_size=batch_size, num_images=64, base_seconds=64 / base, dynamic_seconds=64 / dynamic,
+                        base_images_per_second=base, dynamic_images_per_second=dynamic,
+                        measured_speedup=dynamic / base, macs_ratio=4.0, speedup_over_macs_ratio=dynamic / base / 4,
+                        base_layout="nchw", dynamic_layout="nchw", runtime=runtime)
+
+    best = best_across_runtimes([row(1, 1269, 1903, "pytorch"), row(1, 4069, 2649, "onnxruntime"),
+                                 row(256, 4037, 14410, "pytorch"), row(256, 6672, 6559, "onnxruntime")])
+    assert [(b["batch_size"], b["base_runtime"], b["dynamic_runtime"]) for b in best] == [
+        (1, "onnxruntime", "onnxruntime"), (256, "onnxruntime", "pytorch")]
+    assert best[0]["speedup"] == pytest.approx(2649 / 4069) and best[1]["speedup"] == pytest.approx(14410 / 6672)
+

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from s2dnas.bench.speed import SpeedRow
     from s2dnas.dynamic.executor import DynamicNet
 
-__all__ = ["add_parser", "run", "slower_than_base"]
+__all__ = ["add_parser", "run", "slower_than_base", "best_across_runtimes"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -118,6 +118,33 @@ def slower_than_base(rows: Sequence[SpeedRow]) -> list[str]:
     return lines
 
 
+def best_across_runtimes(rows: Sequence[SpeedRow]) -> list[dict[str, object]]:
+    """Per batch size, the fastest base and the fastest dynamic network over every runtime timed, and
+    the speed-up between the two: what a user deploying at that batch size gets from switching."""
+    out = []
+    for batch in sorted({r.batch_size for r in rows}):
+        mine = [r for r in rows if r.batch_size == batch]
+        base = max(mine, key=lambda r: r.base_images_per_second)
+        dyn = max(mine, key=lambda r: r.dynamic_images_per_second)
+        out.append({"batch_size": batch, "base_runtime": base.runtime, "base_images_per_second": base.base_images_per_second,
+                    "dynamic_runtime": dyn.runtime, "dynamic_images_per_second": dyn.dynamic_images_per_second,
+                    "speedup": dyn.dynamic_images_per_second / base.base_images_per_second})
+    return out
+
+
+def _print_best(best: Sequence[dict[str, object]]) -> None:
+    print("each at its best, any runtime | batch | fastest base (img/s) | fastest dynamic (img/s) | speed-up")
+    for b in best:
+        print(f"{'':29s} | {b['batch_size']:5d} | {b['base_runtime']:11s} {b['base_images_per_second']:8.0f} | "
+              f"{b['dynamic_runtime']:11s} {b['dynamic_images_per_second']:11.0f} | {b['speedup']:8.2f}")
+    for b in best:
+        if b["speedup"] < 1.0:
+            print(f"At batch {b['batch_size']} the fastest on this machine is the base in {b['base_runtime']} "
+                  f"({b['base_images_per_second']:.0f} img/s); the dynamic network's best is "
+                  f"{b['dynamic_images_per_second']:.0f} img/s ({b['dynamic_runtime']}), {b['speedup']:.2f}x: "
+                  "deploy the base there at that batch size")
+
+
 def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tensor, rows: Sequence[SpeedRow], *,
                  max_batches: int | None, device: torch.device, repeats: int) -> list[dict[str, object]]:
     """The cost model's prediction per PyTorch row, on the images that row timed, printed and returned
@@ -188,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
     slower = slower_than_base(rows)
     for line in slower:
         print(line)
+    best = best_across_runtimes(rows)
+    if len({r.runtime for r in rows}) > 1:
+        _print_best(best)
     profile = []
     if args.profile:
         from s2dnas.bench.speed import profile_stages
@@ -204,5 +234,6 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, {"machine": machine_info(), "model_dir": args.model_dir, "base_model": name,
                                       "rows": [r.to_dict() for r in rows],
                                       "stage_profile": [st.to_dict() for st in profile], "predictions": predictions,
-                                      "slower_than_base": slower, "command": shlex.join(["s2dnas", *sys.argv[1:]])})
+                                      "slower_than_base": slower, "best_across_runtimes": best,
+                                      "command": shlex.join(["s2dnas", *sys.argv[1:]])})
     return 0
