@@ -117,6 +117,35 @@ def test_interleaved_timing_takes_the_passes_in_turn() -> None:
     assert medians["a"] < 0.06 and medians["b"] < 0.06
 
 
+def test_interleaved_timing_runs_each_entry_on_its_own_thread_count() -> None:
+    """Thread counts are part of a model's best way of running: each pass runs on its entry's count
+    (set before the pass, not per call), and the caller's count is back afterwards."""
+    seen: dict[str, set[int]] = {"one": set(), "two": set(), "mine": set()}
+    x = torch.zeros(1)
+
+    def run(name: str):
+        return (lambda _x: seen[name].add(torch.get_num_threads())), [x, x]
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(3)  # the caller's count, distinct from both entries'
+    try:
+        time_interleaved({"one": run("one"), "two": run("two"), "mine": run("mine")}, warmup=1, repeats=3,
+                         threads={"one": 1, "two": 2})
+        assert seen == {"one": {1}, "two": {2}, "mine": {3}}
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(original)
+
+
+def test_benchmark_keeps_each_models_fastest_thread_count(nets, seed):
+    base, dyn, space, x = nets
+    rows = benchmark_speed(base, dyn, x, batch_sizes=(1,), repeats=1, warmup=0, base_macs=space.base_macs(),
+                           max_batches=4, thread_options=(1, 2), onnx=importlib.util.find_spec("onnxruntime") is not None)
+    assert rows and all(r.base_threads in (1, 2) and r.dynamic_threads in (1, 2) for r in rows)
+    with pytest.raises(ConfigError, match="thread counts >= 1"):
+        benchmark_speed(base, dyn, x, batch_sizes=(1,), repeats=1, warmup=0, base_macs=1, thread_options=(0, 2))
+
+
 def test_predicted_speed_uses_the_images_each_batch_size_times(nets, seed):
     """With ``max_batches``, batch 1 times only the first images: the exits of those images, not of
     all, weight the stages (here the first four all leave at stage 1, the rest do not)."""

@@ -42,7 +42,8 @@ class SpeedRow:
 
     ``runtime`` is ``pytorch`` or ``onnxruntime``; ``dynamic_path`` is ``executor`` (the
     DynamicNet, whose batch-1 path skips gathering) or ``onnx``; ``base_mode`` and
-    ``dynamic_mode`` say how each model ran at its best (:data:`MODES`, or ``compiled``/``onnx``).
+    ``dynamic_mode`` say how each model ran at its best (:data:`MODES`, or ``compiled``/``onnx``),
+    ``base_threads`` and ``dynamic_threads`` with how many intra-op threads (0: not recorded).
     """
 
     batch_size: int
@@ -62,6 +63,8 @@ class SpeedRow:
     device: str = "cpu"
     base_mode: str = "eager"
     dynamic_mode: str = "eager"
+    base_threads: int = 0
+    dynamic_threads: int = 0
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Plain-data form."""
@@ -192,21 +195,35 @@ def time_passes(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Te
 
 
 def time_interleaved(runs: dict[object, tuple[Callable[[torch.Tensor], object], Sequence[torch.Tensor]]], *,
-                     warmup: int = 1, repeats: int = 5) -> dict[object, float]:
+                     warmup: int = 1, repeats: int = 5, threads: dict[object, int] | None = None
+                     ) -> dict[object, float]:
     """Median seconds of one pass per entry of ``runs`` (``key -> (fn, batches)``), the passes of
     all entries taken in turn, round after round: a machine that slows down for a while slows every
     entry alike instead of whichever was being timed (the base's and the dynamic network's times
     moved by +-20% between runs on the 2-core development machine). The order is reversed every
     other round (a, b, c, then c, b, a, ...), so that no entry always runs first or always after
-    the same one (caches, turbo). The ``warmup`` passes come first, in the order of ``runs``."""
-    for fn, batches in runs.values():
-        for _ in range(warmup):
-            time_passes(fn, batches, warmup=0, repeats=1)
-    times: dict[object, list[float]] = {key: [] for key in runs}
-    order = list(runs.items())
-    for i in range(repeats):
-        for key, (fn, batches) in (order if i % 2 == 0 else order[::-1]):
-            times[key].append(time_passes(fn, batches, warmup=0, repeats=1))
+    the same one (caches, turbo). The ``warmup`` passes come first, in the order of ``runs``.
+    ``threads`` (key -> PyTorch intra-op threads) sets the thread count before each pass of that
+    entry (the other entries run on the caller's count, which is restored at the end)."""
+    threads = threads or {}
+    before = torch.get_num_threads()
+
+    def one_pass(key: object, fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor]) -> float:
+        if threads:
+            torch.set_num_threads(threads.get(key, before))
+        return time_passes(fn, batches, warmup=0, repeats=1)
+
+    try:
+        for key, (fn, batches) in runs.items():
+            for _ in range(warmup):
+                one_pass(key, fn, batches)
+        times: dict[object, list[float]] = {key: [] for key in runs}
+        order = list(runs.items())
+        for i in range(repeats):
+            for key, (fn, batches) in (order if i % 2 == 0 else order[::-1]):
+                times[key].append(one_pass(key, fn, batches))
+    finally:
+        torch.set_num_threads(before)
     return {key: statistics.median(t) for key, t in times.items()}
 
 
@@ -224,7 +241,7 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                     batch_sizes: Sequence[int] = (1, 32, 256), repeats: int = 5, warmup: int = 1,
                     base_macs: int, max_batches: int | None = None, compile: bool = False,
                     onnx: bool = False, device: str | torch.device = "cpu",
-                    onnx_threads: int | None = None) -> list[SpeedRow]:
+                    onnx_threads: int | None = None, thread_options: Sequence[int] | None = None) -> list[SpeedRow]:
     """Time ``base`` and ``dynamic`` on the same ``images`` at each batch size.
 
     Each model is prepared in both memory formats, eager and frozen (:data:`MODES`; with
@@ -247,7 +264,11 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         compile: compile both models with ``torch.compile`` (both or neither: same treatment).
         onnx: also time both models in ONNX Runtime (CPU; needs ``s2dnas[export]``).
         device: where the PyTorch rows run (on CUDA, timings synchronise the device).
-        onnx_threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
+        onnx_threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``); ignored
+            with ``thread_options``.
+        thread_options: intra-op thread counts to try, for each model and runtime on the CPU (the
+            fastest kept, like the memory format: at batch 1 a thin stage can run faster on one
+            thread than on several); None = the current count only.
 
     Returns:
         One :class:`SpeedRow` per batch size (``runtime="pytorch"``), then, with ``onnx``, one per
@@ -256,6 +277,9 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
     dev = torch.device(device)
     example = images[:2].to(dev)
     modes = ("compiled",) if compile else MODES
+    if thread_options is not None and (not thread_options or min(thread_options) < 1):
+        raise ConfigError(f"Expected thread counts >= 1, but got {list(thread_options)}")
+    counts = sorted(set(thread_options)) if thread_options and dev.type == "cpu" else [0]  # 0: leave as is
     variants_base: dict[tuple[bool, str], nn.Module] = {}
     variants_dyn: dict[tuple[bool, str], nn.Module] = {}
     for cl in (False, True):
@@ -275,25 +299,30 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
             exits = torch.cat([dynamic(b).exit_stage for b in batches])
         dyn_macs = dynamic.macs_of(exits) / n
         on_dev = [b.to(dev) for b in batches]
-        timed = time_interleaved({(which, key): (m, in_layout(on_dev, channels_last=key[0]))
-                                  for which, variants in (("base", variants_base), ("dynamic", variants_dyn))
-                                  for key, m in variants.items()}, warmup=warmup, repeats=repeats)
-        best_base = min((t, key) for (which, key), t in timed.items() if which == "base")
-        best_dyn = min((t, key) for (which, key), t in timed.items() if which == "dynamic")
+        runs = {(which, key, t): (m, in_layout(on_dev, channels_last=key[0]))
+                for which, variants in (("base", variants_base), ("dynamic", variants_dyn))
+                for key, m in variants.items() for t in counts}
+        timed = time_interleaved(runs, warmup=warmup, repeats=repeats,
+                                 threads={k: k[2] for k in runs if k[2] > 0})
+        best_base = min((t, key, th) for (which, key, th), t in timed.items() if which == "base")
+        best_dyn = min((t, key, th) for (which, key, th), t in timed.items() if which == "dynamic")
         rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1][0]),
                          dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
                          dynamic_path="executor", device=str(dev), base_mode=best_base[1][1],
-                         dynamic_mode=best_dyn[1][1]))
+                         dynamic_mode=best_dyn[1][1], base_threads=best_base[2] or torch.get_num_threads(),
+                         dynamic_threads=best_dyn[2] or torch.get_num_threads()))
     if onnx:
         from s2dnas.bench.onnx_speed import time_onnx
 
-        threads = onnx_threads if onnx_threads is not None else torch.get_num_threads()
-        for bs, (base_s, dyn_s) in time_onnx(base, dynamic, splits, repeats=repeats, warmup=warmup,
-                                             threads=threads).items():
+        ort_counts = ([c for c in counts if c > 0] or
+                      [onnx_threads if onnx_threads is not None else torch.get_num_threads()])
+        for bs, (base_best, dyn_best) in time_onnx(base, dynamic, splits, repeats=repeats, warmup=warmup,
+                                                   threads=ort_counts).items():
             ref = next(r for r in rows if r.batch_size == bs)
-            rows.append(_row(bs, ref.num_images, base_s, dyn_s, ref.macs_ratio, base_layout="nchw",
+            rows.append(_row(bs, ref.num_images, base_best[0], dyn_best[0], ref.macs_ratio, base_layout="nchw",
                              dynamic_layout="nchw", compiled=False, runtime="onnxruntime", dynamic_path="onnx",
-                             device="cpu", base_mode="onnx", dynamic_mode="onnx"))
+                             device="cpu", base_mode="onnx", dynamic_mode="onnx", base_threads=base_best[1],
+                             dynamic_threads=dyn_best[1]))
     return rows
 
 

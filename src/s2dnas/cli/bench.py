@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="torch.compile both models (slow to start)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--thread-options", default=None,
+                   help="comma-separated intra-op thread counts tried for each model and runtime, the fastest kept "
+                        "(default: 1 and --threads; at batch 1 thin stages can run faster on one thread)")
     p.add_argument("--no-onnx", action="store_true",
                    help="skip the ONNX Runtime rows (default: timed when onnxruntime is installed)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for the PyTorch rows (default: cpu)")
@@ -126,8 +129,9 @@ def best_across_runtimes(rows: Sequence[SpeedRow]) -> list[dict[str, object]]:
         mine = [r for r in rows if r.batch_size == batch]
         base = max(mine, key=lambda r: r.base_images_per_second)
         dyn = max(mine, key=lambda r: r.dynamic_images_per_second)
-        out.append({"batch_size": batch, "base_runtime": base.runtime, "base_images_per_second": base.base_images_per_second,
-                    "dynamic_runtime": dyn.runtime, "dynamic_images_per_second": dyn.dynamic_images_per_second,
+        out.append({"batch_size": batch, "base_runtime": base.runtime, "base_threads": base.base_threads,
+                    "base_images_per_second": base.base_images_per_second, "dynamic_runtime": dyn.runtime,
+                    "dynamic_threads": dyn.dynamic_threads, "dynamic_images_per_second": dyn.dynamic_images_per_second,
                     "speedup": dyn.dynamic_images_per_second / base.base_images_per_second})
     return out
 
@@ -135,14 +139,15 @@ def best_across_runtimes(rows: Sequence[SpeedRow]) -> list[dict[str, object]]:
 def _print_best(best: Sequence[dict[str, object]]) -> None:
     print("each at its best, any runtime | batch | fastest base (img/s) | fastest dynamic (img/s) | speed-up")
     for b in best:
-        print(f"{'':29s} | {b['batch_size']:5d} | {b['base_runtime']:11s} {b['base_images_per_second']:8.0f} | "
-              f"{b['dynamic_runtime']:11s} {b['dynamic_images_per_second']:11.0f} | {b['speedup']:8.2f}")
+        print(f"{'':29s} | {b['batch_size']:5d} | {b['base_runtime']:11s} {b['base_threads']}t "
+              f"{b['base_images_per_second']:8.0f} | {b['dynamic_runtime']:11s} {b['dynamic_threads']}t "
+              f"{b['dynamic_images_per_second']:8.0f} | {b['speedup']:8.2f}")
     for b in best:
         if b["speedup"] < 1.0:
-            print(f"At batch {b['batch_size']} the fastest on this machine is the base in {b['base_runtime']} "
-                  f"({b['base_images_per_second']:.0f} img/s); the dynamic network's best is "
-                  f"{b['dynamic_images_per_second']:.0f} img/s ({b['dynamic_runtime']}), {b['speedup']:.2f}x: "
-                  "deploy the base there at that batch size")
+            print(f"At batch {b['batch_size']} the fastest on this machine is the base in {b['base_runtime']} with "
+                  f"{b['base_threads']} thread(s) ({b['base_images_per_second']:.0f} img/s); the dynamic network's "
+                  f"best is {b['dynamic_images_per_second']:.0f} img/s ({b['dynamic_runtime']}, {b['dynamic_threads']} "
+                  f"thread(s)), {b['speedup']:.2f}x: deploy the base there at that batch size")
 
 
 def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tensor, rows: Sequence[SpeedRow], *,
@@ -185,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Expected positive --batch-sizes, --num-images, --max-batches and --repeats")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        thread_options = (sorted({1, torch.get_num_threads()}) if args.thread_options is None
+                          else sorted({int(t) for t in args.thread_options.split(",") if t.strip()}))
+    except ValueError:
+        thread_options = []
+    if not thread_options or min(thread_options) < 1:
+        raise ConfigError(f"Expected --thread-options like 1,2 (counts >= 1), but got {args.thread_options!r}")
     device = resolve_device(args.device)
     onnx = not args.no_onnx and importlib.util.find_spec("onnxruntime") is not None
     model_dir = check_model_dir(args.model_dir, command="bench")
@@ -201,9 +213,9 @@ def run(args: argparse.Namespace) -> int:
     base_macs = int(spec.get("base_macs") or 0) or count_macs(base, images[:1])
     rows = benchmark_speed(base, dynamic, images, batch_sizes=batch_sizes, repeats=args.repeats,
                            base_macs=base_macs, max_batches=args.max_batches, compile=args.compile,
-                           onnx=onnx, device=device)
-    print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, {torch.get_num_threads()} threads, "
-          f"PyTorch on {device}")
+                           onnx=onnx, device=device, thread_options=thread_options)
+    print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, threads tried: "
+          f"{', '.join(map(str, thread_options))}, PyTorch on {device}")
     if not onnx and not args.no_onnx:
         print("onnxruntime is not installed: ONNX Runtime rows skipped (pip install 's2dnas[export]')")
     print("runtime     | batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio "
@@ -211,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r.runtime:11s} | {r.batch_size:5d} | {r.base_images_per_second:10.0f} | "
               f"{r.dynamic_images_per_second:13.0f} | {r.measured_speedup:17.2f} | {r.macs_ratio:9.2f} | "
-              f"{r.speedup_over_macs_ratio:20.2f} | {r.base_mode} {r.base_layout}, {r.dynamic_mode} {r.dynamic_layout}")
+              f"{r.speedup_over_macs_ratio:20.2f} | {r.base_mode} {r.base_layout} {r.base_threads}t, "
+              f"{r.dynamic_mode} {r.dynamic_layout} {r.dynamic_threads}t")
     slower = slower_than_base(rows)
     for line in slower:
         print(line)
