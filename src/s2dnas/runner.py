@@ -333,7 +333,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     results_path = out / "results.json"
 
     def finished() -> dict[str, Any] | None:
-        """Rank 0: a finished run's results, or None after writing config.yaml for a new or resumed one."""
+        """Rank 0: a finished run's results, or None for a new or resumed one."""
         if resume and (out / "config.yaml").exists():
             check_resume_config(out, cfg)  # before anything is written
         if resume and results_path.exists():
@@ -346,7 +346,6 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                 write_report(out, results)
             _say(progress, f"{out} holds a finished run; nothing to resume")
             return results
-        dump_config(cfg, out / "config.yaml")
         return None
 
     done = dist.run_on_main(finished)
@@ -355,6 +354,9 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     device = dist.device_for(dist.get_info(), resolve_device(cfg.device))  # torchrun: cuda:LOCAL_RANK
     torch.manual_seed(cfg.seed)
     loaded = load_run_base(cfg, device)
+    # Written once the data and the base model load: a run that stops before (no data set, a wrong
+    # model name) leaves no config.yaml, so the same command runs again without --resume.
+    dist.run_on_main(lambda: dump_config(cfg, out / "config.yaml"))
     splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
     stage_cost = stage_cost_hook(cfg.calibration, device)
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, base_source=source, space=space,

@@ -56,3 +56,11 @@ def test_a_run_whose_start_cannot_be_told_falls_back_to_the_current_directory(ru
     moved = run_dir.parent / "moved"  # out no longer ends the run directory's path
     run_dir.rename(moved)
     assert run_base_weights(moved / "model") == str(elsewhere / "base" / "model.safetensors")
+
+
+@pytest.mark.parametrize("value", ["0", "a", "1,-2", ","])
+def test_bench_refuses_bad_thread_options_in_one_line(run_dir, value, capsys):
+    code = main(["bench", str(run_dir / "model"), "--thread-options", value, "--no-onnx"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "Expected --thread-options like 1,2" in err and repr(value) in err

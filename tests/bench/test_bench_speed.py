@@ -137,11 +137,32 @@ def test_interleaved_timing_runs_each_entry_on_its_own_thread_count() -> None:
         torch.set_num_threads(original)
 
 
-def test_benchmark_keeps_each_models_fastest_thread_count(nets, seed):
+def test_benchmark_keeps_each_models_fastest_thread_count(nets, seed, monkeypatch):
+    """Timings rigged so that the base is fastest on 2 threads and the dynamic network on 1: the rows
+    keep exactly those, and the caller's thread count is unchanged afterwards."""
+    import s2dnas.bench.speed as speed
+
     base, dyn, space, x = nets
+    real = speed.time_interleaved
+
+    def rigged(runs, *, warmup, repeats, threads=None):
+        real(runs, warmup=0, repeats=1, threads=threads)  # really runs each entry once
+        return {k: (1.0 if k[0] == "base" else 2.0) / k[2] for k in runs}  # both fastest on 2 threads
+    monkeypatch.setattr(speed, "time_interleaved", rigged)
+    before = torch.get_num_threads()
+    rows = benchmark_speed(base, dyn, x, batch_sizes=(1,), repeats=1, warmup=0, base_macs=space.base_macs(),
+                           max_batches=4, thread_options=(1, 2))
+    assert [(r.base_threads, r.dynamic_threads) for r in rows] == [(2, 2)]
+    monkeypatch.setattr(speed, "time_interleaved",
+                        lambda runs, **kw: {k: (1.0 / k[2] if k[0] == "base" else float(k[2])) for k in runs})
+    rows = benchmark_speed(base, dyn, x, batch_sizes=(1,), repeats=1, warmup=0, base_macs=space.base_macs(),
+                           max_batches=4, thread_options=(1, 2))
+    assert [(r.base_threads, r.dynamic_threads) for r in rows] == [(2, 1)]
+    monkeypatch.setattr(speed, "time_interleaved", real)
     rows = benchmark_speed(base, dyn, x, batch_sizes=(1,), repeats=1, warmup=0, base_macs=space.base_macs(),
                            max_batches=4, thread_options=(1, 2), onnx=importlib.util.find_spec("onnxruntime") is not None)
     assert rows and all(r.base_threads in (1, 2) and r.dynamic_threads in (1, 2) for r in rows)
+    assert torch.get_num_threads() == before
     with pytest.raises(ConfigError, match="thread counts >= 1"):
         benchmark_speed(base, dyn, x, batch_sizes=(1,), repeats=1, warmup=0, base_macs=1, thread_options=(0, 2))
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from s2dnas.dynamic.executor import DynamicNet
+from s2dnas.errors import ConfigError
 
 __all__ = ["time_onnx", "ort_session"]
 
@@ -40,7 +41,7 @@ def _median_pass(fn: Callable[[np.ndarray], object], batches: Sequence[np.ndarra
 
 
 def time_onnx(base: nn.Module, dynamic: DynamicNet, batches: Mapping[int, Sequence[torch.Tensor]], *,
-              repeats: int = 5, warmup: int = 1, threads: Sequence[int] = (1,)
+              repeats: int = 5, warmup: int = 1, threads: int | Sequence[int] = (1,)
               ) -> dict[int, tuple[tuple[float, int], tuple[float, int]]]:
     """Export ``base`` and ``dynamic`` to a temporary folder and time both in ONNX Runtime, each with
     every intra-op thread count of ``threads``, the fastest kept per model.
@@ -64,6 +65,10 @@ def time_onnx(base: nn.Module, dynamic: DynamicNet, batches: Mapping[int, Sequen
     from s2dnas.export.onnx import export_dynamic, export_stage_onnx
     from s2dnas_runtime import OnnxDynamicNet
 
+    counts = sorted({int(threads)} if isinstance(threads, int) else set(threads))
+    if not counts or counts[0] < 1:
+        raise ConfigError(f"Expected ONNX Runtime thread counts >= 1, but got {threads!r}")
+
     c, h, w = dynamic.input_shape
     out: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="s2dnas-bench-") as tmp:
@@ -77,7 +82,7 @@ def time_onnx(base: nn.Module, dynamic: DynamicNet, batches: Mapping[int, Sequen
         stage_dir = Path(tmp) / "dynamic"
         export_dynamic(dynamic, stage_dir, torchscript=False, check=False)
         sessions = {t: (ort_session(base_path, threads=t), OnnxDynamicNet(stage_dir, num_threads=t))
-                    for t in sorted(set(threads))}
+                    for t in counts}
         for bs, tensors in batches.items():
             arrays = [np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for t in tensors]
             base_best, dyn_best = (math.inf, 0), (math.inf, 0)

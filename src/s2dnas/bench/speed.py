@@ -13,12 +13,13 @@ more than the base, where channels-last, oneDNN conversion (``optimize_for_infer
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -279,7 +280,8 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
     modes = ("compiled",) if compile else MODES
     if thread_options is not None and (not thread_options or min(thread_options) < 1):
         raise ConfigError(f"Expected thread counts >= 1, but got {list(thread_options)}")
-    counts = sorted(set(thread_options)) if thread_options and dev.type == "cpu" else [0]  # 0: leave as is
+    options = sorted(set(thread_options)) if thread_options else None
+    counts = options if options and dev.type == "cpu" else [0]  # 0: leave as they are
     variants_base: dict[tuple[bool, str], nn.Module] = {}
     variants_dyn: dict[tuple[bool, str], nn.Module] = {}
     for cl in (False, True):
@@ -309,13 +311,13 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1][0]),
                          dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
                          dynamic_path="executor", device=str(dev), base_mode=best_base[1][1],
-                         dynamic_mode=best_dyn[1][1], base_threads=best_base[2] or torch.get_num_threads(),
-                         dynamic_threads=best_dyn[2] or torch.get_num_threads()))
+                         dynamic_mode=best_dyn[1][1],
+                         base_threads=best_base[2] or (torch.get_num_threads() if dev.type == "cpu" else 0),
+                         dynamic_threads=best_dyn[2] or (torch.get_num_threads() if dev.type == "cpu" else 0)))
     if onnx:
         from s2dnas.bench.onnx_speed import time_onnx
 
-        ort_counts = ([c for c in counts if c > 0] or
-                      [onnx_threads if onnx_threads is not None else torch.get_num_threads()])
+        ort_counts = options or [onnx_threads if onnx_threads is not None else torch.get_num_threads()]
         for bs, (base_best, dyn_best) in time_onnx(base, dynamic, splits, repeats=repeats, warmup=warmup,
                                                    threads=ort_counts).items():
             ref = next(r for r in rows if r.batch_size == bs)
@@ -328,7 +330,8 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
 
 def predict_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *, batch_sizes: Sequence[int],
                   max_batches: int | None = None, device: str | torch.device = "cpu",
-                  cache: LatencyCache | None = None, repeats: int = 5) -> list[LatencyPrediction]:
+                  cache: LatencyCache | None = None, repeats: int = 5,
+                  threads: Mapping[int, tuple[int, int]] | None = None) -> list[LatencyPrediction]:
     """The latency cost model's prediction of the base's and the DynamicNet's seconds per input at
     each batch size, for the exits the DynamicNet takes on the images :func:`benchmark_speed` times
     at that batch size with the same ``images`` and ``max_batches`` (the first ``max_batches``
@@ -336,7 +339,8 @@ def predict_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *,
 
     ``cache=None`` times every stage afresh in this process (the fair comparison with a
     measurement made in the same process); a :class:`~s2dnas.cost.latency.LatencyCache` reuses
-    the timings a search made.
+    the timings a search made. ``threads`` (batch size -> PyTorch threads of the base, of the
+    dynamic network) times each model on the thread count its measurement used (bench's rows).
 
     Raises:
         ConfigError: no images, or a batch size, ``max_batches`` or repeat count below 1.
@@ -353,12 +357,27 @@ def predict_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, *,
         n = counts[bs]
         per_stage = torch.bincount(exits[:n], minlength=dynamic.msnet.num_stages)
         fractions = tuple(float(c) / n for c in per_stage)
-        base_s = measure_model(base, input_shape=shape, batch_size=bs, device=device, cache=cache, repeats=repeats)
-        dyn_s = predict_latency(dynamic.msnet, batch_size=bs, exit_fractions=fractions, device=device, cache=cache,
-                                repeats=repeats)
+        base_threads, dyn_threads = (threads or {}).get(bs, (0, 0))
+        with _num_threads(base_threads):
+            base_s = measure_model(base, input_shape=shape, batch_size=bs, device=device, cache=cache, repeats=repeats)
+        with _num_threads(dyn_threads):
+            dyn_s = predict_latency(dynamic.msnet, batch_size=bs, exit_fractions=fractions, device=device,
+                                    cache=cache, repeats=repeats)
         out.append(LatencyPrediction(batch_size=bs, num_images=n, exit_fractions=fractions,
                                      base_seconds_per_input=base_s / bs, dynamic_seconds_per_input=dyn_s))
     return out
+
+
+@contextlib.contextmanager
+def _num_threads(count: int) -> Iterator[None]:
+    """PyTorch intra-op threads set to ``count`` inside the block (0: left as they are)."""
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _row(bs: int, n: int, base_s: float, dyn_s: float, macs_ratio: float, **labels: object) -> SpeedRow:

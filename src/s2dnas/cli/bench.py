@@ -123,14 +123,17 @@ def slower_than_base(rows: Sequence[SpeedRow]) -> list[str]:
 
 def best_across_runtimes(rows: Sequence[SpeedRow]) -> list[dict[str, object]]:
     """Per batch size, the fastest base and the fastest dynamic network over every runtime timed, and
-    the speed-up between the two: what a user deploying at that batch size gets from switching."""
+    the speed-up between the two: what a user deploying at that batch size gets from switching.
+    (The PyTorch and the ONNX Runtime rows are timed one after the other, not interleaved: a ratio
+    across runtimes carries the machine's drift between the two phases.)"""
     out = []
     for batch in sorted({r.batch_size for r in rows}):
         mine = [r for r in rows if r.batch_size == batch]
         base = max(mine, key=lambda r: r.base_images_per_second)
         dyn = max(mine, key=lambda r: r.dynamic_images_per_second)
-        out.append({"batch_size": batch, "base_runtime": base.runtime, "base_threads": base.base_threads,
-                    "base_images_per_second": base.base_images_per_second, "dynamic_runtime": dyn.runtime,
+        where = lambda r: r.runtime if r.device == "cpu" else f"{r.runtime} on {r.device}"  # noqa: E731
+        out.append({"batch_size": batch, "base_runtime": where(base), "base_threads": base.base_threads,
+                    "base_images_per_second": base.base_images_per_second, "dynamic_runtime": where(dyn),
                     "dynamic_threads": dyn.dynamic_threads, "dynamic_images_per_second": dyn.dynamic_images_per_second,
                     "speedup": dyn.dynamic_images_per_second / base.base_images_per_second})
     return out
@@ -163,8 +166,9 @@ def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tenso
     out: list[dict[str, object]] = []
     print("cost model | batch | images | exits (% per stage) | predicted speed-up | measured speed-up | "
           "error of the predicted dynamic time | error of the predicted speed-up")
+    threads = {bs: (r.base_threads, r.dynamic_threads) for bs, r in measured.items()}  # as each model was timed
     for p in predict_speed(base, dynamic, images, batch_sizes=sorted(measured), max_batches=max_batches,
-                           device=device, repeats=repeats):
+                           device=device, repeats=repeats, threads=threads):
         row = measured[p.batch_size]
         seconds = row.dynamic_seconds / row.num_images
         error = p.dynamic_seconds_per_input / seconds - 1.0
@@ -172,7 +176,8 @@ def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tenso
         exits = "/".join(f"{100 * f:.0f}" for f in p.exit_fractions)
         print(f"{'':10s} | {p.batch_size:5d} | {p.num_images:6d} | {exits:19s} | {p.predicted_speedup:18.2f} | "
               f"{row.measured_speedup:17.2f} | {100 * error:+34.0f}% | {100 * speedup_error:+30.0f}%")
-        out.append({**p.to_dict(), "measured_dynamic_seconds_per_input": seconds,
+        out.append({**p.to_dict(), "base_threads": row.base_threads, "dynamic_threads": row.dynamic_threads,
+                    "measured_dynamic_seconds_per_input": seconds,
                     "measured_speedup": row.measured_speedup, "error": error, "speedup_error": speedup_error})
     return out
 
@@ -215,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
                            base_macs=base_macs, max_batches=args.max_batches, compile=args.compile,
                            onnx=onnx, device=device, thread_options=thread_options)
     print(f"base {name} ({source}) vs {args.model_dir}, {n} test images, threads tried: "
-          f"{', '.join(map(str, thread_options))}, PyTorch on {device}")
+          f"{', '.join(map(str, thread_options))} (CPU rows), PyTorch on {device}")
     if not onnx and not args.no_onnx:
         print("onnxruntime is not installed: ONNX Runtime rows skipped (pip install 's2dnas[export]')")
     print("runtime     | batch | base img/s | dynamic img/s | measured speed-up | MAC ratio | speed-up / MAC ratio "

@@ -98,14 +98,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def prepare_out_dir(path: str | os.PathLike, *, resume: bool, force: bool, marker: str,
-                    dataset: str | None = None, marker_is_work: bool = True) -> Path:
+                    dataset: str | None = None) -> Path:
     """Create or check an output directory.
 
     An existing directory holding ``marker`` is only reused with ``resume`` (continue) or ``force``
-    (start over; files are overwritten as the run goes, never deleted up front). With
-    ``marker_is_work`` False (a config file written before any step) a directory holding nothing
-    but the marker is started over without either: a run that stopped before its first step (a
-    missing data set, say) left no work to protect. With ``dataset``
+    (start over; files are overwritten as the run goes, never deleted up front). With ``dataset``
     an image folder, an output inside that folder is refused before anything is written (its files
     would become images or classes of the data set).
 
@@ -119,8 +116,6 @@ def prepare_out_dir(path: str | os.PathLike, *, resume: bool, force: bool, marke
             raise RunDirError(f"Output directory {out} is inside the data folder {data_root}; its files would "
                               "become part of the data set; choose an --out outside it")
     exists = (out / marker).exists()
-    if exists and not (resume or force or marker_is_work) and [e.name for e in out.iterdir()] == [marker]:
-        exists = False  # only the config of a run that did nothing: start it afresh
     if resume and not exists:
         raise RunDirError(f"Nothing to resume: {out / marker} does not exist; drop --resume to start a new run")
     if exists and not (resume or force):

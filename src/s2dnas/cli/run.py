@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     def prepare() -> tuple[RunConfig, Path]:
         cfg = load_run_config(args)
         return cfg, prepare_out_dir(cfg.out, resume=args.resume, force=args.force, marker="config.yaml",
-                                    marker_is_work=False, dataset=cfg.data.dataset)
+                                    dataset=cfg.data.dataset)
 
     # Under torchrun rank 0 reads the config and checks the run directory (another rank could
     # otherwise see the config.yaml rank 0 has just written); the others get both, or its error.
