@@ -63,7 +63,8 @@ def test_result_file_follows_the_schema(smoke: tuple[dict, Path]) -> None:
         # row's val accuracy is a mean, and its level counts as reached only when every seed reaches it
         per_seed = list(r.get("per_seed", {"0": r}).values())
         for e in per_seed:
-            assert all(p["feasible"] == (p["val_accuracy"] >= p["target_val_accuracy"]) for p in e["points"]), name
+            # the calibration's rule: correct >= level x n, up to float noise (0.1 - 0.04 = 0.06000000000000001)
+            assert all(p["feasible"] == (p["val_accuracy"] >= p["target_val_accuracy"] - 1e-9) for p in e["points"]), name
             assert e["protocol"] == methods.protocol_identity(scale="smoke", spec=methods.MODELS["resnet20"])
         assert [p["feasible"] for p in r["points"]] == [all(e["points"][i]["feasible"] for e in per_seed)
                                                         for i in range(len(r["points"]))], name
