@@ -52,7 +52,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def run_args(root: Path, out: Path, *extra: str) -> list[str]:
     sets = {"model.weights": str(root / "base" / "model.safetensors"), "model.name": MODEL,
-            "search.budget": str(BUDGET), "search.candidate_limit_train": "64", "train.limit_train": "128",
+            # 30 brief epochs: a candidate takes ~1 s, not 0.03 s, so a stop after the first round lands
+            # before the second ends (on a quiet machine the whole search used to finish first)
+            "search.budget": str(BUDGET), "search.candidate_limit_train": "64", "search.candidate_epochs": "30",
+            "train.limit_train": "128",
             "train.batch_size": "32", "final_epochs": "1", "data.val_size": "64", "device": "cpu"}
     args = ["run", "--out", str(out), "--no-progress"]
     for key, value in sets.items():
