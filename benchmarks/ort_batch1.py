@@ -12,6 +12,7 @@ import json, statistics, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from s2dnas.data import splits_for_model
@@ -45,9 +46,22 @@ def per_image(fn, reps=5):
 
 
 out = {}
-for threads in (1, 2):
+# ONNX Runtime's worker threads spin after each run by default; "nospin" turns that off
+# (session option session.intra_op.allow_spinning=0) for sessions made while it is set
+_options = ort.SessionOptions
+
+
+def _no_spin_options() -> object:
+    options = _options()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+for threads, spin in ((1, True), (2, True), (2, False)):
+    ort.SessionOptions = _options if spin else _no_spin_options
     net = OnnxDynamicNet(run / "export", num_threads=threads)
     base_sess = ort_session(tmp / "base.onnx", threads=threads)
+    ort.SessionOptions = _options
     feats = {}
     stage_inputs = []
     for s in range(net.num_stages):
@@ -64,7 +78,7 @@ for threads in (1, 2):
     logits = base_sess.run(["logits"], {"image": x[:1]})[0]
     res["confidence_np_us"] = per_image(lambda i: confidence_np(logits, "max_softmax"))
     res["exits"] = np.bincount(net.predict(x)[1], minlength=3).tolist()
-    out[f"ort_threads{threads}"] = res
+    out[f"ort_threads{threads}" + ("" if spin else "_nospin")] = res
 # PyTorch: the DynamicNet and the base, eager, at 1 and 2 threads (bench's frozen variants not rebuilt here)
 xt = torch.from_numpy(x)
 for threads in (1, 2):
