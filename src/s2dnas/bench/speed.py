@@ -291,6 +291,7 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                                                        freeze_on=freeze_on).to(dev)
             variants_dyn[(cl, mode)] = prepare_dynamic(dynamic, channels_last=cl, compile=compile,
                                                        freeze_on=freeze_on).to(dev)
+    current = torch.get_num_threads() if dev.type == "cpu" else 0  # what an entry without a count runs on
     rows = []
     splits = {}
     for bs in batch_sizes:
@@ -312,8 +313,7 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
                          dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
                          dynamic_path="executor", device=str(dev), base_mode=best_base[1][1],
                          dynamic_mode=best_dyn[1][1],
-                         base_threads=best_base[2] or (torch.get_num_threads() if dev.type == "cpu" else 0),
-                         dynamic_threads=best_dyn[2] or (torch.get_num_threads() if dev.type == "cpu" else 0)))
+                         base_threads=best_base[2] or current, dynamic_threads=best_dyn[2] or current))
     if onnx:
         from s2dnas.bench.onnx_speed import time_onnx
 

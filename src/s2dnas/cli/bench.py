@@ -182,26 +182,29 @@ def _predictions(base: torch.nn.Module, dynamic: DynamicNet, images: torch.Tenso
     return out
 
 
+def _int_list(text: str, *, flag: str, example: str) -> list[int]:
+    """``text`` as comma-separated integers (empty items skipped), or one clear error naming ``flag``."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"Expected {flag} like {example}, but got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from s2dnas.bench.speed import benchmark_speed
     from s2dnas.dynamic import load
     from s2dnas.train.evaluate import load_base_model
 
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    except ValueError:
-        raise ConfigError(f"Expected --batch-sizes like 1,32,256, but got {args.batch_sizes!r}") from None
+    batch_sizes = _int_list(args.batch_sizes, flag="--batch-sizes", example="1,32,256")
     if not batch_sizes or min(batch_sizes) < 1 or args.num_images < 1 or args.repeats < 1 or args.max_batches < 1:
         raise ConfigError("Expected positive --batch-sizes, --num-images, --max-batches and --repeats")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        thread_options = (sorted({1, torch.get_num_threads()}) if args.thread_options is None
-                          else sorted({int(t) for t in args.thread_options.split(",") if t.strip()}))
-    except ValueError:
-        thread_options = []
+    example = "1,2 (counts >= 1)"
+    thread_options = sorted({1, torch.get_num_threads()} if args.thread_options is None
+                            else set(_int_list(args.thread_options, flag="--thread-options", example=example)))
     if not thread_options or min(thread_options) < 1:
-        raise ConfigError(f"Expected --thread-options like 1,2 (counts >= 1), but got {args.thread_options!r}")
+        raise ConfigError(f"Expected --thread-options like {example}, but got {args.thread_options!r}")
     device = resolve_device(args.device)
     onnx = not args.no_onnx and importlib.util.find_spec("onnxruntime") is not None
     model_dir = check_model_dir(args.model_dir, command="bench")
