@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks.ranking import kendall_tau
+from benchmarks.ranking_proxies import correct_at_best, resampled_taus, run_proxies
 from benchmarks.search_seeds import main as seeds_main
 from benchmarks.search_seeds import run_seeds
 from benchmarks.supernet_ranking import main as ranking_main
@@ -18,6 +19,7 @@ from benchmarks.supernet_setup import SupernetSetup, summary_stats
 from s2dnas.config import CalibrationTarget, SupernetConfig, load_config
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import TensorImageDataset
+from s2dnas.dynamic.calibrate import StageLogits
 from s2dnas.errors import CheckpointError, RunDirError
 from s2dnas.search.journal import Journal
 from s2dnas.space import Space
@@ -194,3 +196,51 @@ def test_search_seeds_refuses_malformed_options_in_one_line(argv: list[str], mes
 def test_ranking_refuses_fewer_than_four_architectures_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert ranking_main(["--supernet", "nowhere", "--architectures", "3"]) == 2
     assert capsys.readouterr().err.strip() == "error: Expected --architectures >= 4, but got 3"
+
+
+def test_ranking_proxies_rescore_the_ranked_networks_and_need_a_complete_ranking(setup: SupernetSetup,
+                                                                                 tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "proxies.json"
+    run_ranking(setup, work_dir=work, out=tmp_path / "r.json", count=4, pool=6, progress=False, stop_after=1)
+    with pytest.raises(RunDirError, match="3 of 4 architectures are not fine-tuned yet"):
+        run_proxies(setup, work_dir=work, out=out, bn_batches=3, finetune_images=32, resamples=5)
+    assert not out.exists()
+    ranking = run_ranking(setup, work_dir=work, out=tmp_path / "r.json", count=4, pool=6, progress=False)
+    result = run_proxies(setup, work_dir=work, out=out, bn_batches=3, finetune_images=32, resamples=5)
+    assert set(result["proxies"]) == {"supernet", "supernet_bn3", "finetune32"}
+    for name, row in ranking["rows"].items():  # the search's score and the ranking's ground truth, re-derived
+        assert result["rows"][name]["supernet"]["reward"] == row["supernet"]["reward"]
+        assert result["rows"][name]["finetuned"]["reward"] == row["finetuned"]["reward"]
+    assert result["proxies"]["supernet"]["kendall_tau_reward"] == ranking["kendall_tau_reward"]
+    logits = sorted(work.glob("*/proxies/*.pt"))
+    assert len(logits) == 4 * 4
+    stamps = [p.stat().st_mtime_ns for p in logits]
+    assert run_proxies(setup, work_dir=work, out=out, bn_batches=3, finetune_images=32, resamples=5)["rows"] == \
+        result["rows"]
+    assert [p.stat().st_mtime_ns for p in logits] == stamps  # cached: nothing scored again
+    other = dataclasses.replace(setup, target=CalibrationTarget(target_accuracy=0.5))
+    with pytest.raises(RunDirError, match="ranked with another setup .changed: target"):
+        run_proxies(other, work_dir=work, out=out)
+
+
+def test_resampled_taus_of_orderings_that_image_noise_cannot_change() -> None:
+    """Three networks right on 20%, 50% and 80% of 2,000 images: every resample and every half keeps
+    their order, so a proxy that agrees has tau 1, a reversed one -1, and the truth agrees with itself."""
+    gen = torch.Generator().manual_seed(0)
+    truth = [torch.rand(2000, generator=gen) < p for p in (0.2, 0.5, 0.8)]
+    flipped = [torch.rand(2000, generator=gen) < p for p in (0.8, 0.5, 0.2)]
+    taus = resampled_taus({"truth": truth, "same": truth, "reversed": flipped}, truth="truth", resamples=20)
+    assert taus["same"]["bootstrap"] == {"mean": 1.0, "p05": 1.0, "p95": 1.0}
+    assert taus["same"]["cross_half"]["mean"] == 1.0
+    assert taus["reversed"]["bootstrap"]["mean"] == -1.0 and taus["reversed"]["cross_half"]["mean"] == -1.0
+    assert taus["truth"] == {"split_half": {"mean": 1.0, "p05": 1.0, "p95": 1.0}}
+
+
+def test_correct_at_best_follows_the_exit_rule() -> None:
+    labels = torch.tensor([0, 1, 0, 1])
+    stage0 = torch.tensor([[9.0, 0.0], [9.0, 0.0], [0.0, 0.1], [0.0, 0.1]])  # confident on 0-1, right on 0 and 3
+    stage1 = torch.tensor([[9.0, 0.0], [0.0, 9.0], [0.0, 9.0], [0.0, 9.0]])  # right on 0, 1, 3
+    logits = StageLogits(torch.stack([stage0, stage1]), labels)
+    assert correct_at_best(logits, (0.9,), measure="max_softmax").tolist() == [True, False, False, True]
+    assert correct_at_best(logits, (2.0,), measure="max_softmax").tolist() == [True, True, False, True]
+    assert correct_at_best(logits, (0.0,), measure="max_softmax").tolist() == [True, False, False, True]
