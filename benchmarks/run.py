@@ -19,9 +19,10 @@ What it runs, one job at a time (each a subprocess, in this order):
 6. torchvision support: which torchvision CNN families the transformation handles;
 7. ranking (only with --ranking): Kendall tau of one-shot vs briefly trained vs longer trained scores;
 8. super-network evidence (only with --evidence, issue 12): on the shipped super-network,
-   ``benchmarks.supernet_ranking`` (12 architectures scored from it, then each fine-tuned at the
-   demo's final budget; about 9 min per architecture here) and ``benchmarks.search_seeds`` (RL vs
-   random vs hand-picked, 3 seeds, 200 candidates each).
+   ``benchmarks.supernet_ranking`` (12 architectures scored from it, then each fine-tuned for 3
+   epochs on 40,000 images; about 9 min per architecture here), ``benchmarks.ranking_proxies``
+   (other scores of the same 12 against their fine-tuning, and the ceiling val noise leaves) and
+   ``benchmarks.search_seeds`` (RL vs random vs hand-picked, 3 seeds, 200 candidates each).
 
 It resumes: every method, seed, search, super-network and training is cached under
 ``runs/bench/<model>[-<scale>]/`` (checkpoints each epoch, results per method and seed), so a
@@ -103,6 +104,8 @@ def main() -> None:
         _run(sys.executable, "-m", "benchmarks.supernet_ranking", "--supernet", shipped, "--final-epochs", "3",
              "--limit-train", "40000", "--dir", "runs/supernet_ranking",
              "--out", str(RESULTS / "supernet_ranking.json"))
+        _run(sys.executable, "-m", "benchmarks.ranking_proxies", "--supernet", shipped, "--dir", "runs/supernet_ranking",
+             "--out", str(RESULTS / "ranking_proxies.json"))
         _run(sys.executable, "-m", "benchmarks.search_seeds", "--supernet", shipped, "--budget", "200",
              "--seeds", "0,1,2", "--dir", "runs/search_seeds", "--out", str(RESULTS / "search_seeds.json"))
     table = speed_table(RESULTS / "speed.json")
