@@ -25,7 +25,8 @@ not reached. Every multi-stage method gets the same final training (epochs, imag
 every static model the base's recipe and epochs; every search the same candidate count. The
 searched methods run once per seed (``--seeds``) and report mean and spread. MACs are counted by
 executing the stages; speed is measured against the base on the CPU at batch 256 and at batch 1
-(both BN-folded, each model in its faster memory format, same process).
+(both BN-folded, each model at its best: the fastest of memory format x eager/frozen x thread
+count, ``--thread-options``, as ``s2dnas bench`` does; same process).
 Each method's result is cached under ``runs/bench/<model>/<method>[-seed<k>]/`` so a killed run
 resumes; a cache records the protocol and recipe it was made with (:func:`protocol_identity`,
 :func:`check_recipe`) and one of another is refused (exit 2), never reused; the timing runs after all training, in the same process (``--no-speed`` leaves it for a
@@ -43,14 +44,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
-from benchmarks._args import parse_seeds, report_error
+from benchmarks._args import parse_positive_ints, parse_seeds, report_error
 from s2dnas._io import atomic_write_json, read_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
-from s2dnas.bench.speed import in_layout, prepare_dynamic, prepare_static, time_passes
+from s2dnas.bench.speed import in_layout, prepare_variants, time_fastest, time_interleaved
 from s2dnas.config import CalibrationConfig, TrainConfig, config_to_dict, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet, ExitPolicy
@@ -143,51 +144,71 @@ SPEED_BATCHES = {256: "", 1: "_b1"}
 class SpeedMeter:
     """Times networks against the base at batch 256 and at batch 1 on the same test images, in one process.
 
-    Every model is prepared the same way (BN folded, inference mode) and timed in both memory
-    formats at each batch size, the faster one kept (per batch size). The base is timed again next
-    to every network, so a machine that gets busier (or quieter) during the run does not tilt the
-    comparison. Batch 1 times the first ``images_batch1`` images (it is the slow one per image).
+    Every model is at its best, as ``s2dnas bench`` has it (:func:`~s2dnas.bench.speed.benchmark_speed`):
+    BN folded, inference mode, and at each batch size the fastest of its variants over memory format
+    (NCHW, channels-last) x mode (eager, frozen TorchScript trace: :data:`~s2dnas.bench.speed.MODES`)
+    x intra-op thread count (``thread_options``; default 1 and the current count), the passes of all
+    variants of the base and of the network interleaved (:func:`~s2dnas.bench.speed.time_fastest`).
+    The base is timed again next to every network, so a machine that gets busier (or quieter) during
+    the run does not tilt the comparison. For several threshold settings of one network, the
+    network's variant (layout, mode, threads) and the base's time chosen on the first setting are
+    reused for the others, each of which is timed alone in that variant: cheaper, though a setting
+    that sends more inputs to the later stages might have preferred another variant. Batch 1 times
+    the first ``images_batch1`` images (it is the slow one per image).
+
+    Raises:
+        ConfigError: a thread count below 1.
     """
 
     def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, base_macs: int, repeats: int,
-                 images_batch1: int) -> None:
+                 images_batch1: int, thread_options: Sequence[int] | None = None) -> None:
+        options = tuple(thread_options) if thread_options is not None else (1, torch.get_num_threads())
+        if not options or min(options) < 1:
+            raise ConfigError(f"Expected thread counts >= 1, but got {list(options)}")
+        self.thread_options = tuple(sorted(set(options)))
         self.base_macs = base_macs
         self.batches = {bs: list(torch.split(images[: images_batch1 if bs == 1 else len(images)], bs))
                         for bs in SPEED_BATCHES}
         self.repeats = repeats
-        self.base = {cl: prepare_static(base, channels_last=cl) for cl in (False, True)}
-        self.base_layout, self.base_seconds = {}, {}
+        self.example = images[:2]  # what the frozen variants are traced on
+        self.base = prepare_variants(base, example=self.example)
+        self.base_layout, self.base_mode, self.base_threads, self.base_seconds = {}, {}, {}, {}
         for bs in SPEED_BATCHES:
-            self.base_layout[bs], self.base_seconds[bs] = self.time_base(bs)
+            best = self._fastest({"base": self.base}, bs)["base"]
+            self.base_layout[bs], self.base_mode[bs], self.base_threads[bs], self.base_seconds[bs] = best
 
-    def _layout(self, bs: int, channels_last: bool) -> list[torch.Tensor]:
-        return in_layout(self.batches[bs], channels_last=channels_last)
+    def _fastest(self, variants: dict[str, dict[tuple[bool, str], Any]], bs: int
+                 ) -> dict[str, tuple[str, str, int, float]]:
+        """For each model of ``variants``: (layout, mode, threads, seconds per pass) of its fastest
+        variant at batch size ``bs``, all variants interleaved."""
+        best = time_fastest(variants, self.batches[bs], thread_counts=self.thread_options, repeats=self.repeats)
+        return {name: ("channels_last" if key[0] else "nchw", key[1], threads, seconds)
+                for name, (seconds, key, threads) in best.items()}
 
-    def time_base(self, bs: int) -> tuple[str, float]:
-        """(layout, seconds per pass) of the base at batch size ``bs`` in its faster layout."""
-        times = {cl: time_passes(m, self._layout(bs, cl), repeats=self.repeats) for cl, m in self.base.items()}
-        best = min(times, key=times.__getitem__)
-        return ("channels_last" if best else "nchw"), times[best]
-
-    def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[dict[str, float | str]]:
+    def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[dict[str, Any]]:
         """For each threshold setting (in order): measured speed-up over the base at each batch size
-        of :data:`SPEED_BATCHES`, and the MAC ratio on the timed (batch-256) images themselves."""
-        variants = {cl: prepare_dynamic(net, channels_last=cl) for cl in (False, True)}
-        out: list[dict[str, float | str]] = [{} for _ in thresholds]
+        of :data:`SPEED_BATCHES` (with the seconds, layout, mode and threads of both models), and
+        the MAC ratio on the timed (batch-256) images themselves."""
+        variants = prepare_variants(net, example=self.example)
+        out: list[dict[str, Any]] = [{} for _ in thresholds]
         for bs, suffix in SPEED_BATCHES.items():
-            _, base_seconds = self.time_base(bs)
-            first = {}
-            for cl, v in variants.items():
+            for v in variants.values():
                 v.set_thresholds(thresholds[0])
-                first[cl] = time_passes(v, self._layout(bs, cl), repeats=self.repeats)
-            best = min(first, key=first.__getitem__)
+            best = self._fastest({"base": self.base, "dynamic": variants}, bs)
+            base_layout, base_mode, base_threads, base_seconds = best["base"]
+            layout, mode, threads, seconds = best["dynamic"]
+            cl = layout == "channels_last"
+            chosen, batches = variants[(cl, mode)], in_layout(self.batches[bs], channels_last=cl)
             for i, t in enumerate(thresholds):
-                variants[best].set_thresholds(t)
-                seconds = first[best] if i == 0 else time_passes(variants[best], self._layout(bs, best),
-                                                                   repeats=self.repeats)
+                if i > 0:  # the first setting's variant, on its thread count
+                    chosen.set_thresholds(t)
+                    seconds = time_interleaved({"dynamic": (chosen, batches)}, repeats=self.repeats,
+                                               threads={"dynamic": threads})["dynamic"]
                 out[i].update({f"measured_speedup{suffix}": base_seconds / seconds,
                                f"base_seconds{suffix}": base_seconds, f"seconds{suffix}": seconds,
-                               f"layout{suffix}": "channels_last" if best else "nchw"})
+                               f"layout{suffix}": layout, f"mode{suffix}": mode, f"threads{suffix}": threads,
+                               f"base_layout{suffix}": base_layout, f"base_mode{suffix}": base_mode,
+                               f"base_threads{suffix}": base_threads})
         for i, t in enumerate(thresholds):
             net.set_thresholds(t)
             with torch.inference_mode():
@@ -681,7 +702,7 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
 def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
                   val_size: int | None = None, methods: list[str] | None = None,
                   result_path: Path | None = None, speed: bool = True, seeds: tuple[int, ...] = (0,),
-                  supernet: str | None = None) -> dict[str, Any]:
+                  supernet: str | None = None, thread_options: Sequence[int] | None = None) -> dict[str, Any]:
     """Run ``methods`` (default: all; each cached under ``out``) and write the result file
     (default: ``benchmarks/results/methods_<model>.json``); returns its content.
 
@@ -690,14 +711,16 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     one-shot rows load instead of training their own. With ``speed``, every network is then timed
     against the base at batch 256 and 1 in this process (after all training; cached methods are
     rebuilt from their files); without, the measured speed-ups are None (train on a busy machine,
-    time later on a quiet one).
+    time later on a quiet one). ``thread_options``: the intra-op thread counts each model is tried
+    on (:class:`SpeedMeter`; default 1 and the current count); the timing is redone on every run
+    with ``speed``, so it is not part of a cache's identity.
 
     Every cached ``result.json`` records :func:`protocol_identity`, and every trained model its
     recipe (:func:`check_recipe`): a cache of another protocol or recipe is refused before
     anything runs, never reused.
 
     Raises:
-        ConfigError: unknown methods, or ``supernet`` is not a directory.
+        ConfigError: unknown methods, ``supernet`` is not a directory, or a thread count below 1.
         RunDirError: ``out`` holds results or models of another protocol or recipe.
     """
     names = methods or list(METHODS)
@@ -707,6 +730,8 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                           f"{', '.join([*METHODS, *ABLATIONS])}")
     if supernet is not None and not Path(supernet).is_dir():
         raise ConfigError(f"Expected --supernet to be a directory (the --out of `s2dnas supernet`), but got {supernet}")
+    if thread_options is not None and (not thread_options or min(thread_options) < 1):
+        raise ConfigError(f"Expected thread counts >= 1, but got {list(thread_options)}")
     identity = json.loads(json.dumps(protocol_identity(scale=scale, spec=MODELS[model])))
     current = _supernet_identity(supernet)
     for name in names:  # every stale cache refused before anything trains
@@ -755,7 +780,8 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     if speed:  # after all training, so the timings do not compete with it
         n = min(sc.speed_images, len(splits.test))
         meter = SpeedMeter(base.cpu(), torch.stack([splits.test[i][0] for i in range(n)]), base_macs=base_macs,
-                           repeats=sc.speed_repeats, images_batch1=sc.speed_images_batch1)
+                           repeats=sc.speed_repeats, images_batch1=sc.speed_images_batch1,
+                           thread_options=thread_options)
         base.to(device)
         for (name, seed), net in nets.items():
             measure_speed(meter, net, runs[name, seed])
@@ -783,12 +809,18 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                                            "build_seconds": base_seconds,
                                            "speed_layout": {str(k): v for k, v in meter.base_layout.items()}
                                            if meter else None,
+                                           "speed_mode": {str(k): v for k, v in meter.base_mode.items()}
+                                           if meter else None,
+                                           "speed_threads": {str(k): v for k, v in meter.base_threads.items()}
+                                           if meter else None,
                                            "seconds_per_pass": {str(k): v for k, v in meter.base_seconds.items()}
                                            if meter else None},
+            "speed_thread_options": list(meter.thread_options) if meter else None,
             "target_val_accuracy": ctx.target, "levels": list(level_drops()),
             "operating_drop": load_config(None).calibration.tolerance, "protocol": ctx.protocol, "methods": results,
             "command": f"python -m benchmarks.methods --model {model} --scale {scale} --seeds "
-                       f"{','.join(map(str, seeds))}" + (f" --supernet {supernet}" if supernet else "")}
+                       f"{','.join(map(str, seeds))}" + (f" --supernet {supernet}" if supernet else "")
+                       + (f" --thread-options {','.join(map(str, thread_options))}" if thread_options else "")}
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     path = result_path or RESULTS / f"methods_{model}.json"
@@ -997,6 +1029,9 @@ def main(argv: list[str] | None = None) -> None:
                    "for a scale other than small)")
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
+    p.add_argument("--thread-options", default=None,
+                   help="comma-separated intra-op thread counts each model is timed on, the fastest kept (default: "
+                        "1 and torch's current count; at batch 1 thin stages can run faster on one thread)")
     p.add_argument("--result", default=None, help="result file (default: benchmarks/results/methods_<model>.json)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the searched methods (e.g. 0,1,2)")
     p.add_argument("--supernet", default=None, help="a trained super-network directory (s2dnas supernet --out DIR) "
@@ -1009,6 +1044,8 @@ def main(argv: list[str] | None = None) -> None:
         data = run_benchmark(model=args.model, scale=args.scale, out=out, dataset=args.dataset,
                              data_dir=args.data_dir, methods=methods, speed=not args.no_speed,
                              seeds=parse_seeds(args.seeds), supernet=args.supernet,
+                             thread_options=(parse_positive_ints(args.thread_options, flag="--thread-options")
+                                             if args.thread_options is not None else None),
                              result_path=Path(args.result) if args.result else None)
     except S2DNASError as err:
         raise SystemExit(report_error(err)) from None

@@ -407,13 +407,49 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest
     cases = {("--methods", "cascade"): "error: Unknown method(s) cascade; expected some of static_base, ",
              ("--seeds", "0,0"): "error: Expected --seeds as distinct comma-separated integers >= 0",
              ("--seeds", "-1"): "error: Expected --seeds as distinct comma-separated integers >= 0",
-             ("--supernet", "nowhere"): "error: Expected --supernet to be a directory"}
+             ("--supernet", "nowhere"): "error: Expected --supernet to be a directory",
+             ("--thread-options", "0,1"): "error: Expected --thread-options as distinct comma-separated integers >= 1"}
     for argv, message in cases.items():
         with pytest.raises(SystemExit) as exit_:
             methods.main(list(argv))
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(message), argv
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_speed_meter_times_each_model_at_its_best_mode_and_thread_count() -> None:
+    """SpeedMeter tries every model in each memory format, eager and frozen, on each thread count
+    (as ``s2dnas bench``), and records per batch size what it kept for the network and the base;
+    a later threshold setting keeps the first one's variants; the caller's thread count is restored."""
+    from s2dnas.space import Space
+    from tests._models import ToyCNN
+
+    torch.manual_seed(0)
+    base = ToyCNN(num_classes=2).eval()
+    space = Space(base, input_shape=(1, 8, 8), num_stages=2, ratio_grid=3, model_name="toy")
+    msnet = space.build(space.default_architecture()).eval()
+    before = torch.get_num_threads()
+    meter = methods.SpeedMeter(base, torch.randn(6, 1, 8, 8), base_macs=space.base_macs(), repeats=1,
+                               images_batch1=2, thread_options=(2, 1, 2))
+    assert meter.thread_options == (1, 2) and torch.get_num_threads() == before
+    assert set(meter.base_mode.values()) <= {"eager", "frozen"} and set(meter.base_threads.values()) <= {1, 2}
+    entry = {"stage_macs": msnet.stage_macs(),
+             "points": [{"thresholds": t, "confidence": "max_softmax"} for t in ([0.6], [0.9], [0.6])]}
+    methods.measure_speed(meter, msnet, entry)
+    assert torch.get_num_threads() == before
+    first, second, again = entry["points"]
+    for suffix in methods.SPEED_BATCHES.values():
+        for p in entry["points"]:
+            assert p[f"mode{suffix}"] in {"eager", "frozen"} and p[f"base_mode{suffix}"] in {"eager", "frozen"}
+            assert p[f"threads{suffix}"] in {1, 2} and p[f"base_threads{suffix}"] in {1, 2}
+            assert {p[f"layout{suffix}"], p[f"base_layout{suffix}"]} <= {"nchw", "channels_last"}
+            assert p[f"measured_speedup{suffix}"] == p[f"base_seconds{suffix}"] / p[f"seconds{suffix}"]
+        for key in ("layout", "mode", "threads", "base_seconds", "base_mode", "base_threads"):
+            assert second[f"{key}{suffix}"] == first[f"{key}{suffix}"]  # the first setting's choice, kept
+    assert again == first  # equal thresholds: timed once
+    with pytest.raises(ConfigError, match="thread counts >= 1"):
+        methods.SpeedMeter(base, torch.randn(2, 1, 8, 8), base_macs=1, repeats=1, images_batch1=1,
+                           thread_options=(0,))
 
 
 def _seed_entry(seed: int, source: str, *, build: float, trained: float) -> dict:

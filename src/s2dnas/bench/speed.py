@@ -28,8 +28,9 @@ from s2dnas.cost.latency import LatencyCache, fold_bn, freeze, measure_model, pr
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
-__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "in_layout", "time_passes",
-           "benchmark_speed", "time_interleaved", "profile_stages", "LatencyPrediction", "predict_speed", "MODES"]
+__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "prepare_variants", "in_layout",
+           "time_passes", "benchmark_speed", "time_interleaved", "time_fastest", "profile_stages", "LatencyPrediction",
+           "predict_speed", "MODES"]
 
 #: How a model runs in the PyTorch rows: ``eager``, or ``frozen`` (a ``torch.jit.freeze``-d trace).
 MODES = ("eager", "frozen")
@@ -167,6 +168,21 @@ def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = Fal
     return out
 
 
+def prepare_variants(model: nn.Module, *, example: torch.Tensor, modes: Sequence[str] = MODES
+                     ) -> dict[tuple[bool, str], nn.Module]:
+    """Inference copies of ``model`` (a static model: :func:`prepare_static`; a DynamicNet:
+    :func:`prepare_dynamic`) in each memory format (NCHW, then channels-last) and each of ``modes``
+    (:data:`MODES`: ``eager``, or ``frozen``: traced on ``example`` and frozen; or ``compiled``:
+    ``torch.compile``), keyed ``(channels_last, mode)``, on ``example``'s device."""
+    def one(cl: bool, mode: str) -> nn.Module:
+        compiled, freeze_on = mode == "compiled", example if mode == "frozen" else None
+        if isinstance(model, DynamicNet):
+            return prepare_dynamic(model, channels_last=cl, compile=compiled, freeze_on=freeze_on)
+        return prepare_static(model, channels_last=cl, compile=compiled, freeze_on=freeze_on)
+
+    return {(cl, mode): one(cl, mode).to(example.device) for cl in (False, True) for mode in modes}
+
+
 def in_layout(batches: Sequence[torch.Tensor], *, channels_last: bool) -> list[torch.Tensor]:
     """``batches`` in channels-last memory format, or as they are (NCHW)."""
     return [b.contiguous(memory_format=torch.channels_last) if channels_last else b for b in batches]
@@ -228,6 +244,22 @@ def time_interleaved(runs: dict[object, tuple[Callable[[torch.Tensor], object], 
     return {key: statistics.median(t) for key, t in times.items()}
 
 
+def time_fastest(variants: Mapping[str, Mapping[tuple[bool, str], Callable[[torch.Tensor], object]]],
+                 batches: Sequence[torch.Tensor], *, thread_counts: Sequence[int] = (0,), warmup: int = 1,
+                 repeats: int = 5) -> dict[str, tuple[float, tuple[bool, str], int]]:
+    """Each model at its best on ``batches``: every variant of every model (``name -> {(channels_last,
+    mode): fn}``, as :func:`prepare_variants` makes them) on each of ``thread_counts`` (PyTorch
+    intra-op threads; 0: the caller's count, left as it is), the passes of all of them interleaved
+    (:func:`time_interleaved`, whose keys are ``(name, (channels_last, mode), threads)``; the
+    batches put in each variant's memory format). Returns, for each name, ``(median seconds per
+    pass, (channels_last, mode), threads)`` of its fastest variant (threads: 0 where so given). The
+    caller's thread count is the same afterwards."""
+    runs = {(name, key, t): (fn, in_layout(batches, channels_last=key[0]))
+            for name, models in variants.items() for key, fn in models.items() for t in thread_counts}
+    timed = time_interleaved(runs, warmup=warmup, repeats=repeats, threads={k: k[2] for k in runs if k[2] > 0})
+    return {name: min((t, key, th) for (which, key, th), t in timed.items() if which == name) for name in variants}
+
+
 def _layout(channels_last: bool) -> str:
     return "channels_last" if channels_last else "nchw"
 
@@ -282,15 +314,8 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         raise ConfigError(f"Expected thread counts >= 1, but got {list(thread_options)}")
     options = sorted(set(thread_options)) if thread_options else None
     counts = options if options and dev.type == "cpu" else [0]  # 0: leave as they are
-    variants_base: dict[tuple[bool, str], nn.Module] = {}
-    variants_dyn: dict[tuple[bool, str], nn.Module] = {}
-    for cl in (False, True):
-        for mode in modes:
-            freeze_on = example if mode == "frozen" else None
-            variants_base[(cl, mode)] = prepare_static(base, channels_last=cl, compile=compile,
-                                                       freeze_on=freeze_on).to(dev)
-            variants_dyn[(cl, mode)] = prepare_dynamic(dynamic, channels_last=cl, compile=compile,
-                                                       freeze_on=freeze_on).to(dev)
+    variants = {"base": prepare_variants(base, example=example, modes=modes),
+                "dynamic": prepare_variants(dynamic, example=example, modes=modes)}
     current = torch.get_num_threads() if dev.type == "cpu" else 0  # what an entry without a count runs on
     rows = []
     splits = {}
@@ -301,14 +326,9 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
         with torch.inference_mode():
             exits = torch.cat([dynamic(b).exit_stage for b in batches])
         dyn_macs = dynamic.macs_of(exits) / n
-        on_dev = [b.to(dev) for b in batches]
-        runs = {(which, key, t): (m, in_layout(on_dev, channels_last=key[0]))
-                for which, variants in (("base", variants_base), ("dynamic", variants_dyn))
-                for key, m in variants.items() for t in counts}
-        timed = time_interleaved(runs, warmup=warmup, repeats=repeats,
-                                 threads={k: k[2] for k in runs if k[2] > 0})
-        best_base = min((t, key, th) for (which, key, th), t in timed.items() if which == "base")
-        best_dyn = min((t, key, th) for (which, key, th), t in timed.items() if which == "dynamic")
+        best = time_fastest(variants, [b.to(dev) for b in batches], thread_counts=counts, warmup=warmup,
+                            repeats=repeats)
+        best_base, best_dyn = best["base"], best["dynamic"]
         rows.append(_row(bs, n, best_base[0], best_dyn[0], base_macs / dyn_macs, base_layout=_layout(best_base[1][0]),
                          dynamic_layout=_layout(best_dyn[1][0]), compiled=compile, runtime="pytorch",
                          dynamic_path="executor", device=str(dev), base_mode=best_base[1][1],
