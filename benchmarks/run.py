@@ -29,7 +29,7 @@ It resumes: every method, seed, search, super-network and training is cached und
 killed `make bench` rerun picks up where it stopped and does not retrain what finished.
 Run time: scale ``small`` (one seed) took about 3 hours on a 2-core CPU (ours, the previous
 protocol); scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not been timed
-yet: it trains every dynamic method for 8 epochs on all images and runs 200-candidate searches,
+yet: it trains every dynamic method for 16 epochs on all images and runs 200-candidate searches,
 a GPU job (see README, "Method comparison").
 """
 from __future__ import annotations

@@ -408,7 +408,13 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest
              ("--seeds", "0,0"): "error: Expected --seeds as distinct comma-separated integers >= 0",
              ("--seeds", "-1"): "error: Expected --seeds as distinct comma-separated integers >= 0",
              ("--supernet", "nowhere"): "error: Expected --supernet to be a directory",
-             ("--thread-options", "0,1"): "error: Expected --thread-options as distinct comma-separated integers >= 1"}
+             ("--thread-options", "0,1"): "error: Expected --thread-options as distinct comma-separated integers >= 1",
+             ("--run", "s2dnas_gpu"): "error: Expected --run as NAME=RUN_DIR (e.g. s2dnas_gpu=runs/gpu), but got ",
+             ("--run", "gpu=runs/gpu"): "error: Expected the name of --run gpu=runs/gpu to start with s2dnas_ ",
+             ("--run", "s2dnas_rl=runs/gpu"): "error: Expected the name of --run s2dnas_rl=runs/gpu to start with ",
+             ("--run", "s2dnas_gpu=nowhere"): "error: Expected --run s2dnas_gpu=nowhere to be a finished `s2dnas "
+                                              "run` directory, but nowhere has no results.json, config.yaml, "
+                                              "model/model.json; finish the run or pass "}
     for argv, message in cases.items():
         with pytest.raises(SystemExit) as exit_:
             methods.main(list(argv))
@@ -481,3 +487,170 @@ def test_rows_that_load_a_supernet_report_its_training_time_separately() -> None
     rows = {line.split(" | ")[0][2:]: line for line in methods.table(data).splitlines() if line.startswith("| s2dnas")}
     assert rows["s2dnas_oneshot"].endswith("| 1.5 min + 10.0 min super-network (one super-network for all seeds) |")
     assert rows["s2dnas_oneshot_inherited"].endswith("| 1.0 min |")
+
+
+# -- imported runs (--run NAME=RUN_DIR) -------------------------------------------------------------
+
+IMPORT_VAL_SIZE = 100
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny finished ``s2dnas run`` (RL search of 2 briefly trained candidates, 1 epoch of final
+    training on 64 images: not the smoke scale's 256) from the shipped ResNet-20, on the synthetic
+    data with the val size the import test's benchmark uses; (root with ``data/``, run directory)."""
+    from s2dnas.runner import run_pipeline
+
+    root = tmp_path_factory.mktemp("imported")
+    (root / "data").mkdir()
+    write_band_dataset(root / "data", n_train=500, n_test=120)
+    run = root / "run"
+    run.mkdir()
+    cfg = load_config(None, [("data.dataset", "fashion-mnist"), ("data.data_dir", str(root / "data")),
+                             ("data.val_size", IMPORT_VAL_SIZE), ("data.eval_batch_size", 128),
+                             ("model.name", "resnet20"), ("search.strategy", "rl"), ("search.budget", 2),
+                             ("search.candidate_epochs", 1), ("search.candidate_limit_train", 64),
+                             ("final_epochs", 1), ("train.limit_train", 64), ("device", "cpu")])
+    run_pipeline(cfg, out=run, progress=False)
+    return root, run
+
+
+def test_an_imported_run_is_calibrated_on_val_like_every_row(finished_run: tuple[Path, Path]) -> None:
+    """A finished run's network becomes a row after the methods': thresholds calibrated by the
+    benchmark on val for every level (exactly what calibrating that network on val gives), its
+    provenance and final-training budget recorded, nothing cached, counted as ours (RL search)."""
+    from s2dnas.data import build_splits, make_loader
+    from s2dnas.dynamic import load
+    from s2dnas.dynamic.calibrate import collect_logits
+
+    root, run = finished_run
+    data = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
+                                 data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, methods=["static_base"],
+                                 runs={"s2dnas_imported": run}, speed=False, result_path=root / "methods.json")
+    assert list(data["methods"]) == ["static_base", "s2dnas_imported"] and data["runs"] == {"s2dnas_imported": str(run)}
+    row = data["methods"]["s2dnas_imported"]
+    results = json.loads((run / "results.json").read_text())
+    assert row["imported_from"] == str(run) and row["config_hash"] == results["config_hash"]
+    assert row["architecture"] == results["architecture"] and row["strategy"] == "rl"
+    assert (row["final_epochs"], row["limit_train"], row["final_budget_differs"]) == (1, 64, True)  # smoke: 256
+    t = results["timings"]
+    assert row["build_seconds"] == pytest.approx(t["search_seconds"] + t["final_training_seconds"])
+    # the same network, calibrated here on the same val split for each level: the row's choices
+    net = load(run / "model").msnet
+    splits = build_splits("fashion-mnist", data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, seed=0)
+    val = collect_logits(net, make_loader(splits.val, batch_size=128), device=torch.device("cpu"))
+    confidence = load_config(None).calibration.confidence
+    assert [p["drop"] for p in row["points"]] == list(methods.level_drops())
+    for p in row["points"]:
+        cal = calibrate(val, stage_macs=list(net.stage_macs()), confidence=confidence,
+                        target_accuracy=max(data["base"]["val_accuracy"] - p["drop"], 0.0))
+        assert (p["thresholds"], p["val_accuracy"], p["feasible"]) == (list(cal.thresholds), cal.accuracy,
+                                                                       cal.feasible), p["drop"]
+    assert row["stage_val_accuracy"] == val.stage_accuracy()
+    # the run's own thresholds play no part: a copy with other ones gives the same row
+    import shutil
+
+    copy = root / "copy"
+    shutil.copytree(run, copy)
+    policy = json.loads((copy / "model" / "thresholds.json").read_text())
+    policy["thresholds"] = [0.123] * len(policy["thresholds"])
+    (copy / "model" / "thresholds.json").write_text(json.dumps(policy))
+    again = methods.run_benchmark(model="resnet20", scale="smoke", out=root / "cache", dataset="fashion-mnist",
+                                  data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, methods=["static_base"],
+                                  runs={"s2dnas_imported": copy}, speed=False, result_path=root / "copy.json")
+    assert again["methods"]["s2dnas_imported"]["points"] == row["points"]
+    assert all(p["thresholds"] != policy["thresholds"] for p in row["points"])
+    assert not (root / "cache" / "s2dnas_imported").exists()  # nothing trained, nothing cached
+    assert {t["method"] for t in data["targets"]} == {"s2dnas_imported"}  # an RL search: ours
+    text = methods.table(data)
+    assert "| s2dnas_imported |" in text and "min (imported, other final-training budget) |" in text
+    assert f"`s2dnas_imported` from `{run}` (strategy rl" in text
+    assert "final training 1 epoch on 64 images each, not this scale's 1 epoch on 256 images each" in text
+
+
+def test_an_imported_run_is_timed_like_every_row(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """In the speed phase the imported network is timed against the base as every row is; its
+    timings go to the result file only (no cache), the static base's cache is written as before."""
+    root, run = finished_run
+    data = methods.run_benchmark(model="resnet20", scale="smoke", out=tmp_path / "cache", dataset="fashion-mnist",
+                                 data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, methods=["static_base"],
+                                 runs={"s2dnas_imported": run}, speed=True, thread_options=(1,),
+                                 result_path=tmp_path / "methods.json")
+    for p in data["methods"]["s2dnas_imported"]["points"]:
+        assert p["measured_speedup"] > 0 and p["measured_speedup_b1"] > 0 and p["threads"] == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["static_base"]
+    assert "--run s2dnas_imported=" in data["command"]
+
+
+def test_a_run_on_another_data_split_is_refused(finished_run: tuple[Path, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark's default val cut (10% of the 500 training images) is not the run's (100)."""
+    root, run = finished_run
+    argv = ["--scale", "smoke", "--data-dir", str(root / "data"), "--methods", "static_base", "--no-speed",
+            "--out", str(tmp_path / "cache"), "--result", str(tmp_path / "methods.json"),
+            "--run", f"s2dnas_imported={run}"]
+    with pytest.raises(SystemExit) as exit_:
+        methods.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: Expected --run s2dnas_imported={run} to be a run on the benchmark's data split, "
+                          f"but it was made with val_size {IMPORT_VAL_SIZE} (benchmark: 50); rerun it with "
+                          f"data.dataset=fashion-mnist data.val_size=50 data.seed=0, or drop --run s2dnas_imported")
+    assert not (tmp_path / "methods.json").exists()
+
+
+def test_an_imported_run_of_another_base_or_data_is_refused(tmp_path: Path) -> None:
+    """check_run compares the run's recorded data spec and base (name, weights, MACs) with the benchmark's."""
+    from types import SimpleNamespace
+
+    mine = {"dataset": "fashion-mnist", "val_size": 100, "data_seed": 0, "augment": "none", "num_classes": 10,
+            "preprocessing": {"input_size": [28, 28]}}
+    ctx = SimpleNamespace(splits=SimpleNamespace(data_spec=lambda: dict(mine)), base_weights=None, base_macs=1000,
+                          spec=SimpleNamespace(name="resnet20"))
+
+    def run(config: dict | None = None, results: dict | None = None) -> "methods.ImportedRun":
+        return methods.ImportedRun(name="s2dnas_x", path=tmp_path / "r",
+                                   config={"model": {"name": "resnet20", "weights": None}, **(config or {})},
+                                   results={"base_model": "resnet20", "base": {"macs": 1000}, **(results or {})})
+
+    same = {"data": {**mine, "augment": "flip"}}  # the augmentation is training's, not the split's
+    methods.check_run(ctx, run(), same)
+    with pytest.raises(RunDirError, match=r"made with data_seed 1 \(benchmark: 0\); rerun it with .*data.seed=0"):
+        methods.check_run(ctx, run(), {"data": {**mine, "data_seed": 1}})
+    with pytest.raises(RunDirError, match=r"made with dataset cifar10 \(benchmark: fashion-mnist\); val_size 50 "):
+        methods.check_run(ctx, run(), {"data": {**mine, "dataset": "cifar10", "val_size": 50}})
+    # a model saved without its data spec: the run's config.yaml
+    with pytest.raises(RunDirError, match=r"made with val_size None \(benchmark: 100\); "):
+        methods.check_run(ctx, run({"data": {"dataset": "fashion-mnist", "val_size": None, "seed": 0}}), {})
+    base = r"Expected --run s2dnas_x=.* to start from the benchmark's base model, but its base differs: "
+    with pytest.raises(RunDirError, match=base + r"model vgg \(benchmark: resnet20\); rerun it with "
+                                                 r"model.name=resnet20 model.weights=null, or drop --run s2dnas_x"):
+        methods.check_run(ctx, run(results={"base_model": "vgg"}), same)
+    weights = tmp_path / "base.safetensors"
+    weights.write_bytes(b"weights")
+    with pytest.raises(RunDirError, match=base + r"weights .*base.safetensors \(benchmark: shipped\); "):
+        methods.check_run(ctx, run({"model": {"name": "resnet20", "weights": str(weights)}}), same)
+    with pytest.raises(RunDirError, match=base + r"MACs 999 \(benchmark: 1000\); "):
+        methods.check_run(ctx, run(results={"base": {"macs": 999}}), same)
+    # a base trained by the benchmark: the run's copy of it (same bytes, another path) is the same base
+    copy = tmp_path / "copy" / "model.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes(b"weights")
+    ctx.base_weights = str(weights)
+    methods.check_run(ctx, run({"model": {"name": "resnet20", "weights": str(copy.parent)}}), same)
+    copy.write_bytes(b"other weights")
+    with pytest.raises(RunDirError, match=base + r"weights"):
+        methods.check_run(ctx, run({"model": {"name": "resnet20", "weights": str(copy)}}), same)
+
+
+def test_imported_rows_count_as_ours_only_when_they_searched_as_ours() -> None:
+    """As only the RL and one-shot rows are ours (not the hand-picked or random-search controls), an
+    imported run is ours when its strategy is rl or oneshot."""
+    point = {"drop": 0.001, "feasible": True, "macs": 10, "test_accuracy": 0.9, "val_accuracy": 0.9}
+    row = lambda **kw: {"points": [dict(point)], **kw}  # noqa: E731
+    m = {"s2dnas_random": row(), "s2dnas_gpu": row(imported_from="runs/gpu", strategy="oneshot"),
+         "s2dnas_rand_gpu": row(imported_from="runs/r", strategy="random"), "s2dnas_rl": row(),
+         "s2dnas_handpicked": row()}
+    assert methods.ours(m) == ["s2dnas_rl", "s2dnas_gpu"]
+    data = {"base": {"macs": 100, "test_accuracy": 0.9, "val_accuracy": 0.9}, "methods": m}
+    assert {t["method"] for t in methods.check_targets(data)} == {"s2dnas_rl", "s2dnas_gpu"}
