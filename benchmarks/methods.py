@@ -46,6 +46,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -722,6 +723,18 @@ def _same_base_weights(bench: str | None, run: Any) -> bool:
 _SPLIT_KEYS = ("dataset", "val_size", "data_seed", "preprocessing")
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats within 1e-6 relative (a data set's mean and std are computed from the images,
+    and their last digits depend on the summation order of the machine that did it)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
 def check_run(ctx: Context, run: ImportedRun, spec: dict[str, Any]) -> None:
     """Refuse an imported run that is not comparable: made on another data split than the
     benchmark's (data set, val size, val seed, preprocessing: its model's recorded data spec,
@@ -742,7 +755,7 @@ def check_run(ctx: Context, run: ImportedRun, spec: dict[str, Any]) -> None:
     norm = lambda d: {**{k: d.get(k) for k in _SPLIT_KEYS},  # noqa: E731
                       "dataset": canonical_dataset(str(d.get("dataset")))}
     theirs, bench = norm(data), norm(mine)
-    split = [f"{k} {theirs[k]} (benchmark: {bench[k]})" for k in _SPLIT_KEYS if theirs[k] != bench[k]]
+    split = [f"{k} {theirs[k]} (benchmark: {bench[k]})" for k in _SPLIT_KEYS if not _same(theirs[k], bench[k])]
     if split:
         raise RunDirError(f"Expected {flag} to be a run on the benchmark's data split, but it was made with "
                           f"{'; '.join(split)}; rerun it with data.dataset={bench['dataset']} "

@@ -604,7 +604,7 @@ def test_an_imported_run_of_another_base_or_data_is_refused(tmp_path: Path) -> N
     from types import SimpleNamespace
 
     mine = {"dataset": "fashion-mnist", "val_size": 100, "data_seed": 0, "augment": "none", "num_classes": 10,
-            "preprocessing": {"input_size": [28, 28]}}
+            "preprocessing": {"input_size": [28, 28], "mean": [0.2860405743122101]}}
     ctx = SimpleNamespace(splits=SimpleNamespace(data_spec=lambda: dict(mine)), base_weights=None, base_macs=1000,
                           spec=SimpleNamespace(name="resnet20"))
 
@@ -615,6 +615,11 @@ def test_an_imported_run_of_another_base_or_data_is_refused(tmp_path: Path) -> N
 
     same = {"data": {**mine, "augment": "flip"}}  # the augmentation is training's, not the split's
     methods.check_run(ctx, run(), same)
+    # the mean computed on another machine (found on a real run: last digits of a float32 sum) ...
+    methods.check_run(ctx, run(), {"data": {**mine, "preprocessing": {"input_size": [28, 28],
+                                                                      "mean": [0.28604060411453247]}}})
+    with pytest.raises(RunDirError, match=r"made with preprocessing .*0\.2861.* \(benchmark: "):  # ... not another
+        methods.check_run(ctx, run(), {"data": {**mine, "preprocessing": {"input_size": [28, 28], "mean": [0.2861]}}})
     with pytest.raises(RunDirError, match=r"made with data_seed 1 \(benchmark: 0\); rerun it with .*data.seed=0"):
         methods.check_run(ctx, run(), {"data": {**mine, "data_seed": 1}})
     with pytest.raises(RunDirError, match=r"made with dataset cifar10 \(benchmark: fashion-mnist\); val_size 50 "):
