@@ -12,8 +12,8 @@ architecture on val four ways, each at the run's target with the search's reward
 - ``supernet_bn{N}``: the same with ``--bn-batches`` recalibration batches (approach: less noisy
   batch-norm statistics);
 - ``finetune{M}``: extracted, trained one epoch on the first ``--finetune-images`` training images
-  with the final training's recipe (distilled from the base), recalibrated, scored (approach: a
-  few-shot proxy, which costs the search that training per candidate);
+  with the ranking's final-training recipe (distilled from the base), recalibrated, scored
+  (approach: a few-shot proxy, which costs the search that training per candidate);
 - ``finetuned``: the ranking's fine-tuned network (its checkpoint reloaded): the ground truth; its
   score must equal the ranking's cached one.
 
@@ -22,9 +22,9 @@ candidate costs, and the tau's spread when the val images are resampled with rep
 ground truth's own reliability: the tau between the ground-truth rankings of two disjoint random
 halves of val (and a proxy on one half against the truth on the other), the ceiling that image
 noise alone leaves. Resampling keeps each network's thresholds at the most accurate setting chosen
-on all val images and re-measures its accuracy on the drawn images: when no architecture reaches
-the target (``all_below_target``), the reward is that accuracy minus the target, so these taus are
-the reward's. Every network's val logits are cached in ``--dir/<architecture>/proxies/``.
+on all val images and re-measures its accuracy on the drawn images, so these taus order the best
+accuracies (``*_best_accuracy``); with the default reward (``macs_saving``) and no architecture
+at the target (``all_below_target``), the reward is that accuracy minus the target, the same order. Every network's val logits are cached in ``--dir/<architecture>/proxies/``.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from s2dnas._io import atomic_write_json
 from s2dnas.dynamic.calibrate import StageLogits, collect_logits
 from s2dnas.dynamic.confidence import confidence
 from s2dnas.dynamic.executor import route
+from s2dnas.config import config_from_dict, config_to_dict
 from s2dnas.errors import RunDirError, S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator
 from s2dnas.search.score import score_logits
@@ -112,14 +113,16 @@ def resampled_taus(correct: dict[str, list[torch.Tensor]], *, truth: str, resamp
     return out
 
 
-def _cached_logits(path: Path, make: Callable[[], tuple[StageLogits, float]]) -> tuple[StageLogits, float]:
-    """The val logits of one network, computed once (``make`` returns them and the seconds it took)."""
+def _cached_logits(path: Path, key: str, make: Callable[[], tuple[StageLogits, float]]) -> tuple[StageLogits, float]:
+    """The val logits of one network, computed once (``make`` returns them and the seconds it took);
+    a cache made another way (``key``: the method's options and recipe) is computed again."""
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        return StageLogits(saved["logits"], saved["labels"]), float(saved["seconds"])
+        if saved.get("key") == key:
+            return StageLogits(saved["logits"], saved["labels"]), float(saved["seconds"])
     logits, seconds = make()
     tmp = path.with_suffix(".tmp")
-    torch.save({"logits": logits.logits, "labels": logits.labels, "seconds": seconds}, tmp)
+    torch.save({"logits": logits.logits, "labels": logits.labels, "seconds": seconds, "key": key}, tmp)
     tmp.replace(path)
     return logits, seconds
 
@@ -146,7 +149,12 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
     saved_path = work / "setup.json"
     if not saved_path.exists():
         raise RunDirError(f"{work} holds no ranking; run benchmarks.supernet_ranking with --dir {work} first")
-    saved = json.loads(saved_path.read_text())["identity"]
+    try:
+        saved = json.loads(saved_path.read_text())["identity"]
+        saved_hash = json.loads(saved_path.read_text())["hash"]
+    except (ValueError, KeyError, TypeError):
+        raise RunDirError(f"{saved_path} is not a ranking's setup file; rerun benchmarks.supernet_ranking in a new "
+                          "--dir") from None
     mine = setup.identity()
     changed = sorted(k for k in mine if saved.get(k) != mine[k])
     if changed:
@@ -161,7 +169,9 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
     evaluators = {"supernet": setup.evaluator(), f"supernet_bn{bn_batches}": dataclasses.replace(
         setup, cfg=dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, bn_batches=bn_batches))).evaluator()}
     default: SupernetEvaluator = evaluators["supernet"]
-    short = dataclasses.replace(cfg.train, epochs=1, limit_train=finetune_images)
+    # the ranking's own final-training recipe, for one epoch on the first `finetune_images` images
+    recipe = {k: v for k, v in saved["final_training"].items() if k != "init"}
+    short = dataclasses.replace(config_from_dict({"train": recipe}).train, epochs=1, limit_train=finetune_images)
 
     def extracted(name: str) -> Callable[[Architecture], MultiStageNet]:
         def make(arch: Architecture) -> MultiStageNet:
@@ -191,6 +201,11 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
         f"finetune{finetune_images}": lambda _n: few_shot,
         TRUTH: finetuned,
     }
+    # what each cached network depends on beyond the ranking's setup (its hash): the options, the
+    # recalibration batches' size, the few-shot recipe
+    common = {"setup": saved_hash, "bn_batch_size": cfg.data.batch_size}
+    keys = {m: json.dumps({**common, "method": m, **({"recipe": config_to_dict(short)} if m.startswith("finetune")
+                                                     else {})}, sort_keys=True) for m in methods}
     rows: dict[str, dict[str, Any]] = {}
     correct: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     for name, arch in archs.items():
@@ -199,7 +214,8 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
         rows[name] = {"architecture": arch.to_dict()}
         for method, builder in methods.items():
             built: list[MultiStageNet] = []
-            logits, seconds = _cached_logits(pdir / f"{method}.pt", _logits_of(builder(name), arch, default, built))
+            logits, seconds = _cached_logits(pdir / f"{method}.pt", keys[method],
+                                             _logits_of(builder(name), arch, default, built))
             net = built[0] if built else setup.supernet.extract(arch)  # read: its MACs and cost hook only
             reward, metrics, cal = score_logits(
                 logits, stage_cost=default.stage_cost(net), stage_macs=net.analytic_macs, target=default.target,
@@ -208,7 +224,9 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
             best = max(cal.curve, key=lambda p: p.accuracy) if cal.curve else None
             thresholds = tuple(best.thresholds) if best is not None else tuple(cal.thresholds)
             hits = correct_at_best(logits, thresholds, measure=default.confidence)
-            assert abs(float(hits.float().mean()) - metrics["best_accuracy"]) < 1e-6, (name, method)  # same rule
+            if abs(float(hits.float().mean()) - metrics["best_accuracy"]) > 1e-6:  # the exit rule of the calibration
+                raise RuntimeError(f"{name}/{method}: the most accurate setting re-applied scores "
+                                   f"{float(hits.float().mean())}, the calibration {metrics['best_accuracy']}")
             correct[method].append(hits)
             rows[name][method] = {"reward": reward, "best_accuracy": metrics["best_accuracy"],
                                   "feasible": metrics["feasible"], "seconds": seconds}
@@ -216,8 +234,8 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
             expected = json.loads((work / name / cached).read_text())["reward"]
             if abs(rows[name][method]["reward"] - expected) > 1e-9:
                 raise RunDirError(f"{work / name}: the {method} network scores {rows[name][method]['reward']:.6f}, "
-                                  f"the ranking cached {expected:.6f}; the cache is not from this code, rerun the "
-                                  "ranking in a new --dir")
+                                  f"the ranking cached {expected:.6f}; delete {work / name / 'proxies'} and run again, or "
+                                  "rerun the ranking in a new --dir")
         print(f"{name:15s} " + "  ".join(f"{m} {rows[name][m]['reward']:+.4f}" for m in methods), flush=True)
 
     names = list(archs)
@@ -228,14 +246,15 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
                    "seconds_per_candidate": sum(rows[n][m]["seconds"] for n in names) / len(names)}
                for m in methods if m != TRUTH}
     spread = resampled_taus(correct, truth=TRUTH, resamples=resamples)
-    for m in proxies:
-        proxies[m].update(spread[m])
+    for m in proxies:  # of the best accuracies (the reward's order when no architecture reaches the target)
+        proxies[m].update({f"{k}_best_accuracy": v for k, v in spread[m].items()})
     result = {"command": command, "machine": machine_info(), "target": setup.target.to_dict(),
               "architectures": len(names), "resamples": resamples,
               "all_below_target": not any(rows[n][m]["feasible"] for n in names for m in methods),
               "options": {"bn_batches": bn_batches, "finetune_images": finetune_images,
                           "finetune_recipe": dataclasses.asdict(short)},
-              "proxies": proxies, "ground_truth": spread[TRUTH], "rows": rows}
+              "reward": default.reward, "proxies": proxies,
+              "ground_truth": {f"{k}_best_accuracy": v for k, v in spread[TRUTH].items()}, "rows": rows}
     atomic_write_json(out, result)
     return result
 

@@ -208,6 +208,8 @@ def test_ranking_proxies_rescore_the_ranked_networks_and_need_a_complete_ranking
     ranking = run_ranking(setup, work_dir=work, out=tmp_path / "r.json", count=4, pool=6, progress=False)
     result = run_proxies(setup, work_dir=work, out=out, bn_batches=3, finetune_images=32, resamples=5)
     assert set(result["proxies"]) == {"supernet", "supernet_bn3", "finetune32"}
+    assert set(result["proxies"]["supernet"]) >= {"bootstrap_best_accuracy", "cross_half_best_accuracy"}
+    assert set(result["ground_truth"]) == {"split_half_best_accuracy"}
     for name, row in ranking["rows"].items():  # the search's score and the ranking's ground truth, re-derived
         assert result["rows"][name]["supernet"]["reward"] == row["supernet"]["reward"]
         assert result["rows"][name]["finetuned"]["reward"] == row["finetuned"]["reward"]
@@ -218,6 +220,14 @@ def test_ranking_proxies_rescore_the_ranked_networks_and_need_a_complete_ranking
     assert run_proxies(setup, work_dir=work, out=out, bn_batches=3, finetune_images=32, resamples=5)["rows"] == \
         result["rows"]
     assert [p.stat().st_mtime_ns for p in logits] == stamps  # cached: nothing scored again
+    # a cached network made another way (its key: options, recipe, setup) is scored again
+    few_shot = work / "cheapest" / "proxies" / "finetune32.pt"
+    saved = torch.load(few_shot, weights_only=True)
+    torch.save({**saved, "key": "another recipe"}, few_shot)
+    again = run_proxies(setup, work_dir=work, out=out, bn_batches=3, finetune_images=32, resamples=5)["rows"]
+    assert again["cheapest"]["finetune32"]["reward"] == result["rows"]["cheapest"]["finetune32"]["reward"]
+    assert again["cheapest"]["finetune32"]["seconds"] != result["rows"]["cheapest"]["finetune32"]["seconds"]
+    assert torch.load(few_shot, weights_only=True)["key"] == saved["key"]
     other = dataclasses.replace(setup, target=CalibrationTarget(target_accuracy=0.5))
     with pytest.raises(RunDirError, match="ranked with another setup .changed: target"):
         run_proxies(other, work_dir=work, out=out)
@@ -234,6 +244,18 @@ def test_resampled_taus_of_orderings_that_image_noise_cannot_change() -> None:
     assert taus["same"]["cross_half"]["mean"] == 1.0
     assert taus["reversed"]["bootstrap"]["mean"] == -1.0 and taus["reversed"]["cross_half"]["mean"] == -1.0
     assert taus["truth"] == {"split_half": {"mean": 1.0, "p05": 1.0, "p95": 1.0}}
+
+
+def test_resampled_taus_spread_when_the_networks_are_within_image_noise() -> None:
+    """Two networks 2 points apart on 400 images (noise ~2.5 points): resamples and halves disagree
+    on their order, so the taus spread between -1 and 1, and the truth disagrees with itself."""
+    gen = torch.Generator().manual_seed(0)
+    truth = [torch.rand(400, generator=gen) < p for p in (0.50, 0.52)]
+    taus = resampled_taus({"truth": truth, "same": truth}, truth="truth", resamples=200)
+    # scored on the same draws they never disagree (a draw where the two tie counts as neither)
+    assert 0.9 < taus["same"]["bootstrap"]["mean"] <= 1.0 and taus["same"]["bootstrap"]["p05"] >= 0.0
+    for stats in (taus["truth"]["split_half"], taus["same"]["cross_half"]):
+        assert -1.0 < stats["mean"] < 1.0 and stats["p05"] == -1.0 and stats["p95"] == 1.0
 
 
 def test_correct_at_best_follows_the_exit_rule() -> None:
