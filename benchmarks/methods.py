@@ -156,12 +156,14 @@ class SpeedMeter:
     (NCHW, channels-last) x mode (eager, frozen TorchScript trace: :data:`~s2dnas.bench.speed.MODES`)
     x intra-op thread count (``thread_options``; default 1 and the current count), the passes of all
     variants of the base and of the network interleaved (:func:`~s2dnas.bench.speed.time_fastest`).
-    The base is timed again next to every network, so a machine that gets busier (or quieter) during
-    the run does not tilt the comparison. For several threshold settings of one network, the
-    network's variant (layout, mode, threads) and the base's time chosen on the first setting are
-    reused for the others, each of which is timed alone in that variant: cheaper, though a setting
-    that sends more inputs to the later stages might have preferred another variant. Batch 1 times
-    the first ``images_batch1`` images (it is the slow one per image).
+    The variants are chosen on a network's first threshold setting; then every setting is timed
+    again in the chosen variant, its passes interleaved with the base's chosen variant, so each
+    speed-up is the ratio of two medians of the same run (not of a fastest-of-8 minimum, which
+    would favour the first setting) and a machine that gets busier (or quieter) during the run
+    does not tilt it. A setting that sends more inputs to the later stages might have preferred
+    another variant (not tried: cheaper). Batch 1 times the first ``images_batch1`` images (it is
+    the slow one per image). With the default ``thread_options`` (1 and the current count) this is
+    ``s2dnas bench --thread-options 1,N``.
 
     Raises:
         ConfigError: a thread count below 1.
@@ -201,18 +203,18 @@ class SpeedMeter:
         for bs, suffix in SPEED_BATCHES.items():
             for v in variants.values():
                 v.set_thresholds(thresholds[0])
-            best = self._fastest({"base": self.base, "dynamic": variants}, bs)
-            base_layout, base_mode, base_threads, base_seconds = best["base"]
-            layout, mode, threads, seconds = best["dynamic"]
-            cl = layout == "channels_last"
-            chosen, batches = variants[(cl, mode)], in_layout(self.batches[bs], channels_last=cl)
-            for i, t in enumerate(thresholds):
-                if i > 0:  # the first setting's variant, on its thread count
-                    chosen.set_thresholds(t)
-                    seconds = time_interleaved({"dynamic": (chosen, batches)}, repeats=self.repeats,
-                                               threads={"dynamic": threads})["dynamic"]
-                out[i].update({f"measured_speedup{suffix}": base_seconds / seconds,
-                               f"base_seconds{suffix}": base_seconds, f"seconds{suffix}": seconds,
+            best = self._fastest({"base": self.base, "dynamic": variants}, bs)  # choose the variants ...
+            base_layout, base_mode, base_threads, _ = best["base"]
+            layout, mode, threads, _ = best["dynamic"]
+            base_cl, cl = base_layout == "channels_last", layout == "channels_last"
+            pair = {"base": (self.base[(base_cl, base_mode)], in_layout(self.batches[bs], channels_last=base_cl)),
+                    "dynamic": (variants[(cl, mode)], in_layout(self.batches[bs], channels_last=cl))}
+            for i, t in enumerate(thresholds):  # ... then time each setting against the base, interleaved
+                variants[(cl, mode)].set_thresholds(t)
+                timed = time_interleaved(pair, repeats=self.repeats,
+                                         threads={"base": base_threads, "dynamic": threads})
+                out[i].update({f"measured_speedup{suffix}": timed["base"] / timed["dynamic"],
+                               f"base_seconds{suffix}": timed["base"], f"seconds{suffix}": timed["dynamic"],
                                f"layout{suffix}": layout, f"mode{suffix}": mode, f"threads{suffix}": threads,
                                f"base_layout{suffix}": base_layout, f"base_mode{suffix}": base_mode,
                                f"base_threads{suffix}": base_threads})
