@@ -61,7 +61,10 @@ def test_demo_yaml_states_only_what_differs_from_the_defaults() -> None:
         assert value != default, f"{section}.{key} restates the default {default!r}"
     # the demo scores from the shipped super-network, so it trains none and keeps that section's defaults
     assert (cfg.search.strategy, cfg.search.supernet) == ("oneshot", "shipped") and "supernet" not in raw
-    assert cfg.data == RunConfig().data and cfg.calibration == RunConfig().calibration
+    # ... and aims at the base's accuracy within a MACs budget: the calibration differs only there
+    assert cfg.data == RunConfig().data
+    assert cfg.calibration == dataclasses.replace(RunConfig().calibration, macs_budget=cfg.calibration.macs_budget)
+    assert cfg.search.reward == "accuracy_in_budget"
     assert "demo scale" in path.read_text()
 
 

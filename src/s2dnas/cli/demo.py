@@ -75,10 +75,16 @@ def plain_summary(results: dict) -> str:
     test, base = results["test"], results["base"]
     gap = 100 * (test["accuracy"] - base["test_accuracy"])
     target = results.get("target_val_accuracy")
+    budget = (results.get("calibration_target") or {}).get("macs_budget")
     met = results["calibration"].get("feasible")
-    aim = ("" if target is None else
-           f" The thresholds were chosen on val for {100 * target:.2f}% val accuracy (the base's minus the "
-           f"tolerance): {'reached' if met else 'not reached, so the most accurate setting was kept'}.")
+    if target is not None:
+        aim = (f" The thresholds were chosen on val for {100 * target:.2f}% val accuracy (the base's minus the "
+               f"tolerance): {'reached' if met else 'not reached, so the most accurate setting was kept'}.")
+    elif budget is not None:
+        aim = (f" The thresholds were chosen on val for the best accuracy within {100 * budget / base['macs']:.3g}% "
+               f"of the base's MACs{'' if met else ' (not possible on val, so the cheapest setting was kept)'}.")
+    else:
+        aim = ""
     return (f"result: the dynamic network is right on {100 * test['accuracy']:.2f}% of the test images, the base on "
             f"{100 * base['test_accuracy']:.2f}% ({gap:+.2f} points), and it spends {100 * test['macs_ratio']:.1f}% "
             f"of the base's MACs per image on average ({1 / test['macs_ratio']:.1f}x fewer); "
