@@ -24,7 +24,11 @@ halves of val (and a proxy on one half against the truth on the other), the ceil
 noise alone leaves. Resampling keeps each network's thresholds at the most accurate setting chosen
 on all val images and re-measures its accuracy on the drawn images, so these taus order the best
 accuracies (``*_best_accuracy``); with the default reward (``macs_saving``) and no architecture
-at the target (``all_below_target``), the reward is that accuracy minus the target, the same order. Every network's val logits are cached in ``--dir/<architecture>/proxies/``.
+at the target (``all_below_target``), the reward is that accuracy minus the target, the same order.
+With ``--macs-budget F`` the same networks are scored at F of the base's MACs instead (reward
+``accuracy_in_budget``; thresholds kept at the setting chosen within the budget; ``*_accuracy_in_budget``),
+over the architectures whose first stage fits in it. Every network's val logits are cached in
+``--dir/<architecture>/proxies/``.
 """
 from __future__ import annotations
 
@@ -46,8 +50,8 @@ from s2dnas._io import atomic_write_json
 from s2dnas.dynamic.calibrate import StageLogits, collect_logits
 from s2dnas.dynamic.confidence import confidence
 from s2dnas.dynamic.executor import route
-from s2dnas.config import config_from_dict, config_to_dict
-from s2dnas.errors import RunDirError, S2DNASError
+from s2dnas.config import CalibrationTarget, config_from_dict, config_to_dict
+from s2dnas.errors import ConfigError, RunDirError, S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator
 from s2dnas.search.score import score_logits
 from s2dnas.space import Architecture
@@ -139,8 +143,14 @@ def _logits_of(build: Callable[[Architecture], MultiStageNet], arch: Architectur
 
 
 def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, bn_batches: int = 64,
-                finetune_images: int = 6400, resamples: int = 200, command: str = "") -> dict[str, Any]:
+                finetune_images: int = 6400, resamples: int = 200, macs_budget: float | None = None,
+                command: str = "") -> dict[str, Any]:
     """Score every ranked architecture by each proxy and by its fine-tuned network; write and return the summary.
+
+    ``macs_budget`` (a fraction of the base's MACs): score the same cached networks at that budget
+    instead of the ranking's target (reward ``accuracy_in_budget``: val accuracy within the budget),
+    the taus over the architectures whose first stage fits in it (the others score the same
+    MACs excess from every network, which would agree by construction).
 
     Raises:
         RunDirError: ``work_dir`` holds no complete ranking of this setup.
@@ -206,6 +216,11 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
     common = {"setup": saved_hash, "bn_batch_size": cfg.data.batch_size}
     keys = {m: json.dumps({**common, "method": m, **({"recipe": config_to_dict(short)} if m.startswith("finetune")
                                                      else {})}, sort_keys=True) for m in methods}
+    if macs_budget is None:
+        target, reward_mode, order = default.target, default.reward, "best_accuracy"
+    else:
+        target = CalibrationTarget(macs_budget=macs_budget * default.base_macs)
+        reward_mode, order = "accuracy_in_budget", "accuracy_in_budget"
     rows: dict[str, dict[str, Any]] = {}
     correct: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     for name, arch in archs.items():
@@ -218,19 +233,26 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
                                              _logits_of(builder(name), arch, default, built))
             net = built[0] if built else setup.supernet.extract(arch)  # read: its MACs and cost hook only
             reward, metrics, cal = score_logits(
-                logits, stage_cost=default.stage_cost(net), stage_macs=net.analytic_macs, target=default.target,
-                base_macs=default.base_macs, base_cost=default.base_cost, reward=default.reward,
+                logits, stage_cost=default.stage_cost(net), stage_macs=net.analytic_macs, target=target,
+                base_macs=default.base_macs, base_cost=default.base_cost, reward=reward_mode,
                 confidence=default.confidence, tradeoff_weight=default.tradeoff_weight)
-            best = max(cal.curve, key=lambda p: p.accuracy) if cal.curve else None
-            thresholds = tuple(best.thresholds) if best is not None else tuple(cal.thresholds)
+            if macs_budget is None:  # the most accurate setting: the reward's order below the target
+                best = max(cal.curve, key=lambda p: p.accuracy) if cal.curve else None
+                thresholds = tuple(best.thresholds) if best is not None else tuple(cal.thresholds)
+            else:  # the setting chosen within the budget
+                thresholds = tuple(cal.thresholds)
             hits = correct_at_best(logits, thresholds, measure=default.confidence)
-            if abs(float(hits.float().mean()) - metrics["best_accuracy"]) > 1e-6:  # the exit rule of the calibration
-                raise RuntimeError(f"{name}/{method}: the most accurate setting re-applied scores "
-                                   f"{float(hits.float().mean())}, the calibration {metrics['best_accuracy']}")
+            expected_accuracy = metrics["best_accuracy"] if macs_budget is None else metrics["accuracy"]
+            if abs(float(hits.float().mean()) - expected_accuracy) > 1e-6:  # the exit rule of the calibration
+                raise RuntimeError(f"{name}/{method}: the chosen setting re-applied scores "
+                                   f"{float(hits.float().mean())}, the calibration {expected_accuracy}")
             correct[method].append(hits)
             rows[name][method] = {"reward": reward, "best_accuracy": metrics["best_accuracy"],
-                                  "feasible": metrics["feasible"], "seconds": seconds}
+                                  "accuracy": metrics["accuracy"], "feasible": metrics["feasible"],
+                                  "seconds": seconds}
         for method, cached in (("supernet", "supernet_score.json"), (TRUTH, "finetuned_score.json")):
+            if macs_budget is not None:  # the ranking scored at its own target
+                break
             expected = json.loads((work / name / cached).read_text())["reward"]
             if abs(rows[name][method]["reward"] - expected) > 1e-9:
                 raise RunDirError(f"{work / name}: the {method} network scores {rows[name][method]['reward']:.6f}, "
@@ -239,6 +261,10 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
         print(f"{name:15s} " + "  ".join(f"{m} {rows[name][m]['reward']:+.4f}" for m in methods), flush=True)
 
     names = list(archs)
+    if macs_budget is not None:  # the architectures whose first stage fits: the others cannot differ
+        keep = [i for i, n in enumerate(names) if rows[n][TRUTH]["feasible"]]
+        names = [names[i] for i in keep]
+        correct = {m: [c[i] for i in keep] for m, c in correct.items()}
     truth = [rows[n][TRUTH]["reward"] for n in names]
     proxies = {m: {"kendall_tau_reward": kendall_tau([rows[n][m]["reward"] for n in names], truth),
                    "kendall_tau_best_accuracy": kendall_tau([rows[n][m]["best_accuracy"] for n in names],
@@ -246,15 +272,16 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
                    "seconds_per_candidate": sum(rows[n][m]["seconds"] for n in names) / len(names)}
                for m in methods if m != TRUTH}
     spread = resampled_taus(correct, truth=TRUTH, resamples=resamples)
-    for m in proxies:  # of the best accuracies (the reward's order when no architecture reaches the target)
-        proxies[m].update({f"{k}_best_accuracy": v for k, v in spread[m].items()})
-    result = {"command": command, "machine": machine_info(), "target": setup.target.to_dict(),
-              "architectures": len(names), "resamples": resamples,
-              "all_below_target": not any(rows[n][m]["feasible"] for n in names for m in methods),
+    for m in proxies:  # of the accuracies `order` names (the reward's order, see the module docstring)
+        proxies[m].update({f"{k}_{order}": v for k, v in spread[m].items()})
+    result = {"command": command, "machine": machine_info(), "target": target.to_dict(),
+              "macs_budget": macs_budget, "architectures": len(names), "ranked": names, "resamples": resamples,
+              "all_below_target": (not any(rows[n][m]["feasible"] for n in names for m in methods)
+                                   if macs_budget is None else None),
               "options": {"bn_batches": bn_batches, "finetune_images": finetune_images,
                           "finetune_recipe": dataclasses.asdict(short)},
-              "reward": default.reward, "proxies": proxies,
-              "ground_truth": {f"{k}_best_accuracy": v for k, v in spread[TRUTH].items()}, "rows": rows}
+              "reward": reward_mode, "proxies": proxies,
+              "ground_truth": {f"{k}_{order}": v for k, v in spread[TRUTH].items()}, "rows": rows}
     atomic_write_json(out, result)
     return result
 
@@ -267,14 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bn-batches", type=int, default=64)
     parser.add_argument("--finetune-images", type=int, default=6400)
     parser.add_argument("--resamples", type=int, default=200)
+    parser.add_argument("--macs-budget", type=float, default=None,
+                        help="score at this fraction of the base's MACs instead of the ranking's target")
     args = parser.parse_args(argv)
     try:
         bn = check_at_least(args.bn_batches, 1, flag="--bn-batches")
         images = check_at_least(args.finetune_images, 1, flag="--finetune-images")
         resamples = check_at_least(args.resamples, 1, flag="--resamples")
+        if args.macs_budget is not None and not 0 < args.macs_budget <= 1:
+            raise ConfigError(f"Expected --macs-budget as a fraction of the base's MACs in (0, 1], but got "
+                              f"{args.macs_budget}")
         setup = setup_from_args(args)
         result = run_proxies(setup, work_dir=args.dir, out=args.out, bn_batches=bn, finetune_images=images,
-                             resamples=resamples,
+                             resamples=resamples, macs_budget=args.macs_budget,
                              command="python -m benchmarks.ranking_proxies " + " ".join(sys.argv[1:]))
     except S2DNASError as err:
         return report_error(err)

@@ -266,3 +266,26 @@ def test_correct_at_best_follows_the_exit_rule() -> None:
     assert correct_at_best(logits, (0.9,), measure="max_softmax").tolist() == [True, False, False, True]
     assert correct_at_best(logits, (2.0,), measure="max_softmax").tolist() == [True, True, False, True]
     assert correct_at_best(logits, (0.0,), measure="max_softmax").tolist() == [True, False, False, True]
+
+
+def test_ranking_proxies_at_a_macs_budget_rank_only_the_architectures_that_fit(setup: SupernetSetup,
+                                                                               tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    run_ranking(setup, work_dir=work, out=tmp_path / "r.json", count=4, pool=6, progress=False)
+    at_target = run_proxies(setup, work_dir=work, out=tmp_path / "a.json", bn_batches=3, finetune_images=32,
+                            resamples=5)
+    space = setup.supernet.space
+    archs = pick_architectures(space, count=4, pool=6)
+    first_stage = {n: space.build(a).analytic_macs[0] / space.base_macs() for n, a in archs.items()}
+    budget = sorted(first_stage.values())[1] + 1e-6  # two first stages fit
+    result = run_proxies(setup, work_dir=work, out=tmp_path / "b.json", bn_batches=3, finetune_images=32,
+                         resamples=5, macs_budget=budget)
+    assert sorted(result["ranked"]) == sorted(n for n, f in first_stage.items() if f <= budget)
+    assert result["reward"] == "accuracy_in_budget" and result["all_below_target"] is None
+    for name, row in result["rows"].items():  # the same cached networks, scored within the budget
+        for method in ("supernet", "finetuned"):
+            assert row[method]["seconds"] == at_target["rows"][name][method]["seconds"]
+            assert row[method]["feasible"] == (first_stage[name] <= budget)
+            if row[method]["feasible"]:
+                assert row[method]["reward"] == row[method]["accuracy"]
+    assert set(result["proxies"]["supernet"]) >= {"bootstrap_accuracy_in_budget", "cross_half_accuracy_in_budget"}
