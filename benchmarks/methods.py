@@ -56,7 +56,7 @@ import torch
 from benchmarks._args import parse_positive_ints, parse_seeds, report_error
 from s2dnas._io import atomic_write_json, read_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
-from s2dnas.bench.speed import in_layout, prepare_variants, time_fastest, time_interleaved
+from s2dnas.bench.speed import check_thread_options, in_layout, prepare_variants, time_fastest, time_interleaved
 from s2dnas.config import CalibrationConfig, TrainConfig, config_to_dict, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet, ExitPolicy
@@ -171,10 +171,8 @@ class SpeedMeter:
 
     def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, base_macs: int, repeats: int,
                  images_batch1: int, thread_options: Sequence[int] | None = None) -> None:
-        options = tuple(thread_options) if thread_options is not None else (1, torch.get_num_threads())
-        if not options or min(options) < 1:
-            raise ConfigError(f"Expected thread counts >= 1, but got {list(options)}")
-        self.thread_options = tuple(sorted(set(options)))
+        self.thread_options = check_thread_options(
+            tuple(thread_options) if thread_options is not None else (1, torch.get_num_threads()))
         self.base_macs = base_macs
         self.batches = {bs: list(torch.split(images[: images_batch1 if bs == 1 else len(images)], bs))
                         for bs in SPEED_BATCHES}
@@ -929,8 +927,8 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                           f"{', '.join([*METHODS, *ABLATIONS])}")
     if supernet is not None and not Path(supernet).is_dir():
         raise ConfigError(f"Expected --supernet to be a directory (the --out of `s2dnas supernet`), but got {supernet}")
-    if thread_options is not None and (not thread_options or min(thread_options) < 1):
-        raise ConfigError(f"Expected thread counts >= 1, but got {list(thread_options)}")
+    if thread_options is not None:  # refused before anything trains
+        check_thread_options(thread_options)
     imported = {name: read_run(name, path) for name, path in (runs or {}).items()}  # before anything runs
     identity = json.loads(json.dumps(protocol_identity(scale=scale, spec=MODELS[model])))
     current = _supernet_identity(supernet)

@@ -160,8 +160,8 @@ def run_proxies(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, 
     if not saved_path.exists():
         raise RunDirError(f"{work} holds no ranking; run benchmarks.supernet_ranking with --dir {work} first")
     try:
-        saved = json.loads(saved_path.read_text())["identity"]
-        saved_hash = json.loads(saved_path.read_text())["hash"]
+        setup_file = json.loads(saved_path.read_text())
+        saved, saved_hash = setup_file["identity"], setup_file["hash"]
     except (ValueError, KeyError, TypeError):
         raise RunDirError(f"{saved_path} is not a ranking's setup file; rerun benchmarks.supernet_ranking in a new "
                           "--dir") from None

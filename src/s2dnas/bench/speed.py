@@ -28,7 +28,8 @@ from s2dnas.cost.latency import LatencyCache, fold_bn, freeze, measure_model, pr
 from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
-__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "prepare_variants", "in_layout",
+__all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "prepare_variants", "check_thread_options",
+           "in_layout",
            "time_passes", "benchmark_speed", "time_interleaved", "time_fastest", "profile_stages", "LatencyPrediction",
            "predict_speed", "MODES"]
 
@@ -166,6 +167,17 @@ def prepare_dynamic(net: DynamicNet, *, channels_last: bool, compile: bool = Fal
         for s, stage in enumerate(out.msnet.stages):
             out.msnet.stages[s] = _compile(stage)
     return out
+
+
+def check_thread_options(options: Sequence[int]) -> tuple[int, ...]:
+    """``options`` as distinct ascending intra-op thread counts.
+
+    Raises:
+        ConfigError: empty, or a count below 1.
+    """
+    if not options or min(options) < 1:
+        raise ConfigError(f"Expected thread counts >= 1, but got {list(options)}")
+    return tuple(sorted(set(options)))
 
 
 def prepare_variants(model: nn.Module, *, example: torch.Tensor, modes: Sequence[str] = MODES
@@ -310,9 +322,7 @@ def benchmark_speed(base: nn.Module, dynamic: DynamicNet, images: torch.Tensor, 
     dev = torch.device(device)
     example = images[:2].to(dev)
     modes = ("compiled",) if compile else MODES
-    if thread_options is not None and (not thread_options or min(thread_options) < 1):
-        raise ConfigError(f"Expected thread counts >= 1, but got {list(thread_options)}")
-    options = sorted(set(thread_options)) if thread_options else None
+    options = list(check_thread_options(thread_options)) if thread_options is not None else None
     counts = options if options and dev.type == "cpu" else [0]  # 0: leave as they are
     variants = {"base": prepare_variants(base, example=example, modes=modes),
                 "dynamic": prepare_variants(dynamic, example=example, modes=modes)}
