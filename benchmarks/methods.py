@@ -147,6 +147,9 @@ MODELS = {
 #: their fields in a point (``measured_speedup`` at 256, ``measured_speedup_b1`` at 1, ...).
 SPEED_BATCHES = {256: "", 1: "_b1"}
 
+#: How a point's network and the base were timed (per batch size, with the suffix of :data:`SPEED_BATCHES`).
+TIMING_FIELDS = ("layout", "mode", "threads", "base_layout", "base_mode", "base_threads")
+
 
 class SpeedMeter:
     """Times networks against the base at batch 256 and at batch 1 on the same test images, in one process.
@@ -871,6 +874,10 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
         p["feasible"] = all(q["feasible"] for q in ps)
         p["feasible_seeds"] = sum(bool(q["feasible"]) for q in ps)
         p["thresholds"] = [q["thresholds"] for q in ps]
+        for key in TIMING_FIELDS:  # how each seed's network was timed: one entry per seed, as the thresholds
+            for suffix in SPEED_BATCHES.values():
+                if any(f"{key}{suffix}" in q for q in ps):
+                    p[f"{key}{suffix}"] = [q.get(f"{key}{suffix}") for q in ps]
         points.append(p)
     op = next(p for p in points if p["operating_point"])
     mean = lambda key: (sum(entries[k][key] for k in seeds) / len(seeds)  # noqa: E731

@@ -450,7 +450,7 @@ def test_speed_meter_times_each_model_at_its_best_mode_and_thread_count() -> Non
             assert p[f"mode{suffix}"] in {"eager", "frozen"} and p[f"base_mode{suffix}"] in {"eager", "frozen"}
             assert p[f"threads{suffix}"] in {1, 2} and p[f"base_threads{suffix}"] in {1, 2}
             assert {p[f"layout{suffix}"], p[f"base_layout{suffix}"]} <= {"nchw", "channels_last"}
-        for key in ("layout", "mode", "threads", "base_layout", "base_mode", "base_threads"):
+        for key in methods.TIMING_FIELDS:
             assert second[f"{key}{suffix}"] == first[f"{key}{suffix}"]  # the first setting's choice, kept
         # ... but the base is timed again beside each setting (not one time reused for all)
         assert second[f"base_seconds{suffix}"] != first[f"base_seconds{suffix}"]
@@ -488,6 +488,19 @@ def test_rows_that_load_a_supernet_report_its_training_time_separately() -> None
     rows = {line.split(" | ")[0][2:]: line for line in methods.table(data).splitlines() if line.startswith("| s2dnas")}
     assert rows["s2dnas_oneshot"].endswith("| 1.5 min + 10.0 min super-network (one super-network for all seeds) |")
     assert rows["s2dnas_oneshot_inherited"].endswith("| 1.0 min |")
+
+
+def test_averaged_points_keep_how_each_seed_was_timed() -> None:
+    """Speed-ups average over seeds, but the variant each seed's network ran in (layout, mode,
+    threads) cannot: the averaged point lists it per seed, in seed order."""
+    entries = {k: _seed_entry(k, "trained by this run", build=60.0, trained=30.0) for k in (0, 2)}
+    for k, (mode, threads) in zip((0, 2), (("eager", 1), ("frozen", 2))):
+        entries[k]["points"][0].update(measured_speedup=1.0 + k, mode=mode, threads=threads, layout="nchw",
+                                       mode_b1="frozen", threads_b1=1)
+    point = methods.aggregate_seeds(entries, base_macs=100)["points"][0]
+    assert point["measured_speedup"] == 2.0
+    assert point["mode"] == ["eager", "frozen"] and point["threads"] == [1, 2] and point["layout"] == ["nchw", "nchw"]
+    assert point["mode_b1"] == ["frozen", "frozen"] and "base_mode" not in point  # never timed: not invented
 
 
 # -- imported runs (--run NAME=RUN_DIR) -------------------------------------------------------------
