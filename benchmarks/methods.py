@@ -37,7 +37,7 @@ later run on a quiet machine, which rebuilds every network from the cache in sec
 model; its final-training budget is recorded beside it, and nothing of it is cached.
 
     python -m benchmarks.methods --model resnet20 --scale full --seeds 0,1,2 [--supernet DIR] [--run NAME=RUN_DIR]
-writes benchmarks/results/methods_<model>.json, a PNG (accuracy vs MACs and vs measured speed-up
+writes benchmarks/results/methods_<model>.json (scale small; methods_<model>_<scale>.json at another), a PNG (accuracy vs MACs and vs measured speed-up
 at batch 256 and 1) and a markdown table.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ from s2dnas.zoo import create_model
 
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
-           "protocol_identity", "choose_points", "evaluate_network", "make_context", "aggregate_seeds",
+           "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context", "aggregate_seeds",
            "run_benchmark", "iso_accuracy", "check_targets", "table", "plot", "main"]
 
 RESULTS = Path("benchmarks/results")
@@ -894,6 +894,13 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
     return {**row, "per_seed": {str(k): entries[k] for k in seeds}}
 
 
+def default_result(*, model: str, scale: str) -> Path:
+    """Where a run's results go without ``--result``: ``methods_<model>.json`` at scale small (the
+    committed results of the old protocol), ``methods_<model>_<scale>.json`` at another, so a full
+    run does not overwrite the small one."""
+    return RESULTS / (f"methods_{model}.json" if scale == "small" else f"methods_{model}_{scale}.json")
+
+
 def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
                   val_size: int | None = None, methods: list[str] | None = None,
                   result_path: Path | None = None, speed: bool = True, seeds: tuple[int, ...] = (0,),
@@ -1040,7 +1047,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                        + "".join(f" --run {k}={r.path}" for k, r in imported.items())}
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
-    path = result_path or RESULTS / f"methods_{model}.json"
+    path = result_path or default_result(model=model, scale=scale)
     atomic_write_json(path, data)
     return data
 
@@ -1281,7 +1288,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--thread-options", default=None,
                    help="comma-separated intra-op thread counts each model is timed on, the fastest kept (default: "
                         "1 and torch's current count; at batch 1 thin stages can run faster on one thread)")
-    p.add_argument("--result", default=None, help="result file (default: benchmarks/results/methods_<model>.json)")
+    p.add_argument("--result", default=None, help="result file (default: benchmarks/results/methods_<model>.json at "
+                   "scale small, methods_<model>_<scale>.json at another)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the searched methods (e.g. 0,1,2)")
     p.add_argument("--supernet", default=None, help="a trained super-network directory (s2dnas supernet --out DIR) "
                    "for the one-shot rows, passed as search.supernet")
@@ -1303,7 +1311,7 @@ def main(argv: list[str] | None = None) -> None:
                              result_path=Path(args.result) if args.result else None, runs=imported)
     except S2DNASError as err:
         raise SystemExit(report_error(err)) from None
-    stem = Path(args.result).with_suffix("") if args.result else RESULTS / f"methods_{args.model}"
+    stem = Path(args.result or default_result(model=args.model, scale=args.scale)).with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
     plot(data, stem.with_suffix(".png"))
     stem.with_suffix(".md").write_text(table(data) + "\n")

@@ -2,7 +2,7 @@
 
 What it runs, one job at a time (each a subprocess, in this order):
 
-1. methods (issues 6 and 14), for each family, ResNet-20 (shipped base) and VGG-16-BN at half
+1. methods (issue 14), for each family, ResNet-20 (shipped base) and VGG-16-BN at half
    width (``vgg16_bn_w50``, trained here): static x0.25/x0.375/x0.5/x0.75, SDN exits (frozen,
    joint), cascades from x0.25 and x0.5, S2DNAS hand-picked, random, RL and one-shot (final
    training from the super-network and from inherited weights), the searched ones for each seed
@@ -111,6 +111,7 @@ def main() -> None:
     table = speed_table(RESULTS / "speed.json")
     (RESULTS / "speed.md").write_text(table + "\n")
     print(table)
+    _run(sys.executable, "-m", "benchmarks.readme_tables")  # README's method tables from the new JSON
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""The README's method tables are the committed JSON's, and the regenerator touches only its blocks."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import readme_tables
+from benchmarks.methods import table
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULT = "benchmarks/results/methods_resnet20_full.json"
+
+
+def test_the_readme_tables_match_the_committed_results() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert readme_tables.BLOCK.search(text), "README.md has no generated table block"
+    assert readme_tables.render(text, root=ROOT)[1] == []
+
+
+def test_a_stale_block_is_regenerated_and_nothing_else_changes(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    shutil.copy(ROOT / RESULT, tmp_path / RESULT)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nprose before\n<!-- table: {RESULT} -->\nold numbers\n<!-- /table -->\nprose after\n")
+    with pytest.raises(SystemExit, match=f"stale tables in .*README.md .*{RESULT}"):
+        readme_tables.main(["--readme", str(readme), "--check"])
+    assert "old numbers" in readme.read_text()  # --check changes nothing
+    readme_tables.main(["--readme", str(readme)])
+
+    expected = table(json.loads((ROOT / RESULT).read_text()))
+    assert readme.read_text() == (f"# title\n\nprose before\n<!-- table: {RESULT} -->\n{expected}\n"
+                                  "<!-- /table -->\nprose after\n")
+    readme_tables.main(["--readme", str(readme), "--check"])  # now current: no exit
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"nothing.json is not a readable method-comparison result \(FileNotFoundError"),
+    ("{not json", r"nothing.json is not a readable method-comparison result \(JSONDecodeError"),
+    ('{"rows": []}', r"nothing.json is not a readable method-comparison result \(KeyError"),
+])
+def test_an_unreadable_result_file_is_one_line(tmp_path: Path, content: str | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / "benchmarks/results").mkdir(parents=True)
+        (tmp_path / "benchmarks/results/nothing.json").write_text(content)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- table: benchmarks/results/nothing.json -->\n<!-- /table -->\n")
+    with pytest.raises(SystemExit, match=message):
+        readme_tables.main(["--readme", str(readme)])
+
+
+def test_unpaired_or_mistyped_markers_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """A block without its end would otherwise run to the next block's end and delete the prose between."""
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    shutil.copy(ROOT / RESULT, tmp_path / RESULT)
+    readme = tmp_path / "README.md"
+    for text in (f"<!-- table: {RESULT} -->\nno end\nprose\n<!-- table: {RESULT} -->\n<!-- /table -->\n",
+                 f"<!-- table: {RESULT}  -->\n<!-- /table -->\n"):  # two spaces: not a marker
+        readme.write_text(text)
+        with pytest.raises(SystemExit, match="well-formed blocks"):
+            readme_tables.main(["--readme", str(readme)])
+        assert readme.read_text() == text
+    with pytest.raises(SystemExit, match="no README at"):
+        readme_tables.main(["--readme", str(tmp_path / "missing.md")])
