@@ -28,9 +28,10 @@ It resumes: every method, seed, search, super-network and training is cached und
 ``runs/bench/<model>[-<scale>]/`` (checkpoints each epoch, results per method and seed), so a
 killed `make bench` rerun picks up where it stopped and does not retrain what finished.
 Run time: scale ``small`` (one seed) took about 3 hours on a 2-core CPU (ours, the previous
-protocol); scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not been timed
-yet: it trains every dynamic method for 16 epochs on all images and runs 200-candidate searches,
-a GPU job (see README, "Method comparison").
+protocol). Scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not run end to end
+here; from its parts, each measured on the 2-core CPU (README, "Method comparison", "Run time"),
+it needs about 40 hours there, two thirds of it the six one-shot super-networks: a GPU job, or
+one to run in resumable pieces (``--methods``, ``--seeds``).
 """
 from __future__ import annotations
 
