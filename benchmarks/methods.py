@@ -37,8 +37,8 @@ later run on a quiet machine, which rebuilds every network from the cache in sec
 model; its final-training budget is recorded beside it, and nothing of it is cached.
 
     python -m benchmarks.methods --model resnet20 --scale full --seeds 0,1,2 [--supernet DIR] [--run NAME=RUN_DIR]
-writes benchmarks/results/methods_<model>.json (scale small; methods_<model>_<scale>.json at another), a PNG (accuracy vs MACs and vs measured speed-up
-at batch 256 and 1) and a markdown table.
+writes benchmarks/results/methods_<model>.json (scale small; methods_<model>_<scale>.json at
+another), a PNG (accuracy vs MACs and vs measured speed-up at batch 256 and 1) and a markdown table.
 """
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ from s2dnas.zoo import create_model
 
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
-           "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context", "aggregate_seeds",
-           "run_benchmark", "iso_accuracy", "check_targets", "table", "plot", "main"]
+           "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
+           "aggregate_seeds", "run_benchmark", "iso_accuracy", "check_targets", "table", "plot", "main"]
 
 RESULTS = Path("benchmarks/results")
 _logger = logging.getLogger("benchmarks.methods")

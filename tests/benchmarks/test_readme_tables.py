@@ -29,7 +29,6 @@ def test_a_stale_block_is_regenerated_and_nothing_else_changes(tmp_path: Path) -
         readme_tables.main(["--readme", str(readme), "--check"])
     assert "old numbers" in readme.read_text()  # --check changes nothing
     readme_tables.main(["--readme", str(readme)])
-
     expected = table(json.loads((ROOT / RESULT).read_text()))
     assert readme.read_text() == (f"# title\n\nprose before\n<!-- table: {RESULT} -->\n{expected}\n"
                                   "<!-- /table -->\nprose after\n")

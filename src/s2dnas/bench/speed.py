@@ -29,8 +29,7 @@ from s2dnas.dynamic.executor import DynamicNet
 from s2dnas.errors import ConfigError
 
 __all__ = ["SpeedRow", "StageProfile", "prepare_static", "prepare_dynamic", "prepare_variants", "check_thread_options",
-           "in_layout",
-           "time_passes", "benchmark_speed", "time_interleaved", "time_fastest", "profile_stages", "LatencyPrediction",
+           "in_layout", "time_passes", "benchmark_speed", "time_interleaved", "time_fastest", "profile_stages", "LatencyPrediction",
            "predict_speed", "MODES"]
 
 #: How a model runs in the PyTorch rows: ``eager``, or ``frozen`` (a ``torch.jit.freeze``-d trace).
