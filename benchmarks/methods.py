@@ -75,7 +75,8 @@ from s2dnas.zoo import create_model
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
-           "aggregate_seeds", "run_benchmark", "iso_accuracy", "check_targets", "table", "plot", "main"]
+           "aggregate_seeds", "run_benchmark", "iso_accuracy", "check_targets", "table", "targets_summary",
+           "plot", "main"]
 
 RESULTS = Path("benchmarks/results")
 _logger = logging.getLogger("benchmarks.methods")
@@ -1128,30 +1129,31 @@ def check_targets(data: dict[str, Any], *, drop: float | None = None) -> list[di
             continue
         level = f"reach base val - {pt} on val, test >= base test - {pt}"
         if not p["feasible"]:
-            rows.append({"method": name, "target": level,
+            rows.append({"method": name, "key": "level", "target": level,
                          "value": f"not reached on val (val {100 * p['val_accuracy']:.2f}%)", "met": False})
             continue
         floor = base["test_accuracy"] - drop
-        rows.append({"method": name, "target": level,
+        rows.append({"method": name, "key": "level", "target": level,
                      "value": f"reached on val; test {100 * p['test_accuracy']:.2f}% vs {100 * floor:.2f}%",
                      "met": p["test_accuracy"] >= floor - 1e-12})
         frac = p["macs"] / base["macs"]
-        rows.append({"method": name, "target": "<= 15% of the base's MACs",
+        rows.append({"method": name, "key": "macs", "target": "<= 15% of the base's MACs",
                      "value": f"{100 * frac:.1f}% (test {100 * p['test_accuracy']:.2f}%, base "
                               f"{100 * base['test_accuracy']:.2f}%)", "met": frac <= 0.15})
-        rows.append({"method": name, "target": "<= half the MACs of the best alternative",
+        rows.append({"method": name, "key": "macs_vs_best", "target": "<= half the MACs of the best alternative",
                      "value": f"{100 * frac:.1f}% vs {best_macs[0]} {100 * best_macs[1]['macs'] / base['macs']:.1f}%"
                      if best_macs else f"{100 * frac:.1f}%, no alternative in this run",
                      "met": p["macs"] <= 0.5 * best_macs[1]["macs"] if best_macs else None})
         for bs, suffix in SPEED_BATCHES.items():
             key = f"measured_speedup{suffix}"
             timed = {k: a[key] for k, a in alts.items() if a.get(key) is not None}
+            target = {"method": name, "key": f"speed_b{bs}",
+                      "target": f">= 2x the best alternative's speed-up at batch {bs}"}
             if p.get(key) is None or not timed:
-                rows.append({"method": name, "target": f">= 2x the best alternative's speed-up at batch {bs}",
-                             "value": None, "met": None})
+                rows.append({**target, "value": None, "met": None})
                 continue
             best = max(timed, key=timed.__getitem__)
-            rows.append({"method": name, "target": f">= 2x the best alternative's speed-up at batch {bs}",
+            rows.append({**target,
                          "value": f"{p[key]:.2f}x vs {best} {timed[best]:.2f}x", "met": p[key] >= 2 * timed[best]})
     return rows
 
@@ -1235,6 +1237,39 @@ def table(data: dict[str, Any]) -> str:
         for t in data["targets"]:
             met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
             lines.append(f"| {t['method']} | {t['target']} | {t['value']} | {met} |")
+    return "\n".join(lines)
+
+
+#: The columns of :func:`targets_summary`: a target's ``key`` (:func:`check_targets`) and its header.
+SUMMARY_COLUMNS = {"level": "test >= base - {pt}", "macs": "<= 15% of the MACs",
+                   "macs_vs_best": "<= half the best alternative's MACs",
+                   "speed_b256": ">= 2x its speed-up, b256", "speed_b1": ">= 2x its speed-up, b1"}
+
+
+def targets_summary(results: Sequence[dict[str, Any]]) -> str:
+    """One markdown table of issue 14's targets over several result files (one per family): a row
+    per ours-row of each (:func:`ours`), each target met or not with its number, from
+    :func:`check_targets` (val-chosen points only)."""
+    drops = {operating_drop(data) for data in results}
+    if len(drops) != 1:
+        raise ValueError(f"the result files use different operating points ({sorted(drops)}); "
+                         f"one summary compares one level")
+    pt = f"{100 * drops.pop():.1f} pt"
+    lines = ["| base | ours | seeds | " + " | ".join(h.format(pt=pt) for h in SUMMARY_COLUMNS.values()) + " |",
+             "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
+    for data in results:
+        by_method: dict[str, dict[str, dict[str, Any]]] = {}
+        for t in check_targets(data):
+            by_method.setdefault(t["method"], {})[t["key"]] = t
+        for name, targets in by_method.items():
+            r = data["methods"][name]
+            seeds = "imported" if r.get("imported_from") is not None else ", ".join(map(str, r.get("seeds", [0])))
+            cells = []
+            for key in SUMMARY_COLUMNS:
+                t = targets.get(key)
+                cells.append("-" if t is None else "not measured" if t["met"] is None
+                             else f"{'**met**' if t['met'] else 'not met'}: {t['value']}")
+            lines.append(f"| {data['base_model']} | {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

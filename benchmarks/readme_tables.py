@@ -1,9 +1,14 @@
 """The README's method-comparison tables, regenerated from the committed JSON results.
 
-A block of README.md between ``<!-- table: benchmarks/results/<name>.json -->`` and
-``<!-- /table -->`` is :func:`benchmarks.methods.table` of that file, the same text as the
-``.md`` beside it. ``make bench`` rewrites the blocks after the benchmark; the test suite runs
-``--check``, so a README whose tables disagree with the JSON does not pass.
+Two kinds of block in README.md, each between an opening and a closing marker:
+
+* ``<!-- table: benchmarks/results/<name>.json -->`` ... ``<!-- /table -->``: :func:`benchmarks.methods.table`
+  of that file, the same text as the ``.md`` beside it;
+* ``<!-- targets: a.json b.json -->`` ... ``<!-- /targets -->``: :func:`benchmarks.methods.targets_summary`
+  of those files (issue 14's targets of every family in one table).
+
+``make bench`` rewrites the blocks after the benchmark; the test suite runs ``--check``, so a
+README whose tables disagree with the JSON does not pass.
 
     python -m benchmarks.readme_tables            # rewrite the blocks in README.md
     python -m benchmarks.readme_tables --check    # exit 1, naming the stale blocks, when they differ
@@ -15,16 +20,24 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
-from benchmarks.methods import table
+from benchmarks.methods import table, targets_summary
 
-__all__ = ["BLOCK", "TableError", "render", "main"]
+__all__ = ["BLOCK", "KINDS", "TableError", "render", "main"]
 
-#: A generated block: its opening marker names the JSON file (relative to the README's folder);
-#: its body cannot hold another opening marker, so a block missing its end does not swallow the next.
-BLOCK = re.compile(r"(<!-- table: (?P<path>[^ ]+\.json) -->\n)(?P<body>(?:(?!<!-- table:).)*?)(<!-- /table -->)",
-                   re.DOTALL)
-OPEN, CLOSE = "<!-- table:", "<!-- /table -->"
+#: What each kind of block holds, from the parsed JSON files its opening marker names.
+KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "table": lambda results: table(results[0]),
+    "targets": targets_summary,
+}
+#: A generated block: its opening marker names the JSON files (relative to the README's folder,
+#: separated by one space; a ``table`` names one); its body cannot hold another opening marker, so
+#: a block missing its end does not swallow the next.
+BLOCK = re.compile(r"(<!-- (?P<kind>table|targets): (?P<paths>[^ ]+\.json(?: [^ ]+\.json)*) -->\n)"
+                   r"(?P<body>(?:(?!<!-- (?:table|targets):).)*?)(<!-- /(?P=kind) -->)", re.DOTALL)
+OPENS = tuple(f"<!-- {kind}:" for kind in KINDS)
+CLOSES = tuple(f"<!-- /{kind} -->" for kind in KINDS)
 
 
 class TableError(Exception):
@@ -34,23 +47,30 @@ class TableError(Exception):
 def render(text: str, *, root: Path) -> tuple[str, list[str]]:
     """``text`` with every block regenerated from its JSON under ``root``, and the paths of the
     blocks that changed."""
-    blocks = BLOCK.findall(text)
-    if not len(blocks) == text.count(OPEN) == text.count(CLOSE):
-        raise TableError(f"{text.count(OPEN)} '{OPEN} ...' and {text.count(CLOSE)} '{CLOSE}' markers, "
-                         f"{len(blocks)} well-formed blocks; every block is '{OPEN} benchmarks/results/X.json -->', "
-                         f"a newline, the table, '{CLOSE}'")
+    blocks = [m for m in BLOCK.finditer(text) if m["kind"] == "targets" or " " not in m["paths"]]
+    opens, closes = sum(map(text.count, OPENS)), sum(map(text.count, CLOSES))
+    if not len(blocks) == opens == closes:
+        raise TableError(f"{opens} opening and {closes} closing markers, {len(blocks)} well-formed blocks; every "
+                         f"block is '<!-- table: benchmarks/results/X.json -->' (or '<!-- targets: X.json Y.json "
+                         f"-->'), a newline, the table, '<!-- /table -->' (or '<!-- /targets -->')")
     stale: list[str] = []
 
     def fill(m: re.Match[str]) -> str:
-        path = root / m["path"]
+        results = []
+        for name in m["paths"].split(" "):
+            try:
+                results.append(json.loads((root / name).read_text(encoding="utf-8")))
+            except (OSError, ValueError) as err:
+                raise TableError(f"{name} is not a readable method-comparison result "
+                                 f"({type(err).__name__}: {err}); rerun the benchmark or fix the marker") from None
         try:
-            body = table(json.loads(path.read_text(encoding="utf-8"))) + "\n"
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise TableError(f"{m['path']} is not a readable method-comparison result "
+            body = KINDS[m["kind"]](results) + "\n"
+        except (ValueError, KeyError, TypeError) as err:
+            raise TableError(f"{m['paths']} is not a readable method-comparison result "
                              f"({type(err).__name__}: {err}); rerun the benchmark or fix the marker") from None
         if body != m["body"]:
-            stale.append(m["path"])
-        return m[1] + body + m[4]
+            stale.append(m["paths"])
+        return m[1] + body + m[5]
 
     return BLOCK.sub(fill, text), stale
 

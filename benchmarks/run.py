@@ -8,7 +8,9 @@ What it runs, one job at a time (each a subprocess, in this order):
    training from the super-network and from inherited weights), the searched ones for each seed
    of ``--seeds``; every operating point chosen on val per accuracy level. First every network is
    trained and evaluated (``--no-speed``), then a second pass times them all at batch 256 and 1
-   on the quiet machine;
+   on the quiet machine. At scale ``full`` the ResNet-20 comparison also imports ``make demo``'s
+   network (``--run s2dnas_demo=runs/demo``; the demo runs first when runs/demo has no model),
+   whose final training is that scale's;
 2. rank check (scale small only): brief-training scores against final-training scores of the
    methods' architectures;
 3. ablations of the hand-picked architecture (ResNet-20);
@@ -79,8 +81,13 @@ def main() -> None:
     seeds = args.seeds or ("0,1,2" if args.scale == "full" else "0")
     RESULTS.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).parent / "s2dnas"
+    demo = Path("runs/demo")
+    if args.scale == "full" and not (demo / "model/model.json").exists():
+        _run(str(exe), "demo", "--no-progress")  # the demo's network is a ResNet-20 row at this scale
     for model in ("resnet20", "vgg16_bn_w50"):
         extra = ["--seeds", seeds] + (["--supernet", args.supernet] if args.supernet and model == "resnet20" else [])
+        if args.scale == "full" and model == "resnet20":  # its final training is this scale's (16 epochs, all images)
+            extra += ["--run", f"s2dnas_demo={demo}"]
         # train and evaluate everything first, then time every network on the quiet machine
         _run(sys.executable, "-m", "benchmarks.methods", "--model", model, "--scale", args.scale, "--no-speed", *extra)
         _run(sys.executable, "-m", "benchmarks.methods", "--model", model, "--scale", args.scale, *extra)
@@ -89,9 +96,9 @@ def main() -> None:
     _run(sys.executable, "-m", "benchmarks.methods", "--model", "resnet20", "--scale", args.scale, "--no-speed",
          "--methods", "ablation_no_concat,ablation_no_distillation,ablation_s2",
          "--result", str(RESULTS / "ablations_resnet20.json"))
-    if not Path("runs/demo/model/model.json").exists():
+    if not (demo / "model/model.json").exists():
         _run(str(exe), "demo", "--no-progress")
-    _run(str(exe), "bench", "runs/demo/model", "--json", str(RESULTS / "speed.json"), "--repeats", "5", "--profile",
+    _run(str(exe), "bench", str(demo / "model"), "--json", str(RESULTS / "speed.json"), "--repeats", "5", "--profile",
          "--predict")
     _run(sys.executable, "-m", "benchmarks.conv_efficiency", "--out", str(RESULTS / "conv_efficiency.json"))
     _run(sys.executable, "-m", "benchmarks.width_scaling", "--out", str(RESULTS / "width_scaling.json"))

@@ -673,3 +673,31 @@ def test_imported_rows_count_as_ours_only_when_they_searched_as_ours() -> None:
     assert methods.ours(m) == ["s2dnas_rl", "s2dnas_gpu"]
     data = {"base": {"macs": 100, "test_accuracy": 0.9, "val_accuracy": 0.9}, "methods": m}
     assert {t["method"] for t in methods.check_targets(data)} == {"s2dnas_rl", "s2dnas_gpu"}
+
+
+def test_the_targets_summary_puts_every_family_s_ours_rows_in_one_table() -> None:
+    def point(macs: float, sp: float, feasible: bool = True) -> dict:
+        return {"drop": 0.001, "feasible": feasible, "macs": macs, "test_accuracy": 0.91, "val_accuracy": 0.91,
+                "measured_speedup": sp, "measured_speedup_b1": None}
+
+    def family(name: str, ours: dict) -> dict:
+        return {"base_model": name, "base": {"macs": 100, "test_accuracy": 0.91, "val_accuracy": 0.912},
+                "methods": {**ours, "cascade_x0.25": {"points": [point(20, 2.0)]}}}
+
+    resnet = family("resnet20", {"s2dnas_rl": {"seeds": [0, 1, 2], "points": [point(9, 5.0)]},
+                                 "s2dnas_demo": {"imported_from": "runs/demo", "strategy": "oneshot",
+                                                 "points": [point(30, 1.0, feasible=False)]}})
+    vgg = family("vgg", {"s2dnas_oneshot": {"seeds": [0], "points": [point(12, 3.0)]}})
+    lines = methods.targets_summary([resnet, vgg]).splitlines()
+    assert lines[0] == ("| base | ours | seeds | test >= base - 0.1 pt | <= 15% of the MACs | <= half the best "
+                        "alternative's MACs | >= 2x its speed-up, b256 | >= 2x its speed-up, b1 |")
+    assert lines[2] == ("| resnet20 | s2dnas_rl | 0, 1, 2 | **met**: reached on val; test 91.00% vs 90.90% | "
+                        "**met**: 9.0% (test 91.00%, base 91.00%) | **met**: 9.0% vs cascade_x0.25 20.0% | "
+                        "**met**: 5.00x vs cascade_x0.25 2.00x | not measured |")
+    assert lines[3] == ("| resnet20 | s2dnas_demo | imported | not met: not reached on val (val 91.00%) | - | - | - "
+                        "| - |")  # a level not reached meets nothing, and the rest is not claimed
+    assert lines[4].startswith("| vgg | s2dnas_oneshot | 0 | **met**: ") and "not met: 12.0% vs cascade_x0.25 20.0%" \
+        in lines[4] and "not met: 3.00x vs cascade_x0.25 2.00x" in lines[4]
+    assert len(lines) == 5
+    with pytest.raises(ValueError, match="different operating points"):
+        methods.targets_summary([resnet, {**vgg, "operating_drop": 0.01}])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import readme_tables
-from benchmarks.methods import table
+from benchmarks.methods import table, targets_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = "benchmarks/results/methods_resnet20_full.json"
@@ -63,3 +63,24 @@ def test_unpaired_or_mistyped_markers_are_refused_and_nothing_is_written(tmp_pat
         assert readme.read_text() == text
     with pytest.raises(SystemExit, match="no README at"):
         readme_tables.main(["--readme", str(tmp_path / "missing.md")])
+
+
+def test_a_targets_block_summarises_several_results_and_pairs_with_its_own_end(tmp_path: Path) -> None:
+    other = "benchmarks/results/methods_vgg16_bn_w50_full.json"
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    for name in (RESULT, other):
+        shutil.copy(ROOT / name, tmp_path / name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"<!-- targets: {RESULT} {other} -->\nold\n<!-- /targets -->\nprose\n"
+                      f"<!-- table: {RESULT} -->\nold\n<!-- /table -->\n")
+    readme_tables.main(["--readme", str(readme)])
+    expected = targets_summary([json.loads((ROOT / n).read_text()) for n in (RESULT, other)])
+    assert readme.read_text() == (f"<!-- targets: {RESULT} {other} -->\n{expected}\n<!-- /targets -->\nprose\n"
+                                  f"<!-- table: {RESULT} -->\n{table(json.loads((ROOT / RESULT).read_text()))}\n"
+                                  "<!-- /table -->\n")
+    for text in (f"<!-- targets: {RESULT} -->\nold\n<!-- /table -->\n",  # closed by the other kind's marker
+                 f"<!-- table: {RESULT} {other} -->\nold\n<!-- /table -->\n"):  # a table names one file
+        readme.write_text(text)
+        with pytest.raises(SystemExit, match="well-formed blocks"):
+            readme_tables.main(["--readme", str(readme)])
+        assert readme.read_text() == text
