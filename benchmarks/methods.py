@@ -14,7 +14,8 @@ For one base model (the shipped ResNet-20, or VGG-16-BN at half width trained he
 6. ``s2dnas_rl``: REINFORCE over briefly trained candidates; ``s2dnas_oneshot``: REINFORCE over
    candidates scored with a weight-sharing super-network, final training from the super-network's
    weights; ``s2dnas_oneshot_inherited``: the same search, final training from the base's weights
-   (the other rows' start), so the start is not a confound;
+   (the other rows' start), so the start is not a confound; ``s2dnas_oneshot_budget``: one-shot
+   as ``make demo`` searches, ranking candidates by accuracy within the demo's MACs budget;
 7. ``oracle``: the first seed's ``s2dnas_rl`` network when every input leaves at the first stage that gets
    it right (picked on test by definition: a bound, not a method).
 
@@ -57,7 +58,7 @@ from benchmarks._args import parse_positive_ints, parse_seeds, report_error
 from s2dnas._io import atomic_write_json, read_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
 from s2dnas.bench.speed import check_thread_options, in_layout, prepare_variants, time_fastest, time_interleaved
-from s2dnas.config import CalibrationConfig, TrainConfig, config_to_dict, load_config
+from s2dnas.config import DEMO_CONFIG, CalibrationConfig, TrainConfig, config_to_dict, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic import DynamicNet, ExitPolicy
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, evaluate_dynamic, oracle
@@ -557,14 +558,24 @@ def _method_dir(out: Path, name: str, seed: int) -> Path:
     return out / (name if seed == 0 else f"{name}-seed{seed}")
 
 
-def _searched(strategy: str, *, final_init: str | None = None
+def _demo_budget() -> list[tuple[str, Any]]:
+    """The demo's budget mode (``s2dnas demo``'s config, the one place it lives): thresholds and
+    reward within its MACs budget."""
+    demo = load_config(DEMO_CONFIG)
+    return [("calibration.macs_budget", demo.calibration.macs_budget), ("search.reward", demo.search.reward)]
+
+
+def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False
               ) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
     """``s2dnas run`` with ``strategy`` at the scale's budget and ``ctx.seed``. ``final_init``: the
-    final training's start (None: the run's default, ``supernet`` for one-shot). The one-shot rows
-    load ``ctx.supernet`` when given; the inherited-start row otherwise reuses the super-network the
-    ``s2dnas_oneshot`` row of the same seed trained when that row has finished (the same search,
-    only the start differs), else trains its own."""
-    name = f"s2dnas_{strategy}" + ("" if final_init in (None, "supernet") else f"_{final_init}")
+    final training's start (None: the run's default, ``supernet`` for one-shot). ``budget_mode``:
+    search as the demo does, within its MACs budget (:func:`_demo_budget`; the benchmark still
+    calibrates the result at every accuracy level itself). The one-shot rows load ``ctx.supernet``
+    when given; the other one-shot rows otherwise reuse the super-network the ``s2dnas_oneshot`` row
+    of the same seed trained when that row has finished (the same super-network, only the start or
+    the search's target differs), else train their own."""
+    name = (f"s2dnas_{strategy}" + ("" if final_init in (None, "supernet") else f"_{final_init}")
+            + ("_budget" if budget_mode else ""))
 
     def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
         from s2dnas.dynamic import load
@@ -588,6 +599,8 @@ def _searched(strategy: str, *, final_init: str | None = None
             overrides.append(("supernet.epochs", s.supernet_epochs))
         if final_init is not None:
             overrides.append(("final_init", final_init))
+        if budget_mode:
+            overrides += _demo_budget()
         if supernet is not None and strategy == "oneshot":
             overrides.append(("search.supernet", supernet))
         cfg = load_config(None, overrides)
@@ -619,10 +632,11 @@ METHODS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[s
     "s2dnas_rl": _searched("rl"),
     "s2dnas_oneshot": _searched("oneshot"),  # final training from the super-network's weights
     "s2dnas_oneshot_inherited": _searched("oneshot", final_init="inherited"),  # ... from the base's
+    "s2dnas_oneshot_budget": _searched("oneshot", budget_mode=True),  # the demo's search, within its budget
 }
 
 #: The methods that run once per seed of ``--seeds`` (the others are deterministic given the base).
-SEARCHED = ("s2dnas_random", "s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited")
+SEARCHED = ("s2dnas_random", "s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget")
 
 #: Why a target is missed: the hand-picked architecture without one ingredient (``--methods``).
 ABLATIONS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[str, Any]]]] = {
@@ -1083,7 +1097,7 @@ def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 #: The rows that are ours in the targets (issue 14's goal) and those that are alternatives to them.
-OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited")
+OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget")
 #: The search strategies of the :data:`OURS` rows (``s2dnas run`` searching with REINFORCE, over
 #: briefly trained candidates or a super-network): an imported run (``--run``) is ours when it
 #: searched with one of them, as the ``s2dnas_*`` controls (hand-picked, random search) are not.

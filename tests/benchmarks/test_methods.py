@@ -3,13 +3,15 @@ follows issue 6's schema, every method goes through the same calibration, and a 
 from the per-method cache instead of training again."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from s2dnas.config import load_config
+from s2dnas.config import DEMO_CONFIG, load_config
 from s2dnas.dynamic import ExitPolicy
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, evaluate_dynamic
 from s2dnas.errors import ConfigError, RunDirError
@@ -701,3 +703,34 @@ def test_the_targets_summary_puts_every_family_s_ours_rows_in_one_table() -> Non
     assert len(lines) == 5
     with pytest.raises(ValueError, match="different operating points"):
         methods.targets_summary([resnet, {**vgg, "operating_drop": 0.01}])
+
+
+def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same run as s2dnas_oneshot (super-network, seed, budgets) except the demo's MACs budget and reward."""
+    class Stop(Exception):
+        pass
+
+    configs = {}
+
+    def capture(cfg, **kw):
+        configs[Path(kw["out"]).name] = cfg
+        raise Stop
+
+    monkeypatch.setattr(methods, "run_pipeline", capture)
+    ctx = types.SimpleNamespace(scale=methods.SCALES["full"], out=tmp_path, seed=2, supernet=str(tmp_path / "sn"),
+                                dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
+                                spec=methods.MODELS["resnet20"], device="cpu")
+    for name in ("s2dnas_oneshot", "s2dnas_oneshot_budget"):
+        with pytest.raises(Stop):
+            methods.METHODS[name](ctx)
+    plain, budget = configs["s2dnas_oneshot-seed2"], configs["s2dnas_oneshot_budget-seed2"]
+    demo = load_config(DEMO_CONFIG)
+    assert demo.calibration.macs_budget is not None  # the demo searches within a budget
+    assert budget.calibration.macs_budget == demo.calibration.macs_budget
+    assert budget.search.reward == demo.search.reward == "accuracy_in_budget"
+    assert plain.calibration.macs_budget is None and plain.search.reward == "macs_saving"
+    assert budget.search.supernet == plain.search.supernet == str(tmp_path / "sn") and budget.seed == plain.seed == 2
+    assert dataclasses.replace(budget, out=plain.out, calibration=plain.calibration,
+                               search=dataclasses.replace(budget.search, reward=plain.search.reward)) == plain
+    assert "s2dnas_oneshot_budget" in methods.SEARCHED and "s2dnas_oneshot_budget" in methods.OURS

@@ -51,16 +51,15 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.base_only:
         return 0
     # Step 3: the whole pipeline on the built-in default config.
-    from importlib.resources import files
 
     from s2dnas.cli.common import prepare_out_dir
-    from s2dnas.config import load_config
+    from s2dnas.config import DEMO_CONFIG, load_config
     from s2dnas.runner import run_pipeline
 
     overrides: list[tuple[str, object]] = [("out", args.out), ("device", args.device)]
     if args.data_dir is not None:
         overrides.append(("data.data_dir", args.data_dir))
-    cfg = load_config(str(files("s2dnas.config") / "demo.yaml"), overrides)
+    cfg = load_config(DEMO_CONFIG, overrides)
     resume = (Path(cfg.out) / "config.yaml").exists() and not args.force
     out = prepare_out_dir(cfg.out, resume=resume, force=args.force, marker="config.yaml")
     args.resume_hint = "s2dnas demo (it resumes by itself)"

@@ -1,6 +1,8 @@
 """Configuration: frozen dataclasses per pipeline step; defaults -> YAML -> ``--set`` overrides."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from s2dnas.config.base_train import BaseTrainConfig
 from s2dnas.config.fingerprint import RESUME_MAY_DIFFER, config_differences, config_hash, provenance
 from s2dnas.config.loader import (
@@ -25,7 +27,11 @@ from s2dnas.config.schema import (
 )
 from s2dnas.config.target import CalibrationTarget, resolve_target
 
+#: The built-in demo's configuration file (``s2dnas demo``, ``make demo``): what it changes from the defaults.
+DEMO_CONFIG = str(Path(__file__).with_name("demo.yaml"))
+
 __all__ = [
+    "DEMO_CONFIG",
     "SHIPPED_SUPERNET",
     "RESUME_MAY_DIFFER",
     "config_differences",
