@@ -76,7 +76,8 @@ from s2dnas.zoo import create_model
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
-           "aggregate_seeds", "run_benchmark", "iso_accuracy", "check_targets", "table", "targets_summary",
+           "aggregate_seeds", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
+           "SUMMARY_COLUMNS", "targets_summary",
            "plot", "main"]
 
 RESULTS = Path("benchmarks/results")
@@ -558,11 +559,19 @@ def _method_dir(out: Path, name: str, seed: int) -> Path:
     return out / (name if seed == 0 else f"{name}-seed{seed}")
 
 
-def _demo_budget() -> list[tuple[str, Any]]:
+def _demo_budget() -> dict[str, Any]:
     """The demo's budget mode (``s2dnas demo``'s config, the one place it lives): thresholds and
-    reward within its MACs budget."""
+    reward within its MACs budget, as ``--set`` keys."""
     demo = load_config(DEMO_CONFIG)
-    return [("calibration.macs_budget", demo.calibration.macs_budget), ("search.reward", demo.search.reward)]
+    return {"calibration.macs_budget": demo.calibration.macs_budget, "search.reward": demo.search.reward}
+
+
+def _search_target_mismatch(name: str, entry: dict[str, Any]) -> str | None:
+    """Why a cached budget-mode row does not belong to the demo config as it is now (None: it does)."""
+    if not name.endswith("_budget") or entry.get("search_target") == _demo_budget():
+        return None
+    return (f"a result searched with another budget mode ({entry.get('search_target')}, the demo config now "
+            f"{_demo_budget()})")
 
 
 def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False
@@ -600,7 +609,7 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         if final_init is not None:
             overrides.append(("final_init", final_init))
         if budget_mode:
-            overrides += _demo_budget()
+            overrides += list(_demo_budget().items())
         if supernet is not None and strategy == "oneshot":
             overrides.append(("search.supernet", supernet))
         cfg = load_config(None, overrides)
@@ -612,6 +621,8 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         extra = {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
                  "search_reward": results["search_reward"], "final_init": results["final_init"],
                  "supernet": results.get("supernet")}
+        if budget_mode:
+            extra["search_target"] = _demo_budget()
         if results.get("supernet") is not None:
             # a loaded super-network's training is not in `seconds` (only its loading): recorded beside it
             extra["supernet_train_seconds"] = results["supernet"].get("train_seconds")
@@ -970,7 +981,9 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
             if (saved := saved_entry.get("protocol")) != identity:
                 raise RunDirError(_stale(cache.parent, f"a result of another protocol or recipe "
                                                        f"({_changed(saved, identity)})"))
-            if (mismatch := _supernet_mismatch(name, saved_entry, supernet, current=current)) is not None:
+            mismatch = _supernet_mismatch(name, saved_entry, supernet, current=current) or \
+                _search_target_mismatch(name, saved_entry)
+            if mismatch is not None:
                 raise RunDirError(_stale(cache.parent, mismatch))
     ctx = make_context(model=model, scale=scale, out=out, dataset=dataset, data_dir=data_dir, val_size=val_size)
     ctx.supernet = supernet
@@ -1097,6 +1110,8 @@ def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 #: The rows that are ours in the targets (issue 14's goal) and those that are alternatives to them.
+#: Issue 14's MACs target for ours: at most this fraction of the base's MACs at the operating point.
+MACS_TARGET = 0.15
 OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget")
 #: The search strategies of the :data:`OURS` rows (``s2dnas run`` searching with REINFORCE, over
 #: briefly trained candidates or a super-network): an imported run (``--run``) is ours when it
@@ -1151,9 +1166,9 @@ def check_targets(data: dict[str, Any], *, drop: float | None = None) -> list[di
                      "value": f"reached on val; test {100 * p['test_accuracy']:.2f}% vs {100 * floor:.2f}%",
                      "met": p["test_accuracy"] >= floor - 1e-12})
         frac = p["macs"] / base["macs"]
-        rows.append({"method": name, "key": "macs", "target": "<= 15% of the base's MACs",
+        rows.append({"method": name, "key": "macs", "target": f"<= {100 * MACS_TARGET:.0f}% of the base's MACs",
                      "value": f"{100 * frac:.1f}% (test {100 * p['test_accuracy']:.2f}%, base "
-                              f"{100 * base['test_accuracy']:.2f}%)", "met": frac <= 0.15})
+                              f"{100 * base['test_accuracy']:.2f}%)", "met": frac <= MACS_TARGET})
         rows.append({"method": name, "key": "macs_vs_best", "target": "<= half the MACs of the best alternative",
                      "value": f"{100 * frac:.1f}% vs {best_macs[0]} {100 * best_macs[1]['macs'] / base['macs']:.1f}%"
                      if best_macs else f"{100 * frac:.1f}%, no alternative in this run",
@@ -1255,35 +1270,48 @@ def table(data: dict[str, Any]) -> str:
 
 
 #: The columns of :func:`targets_summary`: a target's ``key`` (:func:`check_targets`) and its header.
-SUMMARY_COLUMNS = {"level": "test >= base - {pt}", "macs": "<= 15% of the MACs",
+SUMMARY_COLUMNS = {"level": "test >= base - {pt}", "macs": f"<= {100 * MACS_TARGET:.0f}% of the MACs",
                    "macs_vs_best": "<= half the best alternative's MACs",
                    "speed_b256": ">= 2x its speed-up, b256", "speed_b1": ">= 2x its speed-up, b1"}
+
+
+def _summary_cell(t: dict[str, Any] | None) -> str:
+    if t is None:
+        return "-"
+    verdict = {True: "**met**", False: "not met", None: "not measured"}[t["met"]]
+    return verdict if t["value"] is None else f"{verdict}: {t['value']}"
 
 
 def targets_summary(results: Sequence[dict[str, Any]]) -> str:
     """One markdown table of issue 14's targets over several result files (one per family): a row
     per ours-row of each (:func:`ours`), each target met or not with its number, from
-    :func:`check_targets` (val-chosen points only)."""
+    :func:`check_targets` (val-chosen points only); an ours-row without a point at the level, and
+    a file without ours-rows, get a row that says so.
+
+    Raises:
+        ValueError: the files' operating points (drops) differ.
+    """
     drops = {operating_drop(data) for data in results}
     if len(drops) != 1:
-        raise ValueError(f"the result files use different operating points ({sorted(drops)}); "
+        raise ValueError(f"the result files use different operating points (drops {sorted(drops)}); "
                          f"one summary compares one level")
     pt = f"{100 * drops.pop():.1f} pt"
+    empty = ["-"] * (len(SUMMARY_COLUMNS) - 1)
     lines = ["| base | ours | seeds | " + " | ".join(h.format(pt=pt) for h in SUMMARY_COLUMNS.values()) + " |",
              "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
     for data in results:
-        by_method: dict[str, dict[str, dict[str, Any]]] = {}
+        base = data["base_model"].removeprefix("benchmarks.models:")
+        by_method: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ours(data["methods"])}
         for t in check_targets(data):
-            by_method.setdefault(t["method"], {})[t["key"]] = t
+            by_method[t["method"]][t["key"]] = t
+        if not by_method:
+            lines.append(f"| {base} | no ours-row in this file | - | " + " | ".join(["-", *empty]) + " |")
         for name, targets in by_method.items():
             r = data["methods"][name]
             seeds = "imported" if r.get("imported_from") is not None else ", ".join(map(str, r.get("seeds", [0])))
-            cells = []
-            for key in SUMMARY_COLUMNS:
-                t = targets.get(key)
-                cells.append("-" if t is None else "not measured" if t["met"] is None
-                             else f"{'**met**' if t['met'] else 'not met'}: {t['value']}")
-            lines.append(f"| {data['base_model']} | {name} | {seeds} | " + " | ".join(cells) + " |")
+            cells = [_summary_cell(targets.get(key)) for key in SUMMARY_COLUMNS] if targets else \
+                ["no point at this level", *empty]
+            lines.append(f"| {base} | {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

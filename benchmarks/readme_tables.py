@@ -31,11 +31,12 @@ KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "table": lambda results: table(results[0]),
     "targets": targets_summary,
 }
+_KIND = "|".join(KINDS)
 #: A generated block: its opening marker names the JSON files (relative to the README's folder,
-#: separated by one space; a ``table`` names one); its body cannot hold another opening marker, so
-#: a block missing its end does not swallow the next.
-BLOCK = re.compile(r"(<!-- (?P<kind>table|targets): (?P<paths>[^ ]+\.json(?: [^ ]+\.json)*) -->\n)"
-                   r"(?P<body>(?:(?!<!-- (?:table|targets):).)*?)(<!-- /(?P=kind) -->)", re.DOTALL)
+#: without spaces, separated by one space; a ``table`` names one); its body cannot hold another
+#: opening marker, so a block missing its end does not swallow the next.
+BLOCK = re.compile(rf"(?P<open><!-- (?P<kind>{_KIND}): (?P<paths>\S+\.json(?: \S+\.json)*) -->\n)"
+                   rf"(?P<body>(?:(?!<!-- (?:{_KIND}):).)*?)(?P<close><!-- /(?P=kind) -->)", re.DOTALL)
 OPENS = tuple(f"<!-- {kind}:" for kind in KINDS)
 CLOSES = tuple(f"<!-- /{kind} -->" for kind in KINDS)
 
@@ -47,12 +48,17 @@ class TableError(Exception):
 def render(text: str, *, root: Path) -> tuple[str, list[str]]:
     """``text`` with every block regenerated from its JSON under ``root``, and the paths of the
     blocks that changed."""
-    blocks = [m for m in BLOCK.finditer(text) if m["kind"] == "targets" or " " not in m["paths"]]
+    blocks = [m for m in BLOCK.finditer(text) if m["kind"] != "table" or " " not in m["paths"]]
     opens, closes = sum(map(text.count, OPENS)), sum(map(text.count, CLOSES))
     if not len(blocks) == opens == closes:
-        raise TableError(f"{opens} opening and {closes} closing markers, {len(blocks)} well-formed blocks; every "
-                         f"block is '<!-- table: benchmarks/results/X.json -->' (or '<!-- targets: X.json Y.json "
-                         f"-->'), a newline, the table, '<!-- /table -->' (or '<!-- /targets -->')")
+        covered = {text.count("\n", 0, m.start(g)) + 1 for m in blocks for g in ("open", "close")}
+        bad = next((n for n, line in enumerate(text.splitlines(), 1)
+                    if line.startswith(OPENS + CLOSES) and n not in covered), None)
+        raise TableError(f"{opens} opening and {closes} closing markers, {len(blocks)} well-formed blocks"
+                         + (f" (first marker outside one: line {bad})" if bad else "")
+                         + "; every block is '<!-- table: benchmarks/results/X.json -->' (or '<!-- targets: "
+                         "X.json Y.json -->', paths without spaces), a newline, the table, '<!-- /table -->' "
+                         "(or '<!-- /targets -->')")
     stale: list[str] = []
 
     def fill(m: re.Match[str]) -> str:
@@ -65,12 +71,15 @@ def render(text: str, *, root: Path) -> tuple[str, list[str]]:
                                  f"({type(err).__name__}: {err}); rerun the benchmark or fix the marker") from None
         try:
             body = KINDS[m["kind"]](results) + "\n"
-        except (ValueError, KeyError, TypeError) as err:
-            raise TableError(f"{m['paths']} is not a readable method-comparison result "
+        except ValueError as err:  # files that cannot go in one summary (e.g. different operating points)
+            raise TableError(f"{m['paths']}: {err}") from None
+        except (KeyError, TypeError) as err:
+            which = m["paths"] if " " not in m["paths"] else f"one of {m['paths']}"
+            raise TableError(f"{which} is not a readable method-comparison result "
                              f"({type(err).__name__}: {err}); rerun the benchmark or fix the marker") from None
         if body != m["body"]:
             stale.append(m["paths"])
-        return m[1] + body + m[5]
+        return m["open"] + body + m["close"]
 
     return BLOCK.sub(fill, text), stale
 

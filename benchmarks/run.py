@@ -5,7 +5,8 @@ What it runs, one job at a time (each a subprocess, in this order):
 1. methods (issue 14), for each family, ResNet-20 (shipped base) and VGG-16-BN at half
    width (``vgg16_bn_w50``, trained here): static x0.25/x0.375/x0.5/x0.75, SDN exits (frozen,
    joint), cascades from x0.25 and x0.5, S2DNAS hand-picked, random, RL and one-shot (final
-   training from the super-network and from inherited weights), the searched ones for each seed
+   training from the super-network and from inherited weights; and searching within the demo's
+   MACs budget), the searched ones for each seed
    of ``--seeds``; every operating point chosen on val per accuracy level. First every network is
    trained and evaluated (``--no-speed``), then a second pass times them all at batch 256 and 1
    on the quiet machine. At scale ``full`` the ResNet-20 comparison also imports ``make demo``'s
@@ -32,7 +33,7 @@ killed `make bench` rerun picks up where it stopped and does not retrain what fi
 Run time: scale ``small`` (one seed) took about 3 hours on a 2-core CPU (ours, the previous
 protocol). Scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not run end to end
 here; from its parts, each measured on the 2-core CPU (README, "Method comparison", "Run time"),
-it needs about 40 hours there, two thirds of it the six one-shot super-networks: a GPU job, or
+it needs about 45 hours there, more than half of it the six one-shot super-networks: a GPU job, or
 one to run in resumable pieces (``--methods``, ``--seeds``).
 """
 from __future__ import annotations
@@ -42,6 +43,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from s2dnas.config import DEMO_CONFIG, load_config
 
 RESULTS = Path("benchmarks/results")
 
@@ -81,7 +84,7 @@ def main() -> None:
     seeds = args.seeds or ("0,1,2" if args.scale == "full" else "0")
     RESULTS.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).parent / "s2dnas"
-    demo = Path("runs/demo")
+    demo = Path(load_config(DEMO_CONFIG).out)  # where `s2dnas demo` writes
     if args.scale == "full" and not (demo / "model/model.json").exists():
         _run(str(exe), "demo", "--no-progress")  # the demo's network is a ResNet-20 row at this scale
     for model in ("resnet20", "vgg16_bn_w50"):

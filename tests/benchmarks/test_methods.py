@@ -703,26 +703,29 @@ def test_the_targets_summary_puts_every_family_s_ours_rows_in_one_table() -> Non
     assert len(lines) == 5
     with pytest.raises(ValueError, match="different operating points"):
         methods.targets_summary([resnet, {**vgg, "operating_drop": 0.01}])
+    # nothing disappears: an ours-row without a point at the level, a file without ours-rows
+    vgg["methods"]["s2dnas_oneshot"]["points"][0]["drop"] = 0.02
+    lines = methods.targets_summary([vgg, family("mnv2", {})]).splitlines()
+    assert lines[2:] == ["| vgg | s2dnas_oneshot | 0 | no point at this level | - | - | - | - |",
+                         "| mnv2 | no ours-row in this file | - | - | - | - | - | - |"]
 
 
 def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same run as s2dnas_oneshot (super-network, seed, budgets) except the demo's MACs budget and reward."""
-    class Stop(Exception):
-        pass
-
+    """Same run as s2dnas_oneshot (super-network, seed, budgets) except the demo's MACs budget and
+    reward; without --supernet it scores with the super-network its finished sibling trained."""
     configs = {}
 
     def capture(cfg, **kw):
         configs[Path(kw["out"]).name] = cfg
-        raise Stop
+        raise _Stop
 
     monkeypatch.setattr(methods, "run_pipeline", capture)
     ctx = types.SimpleNamespace(scale=methods.SCALES["full"], out=tmp_path, seed=2, supernet=str(tmp_path / "sn"),
                                 dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
                                 spec=methods.MODELS["resnet20"], device="cpu")
     for name in ("s2dnas_oneshot", "s2dnas_oneshot_budget"):
-        with pytest.raises(Stop):
+        with pytest.raises(_Stop):
             methods.METHODS[name](ctx)
     plain, budget = configs["s2dnas_oneshot-seed2"], configs["s2dnas_oneshot_budget-seed2"]
     demo = load_config(DEMO_CONFIG)
@@ -730,7 +733,34 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
     assert budget.calibration.macs_budget == demo.calibration.macs_budget
     assert budget.search.reward == demo.search.reward == "accuracy_in_budget"
     assert plain.calibration.macs_budget is None and plain.search.reward == "macs_saving"
-    assert budget.search.supernet == plain.search.supernet == str(tmp_path / "sn") and budget.seed == plain.seed == 2
+    assert budget.seed == plain.seed == 2
     assert dataclasses.replace(budget, out=plain.out, calibration=plain.calibration,
                                search=dataclasses.replace(budget.search, reward=plain.search.reward)) == plain
     assert "s2dnas_oneshot_budget" in methods.SEARCHED and "s2dnas_oneshot_budget" in methods.OURS
+    # no --supernet: its own super-network until the sibling of the same seed has finished, then the sibling's
+    ctx.supernet = None
+    with pytest.raises(_Stop):
+        methods.METHODS["s2dnas_oneshot_budget"](ctx)
+    assert configs["s2dnas_oneshot_budget-seed2"].search.supernet is None
+    (tmp_path / "s2dnas_oneshot-seed2").mkdir(exist_ok=True)
+    (tmp_path / "s2dnas_oneshot-seed2" / "results.json").write_text("{}")
+    with pytest.raises(_Stop):
+        methods.METHODS["s2dnas_oneshot_budget"](ctx)
+    assert configs["s2dnas_oneshot_budget-seed2"].search.supernet == str(tmp_path / "s2dnas_oneshot-seed2" / "supernet")
+
+
+def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    identity = methods.protocol_identity(scale="smoke", spec=methods.MODELS["resnet20"])
+    row = tmp_path / "c" / "s2dnas_oneshot_budget"
+    row.mkdir(parents=True)
+    now = methods._demo_budget()
+    kw = dict(model="resnet20", scale="smoke", out=tmp_path / "c", methods=["s2dnas_oneshot_budget"], seeds=(0,),
+              data_dir=str(tmp_path / "no-data"))
+    for recorded in ({**now, "calibration.macs_budget": 0.25}, None):  # another budget; none recorded
+        entry = {"protocol": identity, "supernet": {"source": "trained by this run"}}
+        (row / "result.json").write_text(json.dumps(entry if recorded is None else {**entry, "search_target": recorded}))
+        with pytest.raises(RunDirError, match=r"s2dnas_oneshot_budget holds a result searched with another budget "
+                                              r"mode .*; delete "):
+            methods.run_benchmark(**kw)
+    assert methods._search_target_mismatch("s2dnas_oneshot_budget", {"search_target": now}) is None
+    assert methods._search_target_mismatch("s2dnas_oneshot", {}) is None  # other rows have no budget mode

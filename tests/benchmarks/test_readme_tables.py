@@ -81,6 +81,13 @@ def test_a_targets_block_summarises_several_results_and_pairs_with_its_own_end(t
     for text in (f"<!-- targets: {RESULT} -->\nold\n<!-- /table -->\n",  # closed by the other kind's marker
                  f"<!-- table: {RESULT} {other} -->\nold\n<!-- /table -->\n"):  # a table names one file
         readme.write_text(text)
-        with pytest.raises(SystemExit, match="well-formed blocks"):
+        with pytest.raises(SystemExit, match=r"well-formed blocks \(first marker outside one: line 1\)"):
             readme_tables.main(["--readme", str(readme)])
         assert readme.read_text() == text
+    # files that cannot share one summary: their own reason, not "unreadable"
+    data = json.loads((ROOT / other).read_text())
+    (tmp_path / other).write_text(json.dumps({**data, "operating_drop": 0.01}))
+    readme.write_text(f"<!-- targets: {RESULT} {other} -->\nold\n<!-- /targets -->\n")
+    with pytest.raises(SystemExit, match=r"^error: .*README.md: .*_full.json .*_full.json: the result files use "
+                                         r"different operating points \(drops \[0.001, 0.01\]\)"):
+        readme_tables.main(["--readme", str(readme)])

@@ -43,6 +43,14 @@ def test_at_scale_full_the_demo_runs_first_and_is_a_resnet20_row(monkeypatch: py
     assert calls[-1][-1] == "benchmarks.readme_tables"
 
 
+def test_at_scale_full_an_existing_demo_is_imported_not_rerun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "runs/demo/model").mkdir(parents=True)
+    (tmp_path / "runs/demo/model/model.json").write_text("{}")
+    calls = commands(monkeypatch, tmp_path, "--scale", "full")
+    assert not any(c[-2:] == ("demo", "--no-progress") for c in calls)
+    assert all("s2dnas_demo=runs/demo" in c for c in _methods(calls, "resnet20"))
+
+
 def test_at_scale_small_nothing_is_imported_and_an_existing_demo_is_reused(monkeypatch: pytest.MonkeyPatch,
                                                                            tmp_path: Path) -> None:
     (tmp_path / "runs/demo/model").mkdir(parents=True)

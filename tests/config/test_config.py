@@ -9,6 +9,7 @@ import yaml
 
 import s2dnas
 from s2dnas.config import (
+    DEMO_CONFIG,
     RESUME_MAY_DIFFER,
     CalibrationConfig,
     CalibrationTarget,
@@ -29,8 +30,6 @@ from s2dnas.config import (
 )
 from s2dnas.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _yaml(tmp_path: Path, data: object, name: str = "cfg.yaml") -> Path:
     path = tmp_path / name
@@ -50,7 +49,7 @@ def test_defaults_are_valid() -> None:
 
 def test_demo_yaml_states_only_what_differs_from_the_defaults() -> None:
     """One source of defaults: the dataclasses; the demo file holds only its own changes (issue 16)."""
-    path = REPO / "src" / "s2dnas" / "config" / "demo.yaml"
+    path = Path(DEMO_CONFIG)
     cfg = load_config(path)
     defaults = config_to_dict(RunConfig())
     raw = yaml.safe_load(path.read_text())

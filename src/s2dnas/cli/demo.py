@@ -51,7 +51,6 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.base_only:
         return 0
     # Step 3: the whole pipeline on the built-in default config.
-
     from s2dnas.cli.common import prepare_out_dir
     from s2dnas.config import DEMO_CONFIG, load_config
     from s2dnas.runner import run_pipeline
