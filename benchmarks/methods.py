@@ -1324,6 +1324,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    colours = list(plt.get_cmap("tab10").colors)  # rows 11-20 repeat the colours, dashed
+    for ax in axes:
+        ax.set_prop_cycle(color=colours * 2, linestyle=["-"] * 10 + ["--"] * 10)
     base = data["base"]
     xs = {"MACs (% of the base)": lambda q: 100 * q["macs"] / base["macs"],
           "measured speed-up over the base, batch 256": lambda q: q.get("measured_speedup"),
