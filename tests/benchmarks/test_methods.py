@@ -209,7 +209,8 @@ def test_a_level_not_reached_on_val_is_not_reached_even_when_test_would_cross_it
     assert iso["s2dnas_rl"]["0.001"] == {"feasible": False, "test_accuracy": 1.0, "macs": None}
     assert iso["s2dnas_rl"]["0.100"]["macs"] == pts[1]["macs"] / 100
     targets = methods.check_targets(data)
-    assert targets == [{"method": "s2dnas_rl", "target": "reach base val - 0.1 pt on val, test >= base test - 0.1 pt",
+    assert targets == [{"method": "s2dnas_rl", "key": "level",
+                        "target": "reach base val - 0.1 pt on val, test >= base test - 0.1 pt",
                         "value": f"not reached on val (val {100 * pts[0]['val_accuracy']:.2f}%)", "met": False}]
 
 
