@@ -1109,9 +1109,9 @@ def iso_accuracy(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-#: The rows that are ours in the targets (issue 14's goal) and those that are alternatives to them.
 #: Issue 14's MACs target for ours: at most this fraction of the base's MACs at the operating point.
 MACS_TARGET = 0.15
+#: The rows that are ours in the targets (issue 14's goal) and those that are alternatives to them.
 OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget")
 #: The search strategies of the :data:`OURS` rows (``s2dnas run`` searching with REINFORCE, over
 #: briefly trained candidates or a super-network): an imported run (``--run``) is ours when it
