@@ -568,10 +568,9 @@ def _demo_budget() -> dict[str, Any]:
 
 def _search_target_mismatch(name: str, entry: dict[str, Any]) -> str | None:
     """Why a cached budget-mode row does not belong to the demo config as it is now (None: it does)."""
-    if not name.endswith("_budget") or entry.get("search_target") == _demo_budget():
+    if not name.endswith("_budget") or entry.get("search_target") == (now := _demo_budget()):
         return None
-    return (f"a result searched with another budget mode ({entry.get('search_target')}, the demo config now "
-            f"{_demo_budget()})")
+    return f"a result searched with another budget mode ({entry.get('search_target')}, the demo config now {now})"
 
 
 def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False
@@ -608,8 +607,9 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
             overrides.append(("supernet.epochs", s.supernet_epochs))
         if final_init is not None:
             overrides.append(("final_init", final_init))
-        if budget_mode:
-            overrides += list(_demo_budget().items())
+        search_target = _demo_budget() if budget_mode else None  # read once: what it searches with is what it records
+        if search_target is not None:
+            overrides += list(search_target.items())
         if supernet is not None and strategy == "oneshot":
             overrides.append(("search.supernet", supernet))
         cfg = load_config(None, overrides)
@@ -621,8 +621,8 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         extra = {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
                  "search_reward": results["search_reward"], "final_init": results["final_init"],
                  "supernet": results.get("supernet")}
-        if budget_mode:
-            extra["search_target"] = _demo_budget()
+        if search_target is not None:
+            extra["search_target"] = search_target
         if results.get("supernet") is not None:
             # a loaded super-network's training is not in `seconds` (only its loading): recorded beside it
             extra["supernet_train_seconds"] = results["supernet"].get("train_seconds")
