@@ -63,7 +63,9 @@ class SupernetSetup:
         return {"supernet_config_hash": self.supernet_meta.get("config_hash"),
                 "space": self.supernet.space_options(), "target": self.target.to_dict(),
                 "search": {k: config_to_dict(cfg.search)[k] for k in ("bn_batches", "reward", "tradeoff_weight")},
-                "confidence": cfg.calibration.confidence, "data": self.splits.data_spec()}
+                "confidence": cfg.calibration.confidence, "data": self.splits.data_spec(),
+                # the evaluator re-estimates batch norms on batches of this size before each score
+                "batch_size": cfg.data.batch_size}
 
 
 def load_setup(*, cfg: RunConfig, supernet_dir: str | Path, device: torch.device | None = None) -> SupernetSetup:

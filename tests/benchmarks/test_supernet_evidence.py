@@ -99,6 +99,11 @@ def test_ranking_scores_fine_tunes_in_steps_and_refuses_another_setup(setup: Sup
     before = out.read_bytes()
     with pytest.raises(RunDirError, match="another setup .*final_training"):
         run_ranking(setup, **{**kw, "final_epochs": 2})
+    # the scores' batch-norm re-estimation reads batches of data.batch_size: another one is another setup
+    other = dataclasses.replace(setup, cfg=dataclasses.replace(
+        setup.cfg, data=dataclasses.replace(setup.cfg.data, batch_size=setup.cfg.data.batch_size // 2)))
+    with pytest.raises(RunDirError, match="another setup .*batch_size"):
+        run_ranking(other, **kw)
     assert out.read_bytes() == before
 
 
