@@ -74,7 +74,7 @@ from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.zoo import create_model
 
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
-           "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
+           "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours", "search_count",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
            "aggregate_seeds", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
            "SUMMARY_COLUMNS", "targets_summary",
@@ -573,6 +573,19 @@ def _search_target_mismatch(name: str, entry: dict[str, Any]) -> str | None:
     return f"a result searched with another budget mode ({entry.get('search_target')}, the demo config now {now})"
 
 
+def search_count(rdir: Path) -> dict[str, Any]:
+    """How much of its budget the search of the finished run in ``rdir`` scored:
+    ``search_candidates`` (distinct candidates journalled), ``search_budget`` (what it was asked
+    for) and ``search_space_exhausted`` (it stopped because every architecture was scored; a
+    count below the budget otherwise means the controller kept proposing scored candidates)."""
+    import yaml
+
+    found = read_json(rdir / "search" / "result.json")
+    cfg = yaml.safe_load((rdir / "config.yaml").read_text())
+    return {"search_candidates": found["num_candidates"], "search_budget": cfg["search"]["budget"],
+            "search_space_exhausted": bool(found.get("space_exhausted", False))}
+
+
 def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False
               ) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
     """``s2dnas run`` with ``strategy`` at the scale's budget and ``ctx.seed``. ``final_init``: the
@@ -620,7 +633,7 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         seconds = t.get("supernet_seconds", 0.0) + t["search_seconds"] + t["final_training_seconds"]
         extra = {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
                  "search_reward": results["search_reward"], "final_init": results["final_init"],
-                 "supernet": results.get("supernet")}
+                 "supernet": results.get("supernet"), **search_count(rdir)}
         if search_target is not None:
             extra["search_target"] = search_target
         if results.get("supernet") is not None:
@@ -911,6 +924,10 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
     row = {"scale": first["scale"], "protocol": first.get("protocol"), "seeds": seeds, "points": points,
            "val_accuracy": op["val_accuracy"], "feasible": op["feasible"], "build_seconds": mean("build_seconds"),
            "search_seconds": mean("search_seconds")}
+    if "search_candidates" in first:  # per seed: a search can stop before its budget
+        row.update(search_candidates=[entries[k]["search_candidates"] for k in seeds],
+                   search_budget=first["search_budget"],
+                   search_space_exhausted=[entries[k]["search_space_exhausted"] for k in seeds])
     if "supernet_loaded" in first:
         sources = {(entries[k].get("supernet") or {}).get("source") for k in seeds}
         loaded = all(entries[k]["supernet_loaded"] for k in seeds)
@@ -925,6 +942,15 @@ def default_result(*, model: str, scale: str) -> Path:
     committed results of the old protocol), ``methods_<model>_<scale>.json`` at another, so a full
     run does not overwrite the small one."""
     return RESULTS / (f"methods_{model}.json" if scale == "small" else f"methods_{model}_{scale}.json")
+
+
+def _cached(name: str, cache: Path) -> dict[str, Any]:
+    """A method's cached entry; a searched row cached before its search count was recorded gets it
+    from its run's files (:func:`search_count`)."""
+    entry = json.loads(cache.read_text())
+    if name in SEARCHED and "search_candidates" not in entry:
+        entry.update(search_count(cache.parent))
+    return entry
 
 
 def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-mnist", data_dir: str | None = None,
@@ -999,7 +1025,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
             sctx = dataclasses.replace(ctx, seed=seed)
             cache = run_dir(sctx, name) / "result.json"
             if cache.exists() and not speed:  # its protocol was checked above
-                entries[name, seed] = json.loads(cache.read_text())
+                entries[name, seed] = _cached(name, cache)
                 continue
             label = name if seed == 0 else f"{name} seed {seed}"
             print(f"[{model}] {label} ...", flush=True)
@@ -1007,7 +1033,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
             net, seconds, extra = {**METHODS, **ABLATIONS}[name](sctx)  # cached: rebuilt from its files in seconds
             nets[name, seed] = net
             if cache.exists():
-                entries[name, seed] = json.loads(cache.read_text())
+                entries[name, seed] = _cached(name, cache)
                 continue
             entry = {"scale": scale, "protocol": ctx.protocol, "seed": seed, **evaluate_network(sctx, net),
                      "build_seconds": seconds if name != "static_base" else base_seconds, **extra,
@@ -1199,6 +1225,18 @@ def _budget(epochs: Any, limit_train: Any) -> str:
     return f"{epochs} epoch{'' if epochs == 1 else 's'} on {images}"
 
 
+def _short_search(name: str, r: dict[str, Any]) -> str | None:
+    """``s2dnas_rl seed 1: 166 of 200 candidates (...)`` for the seeds of a searched row whose
+    search scored fewer candidates than its budget (None: every seed scored its budget)."""
+    budget = r.get("search_budget")
+    parts = [f"seed {seed}: {n} of {budget} candidates ("
+             + ("the space has no more" if exhausted else "the controller kept proposing scored ones") + ")"
+             for seed, n, exhausted in zip(r.get("seeds", [0]), r.get("search_candidates", []),
+                                           r.get("search_space_exhausted", []))
+             if budget is not None and n < budget]
+    return f"`{name}` " + ", ".join(parts) if parts else None
+
+
 def table(data: dict[str, Any]) -> str:
     """Markdown tables of one result file: the operating point of every method, the val-chosen
     point of every accuracy level, the targets."""
@@ -1248,6 +1286,10 @@ def table(data: dict[str, Any]) -> str:
         lines += ["", "Imported (`--run`): a network a finished `s2dnas run` made elsewhere, evaluated and timed here "
                   "as every row (its thresholds calibrated here on val; build time from its run): "
                   + "; ".join(notes) + "."]
+    short = [_short_search(name, r) for name, r in data["methods"].items()]
+    if any(short):
+        lines += ["", "Searches that stopped before their budget (the row's build time and results are those of the "
+                  "candidates scored): " + "; ".join(s for s in short if s) + "."]
     iso = data.get("iso_accuracy") or {}
     if iso:
         keys = list(next(iter(iso.values())))

@@ -142,6 +142,59 @@ def test_rerun_reads_the_cache_and_writes_table_and_plot(smoke: tuple[dict, Path
     assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_searched_rows_record_how_much_of_their_budget_the_search_scored(
+        smoke: tuple[dict, Path], tmp_path: Path) -> None:
+    """Each seed of a searched row records the distinct candidates its journal holds, the budget it
+    was asked for and whether the space ran out; a cache written before these were recorded gets
+    them from its run's own files, the same values."""
+    import shutil
+
+    from s2dnas.search.journal import Journal
+
+    data, root = smoke
+    rnd = data["methods"]["s2dnas_random"]
+    journals = [Journal(root / "cache" / d / "search" / "journal.jsonl").num_samples
+                for d in ("s2dnas_random", "s2dnas_random-seed1")]
+    assert rnd["search_candidates"] == journals == [methods.SCALES["smoke"].budget] * 2
+    assert rnd["search_budget"] == methods.SCALES["smoke"].budget and rnd["search_space_exhausted"] == [False, False]
+    old = tmp_path / "cache"
+    shutil.copytree(root / "cache", old)
+    for d in ("s2dnas_random", "s2dnas_random-seed1"):
+        entry = json.loads((old / d / "result.json").read_text())
+        for key in ("search_candidates", "search_budget", "search_space_exhausted"):
+            del entry[key]
+        (old / d / "result.json").write_text(json.dumps(entry))
+    again = methods.run_benchmark(model="resnet20", scale="smoke", out=old, dataset="fashion-mnist",
+                                  data_dir=str(root / "data"), val_size=100, methods=["s2dnas_random"],
+                                  result_path=tmp_path / "again.json", speed=False, seeds=SEEDS)
+    row = again["methods"]["s2dnas_random"]
+    assert (row["search_candidates"], row["search_budget"], row["search_space_exhausted"]) == \
+        (rnd["search_candidates"], rnd["search_budget"], rnd["search_space_exhausted"])
+
+
+def test_the_table_names_the_seeds_whose_search_stopped_before_its_budget() -> None:
+    """A seed whose search scored fewer candidates than its budget is named under the table with
+    its count and why; seeds that scored their budget are not."""
+    entries = {k: _seed_entry(k, "trained by this run", build=60.0, trained=30.0) for k in (0, 1, 2)}
+    for k, (n, exhausted) in enumerate(((200, False), (166, False), (120, True))):
+        entries[k].update(search_candidates=n, search_budget=200, search_space_exhausted=exhausted)
+    row = methods.aggregate_seeds(entries, base_macs=100)
+    assert row["search_candidates"] == [200, 166, 120] and row["search_space_exhausted"] == [False, False, True]
+    data = {"base_model": "resnet20", "dataset": "fashion-mnist", "seeds": [0, 1, 2], "scale": {"name": "smoke"},
+            "target_val_accuracy": 0.9, "base": {"val_accuracy": 0.901, "test_accuracy": 0.9, "macs": 100},
+            "machine": {"processor": "x", "cpu_count": 2, "threads": 1, "torch": "2"},
+            "methods": {"s2dnas_rl": row}}
+    note = [line for line in methods.table(data).splitlines() if line.startswith("Searches that stopped")]
+    assert len(note) == 1 and note[0].endswith(
+        "`s2dnas_rl` seed 1: 166 of 200 candidates (the controller kept proposing scored ones), "
+        "seed 2: 120 of 200 candidates (the space has no more).")
+    assert "seed 0" not in note[0]
+    for k in (1, 2):
+        entries[k].update(search_candidates=200, search_space_exhausted=False)
+    data["methods"]["s2dnas_rl"] = methods.aggregate_seeds(entries, base_macs=100)
+    assert "Searches that stopped" not in methods.table(data)
+
+
 def test_handpicked_rows_use_the_configured_space_like_the_searched_rows() -> None:
     """The hand-picked and ablation rows build their space with every configured option (the channel
     multiple included), as run_pipeline does for the searched rows."""
