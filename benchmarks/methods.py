@@ -74,7 +74,7 @@ from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.zoo import create_model
 
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
-           "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours", "search_count",
+           "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
            "aggregate_seeds", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
            "SUMMARY_COLUMNS", "targets_summary",
@@ -573,17 +573,23 @@ def _search_target_mismatch(name: str, entry: dict[str, Any]) -> str | None:
     return f"a result searched with another budget mode ({entry.get('search_target')}, the demo config now {now})"
 
 
-def search_count(rdir: Path) -> dict[str, Any]:
-    """How much of its budget the search of the finished run in ``rdir`` scored:
-    ``search_candidates`` (distinct candidates journalled), ``search_budget`` (what it was asked
-    for) and ``search_space_exhausted`` (it stopped because every architecture was scored; a
-    count below the budget otherwise means the controller kept proposing scored candidates)."""
+def _search_count(rdir: Path) -> dict[str, Any]:
+    """How much of its budget the search of the finished run in ``rdir`` scored.
+
+    ``search_candidates``: the candidates it journalled (failed ones included); ``search_budget``:
+    what it was asked for; ``search_space_exhausted``: it stopped because every architecture was
+    scored (a count below the budget otherwise means the controller kept proposing scored ones).
+    Empty when the run's ``search/result.json`` or ``config.yaml`` is gone.
+    """
     import yaml
 
-    found = read_json(rdir / "search" / "result.json")
-    cfg = yaml.safe_load((rdir / "config.yaml").read_text())
-    return {"search_candidates": found["num_candidates"], "search_budget": cfg["search"]["budget"],
-            "search_space_exhausted": bool(found.get("space_exhausted", False))}
+    found, config = rdir / "search" / "result.json", rdir / "config.yaml"
+    if not (found.is_file() and config.is_file()):
+        return {}
+    result = read_json(found)
+    return {"search_candidates": result["num_candidates"],
+            "search_budget": yaml.safe_load(config.read_text())["search"]["budget"],
+            "search_space_exhausted": bool(result.get("space_exhausted", False))}
 
 
 def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False
@@ -633,7 +639,7 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         seconds = t.get("supernet_seconds", 0.0) + t["search_seconds"] + t["final_training_seconds"]
         extra = {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
                  "search_reward": results["search_reward"], "final_init": results["final_init"],
-                 "supernet": results.get("supernet"), **search_count(rdir)}
+                 "supernet": results.get("supernet"), **_search_count(rdir)}
         if search_target is not None:
             extra["search_target"] = search_target
         if results.get("supernet") is not None:
@@ -846,7 +852,8 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
         "run_seed": cfg.get("seed"), "architecture": res.get("architecture"), "search_reward": res.get("search_reward"),
         "final_init": res.get("final_init"), "supernet": supernet, "final_epochs": final_epochs,
         "limit_train": limit_train, "run_timings": t,
-        "final_budget_differs": (final_epochs, limit_train) != (ctx.scale.final_epochs, ctx.scale.limit_train)}
+        "final_budget_differs": (final_epochs, limit_train) != (ctx.scale.final_epochs, ctx.scale.limit_train),
+        **_search_count(run.path)}
     if supernet is not None:  # as _searched: a loaded super-network's training is beside the build time
         extra["supernet_train_seconds"] = supernet.get("train_seconds")
         extra["supernet_loaded"] = supernet.get("source") != "trained by this run"
@@ -924,7 +931,7 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
     row = {"scale": first["scale"], "protocol": first.get("protocol"), "seeds": seeds, "points": points,
            "val_accuracy": op["val_accuracy"], "feasible": op["feasible"], "build_seconds": mean("build_seconds"),
            "search_seconds": mean("search_seconds")}
-    if "search_candidates" in first:  # per seed: a search can stop before its budget
+    if all("search_candidates" in entries[k] for k in seeds):  # per seed: a search can stop before its budget
         row.update(search_candidates=[entries[k]["search_candidates"] for k in seeds],
                    search_budget=first["search_budget"],
                    search_space_exhausted=[entries[k]["search_space_exhausted"] for k in seeds])
@@ -946,10 +953,10 @@ def default_result(*, model: str, scale: str) -> Path:
 
 def _cached(name: str, cache: Path) -> dict[str, Any]:
     """A method's cached entry; a searched row cached before its search count was recorded gets it
-    from its run's files (:func:`search_count`)."""
+    from its run's files (:func:`_search_count`)."""
     entry = json.loads(cache.read_text())
     if name in SEARCHED and "search_candidates" not in entry:
-        entry.update(search_count(cache.parent))
+        entry.update(_search_count(cache.parent))
     return entry
 
 
@@ -1226,14 +1233,18 @@ def _budget(epochs: Any, limit_train: Any) -> str:
 
 
 def _short_search(name: str, r: dict[str, Any]) -> str | None:
-    """``s2dnas_rl seed 1: 166 of 200 candidates (...)`` for the seeds of a searched row whose
-    search scored fewer candidates than its budget (None: every seed scored its budget)."""
-    budget = r.get("search_budget")
-    parts = [f"seed {seed}: {n} of {budget} candidates ("
+    """```s2dnas_rl` seed 1: 166 of 200 candidates (...)`` for the seeds of a searched row (or the
+    search of an imported run) that scored fewer candidates than its budget; None when none did."""
+    counts, budget = r.get("search_candidates"), r.get("search_budget")
+    if counts is None or budget is None:
+        return None
+    if isinstance(counts, list):  # a searched row: one count per seed
+        searches = [(f"seed {k}", n, e) for k, n, e in zip(r["seeds"], counts, r["search_space_exhausted"])]
+    else:  # an imported run: one network, one search
+        searches = [("its search", counts, r["search_space_exhausted"])]
+    parts = [f"{label}: {n} of {budget} candidates ("
              + ("the space has no more" if exhausted else "the controller kept proposing scored ones") + ")"
-             for seed, n, exhausted in zip(r.get("seeds", [0]), r.get("search_candidates", []),
-                                           r.get("search_space_exhausted", []))
-             if budget is not None and n < budget]
+             for label, n, exhausted in searches if n < budget]
     return f"`{name}` " + ", ".join(parts) if parts else None
 
 

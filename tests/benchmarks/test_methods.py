@@ -172,6 +172,19 @@ def test_searched_rows_record_how_much_of_their_budget_the_search_scored(
         (rnd["search_candidates"], rnd["search_budget"], rnd["search_space_exhausted"])
 
 
+def test_a_search_count_is_read_from_the_run_files_and_absent_without_them(tmp_path: Path) -> None:
+    """The count of a run directory: its search record's candidates and exhaustion, its config's
+    budget; nothing when either file is gone (a pruned cache still loads)."""
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "result.json").write_text(json.dumps({"num_candidates": 7, "space_exhausted": True}))
+    assert methods._search_count(tmp_path) == {}  # no config.yaml
+    (tmp_path / "config.yaml").write_text("search: {strategy: rl, budget: 9}\n")
+    assert methods._search_count(tmp_path) == {"search_candidates": 7, "search_budget": 9,
+                                               "search_space_exhausted": True}
+    (tmp_path / "search" / "result.json").unlink()
+    assert methods._search_count(tmp_path) == {}
+
+
 def test_the_table_names_the_seeds_whose_search_stopped_before_its_budget() -> None:
     """A seed whose search scored fewer candidates than its budget is named under the table with
     its count and why; seeds that scored their budget are not."""
@@ -189,9 +202,14 @@ def test_the_table_names_the_seeds_whose_search_stopped_before_its_budget() -> N
         "`s2dnas_rl` seed 1: 166 of 200 candidates (the controller kept proposing scored ones), "
         "seed 2: 120 of 200 candidates (the space has no more).")
     assert "seed 0" not in note[0]
+    # an imported run's one search, short of its budget, is named the same way
+    data["methods"]["s2dnas_imported"] = {**entries[1], "search_candidates": 90, "search_budget": 100}
+    note = [line for line in methods.table(data).splitlines() if line.startswith("Searches that stopped")]
+    assert note[0].endswith("; `s2dnas_imported` its search: 90 of 100 candidates (the controller kept proposing "
+                            "scored ones).")
     for k in (1, 2):
         entries[k].update(search_candidates=200, search_space_exhausted=False)
-    data["methods"]["s2dnas_rl"] = methods.aggregate_seeds(entries, base_macs=100)
+    data["methods"] = {"s2dnas_rl": methods.aggregate_seeds(entries, base_macs=100)}
     assert "Searches that stopped" not in methods.table(data)
 
 
@@ -603,6 +621,10 @@ def test_an_imported_run_is_calibrated_on_val_like_every_row(finished_run: tuple
     assert row["imported_from"] == str(run) and row["config_hash"] == results["config_hash"]
     assert row["architecture"] == results["architecture"] and row["strategy"] == "rl"
     assert (row["final_epochs"], row["limit_train"], row["final_budget_differs"]) == (1, 64, True)  # smoke: 256
+    from s2dnas.search.journal import Journal  # its search's count, as a searched row's
+
+    assert row["search_candidates"] == Journal(run / "search" / "journal.jsonl").num_samples == row["search_budget"] == 2
+    assert row["search_space_exhausted"] is False
     t = results["timings"]
     assert row["build_seconds"] == pytest.approx(t["search_seconds"] + t["final_training_seconds"])
     # the same network, calibrated here on the same val split for each level: the row's choices
