@@ -1233,8 +1233,8 @@ def _budget(epochs: Any, limit_train: Any) -> str:
 
 
 def _short_search(name: str, r: dict[str, Any]) -> str | None:
-    """```s2dnas_rl` seed 1: 166 of 200 candidates (...)`` for the seeds of a searched row (or the
-    search of an imported run) that scored fewer candidates than its budget; None when none did."""
+    """The note on row ``name``'s seeds (or an imported run's search) that scored fewer candidates
+    than their budget, e.g. ``seed 1: 166 of 200 candidates (...)`` after the name; None when none did."""
     counts, budget = r.get("search_candidates"), r.get("search_budget")
     if counts is None or budget is None:
         return None
