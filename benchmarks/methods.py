@@ -573,22 +573,20 @@ def _search_target_mismatch(name: str, entry: dict[str, Any]) -> str | None:
     return f"a result searched with another budget mode ({entry.get('search_target')}, the demo config now {now})"
 
 
-def _search_count(rdir: Path) -> dict[str, Any]:
-    """How much of its budget the search of the finished run in ``rdir`` scored.
+def _search_count(rdir: Path, *, budget: int | None) -> dict[str, Any]:
+    """How much of ``budget`` (its config's ``search.budget``, which the caller has read) the search
+    of the finished run in ``rdir`` scored.
 
-    ``search_candidates``: the candidates it journalled (failed ones included); ``search_budget``:
-    what it was asked for; ``search_space_exhausted``: it stopped because every architecture was
-    scored (a count below the budget otherwise means the controller kept proposing scored ones).
-    Empty when the run's ``search/result.json`` or ``config.yaml`` is gone.
+    ``search_candidates``: the candidates it journalled (failed ones included); ``search_budget``;
+    ``search_space_exhausted``: it stopped because every architecture was scored (a count below the
+    budget otherwise means the controller kept proposing scored ones). Empty when the run's
+    ``search/result.json`` is gone.
     """
-    import yaml
-
-    found, config = rdir / "search" / "result.json", rdir / "config.yaml"
-    if not (found.is_file() and config.is_file()):
+    found = rdir / "search" / "result.json"
+    if not found.is_file():
         return {}
     result = read_json(found)
-    return {"search_candidates": result["num_candidates"],
-            "search_budget": yaml.safe_load(config.read_text())["search"]["budget"],
+    return {"search_candidates": result["num_candidates"], "search_budget": budget,
             "search_space_exhausted": bool(result.get("space_exhausted", False))}
 
 
@@ -639,7 +637,7 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         seconds = t.get("supernet_seconds", 0.0) + t["search_seconds"] + t["final_training_seconds"]
         extra = {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
                  "search_reward": results["search_reward"], "final_init": results["final_init"],
-                 "supernet": results.get("supernet"), **_search_count(rdir)}
+                 "supernet": results.get("supernet"), **_search_count(rdir, budget=cfg.search.budget)}
         if search_target is not None:
             extra["search_target"] = search_target
         if results.get("supernet") is not None:
@@ -853,7 +851,7 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
         "final_init": res.get("final_init"), "supernet": supernet, "final_epochs": final_epochs,
         "limit_train": limit_train, "run_timings": t,
         "final_budget_differs": (final_epochs, limit_train) != (ctx.scale.final_epochs, ctx.scale.limit_train),
-        **_search_count(run.path)}
+        **_search_count(run.path, budget=(cfg.get("search") or {}).get("budget"))}
     if supernet is not None:  # as _searched: a loaded super-network's training is beside the build time
         extra["supernet_train_seconds"] = supernet.get("train_seconds")
         extra["supernet_loaded"] = supernet.get("source") != "trained by this run"
@@ -953,10 +951,14 @@ def default_result(*, model: str, scale: str) -> Path:
 
 def _cached(name: str, cache: Path) -> dict[str, Any]:
     """A method's cached entry; a searched row cached before its search count was recorded gets it
-    from its run's files (:func:`_search_count`)."""
+    from its run's files (:func:`_search_count`, the budget from its ``config.yaml``; nothing when
+    that is gone)."""
+    import yaml
+
     entry = json.loads(cache.read_text())
-    if name in SEARCHED and "search_candidates" not in entry:
-        entry.update(_search_count(cache.parent))
+    config = cache.parent / "config.yaml"
+    if name in SEARCHED and "search_candidates" not in entry and config.is_file():
+        entry.update(_search_count(cache.parent, budget=yaml.safe_load(config.read_text())["search"]["budget"]))
     return entry
 
 

@@ -173,16 +173,20 @@ def test_searched_rows_record_how_much_of_their_budget_the_search_scored(
 
 
 def test_a_search_count_is_read_from_the_run_files_and_absent_without_them(tmp_path: Path) -> None:
-    """The count of a run directory: its search record's candidates and exhaustion, its config's
-    budget; nothing when either file is gone (a pruned cache still loads)."""
+    """An old cached searched entry gets the count of its run directory: its search record's
+    candidates and exhaustion, its config's budget; nothing when either file is gone (a pruned
+    cache still loads); a row that is not searched is left as cached."""
+    cache = tmp_path / "result.json"
+    cache.write_text(json.dumps({"seed": 1}))
     (tmp_path / "search").mkdir()
     (tmp_path / "search" / "result.json").write_text(json.dumps({"num_candidates": 7, "space_exhausted": True}))
-    assert methods._search_count(tmp_path) == {}  # no config.yaml
+    assert methods._cached("s2dnas_rl", cache) == {"seed": 1}  # no config.yaml
     (tmp_path / "config.yaml").write_text("search: {strategy: rl, budget: 9}\n")
-    assert methods._search_count(tmp_path) == {"search_candidates": 7, "search_budget": 9,
-                                               "search_space_exhausted": True}
+    assert methods._cached("s2dnas_rl", cache) == {"seed": 1, "search_candidates": 7, "search_budget": 9,
+                                                   "search_space_exhausted": True}
+    assert methods._cached("s2dnas_handpicked", cache) == {"seed": 1}
     (tmp_path / "search" / "result.json").unlink()
-    assert methods._search_count(tmp_path) == {}
+    assert methods._cached("s2dnas_rl", cache) == {"seed": 1}
 
 
 def test_the_table_names_the_seeds_whose_search_stopped_before_its_budget() -> None:
