@@ -146,6 +146,18 @@ MODELS = {
 }
 
 
+#: The suffix of a static row (and the cascade built on it) trained for the base's epochs plus the
+#: dynamic methods' final training (``static_x0.5_long``: 10 + 16 epochs at scale full), the epochs
+#: the weights of an S2DNAS network inherited from the base have seen by the end of its final training.
+LONG = "_long"
+
+
+def static_epochs(sc: Scale, spec: ModelSpec, *, long: bool = False) -> int:
+    """Epochs of a static model: the base's (a smoke scale's cut), plus the final training's when ``long``."""
+    epochs = sc.thin_epochs or spec.base_epochs
+    return epochs + sc.final_epochs if long else epochs
+
+
 #: Batch sizes every network is timed at (issue 14: batch 1 and batch 256), with the key suffix of
 #: their fields in a point (``measured_speedup`` at 256, ``measured_speedup_b1`` at 1, ...).
 SPEED_BATCHES = {256: "", 1: "_b1"}
@@ -279,7 +291,7 @@ def protocol_identity(*, scale: str, spec: ModelSpec) -> dict[str, Any]:
     return {"version": PROTOCOL_VERSION, "scale": scale, "final_epochs": sc.final_epochs,
             "limit_train": sc.limit_train, "budget": sc.budget, "candidate_epochs": sc.candidate_epochs,
             "candidate_limit_train": sc.candidate_limit_train, "supernet_epochs": sc.supernet_epochs,
-            "static_epochs": sc.thin_epochs or spec.base_epochs, "static_limit_train": sc.thin_limit_train,
+            "static_epochs": static_epochs(sc, spec), "static_limit_train": sc.thin_limit_train,
             "distill_weight": cfg.train.distill_weight, "temperature": cfg.train.temperature,
             "confidence": cfg.calibration.confidence, "levels": list(level_drops())}
 
@@ -485,12 +497,14 @@ def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int
     return model.eval(), metrics.get("seconds_this_run")
 
 
-def _train_static(ctx: Context, name: str, out: Path) -> tuple[torch.nn.Module, float]:
-    """A static model trained from scratch with the base's recipe and epochs, distilled from the
-    base (as every dynamic method's final training is); (model, seconds)."""
+def _train_static(ctx: Context, key: str, *, long: bool = False) -> tuple[torch.nn.Module, float]:
+    """The static model of row ``key`` (static_x0.5, ...) trained from scratch with the base's recipe
+    for :func:`static_epochs`, distilled from the base (as every dynamic method's final training
+    is), in its row's folder (``key`` + :data:`LONG` when ``long``); (model, seconds)."""
     start = time.time()
-    model, seconds = _train_from_scratch(name, ctx.splits, out, epochs=ctx.scale.thin_epochs or ctx.spec.base_epochs,
-                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device, teacher=ctx.base)
+    model, seconds = _train_from_scratch(ctx.spec.thin[key], ctx.splits, ctx.out / (key + LONG * long),
+                                         epochs=static_epochs(ctx.scale, ctx.spec, long=long), limit_train=ctx.scale.thin_limit_train,
+                                         device=ctx.device, teacher=ctx.base)
     return model, seconds if seconds is not None else time.time() - start
 
 
@@ -500,9 +514,9 @@ def m_static_base(ctx: Context) -> tuple[MultiStageNet, float | None, dict[str, 
     return single_stage(ctx.base, input_shape=ctx.splits.input_shape), None, {}
 
 
-def _thin(key: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+def _thin(key: str, *, long: bool = False) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
     def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
-        model, seconds = _train_static(ctx, ctx.spec.thin[key], ctx.out / key)
+        model, seconds = _train_static(ctx, key, long=long)
         return single_stage(model, input_shape=ctx.splits.input_shape), seconds, {"model": ctx.spec.thin[key]}
     return method
 
@@ -518,10 +532,11 @@ def m_sdn(frozen: bool) -> Callable[[Context], tuple[MultiStageNet, float, dict[
     return method
 
 
-def m_cascade(first: str) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
-    """A big/little cascade: the static model ``first`` (trained as its own row is), then the base."""
+def m_cascade(first: str, *, long: bool = False) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+    """A big/little cascade: the static model ``first`` (the one its own row trains: the same
+    folder, ``long`` or not), then the base."""
     def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
-        little, seconds = _train_static(ctx, ctx.spec.thin[first], ctx.out / first)
+        little, seconds = _train_static(ctx, first, long=long)
         return cascade([little, ctx.base], input_shape=ctx.splits.input_shape), seconds, {
             "stages": [ctx.spec.thin[first], ctx.spec.name]}
     return method
@@ -655,6 +670,9 @@ METHODS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[s
     "sdn_joint": m_sdn(frozen=False),
     "cascade_x0.25": m_cascade("static_x0.25"),
     "cascade_x0.5": m_cascade("static_x0.5"),
+    # the same baselines given the epochs our inherited weights have seen (the base's + the final training's)
+    **{f"static_x{w}{LONG}": _thin(f"static_x{w}", long=True) for w in ("0.25", "0.375", "0.5")},
+    **{f"cascade_x{w}{LONG}": m_cascade(f"static_x{w}", long=True) for w in ("0.25", "0.5")},
     "s2dnas_handpicked": m_handpicked,
     "s2dnas_random": _searched("random"),
     "s2dnas_rl": _searched("rl"),
@@ -1152,8 +1170,9 @@ OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_onesh
 #: briefly trained candidates or a super-network): an imported run (``--run``) is ours when it
 #: searched with one of them, as the ``s2dnas_*`` controls (hand-picked, random search) are not.
 OUR_STRATEGIES = ("rl", "oneshot")
-ALTERNATIVES = ("static_base", "static_x0.25", "static_x0.375", "static_x0.5", "static_x0.75", "sdn_frozen", "sdn_joint",
-                "cascade_x0.25", "cascade_x0.5")
+#: (every method that is not an S2DNAS network: static models, SDN exits, cascades; the S2DNAS
+#: controls, hand-picked and random search, are neither).
+ALTERNATIVES = tuple(k for k in METHODS if not k.startswith(IMPORT_PREFIX))
 
 
 def _point(r: dict[str, Any], drop: float) -> dict[str, Any] | None:

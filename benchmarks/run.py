@@ -4,10 +4,11 @@ What it runs, one job at a time (each a subprocess, in this order):
 
 1. methods (issue 14), for each family, ResNet-20 (shipped base) and VGG-16-BN at half
    width (``vgg16_bn_w50``, trained here): static x0.25/x0.375/x0.5/x0.75, SDN exits (frozen,
-   joint), cascades from x0.25 and x0.5, S2DNAS hand-picked, random, RL and one-shot (final
-   training from the super-network and from inherited weights; and searching within the demo's
-   MACs budget), the searched ones for each seed
-   of ``--seeds``; every operating point chosen on val per accuracy level. First every network is
+   joint), cascades from x0.25 and x0.5 (and the static x0.25/x0.375/x0.5 models and both
+   cascades again with the base's epochs plus the final training's: the ``*_long`` rows), S2DNAS
+   hand-picked, random, RL and one-shot (final training from the super-network and from
+   inherited weights; and searching within the demo's MACs budget), the searched ones for each
+   seed of ``--seeds``; every operating point chosen on val per accuracy level. First every network is
    trained and evaluated (``--no-speed``), then a second pass times them all at batch 256 and 1
    on the quiet machine. At scale ``full`` the ResNet-20 comparison also imports ``make demo``'s
    network (``--run s2dnas_demo=runs/demo``; the demo runs first when runs/demo has no model),

@@ -479,6 +479,30 @@ def test_static_models_are_tied_to_their_recipe(tmp_path: Path, monkeypatch: pyt
     assert calls == [(False, False), (True, False)]  # the same recipe resumed its checkpoint
 
 
+def test_long_static_rows_train_for_the_base_and_final_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """static_x*_long trains the same thin model for the base's epochs plus the final training's, in
+    its own folder; cascade_x*_long is built on that model (the same folder), the short rows keep
+    the base's epochs; the long rows are alternatives to ours in the targets."""
+    trained = []
+
+    def fake(name, splits, out, *, epochs, limit_train, device, teacher):
+        trained.append((name, out.name, epochs, teacher is not None))
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), 1.0
+
+    monkeypatch.setattr(methods, "_train_from_scratch", fake)
+    spec, sc = methods.MODELS["resnet20"], methods.SCALES["full"]
+    ctx = types.SimpleNamespace(spec=spec, scale=sc, out=tmp_path, splits=types.SimpleNamespace(input_shape=(1, 2, 2)),
+                                device=torch.device("cpu"), base=torch.nn.Flatten())
+    for name in ("static_x0.5", "static_x0.5_long", "cascade_x0.25_long", "cascade_x0.5"):
+        methods.METHODS[name](ctx)
+    assert trained == [("benchmarks.models:resnet20_w50", "static_x0.5", 10, True),
+                       ("benchmarks.models:resnet20_w50", "static_x0.5_long", 26, True),
+                       ("benchmarks.models:resnet20_w25", "static_x0.25_long", 26, True),
+                       ("benchmarks.models:resnet20_w50", "static_x0.5", 10, True)]
+    assert {"static_x0.5_long", "cascade_x0.25_long"} <= set(methods.ALTERNATIVES)
+    assert not {"s2dnas_handpicked", "s2dnas_random"} & set(methods.ALTERNATIVES)
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
