@@ -503,8 +503,8 @@ def _train_static(ctx: Context, key: str, *, long: bool = False) -> tuple[torch.
     is), in its row's folder (``key`` + :data:`LONG` when ``long``); (model, seconds)."""
     start = time.time()
     model, seconds = _train_from_scratch(ctx.spec.thin[key], ctx.splits, ctx.out / (key + LONG * long),
-                                         epochs=static_epochs(ctx.scale, ctx.spec, long=long), limit_train=ctx.scale.thin_limit_train,
-                                         device=ctx.device, teacher=ctx.base)
+                                         epochs=static_epochs(ctx.scale, ctx.spec, long=long),
+                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device, teacher=ctx.base)
     return model, seconds if seconds is not None else time.time() - start
 
 
