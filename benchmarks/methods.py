@@ -9,6 +9,9 @@ For one base model (the shipped ResNet-20, or VGG-16-BN at half width trained he
 3. ``sdn_frozen``, ``sdn_joint``: SDN-style exits at 1/4, 2/4, 3/4 of the base's convolutions,
    trained on the frozen base (heads only) or jointly;
 4. ``cascade_x0.25``, ``cascade_x0.5``: big/little cascades of ``static_x0.25`` / ``static_x0.5`` and the base;
+   ``static_x0.25_long``, ``static_x0.375_long``, ``static_x0.5_long``, ``cascade_x0.25_long``,
+   ``cascade_x0.5_long``: the same, the static models trained for the base's epochs plus the final
+   training's (the epochs our networks' inherited weights have seen);
 5. ``s2dnas_handpicked``: METHOD.md's architecture (split 1/4, 1/4, 1/2, full concat), no search;
    ``s2dnas_random``: random search;
 6. ``s2dnas_rl``: REINFORCE over briefly trained candidates; ``s2dnas_oneshot``: REINFORCE over
@@ -23,7 +26,8 @@ Protocol (issue 14). Every point is chosen on val: for each accuracy level (the 
 accuracy minus each of :data:`ISO_DROPS`) the thresholds are calibrated on val by the one optimiser
 (:func:`choose_points`), and only then evaluated on test; a level not reached on val is reported as
 not reached. Every multi-stage method gets the same final training (epochs, images, distillation);
-every static model the base's recipe and epochs; every search the same candidate count. The
+every static model the base's recipe and epochs (the ``*_long`` rows: plus the final training's);
+every search the same candidate count. The
 searched methods run once per seed (``--seeds``) and report mean and spread. MACs are counted by
 executing the stages; speed is measured against the base on the CPU at batch 256 and at batch 1
 (both BN-folded, each model at its best: the fastest of memory format x eager/frozen x thread
@@ -123,7 +127,8 @@ SCALES = {
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A base model of the benchmark and its thinner static variants (every one trained with the
-    base's recipe for ``base_epochs``, distilled from the base as our final training is)."""
+    base's recipe for ``base_epochs``, or more for the ``*_long`` rows: :func:`static_epochs`;
+    distilled from the base as our final training is)."""
 
     name: str  # what s2dnas calls it (zoo name or module:factory)
     thin: dict[str, str]  # static method name (static_x0.25, ...) -> model name
@@ -148,7 +153,8 @@ MODELS = {
 
 #: The suffix of a static row (and the cascade built on it) trained for the base's epochs plus the
 #: dynamic methods' final training (``static_x0.5_long``: 10 + 16 epochs at scale full), the epochs
-#: the weights of an S2DNAS network inherited from the base have seen by the end of its final training.
+#: the weights of an S2DNAS network inherited from the base have seen by the end of its final training
+#: (a cache's protocol records ``static_epochs``, the short rows', and ``final_epochs``: a long row's sum).
 LONG = "_long"
 
 
@@ -1398,9 +1404,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    colours = list(plt.get_cmap("tab10").colors)  # rows 11-20 repeat the colours, dashed
+    colours = list(plt.get_cmap("tab10").colors)  # rows 11-20 repeat the colours dashed, 21-30 dotted
     for ax in axes:
-        ax.set_prop_cycle(color=colours * 2, linestyle=["-"] * 10 + ["--"] * 10)
+        ax.set_prop_cycle(color=colours * 3, linestyle=["-"] * 10 + ["--"] * 10 + [":"] * 10)
     base = data["base"]
     xs = {"MACs (% of the base)": lambda q: 100 * q["macs"] / base["macs"],
           "measured speed-up over the base, batch 256": lambda q: q.get("measured_speedup"),
