@@ -34,8 +34,10 @@ executing the stages; speed is measured against the base on the CPU at batch 256
 count, ``--thread-options``, as ``s2dnas bench`` does; same process).
 Each method's result is cached under ``runs/bench/<model>/<method>[-seed<k>]/`` so a killed run
 resumes; a cache records the protocol and recipe it was made with (:func:`protocol_identity`,
-:func:`check_recipe`) and one of another is refused (exit 2), never reused; the timing runs after all training, in the same process (``--no-speed`` leaves it for a
-later run on a quiet machine, which rebuilds every network from the cache in seconds).
+:func:`check_recipe`) and one of another is refused (exit 2), never reused. The timing runs after
+all training, in the same process (``--no-speed`` leaves it for a later run on a quiet machine,
+which rebuilds every network from the cache in seconds); each network's timings go into its cache
+as they are measured, so a killed timing pass resumes too (``--retime`` times everything again).
 ``--run NAME=RUN_DIR`` (repeatable) adds the network of a finished ``s2dnas run`` made elsewhere
 (a longer or GPU run) as row NAME (``s2dnas_*``): evaluated and timed under the same protocol
 (thresholds calibrated here), refused unless the run used this benchmark's data split and base
@@ -207,6 +209,14 @@ class SpeedMeter:
         for bs in SPEED_BATCHES:
             best = self._fastest({"base": self.base}, bs)["base"]
             self.base_layout[bs], self.base_mode[bs], self.base_threads[bs], self.base_seconds[bs] = best
+
+    def identity(self) -> dict[str, Any]:
+        """What a timing depends on besides the two models (the machine, threads, repeats, images per
+        batch size): a network timed under an equal identity is not timed again on a resumed pass."""
+        return json.loads(json.dumps({"machine": machine(), "thread_options": list(self.thread_options),
+                                      "repeats": self.repeats,
+                                      "images": {str(bs): sum(len(b) for b in batches)
+                                                 for bs, batches in self.batches.items()}}))
 
     def _fastest(self, variants: dict[str, dict[tuple[bool, str], Any]], bs: int
                  ) -> dict[str, tuple[str, str, int, float]]:
@@ -434,6 +444,14 @@ def measure_speed(meter: SpeedMeter, msnet: MultiStageNet, entry: dict[str, Any]
     timings = dict(zip(settings, meter.speedups(net, settings)))
     for p in entry["points"]:
         p.update(timings[tuple(p["thresholds"])])
+
+
+def timed_as(entry: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether every point of a cached ``entry`` was timed under ``identity`` (:meth:`SpeedMeter.identity`)."""
+    timing = dict(entry.get("timing") or {})
+    timing.pop("timed_at", None)
+    return timing == identity and all(p.get(f"measured_speedup{suffix}") is not None
+                                      for p in entry["points"] for suffix in SPEED_BATCHES.values())
 
 
 def _train_cfg(ctx: Context) -> TrainConfig:
@@ -990,7 +1008,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                   val_size: int | None = None, methods: list[str] | None = None,
                   result_path: Path | None = None, speed: bool = True, seeds: tuple[int, ...] = (0,),
                   supernet: str | None = None, thread_options: Sequence[int] | None = None,
-                  runs: dict[str, str | Path] | None = None) -> dict[str, Any]:
+                  runs: dict[str, str | Path] | None = None, retime: bool = False) -> dict[str, Any]:
     """Run ``methods`` (default: all; each cached under ``out``) and write the result file
     (default: ``benchmarks/results/methods_<model>.json``); returns its content.
 
@@ -1006,8 +1024,13 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     against the base at batch 256 and 1 in this process (after all training; cached methods are
     rebuilt from their files); without, the measured speed-ups are None (train on a busy machine,
     time later on a quiet one). ``thread_options``: the intra-op thread counts each model is tried
-    on (:class:`SpeedMeter`; default 1 and the current count); the timing is redone on every run
-    with ``speed``, so it is not part of a cache's identity.
+    on (:class:`SpeedMeter`; default 1 and the current count). Each network's timings are saved in
+    its cache as soon as they are measured, with what they depend on (:meth:`SpeedMeter.identity`:
+    machine, threads, repeats, images) and when; a later run with ``speed`` keeps those of an equal
+    identity (a timing pass killed halfway resumes; every speed-up is a ratio measured side by side
+    with the base, so networks timed in two passes compare) and times the rest; ``retime`` times
+    every network again. Imported rows are timed on every run. The timing is not part of a cache's
+    identity: a cache timed on another machine is timed again, never refused.
 
     Every cached ``result.json`` records :func:`protocol_identity`, and every trained model its
     recipe (:func:`check_recipe`): a cache of another protocol or recipe is refused before
@@ -1091,13 +1114,20 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                            repeats=sc.speed_repeats, images_batch1=sc.speed_images_batch1,
                            thread_options=thread_options)
         base.to(device)
+        timing = meter.identity()
         for (name, seed), net in nets.items():
-            measure_speed(meter, net, entries[name, seed])
-            if name not in imported:  # an imported row has no cache
+            label = name if seed == 0 else f"{name} seed {seed}"
+            if name in imported:  # an imported row has no cache: timed on every run
+                measure_speed(meter, net, entries[name, seed])
+            elif not retime and timed_as(entries[name, seed], timing):
+                print(f"[{model}] {label}: timed on {entries[name, seed]['timing']['timed_at']} on this machine, "
+                      "kept (--retime to time it again)", flush=True)
+            else:
+                measure_speed(meter, net, entries[name, seed])
+                entries[name, seed]["timing"] = {**timing, "timed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 atomic_write_json(run_dir(dataclasses.replace(ctx, seed=seed), name) / "result.json",
                                   entries[name, seed])
             op = next(p for p in entries[name, seed]["points"] if p["operating_point"])
-            label = name if seed == 0 else f"{name} seed {seed}"
             print(f"[{model}] {label}: measured speed-up {op['measured_speedup']:.2f}x (batch 256), "
                   f"{op['measured_speedup_b1']:.2f}x (batch 1) at a MAC ratio of {op['macs_ratio']:.2f}x", flush=True)
     results: dict[str, Any] = {}
@@ -1445,6 +1475,8 @@ def main(argv: list[str] | None = None) -> None:
                    "for a scale other than small)")
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
+    p.add_argument("--retime", action="store_true", help="time every network again (default: keep the timings "
+                   "a network's cache holds from an earlier run on this machine with the same thread options)")
     p.add_argument("--thread-options", default=None,
                    help="comma-separated intra-op thread counts each model is timed on, the fastest kept (default: "
                         "1 and torch's current count; at batch 1 thin stages can run faster on one thread)")
@@ -1468,7 +1500,8 @@ def main(argv: list[str] | None = None) -> None:
                              seeds=parse_seeds(args.seeds), supernet=args.supernet,
                              thread_options=(parse_positive_ints(args.thread_options, flag="--thread-options")
                                              if args.thread_options is not None else None),
-                             result_path=Path(args.result) if args.result else None, runs=imported)
+                             result_path=Path(args.result) if args.result else None, runs=imported,
+                             retime=args.retime)
     except S2DNASError as err:
         raise SystemExit(report_error(err)) from None
     stem = Path(args.result or default_result(model=args.model, scale=args.scale)).with_suffix("")

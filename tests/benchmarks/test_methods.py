@@ -702,6 +702,39 @@ def test_an_imported_run_is_timed_like_every_row(finished_run: tuple[Path, Path]
     assert "--run s2dnas_imported=" in data["command"]
 
 
+def test_a_timing_pass_keeps_the_timings_its_caches_hold(finished_run: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each network's timings go into its cache with what they depend on; a later pass keeps them
+    (a killed pass resumes) and times only what has none: imported rows always; another thread
+    setting, or ``retime``, times the network again."""
+    root, run = finished_run
+    kw = dict(model="resnet20", scale="smoke", out=tmp_path / "cache", dataset="fashion-mnist",
+              data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, methods=["static_base"], speed=True,
+              result_path=tmp_path / "methods.json")
+    first = methods.run_benchmark(**kw, thread_options=(1,))["methods"]["static_base"]["points"]
+    cache = json.loads((tmp_path / "cache" / "static_base" / "result.json").read_text())
+    assert cache["points"] == json.loads(json.dumps(first)) and cache["timing"]["thread_options"] == [1]
+    timed: list[int] = []
+    measure = methods.measure_speed
+
+    def counting(meter: object, net: object, entry: dict) -> None:
+        timed.append(len(entry["stage_macs"]))  # the base: 1 stage; the imported run: 3
+        measure(meter, net, entry)
+
+    monkeypatch.setattr(methods, "measure_speed", counting)
+    again = methods.run_benchmark(**kw, thread_options=(1,), runs={"s2dnas_imported": run})["methods"]
+    assert timed == [3] and again["static_base"]["points"] == first
+    assert all(p["measured_speedup_b1"] > 0 for p in again["s2dnas_imported"]["points"])
+    methods.run_benchmark(**kw, thread_options=(1, 2))
+    assert timed == [3, 1]
+    cache = json.loads((tmp_path / "cache" / "static_base" / "result.json").read_text())
+    assert cache["timing"]["thread_options"] == [1, 2]
+    methods.run_benchmark(**kw, thread_options=(1, 2))
+    assert timed == [3, 1]
+    methods.run_benchmark(**kw, thread_options=(1, 2), retime=True)
+    assert timed == [3, 1, 1]
+
+
 def test_a_run_on_another_data_split_is_refused(finished_run: tuple[Path, Path], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """The benchmark's default val cut (10% of the 500 training images) is not the run's (100)."""
