@@ -13,7 +13,9 @@ For one base model (the shipped ResNet-20, or VGG-16-BN at half width trained he
    ``cascade_x0.5_long``: the same, the static models trained for the base's epochs plus the final
    training's (the epochs our networks' inherited weights have seen);
 5. ``s2dnas_handpicked``: METHOD.md's architecture (split 1/4, 1/4, 1/2, full concat), no search;
-   ``s2dnas_random``: random search;
+   ``s2dnas_random``: random search over briefly trained candidates (``s2dnas_rl``'s control);
+   ``s2dnas_oneshot_random_budget``: random search over the super-network's scores within the
+   demo's budget (``s2dnas_oneshot_budget``'s control: same scores, same final training);
 6. ``s2dnas_rl``: REINFORCE over briefly trained candidates; ``s2dnas_oneshot``: REINFORCE over
    candidates scored with a weight-sharing super-network, final training from the super-network's
    weights; ``s2dnas_oneshot_inherited``: the same search, final training from the base's weights
@@ -629,17 +631,19 @@ def _search_count(rdir: Path, *, budget: int | None) -> dict[str, Any]:
             "search_space_exhausted": bool(result.get("space_exhausted", False))}
 
 
-def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False
-              ) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
+def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool = False,
+              controller: str | None = None) -> Callable[[Context], tuple[MultiStageNet, float, dict[str, Any]]]:
     """``s2dnas run`` with ``strategy`` at the scale's budget and ``ctx.seed``. ``final_init``: the
-    final training's start (None: the run's default, ``supernet`` for one-shot). ``budget_mode``:
+    final training's start (None: the run's default, ``supernet`` for one-shot). ``controller``:
+    ``search.controller`` (None: the config's; ``random``: distinct uniform samples, the control
+    for the controller, named ``_random`` after the strategy). ``budget_mode``:
     search as the demo does, within its MACs budget (:func:`_demo_budget`; the benchmark still
     calibrates the result at every accuracy level itself). The one-shot rows load ``ctx.supernet``
     when given; the other one-shot rows otherwise reuse the super-network the ``s2dnas_oneshot`` row
     of the same seed trained when that row has finished (the same super-network, only the start or
     the search's target differs), else train their own."""
     name = (f"s2dnas_{strategy}" + ("" if final_init in (None, "supernet") else f"_{final_init}")
-            + ("_budget" if budget_mode else ""))
+            + ("" if controller is None else f"_{controller}") + ("_budget" if budget_mode else ""))
 
     def method(ctx: Context) -> tuple[MultiStageNet, float, dict[str, Any]]:
         from s2dnas.dynamic import load
@@ -663,6 +667,8 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
             overrides.append(("supernet.epochs", s.supernet_epochs))
         if final_init is not None:
             overrides.append(("final_init", final_init))
+        if controller is not None:
+            overrides.append(("search.controller", controller))
         search_target = _demo_budget() if budget_mode else None  # read once: what it searches with is what it records
         if search_target is not None:
             overrides += list(search_target.items())
@@ -703,10 +709,13 @@ METHODS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[s
     "s2dnas_oneshot": _searched("oneshot"),  # final training from the super-network's weights
     "s2dnas_oneshot_inherited": _searched("oneshot", final_init="inherited"),  # ... from the base's
     "s2dnas_oneshot_budget": _searched("oneshot", budget_mode=True),  # the demo's search, within its budget
+    # ... with random search instead of the RL controller over the same super-network's scores (its control)
+    "s2dnas_oneshot_random_budget": _searched("oneshot", budget_mode=True, controller="random"),
 }
 
 #: The methods that run once per seed of ``--seeds`` (the others are deterministic given the base).
-SEARCHED = ("s2dnas_random", "s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget")
+SEARCHED = ("s2dnas_random", "s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget",
+            "s2dnas_oneshot_random_budget")
 
 #: Why a target is missed: the hand-picked architecture without one ingredient (``--methods``).
 ABLATIONS: dict[str, Callable[[Context], tuple[MultiStageNet, float | None, dict[str, Any]]]] = {
@@ -889,6 +898,7 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
     extra: dict[str, Any] = {
         "imported_from": str(run.path), "config_hash": res.get("config_hash"),
         "s2dnas_version": res.get("s2dnas_version"), "strategy": (cfg.get("search") or {}).get("strategy"),
+        "controller": (cfg.get("search") or {}).get("controller"),
         "run_seed": cfg.get("seed"), "architecture": res.get("architecture"), "search_reward": res.get("search_reward"),
         "final_init": res.get("final_init"), "supernet": supernet, "final_epochs": final_epochs,
         "limit_train": limit_train, "run_timings": t,
@@ -1204,7 +1214,8 @@ MACS_TARGET = 0.15
 OURS = ("s2dnas_rl", "s2dnas_oneshot", "s2dnas_oneshot_inherited", "s2dnas_oneshot_budget")
 #: The search strategies of the :data:`OURS` rows (``s2dnas run`` searching with REINFORCE, over
 #: briefly trained candidates or a super-network): an imported run (``--run``) is ours when it
-#: searched with one of them, as the ``s2dnas_*`` controls (hand-picked, random search) are not.
+#: searched with one of them and the RL controller, as the ``s2dnas_*`` controls (hand-picked,
+#: random search: ``search.strategy: random`` or ``search.controller: random``) are not.
 OUR_STRATEGIES = ("rl", "oneshot")
 #: (every method that is not an S2DNAS network: static models, SDN exits, cascades; the S2DNAS
 #: controls, hand-picked and random search, are neither).
@@ -1224,10 +1235,12 @@ def operating_drop(data: dict[str, Any] | None = None) -> float:
 
 def ours(methods: dict[str, Any]) -> list[str]:
     """The rows of ``methods`` (a result file's) that the targets are checked for: the :data:`OURS`
-    rows present, then every imported row (``imported_from``) whose strategy is one of :data:`OUR_STRATEGIES`."""
+    rows present, then every imported row (``imported_from``) whose strategy is one of :data:`OUR_STRATEGIES`
+    and whose controller is not random search's."""
     return [k for k in OURS if k in methods] + [
         k for k, r in methods.items()
-        if k not in OURS and r.get("imported_from") is not None and r.get("strategy") in OUR_STRATEGIES]
+        if k not in OURS and r.get("imported_from") is not None and r.get("strategy") in OUR_STRATEGIES
+        and r.get("controller") != "random"]
 
 
 def check_targets(data: dict[str, Any], *, drop: float | None = None) -> list[dict[str, Any]]:
@@ -1346,7 +1359,8 @@ def table(data: dict[str, Any]) -> str:
     imported = {name: r for name, r in data["methods"].items() if r.get("imported_from") is not None}
     if imported:
         sc = data["scale"]
-        notes = [f"`{name}` from `{r['imported_from']}` (strategy {r.get('strategy')}, config hash "
+        notes = [f"`{name}` from `{r['imported_from']}` (strategy {r.get('strategy')}"
+                 + (", random controller" if r.get("controller") == "random" else "") + ", config hash "
                  f"{r.get('config_hash')}; final training {_budget(r.get('final_epochs'), r.get('limit_train'))}"
                  + (f", not this scale's {_budget(sc.get('final_epochs'), sc.get('limit_train'))}"
                     if r.get("final_budget_differs") else ", as this scale's") + ")"

@@ -34,7 +34,7 @@ killed `make bench` rerun picks up where it stopped and does not retrain what fi
 Run time: scale ``small`` (one seed) took about 3 hours on a 2-core CPU (ours, the previous
 protocol). Scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not run end to end
 here; from its parts, each measured on the 2-core CPU (README, "Method comparison", "Run time"),
-it needs about 40 hours there, a third of it the six one-shot super-networks: a GPU job, or
+it needs about 44 hours there, almost a third of it the six one-shot super-networks: a GPU job, or
 one to run in resumable pieces (``--methods``, ``--seeds``).
 """
 from __future__ import annotations

@@ -803,15 +803,17 @@ def test_an_imported_run_of_another_base_or_data_is_refused(tmp_path: Path) -> N
 
 def test_imported_rows_count_as_ours_only_when_they_searched_as_ours() -> None:
     """As only the RL and one-shot rows are ours (not the hand-picked or random-search controls), an
-    imported run is ours when its strategy is rl or oneshot."""
+    imported run is ours when its strategy is rl or oneshot with the RL controller."""
     point = {"drop": 0.001, "feasible": True, "macs": 10, "test_accuracy": 0.9, "val_accuracy": 0.9}
     row = lambda **kw: {"points": [dict(point)], **kw}  # noqa: E731
     m = {"s2dnas_random": row(), "s2dnas_gpu": row(imported_from="runs/gpu", strategy="oneshot"),
          "s2dnas_rand_gpu": row(imported_from="runs/r", strategy="random"), "s2dnas_rl": row(),
-         "s2dnas_handpicked": row()}
-    assert methods.ours(m) == ["s2dnas_rl", "s2dnas_gpu"]
+         "s2dnas_handpicked": row(), "s2dnas_oneshot_random_budget": row(),
+         "s2dnas_rand_sn": row(imported_from="runs/s", strategy="oneshot", controller="random"),
+         "s2dnas_lstm": row(imported_from="runs/l", strategy="rl", controller="lstm")}
+    assert methods.ours(m) == ["s2dnas_rl", "s2dnas_gpu", "s2dnas_lstm"]
     data = {"base": {"macs": 100, "test_accuracy": 0.9, "val_accuracy": 0.9}, "methods": m}
-    assert {t["method"] for t in methods.check_targets(data)} == {"s2dnas_rl", "s2dnas_gpu"}
+    assert {t["method"] for t in methods.check_targets(data)} == {"s2dnas_rl", "s2dnas_gpu", "s2dnas_lstm"}
 
 
 def test_the_targets_summary_puts_every_family_s_ours_rows_in_one_table() -> None:
@@ -884,6 +886,31 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
     with pytest.raises(_Stop):
         methods.METHODS["s2dnas_oneshot_budget"](ctx)
     assert configs["s2dnas_oneshot_budget-seed2"].search.supernet == str(tmp_path / "s2dnas_oneshot-seed2" / "supernet")
+
+
+def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control for the one-shot controller: the budget-mode run with ``search.controller: random``
+    and nothing else changed (super-network, seed, budgets, final training); a searched row per
+    seed, neither ours nor an alternative."""
+    configs = {}
+
+    def capture(cfg, **kw):
+        configs[Path(kw["out"]).name] = cfg
+        raise _Stop
+
+    monkeypatch.setattr(methods, "run_pipeline", capture)
+    ctx = types.SimpleNamespace(scale=methods.SCALES["full"], out=tmp_path, seed=1, supernet=str(tmp_path / "sn"),
+                                dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
+                                spec=methods.MODELS["vgg16_bn_w50"], device="cpu")
+    for name in ("s2dnas_oneshot_budget", "s2dnas_oneshot_random_budget"):
+        with pytest.raises(_Stop):
+            methods.METHODS[name](ctx)
+    rl, rnd = configs["s2dnas_oneshot_budget-seed1"], configs["s2dnas_oneshot_random_budget-seed1"]
+    assert rl.search.controller == "lstm" and rnd.search.controller == "random"
+    assert dataclasses.replace(rnd, out=rl.out, search=dataclasses.replace(rnd.search, controller="lstm")) == rl
+    name = "s2dnas_oneshot_random_budget"
+    assert name in methods.SEARCHED and name not in methods.OURS and name not in methods.ALTERNATIVES
 
 
 def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,11 @@ import torch
 import s2dnas
 from _synthetic import write_pattern_dataset
 from s2dnas.cli.main import main
+from s2dnas.config import load_config
 from s2dnas.data import build_splits, make_loader
+from s2dnas.runner import load_run_base
 from s2dnas.search import Journal
+from s2dnas.search.random import RandomController
 
 N_TRAIN, N_TEST, VAL_SIZE = 400, 120, 100
 FACTORY = "tests._models:toy_cnn"  # a user model given as package.module:factory (stored with the weights)
@@ -57,7 +60,9 @@ RUN_FILES = ["config.yaml", "base.json", "search/journal.jsonl", "search/result.
              "accuracy_vs_macs.png", "exit_histogram.png"]
 SUPERNET = ["--set", "supernet.epochs=1", "--set", "supernet.limit_train=128", "--set", "supernet.num_sampled=1"]
 STRATEGIES = {"rl": [], "random": ["--set", "search.strategy=random"],
-              "oneshot": ["--set", "search.strategy=oneshot", *SUPERNET]}
+              "oneshot": ["--set", "search.strategy=oneshot", *SUPERNET],
+              # random search over the super-network's scores: the control for the one-shot controller
+              "oneshot-random": ["--set", "search.strategy=oneshot", "--set", "search.controller=random", *SUPERNET]}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -68,7 +73,7 @@ def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.Cap
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
-    if strategy == "oneshot":  # trained as the run's first step; the final network starts from it
+    if strategy.startswith("oneshot"):  # trained as the run's first step; the final network starts from it
         meta = json.loads((out / "supernet" / "supernet.json").read_text())
         assert meta["epoch"] == meta["epochs"] == 1 and meta["config"]["limit_train"] == 128
         assert results["final_init"] == "supernet"
@@ -82,6 +87,10 @@ def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.Cap
     records = Journal(out / "search" / "journal.jsonl").records()
     assert len(records) == 3
     assert len({json.dumps(r["sample"], sort_keys=True) for r in records}) == 3
+    if strategy.endswith("random"):  # the uniform controller's first distinct samples at the run's seed, in order
+        space = load_run_base(load_config(out / "config.yaml"), torch.device("cpu")).space
+        uniform = RandomController(space.decisions, seed=0, unique=True)
+        assert [r["sample"] for r in records] == [uniform.ask() for _ in records]
     chosen = json.loads((out / "search" / "result.json").read_text())
     best = max(records, key=lambda r: r["reward"])
     assert chosen["architecture"] == best["architecture"] and chosen["reward"] == best["reward"]

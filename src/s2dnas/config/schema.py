@@ -48,7 +48,7 @@ __all__ = [
 #: calibration.confidence choices: the runtime's one list (the exit rule is defined there).
 CONFIDENCES = CONFIDENCE_MEASURES
 STRATEGIES = ("rl", "random", "oneshot")
-CONTROLLERS = ("lstm", "factorized")
+CONTROLLERS = ("lstm", "factorized", "random")
 FINAL_INITS = ("supernet", "inherited")
 #: ``search.supernet`` value naming the super-network shipped for the shipped base weights
 SHIPPED_SUPERNET = "shipped"
@@ -449,7 +449,10 @@ class SearchConfig:
             trained candidates) or ``random`` (random search over briefly trained candidates).
         budget: number of candidates evaluated; None = 200 for ``oneshot`` (a candidate costs
             seconds), 20 for ``rl``/``random`` (a candidate is trained briefly).
-        controller: ``lstm`` (decisions emitted in turn) or ``factorized`` (independent).
+        controller: ``lstm`` (REINFORCE, decisions emitted in turn), ``factorized`` (REINFORCE,
+            independent decisions) or ``random`` (distinct uniform samples: with ``oneshot``,
+            random search over the super-network's scores, the control for its controller;
+            ``strategy: random`` is ``rl`` with this controller).
         candidate_epochs: epochs of each candidate's brief training (``rl``, ``random``).
         candidate_limit_train: training examples per candidate epoch (None = all).
         reward: ``macs_saving`` (base MACs / expected MACs at the accuracy target),
