@@ -84,7 +84,8 @@ from s2dnas.zoo import create_model
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
-           "aggregate_seeds", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
+           "aggregate_seeds", "run_benchmark", "timed_as", "timing_passes", "measure_speed", "iso_accuracy",
+           "MACS_TARGET", "check_targets", "table",
            "SUMMARY_COLUMNS", "targets_summary",
            "plot", "main"]
 
@@ -172,6 +173,10 @@ def static_epochs(sc: Scale, spec: ModelSpec, *, long: bool = False) -> int:
 #: their fields in a point (``measured_speedup`` at 256, ``measured_speedup_b1`` at 1, ...).
 SPEED_BATCHES = {256: "", 1: "_b1"}
 
+#: How :class:`SpeedMeter` times (1: variants chosen on the first setting, then each setting
+#: interleaved with the base, ratio of medians); part of its identity, so a change here retimes.
+SPEED_METHOD = 1
+
 #: How a point's network and the base were timed (per batch size, with the suffix of :data:`SPEED_BATCHES`).
 TIMING_FIELDS = ("layout", "mode", "threads", "base_layout", "base_mode", "base_threads")
 
@@ -213,10 +218,14 @@ class SpeedMeter:
             self.base_layout[bs], self.base_mode[bs], self.base_threads[bs], self.base_seconds[bs] = best
 
     def identity(self) -> dict[str, Any]:
-        """What a timing depends on besides the two models (the machine, threads, repeats, images per
-        batch size): a network timed under an equal identity is not timed again on a resumed pass."""
-        return json.loads(json.dumps({"machine": machine(), "thread_options": list(self.thread_options),
-                                      "repeats": self.repeats,
+        """What a timing depends on besides the two models: the machine (CPU model, cores, torch,
+        threads: :func:`~s2dnas.cost.latency.device_fingerprint`), how this meter times
+        (:data:`SPEED_METHOD`), its thread options, repeats and images per batch size. A network
+        timed under an equal identity is not timed again by a later pass (:func:`timed_as`)."""
+        from s2dnas.cost.latency import device_fingerprint
+
+        return json.loads(json.dumps({"machine": device_fingerprint("cpu"), "method": SPEED_METHOD,
+                                      "thread_options": list(self.thread_options), "repeats": self.repeats,
                                       "images": {str(bs): sum(len(b) for b in batches)
                                                  for bs, batches in self.batches.items()}}))
 
@@ -450,10 +459,15 @@ def measure_speed(meter: SpeedMeter, msnet: MultiStageNet, entry: dict[str, Any]
 
 def timed_as(entry: dict[str, Any], identity: dict[str, Any]) -> bool:
     """Whether every point of a cached ``entry`` was timed under ``identity`` (:meth:`SpeedMeter.identity`)."""
-    timing = dict(entry.get("timing") or {})
-    timing.pop("timed_at", None)
-    return timing == identity and all(p.get(f"measured_speedup{suffix}") is not None
-                                      for p in entry["points"] for suffix in SPEED_BATCHES.values())
+    return (entry.get("timing") or {}).get("identity") == identity and all(
+        p.get(f"measured_speedup{suffix}") is not None for p in entry["points"] for suffix in SPEED_BATCHES.values())
+
+
+def timing_passes(data: dict[str, Any]) -> list[str]:
+    """When each timing pass whose speed-ups a result file holds started (sorted; every row and
+    seed, imported rows included; none for rows timed before passes were recorded)."""
+    entries = [e for r in data["methods"].values() for e in (r.get("per_seed") or {"0": r}).values()]
+    return sorted({e["timing"]["pass"] for e in entries if "pass" in (e.get("timing") or {})})
 
 
 def _train_cfg(ctx: Context) -> TrainConfig:
@@ -639,9 +653,9 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
     for the controller, named ``_random`` after the strategy). ``budget_mode``:
     search as the demo does, within its MACs budget (:func:`_demo_budget`; the benchmark still
     calibrates the result at every accuracy level itself). The one-shot rows load ``ctx.supernet``
-    when given; the other one-shot rows otherwise reuse the super-network the ``s2dnas_oneshot`` row
-    of the same seed trained when that row has finished (the same super-network, only the start or
-    the search's target differs), else train their own."""
+    when given; the other one-shot rows otherwise reuse the super-network a finished sibling of the
+    same seed trained (``s2dnas_oneshot``'s, else ``s2dnas_oneshot_budget``'s: the same super-network,
+    only the start, the search's target or its controller differs), else train their own."""
     name = (f"s2dnas_{strategy}" + ("" if final_init in (None, "supernet") else f"_{final_init}")
             + ("" if controller is None else f"_{controller}") + ("_budget" if budget_mode else ""))
 
@@ -651,10 +665,10 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         s = ctx.scale
         rdir = run_dir(ctx, name)
         supernet = ctx.supernet
-        sibling = run_dir(ctx, f"s2dnas_{strategy}")
-        if supernet is None and strategy == "oneshot" and name != sibling.name and \
-                (sibling / "results.json").exists():
-            supernet = str(sibling / "supernet")
+        if supernet is None and strategy == "oneshot":
+            finished = [d for d in (run_dir(ctx, "s2dnas_oneshot"), run_dir(ctx, "s2dnas_oneshot_budget"))
+                        if d != rdir and (d / "results.json").exists() and (d / "supernet" / "supernet.json").is_file()]
+            supernet = str(finished[0] / "supernet") if finished else None
         overrides = [("out", str(rdir)), ("seed", ctx.seed), ("data.dataset", ctx.dataset), ("data.data_dir", ctx.data_dir),
                      ("data.val_size", ctx.val_size),
                      ("data.eval_batch_size", s.eval_batch_size), ("model.name", ctx.spec.name),
@@ -1036,11 +1050,13 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     time later on a quiet one). ``thread_options``: the intra-op thread counts each model is tried
     on (:class:`SpeedMeter`; default 1 and the current count). Each network's timings are saved in
     its cache as soon as they are measured, with what they depend on (:meth:`SpeedMeter.identity`:
-    machine, threads, repeats, images) and when; a later run with ``speed`` keeps those of an equal
-    identity (a timing pass killed halfway resumes; every speed-up is a ratio measured side by side
-    with the base, so networks timed in two passes compare) and times the rest; ``retime`` times
-    every network again. Imported rows are timed on every run. The timing is not part of a cache's
-    identity: a cache timed on another machine is timed again, never refused.
+    machine, timing method, threads, repeats, images), when, and when their pass started; a later
+    run with ``speed`` keeps those of an equal identity (a timing pass killed halfway resumes: each
+    speed-up is a ratio to the base measured side by side within its pass, though batch-1 ratios
+    move between passes on a noisy machine, so the table names every pass it holds,
+    :func:`timing_passes`) and times the rest, and those of another identity again; ``retime``
+    times every network again. Imported rows are timed on every run. The timing is not part of a
+    cache's identity: a cache timed on another machine is timed again, never refused.
 
     Every cached ``result.json`` records :func:`protocol_identity`, and every trained model its
     recipe (:func:`check_recipe`): a cache of another protocol or recipe is refused before
@@ -1124,19 +1140,19 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                            repeats=sc.speed_repeats, images_batch1=sc.speed_images_batch1,
                            thread_options=thread_options)
         base.to(device)
-        timing = meter.identity()
+        identity, started = meter.identity(), time.strftime("%Y-%m-%dT%H:%M:%S")
         for (name, seed), net in nets.items():
             label = name if seed == 0 else f"{name} seed {seed}"
-            if name in imported:  # an imported row has no cache: timed on every run
+            if not retime and name not in imported and timed_as(entries[name, seed], identity):
+                print(f"[{model}] {label}: timed at {entries[name, seed]['timing']['timed_at']} on a machine of "
+                      "this identity, kept (--retime to time it again)", flush=True)
+            else:  # an imported row has no cache: timed on every run
                 measure_speed(meter, net, entries[name, seed])
-            elif not retime and timed_as(entries[name, seed], timing):
-                print(f"[{model}] {label}: timed on {entries[name, seed]['timing']['timed_at']} on this machine, "
-                      "kept (--retime to time it again)", flush=True)
-            else:
-                measure_speed(meter, net, entries[name, seed])
-                entries[name, seed]["timing"] = {**timing, "timed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                atomic_write_json(run_dir(dataclasses.replace(ctx, seed=seed), name) / "result.json",
-                                  entries[name, seed])
+                entries[name, seed]["timing"] = {"identity": identity, "pass": started,
+                                                 "timed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                if name not in imported:
+                    atomic_write_json(run_dir(dataclasses.replace(ctx, seed=seed), name) / "result.json",
+                                      entries[name, seed])
             op = next(p for p in entries[name, seed]["points"] if p["operating_point"])
             print(f"[{model}] {label}: measured speed-up {op['measured_speedup']:.2f}x (batch 256), "
                   f"{op['measured_speedup_b1']:.2f}x (batch 1) at a MAC ratio of {op['macs_ratio']:.2f}x", flush=True)
@@ -1318,6 +1334,13 @@ def _short_search(name: str, r: dict[str, Any]) -> str | None:
     return f"`{name}` " + ", ".join(parts) if parts else None
 
 
+def _passes_note(passes: list[str]) -> str:
+    if len(passes) <= 1:
+        return f" Timed in one pass (started {passes[0]})." if passes else ""
+    return (f" Timed in {len(passes)} passes (started {', '.join(passes)}): a network timed in an earlier pass "
+            f"kept its speed-ups, each a ratio to the base measured beside it in its pass.")
+
+
 def table(data: dict[str, Any]) -> str:
     """Markdown tables of one result file: the operating point of every method, the val-chosen
     point of every accuracy level, the targets."""
@@ -1331,7 +1354,7 @@ def table(data: dict[str, Any]) -> str:
              f"seeds {data.get('seeds', [0])}. Build time: training and search of this row; a row that loaded a "
              f"super-network trained elsewhere (`--supernet`, or its `s2dnas_oneshot` sibling's) adds its "
              f"training time separately (\"+ ... super-network\"), and when every seed loaded the same one, the "
-             f"spread leaves out the super-network's variance.", "",
+             f"spread leaves out the super-network's variance." + _passes_note(timing_passes(data)), "",
              "| method | val target met | val acc | test acc | MACs (% of base) | MAC ratio | speed-up b256 | "
              "speed-up b1 | speed-up / MAC ratio (b256) | build time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["methods"].items():
@@ -1490,7 +1513,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
     p.add_argument("--retime", action="store_true", help="time every network again (default: keep the timings "
-                   "a network's cache holds from an earlier run on this machine with the same thread options)")
+                   "a network's cache holds from an earlier run of the same identity: machine, timing method, "
+                   "thread options, repeats, images; timings of another identity are redone)")
     p.add_argument("--thread-options", default=None,
                    help="comma-separated intra-op thread counts each model is timed on, the fastest kept (default: "
                         "1 and torch's current count; at batch 1 thin stages can run faster on one thread)")

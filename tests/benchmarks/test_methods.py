@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 from pathlib import Path
 
@@ -706,14 +707,15 @@ def test_a_timing_pass_keeps_the_timings_its_caches_hold(finished_run: tuple[Pat
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each network's timings go into its cache with what they depend on; a later pass keeps them
     (a killed pass resumes) and times only what has none: imported rows always; another thread
-    setting, or ``retime``, times the network again."""
+    setting, or ``retime``, times the network again. Each timing records the pass it belongs to."""
     root, run = finished_run
     kw = dict(model="resnet20", scale="smoke", out=tmp_path / "cache", dataset="fashion-mnist",
               data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, methods=["static_base"], speed=True,
               result_path=tmp_path / "methods.json")
     first = methods.run_benchmark(**kw, thread_options=(1,))["methods"]["static_base"]["points"]
     cache = json.loads((tmp_path / "cache" / "static_base" / "result.json").read_text())
-    assert cache["points"] == json.loads(json.dumps(first)) and cache["timing"]["thread_options"] == [1]
+    assert cache["points"] == json.loads(json.dumps(first)) and cache["timing"]["identity"]["thread_options"] == [1]
+    assert cache["timing"]["identity"]["machine"]["cpu_count"] == os.cpu_count()
     timed: list[int] = []
     measure = methods.measure_speed
 
@@ -724,15 +726,36 @@ def test_a_timing_pass_keeps_the_timings_its_caches_hold(finished_run: tuple[Pat
     monkeypatch.setattr(methods, "measure_speed", counting)
     again = methods.run_benchmark(**kw, thread_options=(1,), runs={"s2dnas_imported": run})["methods"]
     assert timed == [3] and again["static_base"]["points"] == first
+    assert again["static_base"]["timing"] == cache["timing"]  # kept, with the pass it was timed in
+    assert again["s2dnas_imported"]["timing"]["pass"] >= cache["timing"]["pass"]
     assert all(p["measured_speedup_b1"] > 0 for p in again["s2dnas_imported"]["points"])
     methods.run_benchmark(**kw, thread_options=(1, 2))
     assert timed == [3, 1]
     cache = json.loads((tmp_path / "cache" / "static_base" / "result.json").read_text())
-    assert cache["timing"]["thread_options"] == [1, 2]
+    assert cache["timing"]["identity"]["thread_options"] == [1, 2]
     methods.run_benchmark(**kw, thread_options=(1, 2))
     assert timed == [3, 1]
     methods.run_benchmark(**kw, thread_options=(1, 2), retime=True)
     assert timed == [3, 1, 1]
+
+
+def test_the_table_names_every_timing_pass_its_speed_ups_come_from() -> None:
+    point = {"drop": 0.001, "feasible": True, "macs": 10, "macs_ratio": 10.0, "test_accuracy": 0.9,
+             "val_accuracy": 0.9, "measured_speedup": 2.0, "measured_speedup_b1": 1.5, "operating_point": True}
+    timing = lambda started: {"timing": {"identity": {}, "pass": started, "timed_at": started}}  # noqa: E731
+    data = {"base_model": "resnet20", "dataset": "fashion-mnist", "target_val_accuracy": 0.9, "seeds": [0, 1],
+            "base": {"val_accuracy": 0.9, "test_accuracy": 0.9, "macs": 100}, "scale": {"name": "full"},
+            "machine": {"processor": "x86_64", "cpu_count": 2, "threads": 2, "torch": "2"},
+            "methods": {"static_base": {"points": [point], **timing("2026-12-02T06:17:00")},
+                        "s2dnas_rl": {"points": [point], "seeds": [0, 1],
+                                      "per_seed": {"0": timing("2026-12-02T06:17:00"),
+                                                   "1": timing("2026-12-03T09:00:00")}}}}
+    assert methods.timing_passes(data) == ["2026-12-02T06:17:00", "2026-12-03T09:00:00"]
+    assert "Timed in 2 passes (started 2026-12-02T06:17:00, 2026-12-03T09:00:00): " in methods.table(data)
+    data["methods"]["s2dnas_rl"]["per_seed"]["1"] = timing("2026-12-02T06:17:00")
+    assert "Timed in one pass (started 2026-12-02T06:17:00)." in methods.table(data)
+    del data["methods"]["static_base"]["timing"], data["methods"]["s2dnas_rl"]["per_seed"]
+    assert "Timed in" not in methods.table(data)  # timed before passes were recorded: nothing said
 
 
 def test_a_run_on_another_data_split_is_refused(finished_run: tuple[Path, Path], tmp_path: Path,
@@ -881,7 +904,8 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
     with pytest.raises(_Stop):
         methods.METHODS["s2dnas_oneshot_budget"](ctx)
     assert configs["s2dnas_oneshot_budget-seed2"].search.supernet is None
-    (tmp_path / "s2dnas_oneshot-seed2").mkdir(exist_ok=True)
+    (tmp_path / "s2dnas_oneshot-seed2" / "supernet").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "s2dnas_oneshot-seed2" / "supernet" / "supernet.json").write_text("{}")
     (tmp_path / "s2dnas_oneshot-seed2" / "results.json").write_text("{}")
     with pytest.raises(_Stop):
         methods.METHODS["s2dnas_oneshot_budget"](ctx)
@@ -911,6 +935,22 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
     assert dataclasses.replace(rnd, out=rl.out, search=dataclasses.replace(rnd.search, controller="lstm")) == rl
     name = "s2dnas_oneshot_random_budget"
     assert name in methods.SEARCHED and name not in methods.OURS and name not in methods.ALTERNATIVES
+    # no --supernet: the super-network a finished sibling of its seed trained (the plain one-shot row's
+    # first, else the budget row's), else its own
+    ctx.supernet = None
+
+    def searched_with() -> str | None:
+        with pytest.raises(_Stop):
+            methods.METHODS[name](ctx)
+        return configs["s2dnas_oneshot_random_budget-seed1"].search.supernet
+
+    assert searched_with() is None
+    for sibling in ("s2dnas_oneshot_budget-seed1", "s2dnas_oneshot-seed1"):
+        (tmp_path / sibling / "supernet").mkdir(parents=True)
+        (tmp_path / sibling / "results.json").write_text("{}")
+        assert searched_with() is None  # finished but it loaded its super-network: nothing of its own
+        (tmp_path / sibling / "supernet" / "supernet.json").write_text("{}")
+        assert searched_with() == str(tmp_path / sibling / "supernet")
 
 
 def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
