@@ -20,6 +20,7 @@ from tests.cli._synthetic import write_band_dataset
 
 pytest.importorskip("matplotlib")
 methods = pytest.importorskip("benchmarks.methods")
+timing = pytest.importorskip("benchmarks.timing")
 
 SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade_x0.5", "s2dnas_handpicked",
           "s2dnas_random", "ablation_no_concat"]
@@ -526,42 +527,6 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
-def test_speed_meter_times_each_model_at_its_best_mode_and_thread_count() -> None:
-    """SpeedMeter tries every model in each memory format, eager and frozen, on each thread count
-    (as ``s2dnas bench``), and records per batch size what it kept for the network and the base;
-    a later threshold setting keeps the first one's variants, timed against the base again; the
-    caller's thread count is restored."""
-    from s2dnas.space import Space
-    from tests._models import ToyCNN
-
-    torch.manual_seed(0)
-    base = ToyCNN(num_classes=2).eval()
-    space = Space(base, input_shape=(1, 8, 8), num_stages=2, ratio_grid=3, model_name="toy")
-    msnet = space.build(space.default_architecture()).eval()
-    before = torch.get_num_threads()
-    meter = methods.SpeedMeter(base, torch.randn(6, 1, 8, 8), base_macs=space.base_macs(), repeats=1,
-                               images_batch1=2, thread_options=(2, 1, 2))
-    assert meter.thread_options == (1, 2) and torch.get_num_threads() == before
-    assert set(meter.base_mode.values()) <= {"eager", "frozen"} and set(meter.base_threads.values()) <= {1, 2}
-    entry = {"stage_macs": msnet.stage_macs(),
-             "points": [{"thresholds": t, "confidence": "max_softmax"} for t in ([0.6], [0.9], [0.6])]}
-    methods.measure_speed(meter, msnet, entry)
-    assert torch.get_num_threads() == before
-    first, second, _ = entry["points"]
-    for suffix in methods.SPEED_BATCHES.values():
-        for p in entry["points"]:
-            assert p[f"mode{suffix}"] in {"eager", "frozen"} and p[f"base_mode{suffix}"] in {"eager", "frozen"}
-            assert p[f"threads{suffix}"] in {1, 2} and p[f"base_threads{suffix}"] in {1, 2}
-            assert {p[f"layout{suffix}"], p[f"base_layout{suffix}"]} <= {"nchw", "channels_last"}
-        for key in methods.TIMING_FIELDS:
-            assert second[f"{key}{suffix}"] == first[f"{key}{suffix}"]  # the first setting's choice, kept
-        # ... but the base is timed again beside each setting (not one time reused for all)
-        assert second[f"base_seconds{suffix}"] != first[f"base_seconds{suffix}"]
-    with pytest.raises(ConfigError, match="thread counts >= 1"):
-        methods.SpeedMeter(base, torch.randn(2, 1, 8, 8), base_macs=1, repeats=1, images_batch1=1,
-                           thread_options=(0,))
-
-
 def _seed_entry(seed: int, source: str, *, build: float, trained: float) -> dict:
     point = {"drop": 0.001, "target_val_accuracy": 0.9, "operating_point": True, "test_accuracy": 0.9,
              "val_accuracy": 0.9, "macs": 50.0, "feasible": True, "thresholds": [0.5], "macs_ratio": 2.0}
@@ -750,7 +715,7 @@ def test_the_table_names_every_timing_pass_its_speed_ups_come_from() -> None:
                         "s2dnas_rl": {"points": [point], "seeds": [0, 1],
                                       "per_seed": {"0": timing("2026-12-02T06:17:00"),
                                                    "1": timing("2026-12-03T09:00:00")}}}}
-    assert methods.timing_passes(data) == ["2026-12-02T06:17:00", "2026-12-03T09:00:00"]
+    assert timing.timing_passes(data) == ["2026-12-02T06:17:00", "2026-12-03T09:00:00"]
     assert "Timed in 2 passes (started 2026-12-02T06:17:00, 2026-12-03T09:00:00): " in methods.table(data)
     data["methods"]["s2dnas_rl"]["per_seed"]["1"] = timing("2026-12-02T06:17:00")
     assert "Timed in one pass (started 2026-12-02T06:17:00)." in methods.table(data)
