@@ -63,12 +63,12 @@ from typing import Any, Callable, Sequence
 import torch
 
 from benchmarks._args import parse_positive_ints, parse_seeds, report_error
+from benchmarks.timing import SPEED_BATCHES, TIMING_FIELDS, SpeedMeter, measure_speed, timed_as, timing_passes
 from s2dnas._io import atomic_write_json, read_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
-from s2dnas.bench.speed import check_thread_options, in_layout, prepare_variants, time_fastest, time_interleaved
+from s2dnas.bench.speed import check_thread_options
 from s2dnas.config import DEMO_CONFIG, CalibrationConfig, TrainConfig, config_to_dict, load_config
 from s2dnas.data import DataSplits, build_splits, make_loader
-from s2dnas.dynamic import DynamicNet, ExitPolicy
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.errors import ConfigError, RunDirError, S2DNASError
 from s2dnas.runner import FINAL_BN_BATCHES, run_pipeline
@@ -81,12 +81,11 @@ from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.zoo import create_model
 
-__all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context", "SpeedMeter",
+__all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
            "aggregate_seeds", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
-           "SUMMARY_COLUMNS", "targets_summary",
-           "plot", "main"]
+           "SUMMARY_COLUMNS", "targets_summary", "plot", "main"]
 
 RESULTS = Path("benchmarks/results")
 _logger = logging.getLogger("benchmarks.methods")
@@ -166,99 +165,6 @@ def static_epochs(sc: Scale, spec: ModelSpec, *, long: bool = False) -> int:
     """Epochs of a static model: the base's (a smoke scale's cut), plus the final training's when ``long``."""
     epochs = sc.thin_epochs or spec.base_epochs
     return epochs + sc.final_epochs if long else epochs
-
-
-#: Batch sizes every network is timed at (issue 14: batch 1 and batch 256), with the key suffix of
-#: their fields in a point (``measured_speedup`` at 256, ``measured_speedup_b1`` at 1, ...).
-SPEED_BATCHES = {256: "", 1: "_b1"}
-
-#: How a point's network and the base were timed (per batch size, with the suffix of :data:`SPEED_BATCHES`).
-TIMING_FIELDS = ("layout", "mode", "threads", "base_layout", "base_mode", "base_threads")
-
-
-class SpeedMeter:
-    """Times networks against the base at batch 256 and at batch 1 on the same test images, in one process.
-
-    Every model is at its best, as ``s2dnas bench`` has it (:func:`~s2dnas.bench.speed.benchmark_speed`):
-    BN folded, inference mode, and at each batch size the fastest of its variants over memory format
-    (NCHW, channels-last) x mode (eager, frozen TorchScript trace: :data:`~s2dnas.bench.speed.MODES`)
-    x intra-op thread count (``thread_options``; default 1 and the current count), the passes of all
-    variants of the base and of the network interleaved (:func:`~s2dnas.bench.speed.time_fastest`).
-    The variants are chosen on a network's first threshold setting; then every setting is timed
-    again in the chosen variant, its passes interleaved with the base's chosen variant, so each
-    speed-up is the ratio of two medians of the same run (not of a fastest-of-8 minimum, which
-    would favour the first setting) and a machine that gets busier (or quieter) during the run
-    does not tilt it. A setting that sends more inputs to the later stages might have preferred
-    another variant (not tried: cheaper). Batch 1 times the first ``images_batch1`` images (it is
-    the slow one per image). With the default ``thread_options`` (1 and the current count) this is
-    ``s2dnas bench --thread-options 1,N``.
-
-    Raises:
-        ConfigError: a thread count below 1.
-    """
-
-    def __init__(self, base: torch.nn.Module, images: torch.Tensor, *, base_macs: int, repeats: int,
-                 images_batch1: int, thread_options: Sequence[int] | None = None) -> None:
-        self.thread_options = check_thread_options(
-            tuple(thread_options) if thread_options is not None else (1, torch.get_num_threads()))
-        self.base_macs = base_macs
-        self.batches = {bs: list(torch.split(images[: images_batch1 if bs == 1 else len(images)], bs))
-                        for bs in SPEED_BATCHES}
-        self.repeats = repeats
-        self.example = images[:2]  # what the frozen variants are traced on
-        self.base = prepare_variants(base, example=self.example)
-        self.base_layout, self.base_mode, self.base_threads, self.base_seconds = {}, {}, {}, {}
-        for bs in SPEED_BATCHES:
-            best = self._fastest({"base": self.base}, bs)["base"]
-            self.base_layout[bs], self.base_mode[bs], self.base_threads[bs], self.base_seconds[bs] = best
-
-    def identity(self) -> dict[str, Any]:
-        """What a timing depends on besides the two models (the machine, threads, repeats, images per
-        batch size): a network timed under an equal identity is not timed again on a resumed pass."""
-        return json.loads(json.dumps({"machine": machine(), "thread_options": list(self.thread_options),
-                                      "repeats": self.repeats,
-                                      "images": {str(bs): sum(len(b) for b in batches)
-                                                 for bs, batches in self.batches.items()}}))
-
-    def _fastest(self, variants: dict[str, dict[tuple[bool, str], Any]], bs: int
-                 ) -> dict[str, tuple[str, str, int, float]]:
-        """For each model of ``variants``: (layout, mode, threads, seconds per pass) of its fastest
-        variant at batch size ``bs``, all variants interleaved."""
-        best = time_fastest(variants, self.batches[bs], thread_counts=self.thread_options, repeats=self.repeats)
-        return {name: ("channels_last" if key[0] else "nchw", key[1], threads, seconds)
-                for name, (seconds, key, threads) in best.items()}
-
-    def speedups(self, net: DynamicNet, thresholds: list[tuple[float, ...]]) -> list[dict[str, Any]]:
-        """For each threshold setting (in order): measured speed-up over the base at each batch size
-        of :data:`SPEED_BATCHES` (with the seconds, layout, mode and threads of both models), and
-        the MAC ratio on the timed (batch-256) images themselves."""
-        variants = prepare_variants(net, example=self.example)
-        out: list[dict[str, Any]] = [{} for _ in thresholds]
-        for bs, suffix in SPEED_BATCHES.items():
-            for v in variants.values():
-                v.set_thresholds(thresholds[0])
-            best = self._fastest({"base": self.base, "dynamic": variants}, bs)  # choose the variants ...
-            base_layout, base_mode, base_threads, _ = best["base"]
-            layout, mode, threads, _ = best["dynamic"]
-            base_cl, cl = base_layout == "channels_last", layout == "channels_last"
-            pair = {"base": (self.base[(base_cl, base_mode)], in_layout(self.batches[bs], channels_last=base_cl)),
-                    "dynamic": (variants[(cl, mode)], in_layout(self.batches[bs], channels_last=cl))}
-            for i, t in enumerate(thresholds):  # ... then time each setting against the base, interleaved
-                variants[(cl, mode)].set_thresholds(t)
-                timed = time_interleaved(pair, repeats=self.repeats,
-                                         threads={"base": base_threads, "dynamic": threads})
-                out[i].update({f"measured_speedup{suffix}": timed["base"] / timed["dynamic"],
-                               f"base_seconds{suffix}": timed["base"], f"seconds{suffix}": timed["dynamic"],
-                               f"layout{suffix}": layout, f"mode{suffix}": mode, f"threads{suffix}": threads,
-                               f"base_layout{suffix}": base_layout, f"base_mode{suffix}": base_mode,
-                               f"base_threads{suffix}": base_threads})
-        for i, t in enumerate(thresholds):
-            net.set_thresholds(t)
-            with torch.inference_mode():
-                exits = torch.cat([net(b).exit_stage for b in self.batches[256]])
-            out[i]["timed_macs_ratio"] = self.base_macs * len(exits) / net.macs_of(exits)
-        net.set_thresholds(thresholds[0])
-        return out
 
 
 @dataclasses.dataclass
@@ -435,25 +341,6 @@ def evaluate_network(ctx: Context, msnet: MultiStageNet) -> dict[str, Any]:
     return {"points": points, "val_accuracy": op["val_accuracy"], "feasible": op["feasible"],
             "stage_macs": list(stage_macs), "stage_test_accuracy": test.stage_accuracy(),
             "stage_val_accuracy": val.stage_accuracy(), "oracle": oracle(test, stage_macs)}
-
-
-def measure_speed(meter: SpeedMeter, msnet: MultiStageNet, entry: dict[str, Any]) -> None:
-    """Fill in the measured speed-ups of every point of ``entry`` (same thresholds as evaluated;
-    points of equal thresholds are timed once)."""
-    settings = list(dict.fromkeys(tuple(p["thresholds"]) for p in entry["points"]))
-    policy = ExitPolicy(thresholds=settings[0], confidence=entry["points"][0]["confidence"])  # the points' measure
-    net = DynamicNet(msnet.cpu().eval(), policy, stage_macs=entry["stage_macs"])
-    timings = dict(zip(settings, meter.speedups(net, settings)))
-    for p in entry["points"]:
-        p.update(timings[tuple(p["thresholds"])])
-
-
-def timed_as(entry: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """Whether every point of a cached ``entry`` was timed under ``identity`` (:meth:`SpeedMeter.identity`)."""
-    timing = dict(entry.get("timing") or {})
-    timing.pop("timed_at", None)
-    return timing == identity and all(p.get(f"measured_speedup{suffix}") is not None
-                                      for p in entry["points"] for suffix in SPEED_BATCHES.values())
 
 
 def _train_cfg(ctx: Context) -> TrainConfig:
@@ -639,9 +526,9 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
     for the controller, named ``_random`` after the strategy). ``budget_mode``:
     search as the demo does, within its MACs budget (:func:`_demo_budget`; the benchmark still
     calibrates the result at every accuracy level itself). The one-shot rows load ``ctx.supernet``
-    when given; the other one-shot rows otherwise reuse the super-network the ``s2dnas_oneshot`` row
-    of the same seed trained when that row has finished (the same super-network, only the start or
-    the search's target differs), else train their own."""
+    when given; the other one-shot rows otherwise reuse the super-network a finished sibling of the
+    same seed trained (``s2dnas_oneshot``'s, else ``s2dnas_oneshot_budget``'s: the same super-network,
+    only the start, the search's target or its controller differs), else train their own."""
     name = (f"s2dnas_{strategy}" + ("" if final_init in (None, "supernet") else f"_{final_init}")
             + ("" if controller is None else f"_{controller}") + ("_budget" if budget_mode else ""))
 
@@ -651,10 +538,10 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         s = ctx.scale
         rdir = run_dir(ctx, name)
         supernet = ctx.supernet
-        sibling = run_dir(ctx, f"s2dnas_{strategy}")
-        if supernet is None and strategy == "oneshot" and name != sibling.name and \
-                (sibling / "results.json").exists():
-            supernet = str(sibling / "supernet")
+        if supernet is None and strategy == "oneshot":
+            finished = [d for d in (run_dir(ctx, "s2dnas_oneshot"), run_dir(ctx, "s2dnas_oneshot_budget"))
+                        if d != rdir and (d / "results.json").exists() and (d / "supernet" / "supernet.json").is_file()]
+            supernet = str(finished[0] / "supernet") if finished else None
         overrides = [("out", str(rdir)), ("seed", ctx.seed), ("data.dataset", ctx.dataset), ("data.data_dir", ctx.data_dir),
                      ("data.val_size", ctx.val_size),
                      ("data.eval_batch_size", s.eval_batch_size), ("model.name", ctx.spec.name),
@@ -1036,11 +923,13 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     time later on a quiet one). ``thread_options``: the intra-op thread counts each model is tried
     on (:class:`SpeedMeter`; default 1 and the current count). Each network's timings are saved in
     its cache as soon as they are measured, with what they depend on (:meth:`SpeedMeter.identity`:
-    machine, threads, repeats, images) and when; a later run with ``speed`` keeps those of an equal
-    identity (a timing pass killed halfway resumes; every speed-up is a ratio measured side by side
-    with the base, so networks timed in two passes compare) and times the rest; ``retime`` times
-    every network again. Imported rows are timed on every run. The timing is not part of a cache's
-    identity: a cache timed on another machine is timed again, never refused.
+    machine, timing method, threads, repeats, images), when, and when their pass started; a later
+    run with ``speed`` keeps those of an equal identity (a timing pass killed halfway resumes: each
+    speed-up is a ratio to the base measured side by side within its pass, though batch-1 ratios
+    move between passes on a noisy machine, so the table names every pass it holds,
+    :func:`timing_passes`) and times the rest, and those of another identity again; ``retime``
+    times every network again. Imported rows are timed on every run. The timing is not part of a
+    cache's identity: a cache timed on another machine is timed again, never refused.
 
     Every cached ``result.json`` records :func:`protocol_identity`, and every trained model its
     recipe (:func:`check_recipe`): a cache of another protocol or recipe is refused before
@@ -1124,19 +1013,19 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
                            repeats=sc.speed_repeats, images_batch1=sc.speed_images_batch1,
                            thread_options=thread_options)
         base.to(device)
-        timing = meter.identity()
+        identity, started = meter.identity(), time.strftime("%Y-%m-%dT%H:%M:%S")
         for (name, seed), net in nets.items():
             label = name if seed == 0 else f"{name} seed {seed}"
-            if name in imported:  # an imported row has no cache: timed on every run
+            if not retime and name not in imported and timed_as(entries[name, seed], identity):
+                print(f"[{model}] {label}: timed at {entries[name, seed]['timing']['timed_at']} on a machine of "
+                      "this identity, kept (--retime to time it again)", flush=True)
+            else:  # an imported row has no cache: timed on every run
                 measure_speed(meter, net, entries[name, seed])
-            elif not retime and timed_as(entries[name, seed], timing):
-                print(f"[{model}] {label}: timed on {entries[name, seed]['timing']['timed_at']} on this machine, "
-                      "kept (--retime to time it again)", flush=True)
-            else:
-                measure_speed(meter, net, entries[name, seed])
-                entries[name, seed]["timing"] = {**timing, "timed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                atomic_write_json(run_dir(dataclasses.replace(ctx, seed=seed), name) / "result.json",
-                                  entries[name, seed])
+                entries[name, seed]["timing"] = {"identity": identity, "pass": started,
+                                                 "timed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                if name not in imported:
+                    atomic_write_json(run_dir(dataclasses.replace(ctx, seed=seed), name) / "result.json",
+                                      entries[name, seed])
             op = next(p for p in entries[name, seed]["points"] if p["operating_point"])
             print(f"[{model}] {label}: measured speed-up {op['measured_speedup']:.2f}x (batch 256), "
                   f"{op['measured_speedup_b1']:.2f}x (batch 1) at a MAC ratio of {op['macs_ratio']:.2f}x", flush=True)
@@ -1318,6 +1207,13 @@ def _short_search(name: str, r: dict[str, Any]) -> str | None:
     return f"`{name}` " + ", ".join(parts) if parts else None
 
 
+def _passes_note(passes: list[str]) -> str:
+    if len(passes) <= 1:
+        return f" Timed in one pass (started {passes[0]})." if passes else ""
+    return (f" Timed in {len(passes)} passes (started {', '.join(passes)}): a network timed in an earlier pass "
+            f"kept its speed-ups, each a ratio to the base measured beside it in its pass.")
+
+
 def table(data: dict[str, Any]) -> str:
     """Markdown tables of one result file: the operating point of every method, the val-chosen
     point of every accuracy level, the targets."""
@@ -1331,7 +1227,7 @@ def table(data: dict[str, Any]) -> str:
              f"seeds {data.get('seeds', [0])}. Build time: training and search of this row; a row that loaded a "
              f"super-network trained elsewhere (`--supernet`, or its `s2dnas_oneshot` sibling's) adds its "
              f"training time separately (\"+ ... super-network\"), and when every seed loaded the same one, the "
-             f"spread leaves out the super-network's variance.", "",
+             f"spread leaves out the super-network's variance." + _passes_note(timing_passes(data)), "",
              "| method | val target met | val acc | test acc | MACs (% of base) | MAC ratio | speed-up b256 | "
              "speed-up b1 | speed-up / MAC ratio (b256) | build time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["methods"].items():
@@ -1490,7 +1386,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--no-speed", action="store_true", help="train and evaluate only; time the networks in a later run")
     p.add_argument("--retime", action="store_true", help="time every network again (default: keep the timings "
-                   "a network's cache holds from an earlier run on this machine with the same thread options)")
+                   "a network's cache holds from an earlier run of the same identity: machine, timing method, "
+                   "thread options, repeats, images; timings of another identity are redone)")
     p.add_argument("--thread-options", default=None,
                    help="comma-separated intra-op thread counts each model is timed on, the fastest kept (default: "
                         "1 and torch's current count; at batch 1 thin stages can run faster on one thread)")

@@ -7,10 +7,12 @@ What it runs, one job at a time (each a subprocess, in this order):
    joint), cascades from x0.25 and x0.5 (and the static x0.25/x0.375/x0.5 models and both
    cascades again with the base's epochs plus the final training's: the ``*_long`` rows), S2DNAS
    hand-picked, random, RL and one-shot (final training from the super-network and from
-   inherited weights; and searching within the demo's MACs budget), the searched ones for each
+   inherited weights; and searching within the demo's MACs budget, with the RL controller and
+   with random search over the same scores), the searched ones for each
    seed of ``--seeds``; every operating point chosen on val per accuracy level. First every network is
-   trained and evaluated (``--no-speed``), then a second pass times them all at batch 256 and 1
-   on the quiet machine. At scale ``full`` the ResNet-20 comparison also imports ``make demo``'s
+   trained and evaluated (``--no-speed``), then a second pass times them at batch 256 and 1
+   on the quiet machine (each network's timings kept in its cache, so a rerun times only those
+   without timings of this machine and method). At scale ``full`` the ResNet-20 comparison also imports ``make demo``'s
    network (``--run s2dnas_demo=runs/demo``; the demo runs first when runs/demo has no model),
    whose final training is that scale's;
 2. rank check (scale small only): brief-training scores against final-training scores of the

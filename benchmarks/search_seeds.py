@@ -31,7 +31,7 @@ from benchmarks.supernet_setup import (SupernetSetup, add_setup_arguments, check
                                        summary_stats)
 from s2dnas._device import machine_info
 from s2dnas._io import atomic_write_json
-from s2dnas.errors import CheckpointError, S2DNASError
+from s2dnas.errors import CheckpointError, ConfigError, S2DNASError
 from s2dnas.search.journal import Journal
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
@@ -102,10 +102,16 @@ def run_seeds(setup: SupernetSetup, *, work_dir: str | Path, out: str | Path, bu
     candidates is left out and listed under ``incomplete``.
 
     Raises:
+        ConfigError: ``rl`` among ``strategies`` with ``search.controller: random`` (random search
+            is ``--strategies random``; ``rl`` is the REINFORCE controller it is compared with).
         RunDirError: ``work_dir`` holds results of another setup.
         CheckpointError: a search's journal was written with other controller settings (another
             ``search.controller_lr``, say): its resume is refused, not mixed; so is reporting it.
     """
+    if "rl" in strategies and setup.cfg.search.controller == "random":
+        raise ConfigError("Expected search.controller lstm or factorized for --strategies rl (the REINFORCE "
+                          "controller compared with random search), but got random; drop it (random search "
+                          "is --strategies random)")
     work = Path(work_dir)
     digest = check_identity(work / "setup.json", setup.identity())
     space = setup.supernet.space

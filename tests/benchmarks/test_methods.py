@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.cli._synthetic import write_band_dataset
 
 pytest.importorskip("matplotlib")
 methods = pytest.importorskip("benchmarks.methods")
+timing = pytest.importorskip("benchmarks.timing")
 
 SUBSET = ["static_base", "static_x0.5", "sdn_frozen", "sdn_joint", "cascade_x0.5", "s2dnas_handpicked",
           "s2dnas_random", "ablation_no_concat"]
@@ -525,42 +527,6 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
-def test_speed_meter_times_each_model_at_its_best_mode_and_thread_count() -> None:
-    """SpeedMeter tries every model in each memory format, eager and frozen, on each thread count
-    (as ``s2dnas bench``), and records per batch size what it kept for the network and the base;
-    a later threshold setting keeps the first one's variants, timed against the base again; the
-    caller's thread count is restored."""
-    from s2dnas.space import Space
-    from tests._models import ToyCNN
-
-    torch.manual_seed(0)
-    base = ToyCNN(num_classes=2).eval()
-    space = Space(base, input_shape=(1, 8, 8), num_stages=2, ratio_grid=3, model_name="toy")
-    msnet = space.build(space.default_architecture()).eval()
-    before = torch.get_num_threads()
-    meter = methods.SpeedMeter(base, torch.randn(6, 1, 8, 8), base_macs=space.base_macs(), repeats=1,
-                               images_batch1=2, thread_options=(2, 1, 2))
-    assert meter.thread_options == (1, 2) and torch.get_num_threads() == before
-    assert set(meter.base_mode.values()) <= {"eager", "frozen"} and set(meter.base_threads.values()) <= {1, 2}
-    entry = {"stage_macs": msnet.stage_macs(),
-             "points": [{"thresholds": t, "confidence": "max_softmax"} for t in ([0.6], [0.9], [0.6])]}
-    methods.measure_speed(meter, msnet, entry)
-    assert torch.get_num_threads() == before
-    first, second, _ = entry["points"]
-    for suffix in methods.SPEED_BATCHES.values():
-        for p in entry["points"]:
-            assert p[f"mode{suffix}"] in {"eager", "frozen"} and p[f"base_mode{suffix}"] in {"eager", "frozen"}
-            assert p[f"threads{suffix}"] in {1, 2} and p[f"base_threads{suffix}"] in {1, 2}
-            assert {p[f"layout{suffix}"], p[f"base_layout{suffix}"]} <= {"nchw", "channels_last"}
-        for key in methods.TIMING_FIELDS:
-            assert second[f"{key}{suffix}"] == first[f"{key}{suffix}"]  # the first setting's choice, kept
-        # ... but the base is timed again beside each setting (not one time reused for all)
-        assert second[f"base_seconds{suffix}"] != first[f"base_seconds{suffix}"]
-    with pytest.raises(ConfigError, match="thread counts >= 1"):
-        methods.SpeedMeter(base, torch.randn(2, 1, 8, 8), base_macs=1, repeats=1, images_batch1=1,
-                           thread_options=(0,))
-
-
 def _seed_entry(seed: int, source: str, *, build: float, trained: float) -> dict:
     point = {"drop": 0.001, "target_val_accuracy": 0.9, "operating_point": True, "test_accuracy": 0.9,
              "val_accuracy": 0.9, "macs": 50.0, "feasible": True, "thresholds": [0.5], "macs_ratio": 2.0}
@@ -706,14 +672,15 @@ def test_a_timing_pass_keeps_the_timings_its_caches_hold(finished_run: tuple[Pat
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each network's timings go into its cache with what they depend on; a later pass keeps them
     (a killed pass resumes) and times only what has none: imported rows always; another thread
-    setting, or ``retime``, times the network again."""
+    setting, or ``retime``, times the network again. Each timing records the pass it belongs to."""
     root, run = finished_run
     kw = dict(model="resnet20", scale="smoke", out=tmp_path / "cache", dataset="fashion-mnist",
               data_dir=str(root / "data"), val_size=IMPORT_VAL_SIZE, methods=["static_base"], speed=True,
               result_path=tmp_path / "methods.json")
     first = methods.run_benchmark(**kw, thread_options=(1,))["methods"]["static_base"]["points"]
     cache = json.loads((tmp_path / "cache" / "static_base" / "result.json").read_text())
-    assert cache["points"] == json.loads(json.dumps(first)) and cache["timing"]["thread_options"] == [1]
+    assert cache["points"] == json.loads(json.dumps(first)) and cache["timing"]["identity"]["thread_options"] == [1]
+    assert cache["timing"]["identity"]["machine"]["cpu_count"] == os.cpu_count()
     timed: list[int] = []
     measure = methods.measure_speed
 
@@ -724,15 +691,36 @@ def test_a_timing_pass_keeps_the_timings_its_caches_hold(finished_run: tuple[Pat
     monkeypatch.setattr(methods, "measure_speed", counting)
     again = methods.run_benchmark(**kw, thread_options=(1,), runs={"s2dnas_imported": run})["methods"]
     assert timed == [3] and again["static_base"]["points"] == first
+    assert again["static_base"]["timing"] == cache["timing"]  # kept, with the pass it was timed in
+    assert again["s2dnas_imported"]["timing"]["pass"] >= cache["timing"]["pass"]
     assert all(p["measured_speedup_b1"] > 0 for p in again["s2dnas_imported"]["points"])
     methods.run_benchmark(**kw, thread_options=(1, 2))
     assert timed == [3, 1]
     cache = json.loads((tmp_path / "cache" / "static_base" / "result.json").read_text())
-    assert cache["timing"]["thread_options"] == [1, 2]
+    assert cache["timing"]["identity"]["thread_options"] == [1, 2]
     methods.run_benchmark(**kw, thread_options=(1, 2))
     assert timed == [3, 1]
     methods.run_benchmark(**kw, thread_options=(1, 2), retime=True)
     assert timed == [3, 1, 1]
+
+
+def test_the_table_names_every_timing_pass_its_speed_ups_come_from() -> None:
+    point = {"drop": 0.001, "feasible": True, "macs": 10, "macs_ratio": 10.0, "test_accuracy": 0.9,
+             "val_accuracy": 0.9, "measured_speedup": 2.0, "measured_speedup_b1": 1.5, "operating_point": True}
+    timing = lambda started: {"timing": {"identity": {}, "pass": started, "timed_at": started}}  # noqa: E731
+    data = {"base_model": "resnet20", "dataset": "fashion-mnist", "target_val_accuracy": 0.9, "seeds": [0, 1],
+            "base": {"val_accuracy": 0.9, "test_accuracy": 0.9, "macs": 100}, "scale": {"name": "full"},
+            "machine": {"processor": "x86_64", "cpu_count": 2, "threads": 2, "torch": "2"},
+            "methods": {"static_base": {"points": [point], **timing("2026-12-02T06:17:00")},
+                        "s2dnas_rl": {"points": [point], "seeds": [0, 1],
+                                      "per_seed": {"0": timing("2026-12-02T06:17:00"),
+                                                   "1": timing("2026-12-03T09:00:00")}}}}
+    assert timing.timing_passes(data) == ["2026-12-02T06:17:00", "2026-12-03T09:00:00"]
+    assert "Timed in 2 passes (started 2026-12-02T06:17:00, 2026-12-03T09:00:00): " in methods.table(data)
+    data["methods"]["s2dnas_rl"]["per_seed"]["1"] = timing("2026-12-02T06:17:00")
+    assert "Timed in one pass (started 2026-12-02T06:17:00)." in methods.table(data)
+    del data["methods"]["static_base"]["timing"], data["methods"]["s2dnas_rl"]["per_seed"]
+    assert "Timed in" not in methods.table(data)  # timed before passes were recorded: nothing said
 
 
 def test_a_run_on_another_data_split_is_refused(finished_run: tuple[Path, Path], tmp_path: Path,
@@ -881,7 +869,8 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
     with pytest.raises(_Stop):
         methods.METHODS["s2dnas_oneshot_budget"](ctx)
     assert configs["s2dnas_oneshot_budget-seed2"].search.supernet is None
-    (tmp_path / "s2dnas_oneshot-seed2").mkdir(exist_ok=True)
+    (tmp_path / "s2dnas_oneshot-seed2" / "supernet").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "s2dnas_oneshot-seed2" / "supernet" / "supernet.json").write_text("{}")
     (tmp_path / "s2dnas_oneshot-seed2" / "results.json").write_text("{}")
     with pytest.raises(_Stop):
         methods.METHODS["s2dnas_oneshot_budget"](ctx)
@@ -911,6 +900,22 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
     assert dataclasses.replace(rnd, out=rl.out, search=dataclasses.replace(rnd.search, controller="lstm")) == rl
     name = "s2dnas_oneshot_random_budget"
     assert name in methods.SEARCHED and name not in methods.OURS and name not in methods.ALTERNATIVES
+    # no --supernet: the super-network a finished sibling of its seed trained (the plain one-shot row's
+    # first, else the budget row's), else its own
+    ctx.supernet = None
+
+    def searched_with() -> str | None:
+        with pytest.raises(_Stop):
+            methods.METHODS[name](ctx)
+        return configs["s2dnas_oneshot_random_budget-seed1"].search.supernet
+
+    assert searched_with() is None
+    for sibling in ("s2dnas_oneshot_budget-seed1", "s2dnas_oneshot-seed1"):
+        (tmp_path / sibling / "supernet").mkdir(parents=True)
+        (tmp_path / sibling / "results.json").write_text("{}")
+        assert searched_with() is None  # finished but it loaded its super-network: nothing of its own
+        (tmp_path / sibling / "supernet" / "supernet.json").write_text("{}")
+        assert searched_with() == str(tmp_path / sibling / "supernet")
 
 
 def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from s2dnas.config import CalibrationTarget, SupernetConfig, load_config
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.data.datasets import TensorImageDataset
 from s2dnas.dynamic.calibrate import StageLogits
-from s2dnas.errors import CheckpointError, RunDirError
+from s2dnas.errors import CheckpointError, ConfigError, RunDirError
 from s2dnas.search.journal import Journal
 from s2dnas.space import Space
 from s2dnas.train.loops import evaluate
@@ -140,6 +140,12 @@ def test_search_seeds_refuses_to_resume_with_another_controller(setup: SupernetS
                   progress=False)
     assert (tmp_path / "w" / "rl_seed0" / "journal.jsonl").read_text() == journal
     assert not (tmp_path / "b.json").exists()
+    # nor is the RL search run with random search as its controller: refused before anything runs
+    uniform = dataclasses.replace(setup, cfg=dataclasses.replace(
+        setup.cfg, search=dataclasses.replace(setup.cfg.search, controller="random")))
+    with pytest.raises(ConfigError, match=r"^Expected search.controller lstm or factorized for --strategies rl"):
+        run_seeds(uniform, work_dir=tmp_path / "u", out=tmp_path / "u.json", budget=2, seeds=(0,), progress=False)
+    assert not (tmp_path / "u").exists()
 
 
 def test_rerunning_one_strategy_keeps_the_other_strategies_rows(setup: SupernetSetup, tmp_path: Path) -> None:

@@ -444,15 +444,17 @@ class SearchConfig:
     """Architecture search (METHOD.md "Search").
 
     Attributes:
-        strategy: ``oneshot`` (REINFORCE controller; candidates scored from the super-network
-            trained once, see the ``supernet`` section), ``rl`` (REINFORCE controller over briefly
-            trained candidates) or ``random`` (random search over briefly trained candidates).
+        strategy: ``oneshot`` (candidates scored from the super-network trained once, see the
+            ``supernet`` section), ``rl`` (candidates trained briefly), both searched by the
+            ``controller`` (REINFORCE by default), or ``random`` (random search over briefly
+            trained candidates).
         budget: number of candidates evaluated; None = 200 for ``oneshot`` (a candidate costs
             seconds), 20 for ``rl``/``random`` (a candidate is trained briefly).
         controller: ``lstm`` (REINFORCE, decisions emitted in turn), ``factorized`` (REINFORCE,
             independent decisions) or ``random`` (distinct uniform samples: with ``oneshot``,
             random search over the super-network's scores, the control for its controller;
-            ``strategy: random`` is ``rl`` with this controller).
+            ``strategy: random`` is ``rl`` with this controller; the REINFORCE settings below
+            are then unused).
         candidate_epochs: epochs of each candidate's brief training (``rl``, ``random``).
         candidate_limit_train: training examples per candidate epoch (None = all).
         reward: ``macs_saving`` (base MACs / expected MACs at the accuracy target),
