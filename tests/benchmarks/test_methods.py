@@ -707,17 +707,17 @@ def test_a_timing_pass_keeps_the_timings_its_caches_hold(finished_run: tuple[Pat
 def test_the_table_names_every_timing_pass_its_speed_ups_come_from() -> None:
     point = {"drop": 0.001, "feasible": True, "macs": 10, "macs_ratio": 10.0, "test_accuracy": 0.9,
              "val_accuracy": 0.9, "measured_speedup": 2.0, "measured_speedup_b1": 1.5, "operating_point": True}
-    timing = lambda started: {"timing": {"identity": {}, "pass": started, "timed_at": started}}  # noqa: E731
+    timed = lambda started: {"timing": {"identity": {}, "pass": started, "timed_at": started}}  # noqa: E731
     data = {"base_model": "resnet20", "dataset": "fashion-mnist", "target_val_accuracy": 0.9, "seeds": [0, 1],
             "base": {"val_accuracy": 0.9, "test_accuracy": 0.9, "macs": 100}, "scale": {"name": "full"},
             "machine": {"processor": "x86_64", "cpu_count": 2, "threads": 2, "torch": "2"},
-            "methods": {"static_base": {"points": [point], **timing("2026-12-02T06:17:00")},
+            "methods": {"static_base": {"points": [point], **timed("2026-12-02T06:17:00")},
                         "s2dnas_rl": {"points": [point], "seeds": [0, 1],
-                                      "per_seed": {"0": timing("2026-12-02T06:17:00"),
-                                                   "1": timing("2026-12-03T09:00:00")}}}}
+                                      "per_seed": {"0": timed("2026-12-02T06:17:00"),
+                                                   "1": timed("2026-12-03T09:00:00")}}}}
     assert timing.timing_passes(data) == ["2026-12-02T06:17:00", "2026-12-03T09:00:00"]
     assert "Timed in 2 passes (started 2026-12-02T06:17:00, 2026-12-03T09:00:00): " in methods.table(data)
-    data["methods"]["s2dnas_rl"]["per_seed"]["1"] = timing("2026-12-02T06:17:00")
+    data["methods"]["s2dnas_rl"]["per_seed"]["1"] = timed("2026-12-02T06:17:00")
     assert "Timed in one pass (started 2026-12-02T06:17:00)." in methods.table(data)
     del data["methods"]["static_base"]["timing"], data["methods"]["s2dnas_rl"]["per_seed"]
     assert "Timed in" not in methods.table(data)  # timed before passes were recorded: nothing said
