@@ -837,10 +837,8 @@ def test_the_targets_summary_puts_every_family_s_ours_rows_in_one_table() -> Non
                          "| mnv2 | no ours-row in this file | - | - | - | - | - | - |"]
 
 
-def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same run as s2dnas_oneshot (super-network, seed, budgets) except the demo's MACs budget and
-    reward; without --supernet it scores with the super-network its finished sibling trained."""
+def _capture_runs(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The config each searched row would run ``s2dnas run`` with, by run directory name (each run stopped there)."""
     configs = {}
 
     def capture(cfg, **kw):
@@ -848,9 +846,22 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
         raise _Stop
 
     monkeypatch.setattr(methods, "run_pipeline", capture)
-    ctx = types.SimpleNamespace(scale=methods.SCALES["full"], out=tmp_path, seed=2, supernet=str(tmp_path / "sn"),
-                                dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
-                                spec=methods.MODELS["resnet20"], device="cpu")
+    return configs
+
+
+def _search_context(out: Path, *, seed: int, model: str) -> types.SimpleNamespace:
+    """What a searched row reads of its context, at scale full with ``--supernet out/sn``."""
+    return types.SimpleNamespace(scale=methods.SCALES["full"], out=out, seed=seed, supernet=str(out / "sn"),
+                                 dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
+                                 spec=methods.MODELS[model], device="cpu")
+
+
+def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same run as s2dnas_oneshot (super-network, seed, budgets) except the demo's MACs budget and
+    reward; without --supernet it scores with the super-network its finished sibling trained."""
+    configs = _capture_runs(monkeypatch)
+    ctx = _search_context(tmp_path, seed=2, model="resnet20")
     for name in ("s2dnas_oneshot", "s2dnas_oneshot_budget"):
         with pytest.raises(_Stop):
             methods.METHODS[name](ctx)
@@ -882,16 +893,8 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
     """The control for the one-shot controller: the budget-mode run with ``search.controller: random``
     and nothing else changed (super-network, seed, budgets, final training); a searched row per
     seed, neither ours nor an alternative."""
-    configs = {}
-
-    def capture(cfg, **kw):
-        configs[Path(kw["out"]).name] = cfg
-        raise _Stop
-
-    monkeypatch.setattr(methods, "run_pipeline", capture)
-    ctx = types.SimpleNamespace(scale=methods.SCALES["full"], out=tmp_path, seed=1, supernet=str(tmp_path / "sn"),
-                                dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
-                                spec=methods.MODELS["vgg16_bn_w50"], device="cpu")
+    configs = _capture_runs(monkeypatch)
+    ctx = _search_context(tmp_path, seed=1, model="vgg16_bn_w50")
     for name in ("s2dnas_oneshot_budget", "s2dnas_oneshot_random_budget"):
         with pytest.raises(_Stop):
             methods.METHODS[name](ctx)
@@ -910,12 +913,15 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
         return configs["s2dnas_oneshot_random_budget-seed1"].search.supernet
 
     assert searched_with() is None
-    for sibling in ("s2dnas_oneshot_budget-seed1", "s2dnas_oneshot-seed1"):
-        (tmp_path / sibling / "supernet").mkdir(parents=True)
-        (tmp_path / sibling / "results.json").write_text("{}")
-        assert searched_with() is None  # finished but it loaded its super-network: nothing of its own
-        (tmp_path / sibling / "supernet" / "supernet.json").write_text("{}")
-        assert searched_with() == str(tmp_path / sibling / "supernet")
+    budget, plain = tmp_path / "s2dnas_oneshot_budget-seed1", tmp_path / "s2dnas_oneshot-seed1"
+    for sibling in (budget, plain):
+        (sibling / "supernet").mkdir(parents=True, exist_ok=True)
+        (sibling / "results.json").write_text("{}")
+    assert searched_with() is None  # both finished, but each loaded its super-network: none of their own
+    (budget / "supernet" / "supernet.json").write_text("{}")
+    assert searched_with() == str(budget / "supernet")
+    (plain / "supernet" / "supernet.json").write_text("{}")
+    assert searched_with() == str(plain / "supernet")
 
 
 def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
