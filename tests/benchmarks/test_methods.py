@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import types
+from typing import Any, Callable
 from pathlib import Path
 
 import pytest
@@ -837,16 +838,22 @@ def test_the_targets_summary_puts_every_family_s_ours_rows_in_one_table() -> Non
                          "| mnv2 | no ours-row in this file | - | - | - | - | - | - |"]
 
 
-def _capture_runs(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """The config each searched row would run ``s2dnas run`` with, by run directory name (each run stopped there)."""
+def _capture_runs(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, types.SimpleNamespace], Any]:
+    """``config_of(name, ctx)``: the config searched row ``name`` runs ``s2dnas run`` with for
+    ``ctx`` (its run stopped there)."""
     configs = {}
 
     def capture(cfg, **kw):
         configs[Path(kw["out"]).name] = cfg
         raise _Stop
 
+    def config_of(name: str, ctx: types.SimpleNamespace) -> Any:
+        with pytest.raises(_Stop):
+            methods.METHODS[name](ctx)
+        return configs[methods.run_dir(ctx, name).name]
+
     monkeypatch.setattr(methods, "run_pipeline", capture)
-    return configs
+    return config_of
 
 
 def _search_context(out: Path, *, seed: int, model: str) -> types.SimpleNamespace:
@@ -860,12 +867,9 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Same run as s2dnas_oneshot (super-network, seed, budgets) except the demo's MACs budget and
     reward; without --supernet it scores with the super-network its finished sibling trained."""
-    configs = _capture_runs(monkeypatch)
+    config_of = _capture_runs(monkeypatch)
     ctx = _search_context(tmp_path, seed=2, model="resnet20")
-    for name in ("s2dnas_oneshot", "s2dnas_oneshot_budget"):
-        with pytest.raises(_Stop):
-            methods.METHODS[name](ctx)
-    plain, budget = configs["s2dnas_oneshot-seed2"], configs["s2dnas_oneshot_budget-seed2"]
+    plain, budget = config_of("s2dnas_oneshot", ctx), config_of("s2dnas_oneshot_budget", ctx)
     demo = load_config(DEMO_CONFIG)
     assert demo.calibration.macs_budget is not None  # the demo searches within a budget
     assert budget.calibration.macs_budget == demo.calibration.macs_budget
@@ -877,15 +881,11 @@ def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
     assert "s2dnas_oneshot_budget" in methods.SEARCHED and "s2dnas_oneshot_budget" in methods.OURS
     # no --supernet: its own super-network until the sibling of the same seed has finished, then the sibling's
     ctx.supernet = None
-    with pytest.raises(_Stop):
-        methods.METHODS["s2dnas_oneshot_budget"](ctx)
-    assert configs["s2dnas_oneshot_budget-seed2"].search.supernet is None
+    assert config_of("s2dnas_oneshot_budget", ctx).search.supernet is None
     (tmp_path / "s2dnas_oneshot-seed2" / "supernet").mkdir(parents=True, exist_ok=True)
     (tmp_path / "s2dnas_oneshot-seed2" / "supernet" / "supernet.json").write_text("{}")
     (tmp_path / "s2dnas_oneshot-seed2" / "results.json").write_text("{}")
-    with pytest.raises(_Stop):
-        methods.METHODS["s2dnas_oneshot_budget"](ctx)
-    assert configs["s2dnas_oneshot_budget-seed2"].search.supernet == str(tmp_path / "s2dnas_oneshot-seed2" / "supernet")
+    assert config_of("s2dnas_oneshot_budget", ctx).search.supernet == str(tmp_path / "s2dnas_oneshot-seed2" / "supernet")
 
 
 def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Path,
@@ -893,12 +893,9 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
     """The control for the one-shot controller: the budget-mode run with ``search.controller: random``
     and nothing else changed (super-network, seed, budgets, final training); a searched row per
     seed, neither ours nor an alternative."""
-    configs = _capture_runs(monkeypatch)
+    config_of = _capture_runs(monkeypatch)
     ctx = _search_context(tmp_path, seed=1, model="vgg16_bn_w50")
-    for name in ("s2dnas_oneshot_budget", "s2dnas_oneshot_random_budget"):
-        with pytest.raises(_Stop):
-            methods.METHODS[name](ctx)
-    rl, rnd = configs["s2dnas_oneshot_budget-seed1"], configs["s2dnas_oneshot_random_budget-seed1"]
+    rl, rnd = config_of("s2dnas_oneshot_budget", ctx), config_of("s2dnas_oneshot_random_budget", ctx)
     assert rl.search.controller == "lstm" and rnd.search.controller == "random"
     assert dataclasses.replace(rnd, out=rl.out, search=dataclasses.replace(rnd.search, controller="lstm")) == rl
     name = "s2dnas_oneshot_random_budget"
@@ -908,9 +905,7 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
     ctx.supernet = None
 
     def searched_with() -> str | None:
-        with pytest.raises(_Stop):
-            methods.METHODS[name](ctx)
-        return configs["s2dnas_oneshot_random_budget-seed1"].search.supernet
+        return config_of(name, ctx).search.supernet
 
     assert searched_with() is None
     budget, plain = tmp_path / "s2dnas_oneshot_budget-seed1", tmp_path / "s2dnas_oneshot-seed1"
