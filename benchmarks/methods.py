@@ -67,7 +67,7 @@ from benchmarks.timing import SPEED_BATCHES, TIMING_FIELDS, SpeedMeter, measure_
 from s2dnas._io import atomic_write_json, read_json
 from s2dnas.baselines import attach_exits, cascade, freeze_trunk, single_stage
 from s2dnas.bench.speed import check_thread_options
-from s2dnas.config import DEMO_CONFIG, CalibrationConfig, TrainConfig, config_to_dict, load_config
+from s2dnas.config import DEMO_CONFIG, CalibrationConfig, TrainConfig, config_to_dict, load_config, searches_at_random
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.errors import ConfigError, RunDirError, S2DNASError
@@ -1125,11 +1125,11 @@ def operating_drop(data: dict[str, Any] | None = None) -> float:
 def ours(methods: dict[str, Any]) -> list[str]:
     """The rows of ``methods`` (a result file's) that the targets are checked for: the :data:`OURS`
     rows present, then every imported row (``imported_from``) whose strategy is one of :data:`OUR_STRATEGIES`
-    and whose controller is not random search's."""
+    and that did not search at random (:func:`~s2dnas.config.searches_at_random`)."""
     return [k for k in OURS if k in methods] + [
         k for k, r in methods.items()
         if k not in OURS and r.get("imported_from") is not None and r.get("strategy") in OUR_STRATEGIES
-        and r.get("controller") != "random"]
+        and not searches_at_random(strategy=r.get("strategy"), controller=r.get("controller"))]
 
 
 def check_targets(data: dict[str, Any], *, drop: float | None = None) -> list[dict[str, Any]]:

@@ -287,7 +287,7 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None,
                                               limit_train=sc.candidate_limit_train, seed=seed)
         evaluator = TrainedEvaluator(space, run.splits, teacher=run.base, train=candidate_train,
                                      bn_batches=sc.bn_batches, **common)
-    if sc.strategy == "random" or sc.controller == "random":
+    if sc.at_random:
         controller: Any = RandomController(space.decisions, seed=seed, unique=True)
     else:
         controller = RLController(space.decisions, kind=sc.controller, lr=sc.controller_lr,

@@ -24,6 +24,7 @@ from s2dnas.config.schema import (
     SpaceConfig,
     SupernetConfig,
     TrainConfig,
+    searches_at_random,
 )
 from s2dnas.config.target import CalibrationTarget, resolve_target
 
@@ -48,6 +49,7 @@ __all__ = [
     "SpaceConfig",
     "SupernetConfig",
     "TrainConfig",
+    "searches_at_random",
     "config_from_dict",
     "config_to_dict",
     "dump_config",

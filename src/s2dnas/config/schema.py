@@ -43,6 +43,7 @@ __all__ = [
     "IMPORTANCES",
     "check_types",
     "conform",
+    "searches_at_random",
 ]
 
 #: calibration.confidence choices: the runtime's one list (the exit rule is defined there).
@@ -52,6 +53,15 @@ CONTROLLERS = ("lstm", "factorized", "random")
 FINAL_INITS = ("supernet", "inherited")
 #: ``search.supernet`` value naming the super-network shipped for the shipped base weights
 SHIPPED_SUPERNET = "shipped"
+
+
+def searches_at_random(*, strategy: str | None, controller: str | None) -> bool:
+    """Whether a search of this ``strategy`` and ``controller`` samples architectures uniformly at
+    random (``strategy: random``, or any strategy with ``controller: random``): the one rule for
+    the runner (which controller to build) and for reports (a random search is a control, not ours)."""
+    return strategy == "random" or controller == "random"
+
+
 #: search.budget by strategy when the config leaves it null: a candidate scored from the trained
 #: super-network costs seconds, one trained briefly from inherited weights about a minute.
 DEFAULT_BUDGETS = {"oneshot": 200, "rl": 20, "random": 20}
@@ -492,6 +502,11 @@ class SearchConfig:
     entropy_weight: float = 1e-3
     baseline_decay: float = 0.9
     normalize_advantage: bool = False
+
+    @property
+    def at_random(self) -> bool:
+        """True when architectures are sampled at random rather than by REINFORCE (:func:`searches_at_random`)."""
+        return searches_at_random(strategy=self.strategy, controller=self.controller)
 
     def validate(self) -> list[str]:
         """Return every problem of this section (empty when valid)."""
