@@ -1268,6 +1268,11 @@ def table(data: dict[str, Any]) -> str:
     if any(short):
         lines += ["", "Searches that stopped before their budget (the row's build time and results are those of the "
                   "candidates scored): " + "; ".join(s for s in short if s) + "."]
+    if data.get("merged"):
+        lines += ["", "Rows added from other runs against the same base, protocol and kind of machine "
+                  "(`python -m benchmarks.merge_results`), each timed beside the base in its own pass: "
+                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]})"
+                              for m in data["merged"]) + "."]
     iso = data.get("iso_accuracy") or {}
     if iso:
         keys = list(next(iter(iso.values())))
