@@ -30,12 +30,17 @@ from s2dnas._io import atomic_write_json
 
 __all__ = ["MergeError", "merge", "main"]
 
-#: What both files must share (top-level keys), and the base's numbers.
+#: What both files must share (top-level keys; ``speed_thread_options`` where both were timed),
+#: and the base's numbers.
 SHARED = ("dataset", "base_model", "scale", "protocol", "levels", "operating_drop", "target_val_accuracy")
 BASE = ("val_accuracy", "test_accuracy", "macs")
 #: The machine's kind (``machine`` without ``platform``, whose kernel build differs between
 #: machines of one kind): every speed-up is a ratio to the base timed beside it, on such a machine.
 MACHINE_KIND = ("processor", "torch", "threads", "cpu_count", "cuda")
+#: What identifies a loaded super-network in a seed's record (its ``config`` aside).
+SUPERNET_KEYS = ("source", "config_hash", "epochs", "train_seconds")
+#: Rows that are not merged on their own: the base (every file has it) and the oracle (s2dnas_rl's bound).
+NOT_ROWS = ("static_base", "oracle")
 
 
 class MergeError(Exception):
@@ -43,8 +48,16 @@ class MergeError(Exception):
 
 
 def _timed(r: dict[str, Any]) -> bool:
-    p = next(q for q in r["points"] if q.get("operating_point", True))
+    p = next((q for q in r["points"] if q.get("operating_point", True)), {})
     return p.get("measured_speedup") is not None
+
+
+def _seeds(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((r.get("per_seed") or {"0": r}).values())
+
+
+def _supernets(r: dict[str, Any]) -> set[tuple[Any, ...]]:
+    return {tuple(e["supernet"].get(k) for k in SUPERNET_KEYS) for e in _seeds(r) if e.get("supernet")}
 
 
 def _position(order: list[str], name: str) -> int:
@@ -60,19 +73,15 @@ def _position(order: list[str], name: str) -> int:
     return order.index("oracle") if "oracle" in order else len(order)
 
 
-def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] | None = None,
-          replace: bool = False, source: str = "") -> dict[str, Any]:
-    """``into`` with the rows ``methods`` of ``new`` (default: all but ``static_base`` and the
-    oracle) added, its accuracy levels and targets recomputed; ``into`` itself is not changed.
-
-    Raises:
-        MergeError: the files measure different things, a row is missing from ``new``, already in
-            ``into`` (without ``replace``), or has no measured speed-up where ``into`` has them.
-    """
+def _check_files(into: dict[str, Any], new: dict[str, Any]) -> None:
     for key in SHARED:
         if into.get(key) != new.get(key):
             raise MergeError(f"the files differ in {key!r} ({into.get(key)!r} against {new.get(key)!r}); only rows "
-                             "of the same data, base, scale, protocol and machine kind go in one table")
+                             "of the same data, base, scale, protocol and accuracy levels go in one table")
+    both = [d["speed_thread_options"] for d in (into, new) if d.get("speed_thread_options") is not None]
+    if len(both) == 2 and both[0] != both[1]:
+        raise MergeError(f"the files were timed on different thread options ({both[0]} against {both[1]}); "
+                         f"time the rows with --thread-options {','.join(map(str, both[0]))}")
     for key in MACHINE_KIND:
         if into["machine"].get(key) != new["machine"].get(key):
             raise MergeError(f"the files were measured on different kinds of machine ({key} "
@@ -82,29 +91,57 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
         if into["base"][key] != new["base"][key]:
             raise MergeError(f"the base's {key} differs ({into['base'][key]} against {new['base'][key]}): the rows "
                              "were measured against another base; train them against the target's")
-    names = list(methods) if methods else [n for n in new["methods"] if n not in ("static_base", "oracle")]
+
+
+def _check_row(into: dict[str, Any], name: str, r: dict[str, Any], *, replace: bool) -> None:
+    if name in into["methods"] and not replace:
+        raise MergeError(f"the target already holds {name!r}; pass --replace to put the new one in its place")
+    if any(_timed(q) for q in into["methods"].values() if q.get("points")) and not _timed(r):
+        raise MergeError(f"{name!r} has no measured speed-up and the target's rows have; time it first "
+                         "(the same benchmark command without --no-speed)")
+    if name in SEARCHED and sorted(r.get("seeds") or []) != sorted(into.get("seeds") or []):
+        raise MergeError(f"{name!r} ran with seeds {r.get('seeds')}, the target's searched rows with "
+                         f"{into.get('seeds')}; run it with --seeds {','.join(map(str, into.get('seeds') or []))}")
+    if r.get("imported_from") is None:  # an imported row is its own run's network, whatever it loaded
+        theirs = set().union(*(_supernets(q) for q in into["methods"].values() if q.get("imported_from") is None))
+        mine = _supernets(r)
+        if theirs and mine - theirs:
+            raise MergeError(f"{name!r} loaded another super-network ({sorted(mine - theirs)[0]}) than the target's "
+                             f"rows ({sorted(theirs)[0]}); run it with --supernet on the target's super-network")
+    targets = [e["search_target"] for q in into["methods"].values() for e in _seeds(q) if e.get("search_target")]
+    for mine in (e["search_target"] for e in _seeds(r) if e.get("search_target")):
+        other = next((t for t in targets if t.keys() == mine.keys() and t != mine), None)
+        if other is not None:
+            raise MergeError(f"{name!r} searched for {mine}, the target's rows for {other}; run it with the "
+                             "target's search configuration")
+
+
+def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] | None = None,
+          replace: bool = False, source: str = "") -> dict[str, Any]:
+    """``into`` with the rows ``methods`` of ``new`` (default: all but the base and the oracle)
+    added, its accuracy levels and targets recomputed; neither file is changed. Merging
+    ``s2dnas_rl`` brings its oracle (the bound computed on its network) along.
+
+    Raises:
+        MergeError: the files measure different things, a row is missing from ``new``, already in
+            ``into`` (without ``replace``), or has no measured speed-up where ``into`` has them.
+    """
+    _check_files(into, new)
+    names = list(methods) if methods else [n for n in new["methods"] if n not in NOT_ROWS]
     if not names:
         raise MergeError("the file to merge holds no row besides the base's")
-    timed = any(_timed(r) for r in into["methods"].values() if r.get("points"))
     for name in names:
-        if name not in new["methods"] or name == "oracle":
-            raise MergeError(f"no row {name!r} to merge; the file holds {', '.join(new['methods'])}")
-        r = new["methods"][name]
-        if name in into["methods"] and not replace:
-            raise MergeError(f"the target already holds {name!r}; pass --replace to put the new one in its place")
-        if timed and not _timed(r):
-            raise MergeError(f"{name!r} has no measured speed-up and the target's rows have; time it first "
-                             "(the same benchmark command without --no-speed)")
-        if name in SEARCHED and r.get("seeds") != into.get("seeds"):
-            raise MergeError(f"{name!r} ran with seeds {r.get('seeds')}, the target's searched rows with "
-                             f"{into.get('seeds')}; run it with --seeds {','.join(map(str, into.get('seeds', [])))}")
-        if r.get("supernet_loaded") and new.get("supernet") != into.get("supernet"):
-            raise MergeError(f"{name!r} loaded the super-network {new.get('supernet')}, the target's rows "
-                             f"{into.get('supernet')}; run it with --supernet {into.get('supernet')}")
+        if name in NOT_ROWS or name not in new["methods"]:
+            rows = [n for n in new["methods"] if n not in NOT_ROWS]
+            raise MergeError(f"no row {name!r} to merge; the file holds {', '.join(rows) or 'only the base'}")
+        _check_row(into, name, new["methods"][name], replace=replace)
     data = json.loads(json.dumps(into))
     order = list(data["methods"])
     rows = dict(data["methods"])
-    for name in names:
+    if "s2dnas_rl" in names:  # the oracle is s2dnas_rl's: the merged one's, or none
+        order = [n for n in order if n != "oracle"]
+        rows.pop("oracle", None)
+    for name in [*names, *(["oracle"] if "s2dnas_rl" in names and "oracle" in new["methods"] else [])]:
         if name not in rows:
             order.insert(_position(order, name), name)
         rows[name] = json.loads(json.dumps(new["methods"][name]))
@@ -124,29 +161,45 @@ def _read(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise MergeError(f"{path} is not a readable method-comparison result ({type(err).__name__}: {err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("methods"), dict) or "base" not in data:
-        raise MergeError(f"{path} is not a method-comparison result (no 'methods' and 'base'); expected the "
-                         "--result file of python -m benchmarks.methods")
+    ok = (isinstance(data, dict) and isinstance(data.get("methods"), dict) and isinstance(data.get("base"), dict)
+          and isinstance(data.get("machine"), dict) and all(k in data["base"] for k in BASE)
+          and isinstance(data.get("seeds", []), list)
+          and all(isinstance(r, dict) and isinstance(r.get("points"), list) and r["points"]
+                  and all(isinstance(q, dict) for q in r["points"]) for r in data["methods"].values()))
+    if not ok:
+        raise MergeError(f"{path} is not a method-comparison result (expected 'methods' with points, 'base' with "
+                         f"{', '.join(BASE)}, 'machine'): the --result file of python -m benchmarks.methods")
     return data
+
+
+def _names(value: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        raise MergeError(f"--methods {value!r} names no row; expected comma-separated row names, e.g. static_x0.75")
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("result", help="the result file whose rows are added (--result of python -m benchmarks.methods)")
     p.add_argument("--into", required=True, help="the result file that receives them (rewritten with its .md and .png)")
-    p.add_argument("--methods", default=None, help="comma-separated rows to add (default: all but static_base)")
+    p.add_argument("--methods", default=None, help="comma-separated rows to add (default: all but the base's and "
+                   "the oracle; s2dnas_rl brings its oracle along)")
     p.add_argument("--replace", action="store_true", help="put a row the target already holds in its place")
     args = p.parse_args(argv)
     into_path, new_path = Path(args.into), Path(args.result)
     try:
-        data = merge(_read(into_path), _read(new_path), methods=args.methods.split(",") if args.methods else None,
+        data = merge(_read(into_path), _read(new_path),
+                     methods=_names(args.methods) if args.methods is not None else None,
                      replace=args.replace, source=str(new_path))
+        stem = into_path.with_suffix("")
+        atomic_write_json(into_path, data)
+        stem.with_suffix(".md").write_text(table(data) + "\n")
+        plot(data, stem.with_suffix(".png"))
     except MergeError as err:
         raise SystemExit(f"error: {err}") from None
-    atomic_write_json(into_path, data)
-    stem = into_path.with_suffix("")
-    (stem.with_suffix(".md")).write_text(table(data) + "\n")
-    plot(data, stem.with_suffix(".png"))
+    except OSError as err:
+        raise SystemExit(f"error: could not write {into_path} or its .md/.png ({err}); check the folder") from None
     print(f"{into_path}: added {', '.join(data['merged'][-1]['methods'])}")
 
 

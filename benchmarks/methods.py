@@ -1214,6 +1214,10 @@ def _passes_note(passes: list[str]) -> str:
             f"kept its speed-ups, each a ratio to the base measured beside it in its pass.")
 
 
+_MERGED_NOTE = (" Timed in more than one pass: the rows added from other runs (below) kept their own timings, "
+                "each a ratio to the base measured beside it in its pass.")
+
+
 def table(data: dict[str, Any]) -> str:
     """Markdown tables of one result file: the operating point of every method, the val-chosen
     point of every accuracy level, the targets."""
@@ -1227,7 +1231,8 @@ def table(data: dict[str, Any]) -> str:
              f"seeds {data.get('seeds', [0])}. Build time: training and search of this row; a row that loaded a "
              f"super-network trained elsewhere (`--supernet`, or its `s2dnas_oneshot` sibling's) adds its "
              f"training time separately (\"+ ... super-network\"), and when every seed loaded the same one, the "
-             f"spread leaves out the super-network's variance." + _passes_note(timing_passes(data)), "",
+             f"spread leaves out the super-network's variance." + (_passes_note(timing_passes(data)) if not data.get("merged")
+                                                               else _MERGED_NOTE), "",
              "| method | val target met | val acc | test acc | MACs (% of base) | MAC ratio | speed-up b256 | "
              "speed-up b1 | speed-up / MAC ratio (b256) | build time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["methods"].items():
@@ -1270,7 +1275,7 @@ def table(data: dict[str, Any]) -> str:
                   "candidates scored): " + "; ".join(s for s in short if s) + "."]
     if data.get("merged"):
         lines += ["", "Rows added from other runs against the same base, protocol and kind of machine "
-                  "(`python -m benchmarks.merge_results`), each timed beside the base in its own pass: "
+                  "(`python -m benchmarks.merge_results`): "
                   + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]})"
                               for m in data["merged"]) + "."]
     iso = data.get("iso_accuracy") or {}

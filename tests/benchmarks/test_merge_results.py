@@ -19,32 +19,44 @@ VGG = json.loads((ROOT / "benchmarks/results/methods_vgg16_bn_w50_full.json").re
 
 
 def split(data: dict[str, Any], names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``data`` without the rows ``names``, and a result of the same run holding only them (and the base)."""
+    """``data`` without the rows ``names`` (and their oracle and imported runs), and a result of
+    the same run holding only them and the base, timed on a fresh machine of the same kind."""
     rest = copy.deepcopy(data)
-    for name in names:
+    for name in [*names, *(["oracle"] if "s2dnas_rl" in names else [])]:
         del rest["methods"][name]
+        rest["runs"].pop(name, None)
     rest["iso_accuracy"], rest["targets"] = iso_accuracy(rest), check_targets(rest)
     new = copy.deepcopy(data)
-    new["methods"] = {n: copy.deepcopy(data["methods"][n]) for n in ["static_base", *names]}
-    new["machine"]["platform"] = "Linux-another-kernel-build"  # a fresh machine of the same kind
+    new["methods"] = {n: copy.deepcopy(data["methods"][n]) for n in ["static_base", *names, "oracle"]
+                      if n in data["methods"] and (n != "oracle" or "s2dnas_rl" in names)}
+    new["machine"]["platform"] = "Linux-another-kernel-build"
     return rest, new
 
 
 @pytest.mark.parametrize("data, names", [
-    (RESNET, ["static_x0.5_long"]),  # the best alternative on speed at batch 256 in no pass, on MACs in none
+    (RESNET, ["static_x0.5_long"]),
     (RESNET, ["cascade_x0.25_long", "sdn_joint"]),  # the best alternatives: the targets change without them
+    (RESNET, ["s2dnas_approach5"]),  # imported (goes last): its run comes along; it loaded the shipped super-network
     (VGG, ["static_x0.375", "s2dnas_oneshot_budget"]),  # a searched row (seeds, super-network) and a static one
+    (VGG, ["s2dnas_rl"]),  # its oracle comes along
 ])
 def test_a_row_merged_back_gives_the_committed_result(data: dict[str, Any], names: list[str]) -> None:
     rest, new = split(data, names)
+    snapshot = copy.deepcopy(rest)
     merged = merge(rest, new, source="runs/part.json")
     assert list(merged["methods"]) == list(data["methods"])  # each row back in its place
     assert merged["methods"] == data["methods"]
+    assert merged["runs"] == data["runs"]
     assert merged["iso_accuracy"] == data["iso_accuracy"]
     assert merged["targets"] == data["targets"]
     assert merged["merged"][0]["methods"] == names and merged["merged"][0]["from"] == "runs/part.json"
-    assert "static_base" not in merged["merged"][0]["methods"]
-    assert rest["methods"].keys() == data["methods"].keys() - set(names)  # the target itself untouched
+    assert rest == snapshot  # the target itself is not changed
+
+
+def test_seed_order_and_the_platform_string_do_not_matter() -> None:
+    rest, new = split(VGG, ["s2dnas_oneshot_budget"])
+    rest["seeds"] = [2, 0, 1]  # as typed on the command line
+    assert merge(rest, new)["methods"]["s2dnas_oneshot_budget"] == VGG["methods"]["s2dnas_oneshot_budget"]
 
 
 def test_the_best_alternative_changes_when_a_cheaper_one_is_merged() -> None:
@@ -52,13 +64,14 @@ def test_the_best_alternative_changes_when_a_cheaper_one_is_merged() -> None:
     before = {t["key"]: t["value"] for t in rest["targets"] if t["method"] == "s2dnas_oneshot_budget"}
     after = {t["key"]: t["value"] for t in merge(rest, new)["targets"] if t["method"] == "s2dnas_oneshot_budget"}
     assert "cascade_x0.25_long" not in before["macs_vs_best"]
-    assert after["macs_vs_best"] == "9.3% vs cascade_x0.25_long 12.7%"
+    assert "cascade_x0.25_long" in after["macs_vs_best"] and "cascade_x0.25_long" in after["speed_b256"]
 
 
 def test_a_merged_table_names_what_was_merged_and_from_where() -> None:
     rest, new = split(RESNET, ["static_x0.5_long"])
     text = table(merge(rest, new, source="runs/r_05long.json"))
     assert "`static_x0.5_long` from `runs/r_05long.json`" in text
+    assert "Timed in more than one pass" in text and "Timed in one pass" not in text
     assert "merge_results" not in table(RESNET)  # an unmerged table says nothing of it
 
 
@@ -74,10 +87,17 @@ def _base(d: dict[str, Any]) -> dict[str, Any]:
     (lambda d: d["machine"].update(cpu_count=16), "different kinds of machine \\(cpu_count 2 against 16\\)"),
     (lambda d: d.update(seeds=[0]), r"'s2dnas_oneshot_budget' ran with seeds \[0, 1, 2\], the target's searched "
                                      r"rows with \[0\]; run it with --seeds 0"),
-    (lambda d: d.update(supernet="runs/sn_other"), "'s2dnas_oneshot_budget' loaded the super-network runs/sn_other"),
+    (lambda d: d.update(speed_thread_options=[2]), r"different thread options \(\[1, 2\] against \[2\]\)"),
+    (lambda d: [e["supernet"].update(train_seconds=1.0) for e in d["methods"]["s2dnas_oneshot_budget"]["per_seed"]
+                .values()], "'s2dnas_oneshot_budget' loaded another super-network"),
+    (lambda d: [e["search_target"].update({"calibration.macs_budget": 0.25}) for e in
+                d["methods"]["s2dnas_oneshot_budget"]["per_seed"].values()], "searched for .*0.25.*, the target's "
+                                                                              "rows for .*0.15"),
 ])
 def test_files_that_measure_different_things_are_refused(change: Any, message: str) -> None:
-    rest, new = split(RESNET, ["s2dnas_oneshot_budget"])
+    rest, new = split(VGG, ["s2dnas_oneshot_budget"])
+    # the target keeps a row of the same super-network and search target (as its random control would be)
+    rest["methods"]["s2dnas_oneshot_random_budget"] = copy.deepcopy(VGG["methods"]["s2dnas_oneshot_budget"])
     if "seeds" in message:  # the target's seeds differ from the row's
         change(rest)
     else:
@@ -103,8 +123,9 @@ def test_an_untimed_row_is_refused_where_the_target_is_timed_and_a_missing_row_i
         p["measured_speedup"] = p["measured_speedup_b1"] = None
     with pytest.raises(MergeError, match="'static_x0.5_long' has no measured speed-up .* without --no-speed"):
         merge(rest, new)
-    with pytest.raises(MergeError, match="no row 'static_x0.75' to merge; the file holds static_base, static_x0.5_long"):
-        merge(rest, new, methods=["static_x0.75"])
+    for name in ("static_x0.75", "static_base", "oracle"):
+        with pytest.raises(MergeError, match=f"no row '{name}' to merge; the file holds static_x0.5_long$"):
+            merge(rest, new, methods=[name])
 
 
 def test_the_command_line_writes_the_target_its_table_and_plot_or_one_line_and_nothing(
@@ -123,7 +144,10 @@ def test_the_command_line_writes_the_target_its_table_and_plot_or_one_line_and_n
         with pytest.raises(SystemExit, match=message):
             merge_results.main([str(tmp_path / name), "--into", str(into)])
         assert json.loads(into.read_text()) == rest and not (tmp_path / "methods.md").exists()
-    merge_results.main([str(part), "--into", str(into)])
+    for value in ("", " , "):
+        with pytest.raises(SystemExit, match="--methods .* names no row; expected comma-separated row names"):
+            merge_results.main([str(part), "--into", str(into), "--methods", value])
+    merge_results.main([str(part), "--into", str(into), "--methods", "static_x0.5_long, static_x0.5_long"])
     merged = json.loads(into.read_text())
     assert merged["methods"] == RESNET["methods"]
     assert (tmp_path / "methods.md").read_text() == table(merged) + "\n"
