@@ -35,7 +35,8 @@ __all__ = ["MergeError", "merge", "main"]
 SHARED = ("dataset", "base_model", "scale", "protocol", "levels", "operating_drop", "target_val_accuracy")
 BASE = ("val_accuracy", "test_accuracy", "macs")
 #: The machine's kind (``machine`` without ``platform``, whose kernel build differs between
-#: machines of one kind): every speed-up is a ratio to the base timed beside it, on such a machine.
+#: machines of one kind; ``cpu``, the CPU's model, too where both files record it): every speed-up
+#: is a ratio to the base timed beside it, on such a machine.
 MACHINE_KIND = ("processor", "torch", "threads", "cpu_count", "cuda")
 #: What identifies a loaded super-network in a seed's record (its ``config`` aside).
 SUPERNET_KEYS = ("source", "config_hash", "epochs", "train_seconds")
@@ -82,7 +83,7 @@ def _check_files(into: dict[str, Any], new: dict[str, Any]) -> None:
     if len(both) == 2 and both[0] != both[1]:
         raise MergeError(f"the files were timed on different thread options ({both[0]} against {both[1]}); "
                          f"time the rows with --thread-options {','.join(map(str, both[0]))}")
-    for key in MACHINE_KIND:
+    for key in [*MACHINE_KIND, *(["cpu"] if "cpu" in into["machine"] and "cpu" in new["machine"] else [])]:
         if into["machine"].get(key) != new["machine"].get(key):
             raise MergeError(f"the files were measured on different kinds of machine ({key} "
                              f"{into['machine'].get(key)!r} against {new['machine'].get(key)!r}); time the rows "

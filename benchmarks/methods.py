@@ -1226,7 +1226,8 @@ def table(data: dict[str, Any]) -> str:
     lines = [f"**{data['base_model']}** on {data['dataset']} (base: val {100 * b['val_accuracy']:.2f}%, test "
              f"{100 * b['test_accuracy']:.2f}%, {b['macs'] / 1e6:.2f}M MACs; operating point: val accuracy "
              f">= {100 * data['target_val_accuracy']:.2f}%). Every point is chosen on val, then evaluated on test. "
-             f"Our measurements on {m['processor']} ({m['cpu_count']} cores, {m['threads']} threads), "
+             f"Our measurements on {m['processor']}" + (f", {m['cpu']}" if m.get("cpu") else "")
+             + f" ({m['cpu_count']} cores, {m['threads']} threads), "
              f"torch {m['torch']}, scale `{data['scale']['name']}`; searched rows: mean ± spread (sample std) over "
              f"seeds {data.get('seeds', [0])}. Build time: training and search of this row; a row that loaded a "
              f"super-network trained elsewhere (`--supernet`, or its `s2dnas_oneshot` sibling's) adds its "

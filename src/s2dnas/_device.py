@@ -9,7 +9,7 @@ import torch
 
 from s2dnas.errors import ConfigError
 
-__all__ = ["machine_info", "resolve_device"]
+__all__ = ["cpu_model", "machine_info", "resolve_device"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -25,8 +25,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else the processor's architecture): machines whose
+    ``platform`` and core count agree can still differ in it, and timings and CPU kernels with it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict[str, object]:
-    """What the timings were measured on: platform, processor, torch version, threads, CPUs, CUDA."""
+    """What the timings were measured on: platform, processor, CPU model, torch version, threads,
+    CPUs, CUDA."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}

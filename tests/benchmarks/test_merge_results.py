@@ -153,3 +153,12 @@ def test_the_command_line_writes_the_target_its_table_and_plot_or_one_line_and_n
     assert (tmp_path / "methods.md").read_text() == table(merged) + "\n"
     assert (tmp_path / "methods.png").stat().st_size > 0
     assert "added static_x0.5_long" in capsys.readouterr().out
+
+
+def test_the_cpu_model_counts_only_where_both_files_record_it() -> None:
+    rest, new = split(RESNET, ["static_x0.5_long"])
+    new["machine"]["cpu"] = "AMD EPYC"  # the committed target predates the record: merged
+    assert "static_x0.5_long" in merge(rest, new)["methods"]
+    rest["machine"]["cpu"] = "Intel Xeon"
+    with pytest.raises(MergeError, match="different kinds of machine \\(cpu 'Intel Xeon' against 'AMD EPYC'\\)"):
+        merge(rest, new)

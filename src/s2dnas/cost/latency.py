@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
+from s2dnas._device import cpu_model
 from s2dnas._io import atomic_write_json
 from s2dnas.errors import ConfigError
 
@@ -83,17 +83,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "s2dnas" / "latency"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 TIMING_VERSION = 2
 """How :func:`time_call` measures (2: samples of at least ``MIN_SAMPLE_SECONDS``); part of the
 fingerprint, so timings cached by another method are not reused."""
@@ -113,7 +102,7 @@ def device_fingerprint(device: str | torch.device = "cpu", *, threads: int | Non
     dev = torch.device(device)
     info: dict[str, Any] = {"torch": torch.__version__, "device_type": dev.type,
                             "threads": int(threads if threads is not None else torch.get_num_threads()),
-                            "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "timing": TIMING_VERSION}
+                            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "timing": TIMING_VERSION}
     if dev.type == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name(dev)
         info["cuda"] = torch.version.cuda
