@@ -11,9 +11,11 @@ targets' "best alternative" sees it:
 
 Refused in one line, nothing written, unless both files share the data set, base model and its
 numbers (val, test, MACs), scale, protocol, accuracy levels and kind of machine (all but the
-kernel build), a searched row its seeds, a row that loaded a super-network the same one; a row
-the target already holds is refused unless ``--replace``; a row without measured speed-ups is
-refused where the target has them. Each row keeps its own timings, a ratio to the base timed beside it in its own pass (the
+kernel build; the CPU's model where both record it, in the files or in their rows' timings), a
+searched row its seeds, a row that loaded a super-network the same one; a row the target already
+holds is refused unless ``--replace``; a row without measured speed-ups is refused where the
+target has them. Where the target's rows do not record their CPU's model, the merged rows' is
+named in its table. Each row keeps its own timings, a ratio to the base timed beside it in its own pass (the
 table names every pass). The target records what was merged, from where and with which command,
 and its ``.md`` and ``.png`` are written again.
 """
@@ -61,6 +63,11 @@ def _supernets(r: dict[str, Any]) -> set[tuple[Any, ...]]:
     return {tuple(e["supernet"].get(k) for k in SUPERNET_KEYS) for e in _seeds(r) if e.get("supernet")}
 
 
+def _timing_cpus(r: dict[str, Any]) -> set[str]:
+    """The CPU models a row's seeds were timed on, where their timing records one."""
+    return {c for e in _seeds(r) if (c := ((e.get("timing") or {}).get("identity") or {}).get("machine", {}).get("cpu"))}
+
+
 def _position(order: list[str], name: str) -> int:
     """Where ``name`` goes in ``order``: after the nearest method before it in :data:`METHODS` that
     ``order`` holds (static_x0.375_long after static_x0.25_long); an imported row last (before the
@@ -103,6 +110,10 @@ def _check_row(into: dict[str, Any], name: str, r: dict[str, Any], *, replace: b
     if name in SEARCHED and sorted(r.get("seeds") or []) != sorted(into.get("seeds") or []):
         raise MergeError(f"{name!r} ran with seeds {r.get('seeds')}, the target's searched rows with "
                          f"{into.get('seeds')}; run it with --seeds {','.join(map(str, into.get('seeds') or []))}")
+    theirs_cpu = set().union(*(_timing_cpus(q) for q in into["methods"].values()))
+    if theirs_cpu and _timing_cpus(r) - theirs_cpu:
+        raise MergeError(f"{name!r} was timed on {sorted(_timing_cpus(r) - theirs_cpu)[0]}, the target's rows on "
+                         f"{', '.join(sorted(theirs_cpu))}; time it on the target's kind of machine")
     if r.get("imported_from") is None:  # an imported row is its own run's network, whatever it loaded
         theirs = set().union(*(_supernets(q) for q in into["methods"].values() if q.get("imported_from") is None))
         mine = _supernets(r)
@@ -151,6 +162,8 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
     data["methods"] = {name: rows[name] for name in order}
     data.setdefault("merged", []).append({"methods": names, "from": source, "command": new.get("command"),
                                           "platform": new["machine"].get("platform"),
+                                          "timed_on": sorted(set().union(*(_timing_cpus(new["methods"][n])
+                                                                           for n in names))),
                                           "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)

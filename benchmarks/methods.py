@@ -1277,7 +1277,8 @@ def table(data: dict[str, Any]) -> str:
     if data.get("merged"):
         lines += ["", "Rows added from other runs against the same base, protocol and kind of machine "
                   "(`python -m benchmarks.merge_results`): "
-                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]})"
+                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]}"
+                              + (f", timed on {', '.join(m['timed_on'])}" if m.get("timed_on") else "") + ")"
                               for m in data["merged"]) + "."]
     iso = data.get("iso_accuracy") or {}
     if iso:

@@ -162,3 +162,16 @@ def test_the_cpu_model_counts_only_where_both_files_record_it() -> None:
     rest["machine"]["cpu"] = "Intel Xeon"
     with pytest.raises(MergeError, match="different kinds of machine \\(cpu 'Intel Xeon' against 'AMD EPYC'\\)"):
         merge(rest, new)
+
+
+def test_rows_timed_on_another_cpu_model_are_refused_where_the_target_records_its_own() -> None:
+    def timed_on(r: dict[str, Any], cpu: str) -> None:
+        r["timing"] = {"identity": {"machine": {"cpu": cpu}}, "pass": "2026-12-02T11:23:32"}
+
+    rest, new = split(RESNET, ["static_x0.5_long"])
+    timed_on(new["methods"]["static_x0.5_long"], "AMD EPYC")
+    merged = merge(rest, new, source="runs/part.json")  # the target's CPU was not recorded: merged, and said
+    assert "`static_x0.5_long` from `runs/part.json` (" in table(merged) and ", timed on AMD EPYC)" in table(merged)
+    timed_on(rest["methods"]["static_x0.25"], "Intel(R) Xeon(R) Processor")
+    with pytest.raises(MergeError, match="'static_x0.5_long' was timed on AMD EPYC, the target's rows on Intel"):
+        merge(rest, new)
