@@ -11,13 +11,13 @@ targets' "best alternative" sees it:
 
 Refused in one line, nothing written, unless both files share the data set, base model and its
 numbers (val, test, MACs), scale, protocol, accuracy levels and kind of machine (all but the
-kernel build; the CPU's model where both record it, in the files or in their rows' timings), a
-searched row its seeds, a row that loaded a super-network the same one; a row the target already
-holds is refused unless ``--replace``; a row without measured speed-ups is refused where the
-target has them. Where the target's rows do not record their CPU's model, the merged rows' is
-named in its table. Each row keeps its own timings, a ratio to the base timed beside it in its own pass (the
-table names every pass). The target records what was merged, from where and with which command,
-and its ``.md`` and ``.png`` are written again.
+kernel build), the CPU's model where the target's own run recorded it (its ``machine``, or its
+base row's timing), a searched row its seeds, a row that loaded a super-network the same one; a
+row the target already holds is refused unless ``--replace``; a row without measured speed-ups is
+refused where the target has them. Each row keeps its own timings, a ratio to the base timed
+beside it in its own pass; the table says so, and names what was merged, from where and the CPU
+it was timed on. The target records what was merged, from where and with which command, and its
+``.md`` and ``.png`` are written again.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ SHARED = ("dataset", "base_model", "scale", "protocol", "levels", "operating_dro
 BASE = ("val_accuracy", "test_accuracy", "macs")
 #: The machine's kind (``machine`` without ``platform``, whose kernel build differs between
 #: machines of one kind; ``cpu``, the CPU's model, too where both files record it): every speed-up
-#: is a ratio to the base timed beside it, on such a machine.
+#: is a ratio to the base timed beside it, on such a machine (the rows' timing CPU: _target_cpu).
 MACHINE_KIND = ("processor", "torch", "threads", "cpu_count", "cuda")
 #: What identifies a loaded super-network in a seed's record (its ``config`` aside).
 SUPERNET_KEYS = ("source", "config_hash", "epochs", "train_seconds")
@@ -66,6 +66,13 @@ def _supernets(r: dict[str, Any]) -> set[tuple[Any, ...]]:
 def _timing_cpus(r: dict[str, Any]) -> set[str]:
     """The CPU models a row's seeds were timed on, where their timing records one."""
     return {c for e in _seeds(r) if (c := ((e.get("timing") or {}).get("identity") or {}).get("machine", {}).get("cpu"))}
+
+
+def _target_cpu(into: dict[str, Any]) -> str | None:
+    """The CPU model of the target's own run (its ``machine``, else its base row's timing); None
+    where it was not recorded. Rows merged into it earlier do not count: they came from elsewhere."""
+    cpus = _timing_cpus(into["methods"].get("static_base") or {"points": []})
+    return into["machine"].get("cpu") or (min(cpus) if cpus else None)
 
 
 def _position(order: list[str], name: str) -> int:
@@ -110,10 +117,10 @@ def _check_row(into: dict[str, Any], name: str, r: dict[str, Any], *, replace: b
     if name in SEARCHED and sorted(r.get("seeds") or []) != sorted(into.get("seeds") or []):
         raise MergeError(f"{name!r} ran with seeds {r.get('seeds')}, the target's searched rows with "
                          f"{into.get('seeds')}; run it with --seeds {','.join(map(str, into.get('seeds') or []))}")
-    theirs_cpu = set().union(*(_timing_cpus(q) for q in into["methods"].values()))
-    if theirs_cpu and _timing_cpus(r) - theirs_cpu:
-        raise MergeError(f"{name!r} was timed on {sorted(_timing_cpus(r) - theirs_cpu)[0]}, the target's rows on "
-                         f"{', '.join(sorted(theirs_cpu))}; time it on the target's kind of machine")
+    theirs_cpu = _target_cpu(into)
+    if theirs_cpu is not None and _timing_cpus(r) - {theirs_cpu}:
+        raise MergeError(f"{name!r} was timed on {sorted(_timing_cpus(r) - {theirs_cpu})[0]}, the target's base on "
+                         f"{theirs_cpu}; time it on the target's kind of machine")
     if r.get("imported_from") is None:  # an imported row is its own run's network, whatever it loaded
         theirs = set().union(*(_supernets(q) for q in into["methods"].values() if q.get("imported_from") is None))
         mine = _supernets(r)
@@ -160,7 +167,10 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
         if name in (new.get("runs") or {}):
             data.setdefault("runs", {})[name] = new["runs"][name]
     data["methods"] = {name: rows[name] for name in order}
-    data.setdefault("merged", []).append({"methods": names, "from": source, "command": new.get("command"),
+    for m in data.get("merged", []):  # a replaced row no longer comes from where it came before
+        m["methods"] = [n for n in m["methods"] if n not in names]
+    data["merged"] = [m for m in data.get("merged", []) if m["methods"]]
+    data["merged"].append({"methods": names, "from": source, "command": new.get("command"),
                                           "platform": new["machine"].get("platform"),
                                           "timed_on": sorted(set().union(*(_timing_cpus(new["methods"][n])
                                                                            for n in names))),

@@ -1275,8 +1275,8 @@ def table(data: dict[str, Any]) -> str:
         lines += ["", "Searches that stopped before their budget (the row's build time and results are those of the "
                   "candidates scored): " + "; ".join(s for s in short if s) + "."]
     if data.get("merged"):
-        lines += ["", "Rows added from other runs against the same base, protocol and kind of machine "
-                  "(`python -m benchmarks.merge_results`): "
+        lines += ["", "Rows added from other runs against the same base and protocol, on a machine of the same "
+                  "cores, threads and torch (`python -m benchmarks.merge_results`; the CPU's model where recorded): "
                   + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]}"
                               + (f", timed on {', '.join(m['timed_on'])}" if m.get("timed_on") else "") + ")"
                               for m in data["merged"]) + "."]

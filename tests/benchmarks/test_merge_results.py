@@ -49,7 +49,10 @@ def test_a_row_merged_back_gives_the_committed_result(data: dict[str, Any], name
     assert merged["runs"] == data["runs"]
     assert merged["iso_accuracy"] == data["iso_accuracy"]
     assert merged["targets"] == data["targets"]
-    assert merged["merged"][0]["methods"] == names and merged["merged"][0]["from"] == "runs/part.json"
+    *earlier, last = merged["merged"]
+    assert earlier == data.get("merged", [])
+    assert (last["methods"], last["from"], last["command"], last["platform"]) == (
+        names, "runs/part.json", data["command"], "Linux-another-kernel-build")
     assert rest == snapshot  # the target itself is not changed
 
 
@@ -68,11 +71,12 @@ def test_the_best_alternative_changes_when_a_cheaper_one_is_merged() -> None:
 
 
 def test_a_merged_table_names_what_was_merged_and_from_where() -> None:
-    rest, new = split(RESNET, ["static_x0.5_long"])
+    rest, new = split(VGG, ["static_x0.5_long"])
+    assert "Timed in more than one pass" not in table(rest)
     text = table(merge(rest, new, source="runs/r_05long.json"))
     assert "`static_x0.5_long` from `runs/r_05long.json`" in text
     assert "Timed in more than one pass" in text and "Timed in one pass" not in text
-    assert "merge_results" not in table(RESNET)  # an unmerged table says nothing of it
+    assert "merge_results" not in table(VGG)  # an unmerged table says nothing of it
 
 
 def _base(d: dict[str, Any]) -> dict[str, Any]:
@@ -164,14 +168,31 @@ def test_the_cpu_model_counts_only_where_both_files_record_it() -> None:
         merge(rest, new)
 
 
-def test_rows_timed_on_another_cpu_model_are_refused_where_the_target_records_its_own() -> None:
+def test_the_cpu_model_of_the_targets_own_run_decides() -> None:
     def timed_on(r: dict[str, Any], cpu: str) -> None:
         r["timing"] = {"identity": {"machine": {"cpu": cpu}}, "pass": "2026-12-02T11:23:32"}
 
-    rest, new = split(RESNET, ["static_x0.5_long"])
+    rest, new = split(VGG, ["static_x0.5_long"])
     timed_on(new["methods"]["static_x0.5_long"], "AMD EPYC")
     merged = merge(rest, new, source="runs/part.json")  # the target's CPU was not recorded: merged, and said
     assert "`static_x0.5_long` from `runs/part.json` (" in table(merged) and ", timed on AMD EPYC)" in table(merged)
-    timed_on(rest["methods"]["static_x0.25"], "Intel(R) Xeon(R) Processor")
-    with pytest.raises(MergeError, match="'static_x0.5_long' was timed on AMD EPYC, the target's rows on Intel"):
+    _, other = split(VGG, ["static_x0.25_long"])  # a row merged earlier does not make its CPU the target's
+    timed_on(other["methods"]["static_x0.25_long"], "Intel(R) Xeon(R) Processor")
+    assert ", timed on Intel(R) Xeon(R) Processor)" in table(merge(merged, other, replace=True))
+    timed_on(rest["methods"]["static_base"], "Intel(R) Xeon(R) Processor")  # the target's base records it
+    with pytest.raises(MergeError, match="'static_x0.5_long' was timed on AMD EPYC, the target's base on Intel"):
         merge(rest, new)
+    rest["machine"]["cpu"] = "AMD EPYC"  # the target's machine records it: that one counts first
+    assert "static_x0.5_long" in merge(rest, new)["methods"]
+
+
+def test_a_replaced_row_leaves_its_earlier_merge_record() -> None:
+    rest, new = split(VGG, ["static_x0.5_long", "static_x0.25_long"])
+    once = merge(rest, new, source="runs/first.json")
+    _, again = split(VGG, ["static_x0.5_long"])
+    twice = merge(once, again, replace=True, source="runs/second.json")
+    assert [(m["from"], m["methods"]) for m in twice["merged"]] == [
+        ("runs/first.json", ["static_x0.25_long"]),
+        ("runs/second.json", ["static_x0.5_long"])]
+    thrice = merge(twice, again, replace=True, source="runs/third.json")  # an emptied record goes
+    assert [m["from"] for m in thrice["merged"]] == ["runs/first.json", "runs/third.json"]
