@@ -171,10 +171,9 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
         m["methods"] = [n for n in m["methods"] if n not in names]
     data["merged"] = [m for m in data.get("merged", []) if m["methods"]]
     data["merged"].append({"methods": names, "from": source, "command": new.get("command"),
-                                          "platform": new["machine"].get("platform"),
-                                          "timed_on": sorted(set().union(*(_timing_cpus(new["methods"][n])
-                                                                           for n in names))),
-                                          "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                           "platform": new["machine"].get("platform"),
+                           "timed_on": sorted(set().union(*(_timing_cpus(new["methods"][n]) for n in names))),
+                           "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     return data
