@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks.methods import METHODS, SEARCHED, check_targets, iso_accuracy, plot, table
+from benchmarks.timing import seed_entries
 from s2dnas._io import atomic_write_json
 
 __all__ = ["MergeError", "merge", "main"]
@@ -55,17 +56,14 @@ def _timed(r: dict[str, Any]) -> bool:
     return p.get("measured_speedup") is not None
 
 
-def _seeds(r: dict[str, Any]) -> list[dict[str, Any]]:
-    return list((r.get("per_seed") or {"0": r}).values())
-
-
 def _supernets(r: dict[str, Any]) -> set[tuple[Any, ...]]:
-    return {tuple(e["supernet"].get(k) for k in SUPERNET_KEYS) for e in _seeds(r) if e.get("supernet")}
+    return {tuple(e["supernet"].get(k) for k in SUPERNET_KEYS) for e in seed_entries(r) if e.get("supernet")}
 
 
 def _timing_cpus(r: dict[str, Any]) -> set[str]:
     """The CPU models a row's seeds were timed on, where their timing records one."""
-    return {c for e in _seeds(r) if (c := ((e.get("timing") or {}).get("identity") or {}).get("machine", {}).get("cpu"))}
+    identities = (((e.get("timing") or {}).get("identity") or {}) for e in seed_entries(r))
+    return {c for i in identities if (c := i.get("machine", {}).get("cpu"))}
 
 
 def _target_cpu(into: dict[str, Any]) -> str | None:
@@ -127,8 +125,9 @@ def _check_row(into: dict[str, Any], name: str, r: dict[str, Any], *, replace: b
         if theirs and mine - theirs:
             raise MergeError(f"{name!r} loaded another super-network ({sorted(mine - theirs)[0]}) than the target's "
                              f"rows ({sorted(theirs)[0]}); run it with --supernet on the target's super-network")
-    targets = [e["search_target"] for q in into["methods"].values() for e in _seeds(q) if e.get("search_target")]
-    for mine in (e["search_target"] for e in _seeds(r) if e.get("search_target")):
+    targets = [e["search_target"] for q in into["methods"].values() for e in seed_entries(q)
+               if e.get("search_target")]
+    for mine in (e["search_target"] for e in seed_entries(r) if e.get("search_target")):
         other = next((t for t in targets if t.keys() == mine.keys() and t != mine), None)
         if other is not None:
             raise MergeError(f"{name!r} searched for {mine}, the target's rows for {other}; run it with the "

@@ -12,8 +12,8 @@ from s2dnas.bench.speed import check_thread_options, in_layout, prepare_variants
 from s2dnas.dynamic import DynamicNet, ExitPolicy
 from s2dnas.space import MultiStageNet
 
-__all__ = ["SPEED_BATCHES", "SPEED_METHOD", "TIMING_FIELDS", "SpeedMeter", "measure_speed", "timed_as",
-           "timing_passes"]
+__all__ = ["SPEED_BATCHES", "SPEED_METHOD", "TIMING_FIELDS", "SpeedMeter", "measure_speed", "seed_entries",
+           "timed_as", "timing_passes"]
 
 #: Batch sizes every network is timed at (issue 14: batch 1 and batch 256), with the key suffix of
 #: their fields in a point (``measured_speedup`` at 256, ``measured_speedup_b1`` at 1, ...).
@@ -133,8 +133,13 @@ def timed_as(entry: dict[str, Any], identity: dict[str, Any]) -> bool:
         p.get(f"measured_speedup{suffix}") is not None for p in entry["points"] for suffix in SPEED_BATCHES.values())
 
 
+def seed_entries(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result row's entry per seed: its ``per_seed`` entries (a searched row), else the row itself."""
+    return list((row.get("per_seed") or {"0": row}).values())
+
+
 def timing_passes(data: dict[str, Any]) -> list[str]:
     """When each timing pass whose speed-ups a result file holds started (sorted; every row and
     seed, imported rows included; none for rows timed before passes were recorded)."""
-    entries = [e for r in data["methods"].values() for e in (r.get("per_seed") or {"0": r}).values()]
+    entries = [e for r in data["methods"].values() for e in seed_entries(r)]
     return sorted({e["timing"]["pass"] for e in entries if "pass" in (e.get("timing") or {})})
