@@ -18,6 +18,16 @@ refused where the target has them. Each row keeps its own timings, a ratio to th
 beside it in its own pass; the table says so, and names what was merged, from where and the CPU
 it was timed on. The target records what was merged, from where and with which command, and its
 ``.md`` and ``.png`` are written again.
+
+A searched row (three seeds, each an hour or more on a 2-core CPU) can be built seed by seed, on
+different days: ``--add-seeds`` joins a file with other seeds of the same searched rows to one
+holding some already (its seeds become the union, each row's mean and spread are computed again
+from every seed's entry), under the same checks and, besides, the same super-network and search
+target for every seed, both files timed or neither, no seed in both:
+
+    python -m benchmarks.methods --model resnet20 --scale full --methods static_base,s2dnas_rl --seeds 1 \\
+        --out runs/bench/resnet20-full --result runs/rl1.json
+    python -m benchmarks.merge_results --add-seeds --into benchmarks/results/rl_part.json runs/rl1.json
 """
 from __future__ import annotations
 
@@ -27,11 +37,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.methods import METHODS, SEARCHED, check_targets, iso_accuracy, plot, table
+from benchmarks.methods import (METHODS, SEARCHED, aggregate_seeds, check_targets, iso_accuracy, oracle_row, plot,
+                               table)
 from benchmarks.timing import seed_entries
 from s2dnas._io import atomic_write_json
 
-__all__ = ["MergeError", "merge", "main"]
+__all__ = ["MergeError", "add_seeds", "merge", "main"]
 
 #: What both files must share (top-level keys; ``speed_thread_options`` where both were timed),
 #: and the base's numbers.
@@ -114,7 +125,8 @@ def _check_row(into: dict[str, Any], name: str, r: dict[str, Any], *, replace: b
                          "(the same benchmark command without --no-speed)")
     if name in SEARCHED and sorted(r.get("seeds") or []) != sorted(into.get("seeds") or []):
         raise MergeError(f"{name!r} ran with seeds {r.get('seeds')}, the target's searched rows with "
-                         f"{into.get('seeds')}; run it with --seeds {','.join(map(str, into.get('seeds') or []))}")
+                         f"{into.get('seeds')}; run it with --seeds {','.join(map(str, into.get('seeds') or []))} "
+                         "(or seed by seed, joined with --add-seeds)")
     theirs_cpu = _target_cpu(into)
     if theirs_cpu is not None and _timing_cpus(r) - {theirs_cpu}:
         raise MergeError(f"{name!r} was timed on {sorted(_timing_cpus(r) - {theirs_cpu})[0]}, the target's base on "
@@ -169,10 +181,59 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
     for m in data.get("merged", []):  # a replaced row no longer comes from where it came before
         m["methods"] = [n for n in m["methods"] if n not in names]
     data["merged"] = [m for m in data.get("merged", []) if m["methods"]]
-    data["merged"].append({"methods": names, "from": source, "command": new.get("command"),
-                           "platform": new["machine"].get("platform"),
-                           "timed_on": sorted(set().union(*(_timing_cpus(new["methods"][n]) for n in names))),
-                           "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    data["merged"].append(_record(new, names, source))
+    data["iso_accuracy"] = iso_accuracy(data)
+    data["targets"] = check_targets(data)
+    return data
+
+
+def _record(new: dict[str, Any], names: list[str], source: str) -> dict[str, Any]:
+    """Where rows (or seeds) came from: file, command, machine, the CPU they were timed on, when."""
+    return {"methods": names, "from": source, "command": new.get("command"),
+            "platform": new["machine"].get("platform"),
+            "timed_on": sorted(set().union(*(_timing_cpus(new["methods"][n]) for n in names))),
+            "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def add_seeds(into: dict[str, Any], new: dict[str, Any], *, source: str = "") -> dict[str, Any]:
+    """``into`` with the seeds of ``new``'s searched rows added to the same rows: each row's mean
+    and spread computed again over every seed (:func:`~benchmarks.methods.aggregate_seeds`), the
+    file's seeds the union, its levels and targets recomputed; the oracle is the first seed's.
+    Neither file is changed.
+
+    Raises:
+        MergeError: the files measure different things (as :func:`merge`), hold different searched
+            rows, share a seed, or one is timed and the other not; a row's seeds loaded another
+            super-network or searched for another target.
+    """
+    _check_files(into, new)
+    mine = [n for n in into["methods"] if n in SEARCHED]
+    theirs = [n for n in new["methods"] if n in SEARCHED]
+    if not theirs or set(mine) != set(theirs):
+        raise MergeError(f"--add-seeds joins other seeds of the same searched rows; the target holds "
+                         f"{', '.join(mine) or 'none'}, the file {', '.join(theirs) or 'none'}")
+    both = sorted(set(into.get("seeds") or []) & set(new.get("seeds") or []))
+    if both:
+        raise MergeError(f"seed {both[0]} is in both files; run the missing seeds only (--seeds)")
+    data = json.loads(json.dumps(into))
+    for name in theirs:
+        a, b = into["methods"][name], new["methods"][name]
+        if _timed(a) != _timed(b):
+            raise MergeError(f"{name!r} is timed in one file and not in the other; time both (the benchmark "
+                             "command without --no-speed)")
+        if _supernets(a) != _supernets(b):
+            raise MergeError(f"{name!r}'s seeds loaded different super-networks ({sorted(_supernets(a))} against "
+                             f"{sorted(_supernets(b))}); run every seed with the same --supernet")
+        targets = {json.dumps(e.get("search_target"), sort_keys=True) for e in seed_entries(a) + seed_entries(b)}
+        if len(targets) > 1:
+            raise MergeError(f"{name!r}'s seeds searched for different targets ({', '.join(sorted(targets))}); "
+                             "run every seed with the same search configuration")
+        entries = {int(k): e for r in (a, b) for k, e in r["per_seed"].items()}
+        data["methods"][name] = aggregate_seeds(entries, base_macs=into["base"]["macs"])
+    data["seeds"] = sorted({*into["seeds"], *new["seeds"]})
+    if "s2dnas_rl" in theirs:  # the bound on the first seed's network, which may be the added one
+        data["methods"]["oracle"] = oracle_row(data["methods"]["s2dnas_rl"], base_macs=into["base"]["macs"])
+    data.setdefault("seeds_added", []).append({**_record(new, theirs, source), "seeds": sorted(new["seeds"])})
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     return data
@@ -208,12 +269,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=None, help="comma-separated rows to add (default: all but the base's and "
                    "the oracle; s2dnas_rl brings its oracle along)")
     p.add_argument("--replace", action="store_true", help="put a row the target already holds in its place")
+    p.add_argument("--add-seeds", action="store_true", help="the file holds other seeds of the target's searched "
+                   "rows: add them to those rows (the target's seeds become the union)")
     args = p.parse_args(argv)
     into_path, new_path = Path(args.into), Path(args.result)
     try:
-        data = merge(_read(into_path), _read(new_path),
-                     methods=_names(args.methods) if args.methods is not None else None,
-                     replace=args.replace, source=str(new_path))
+        if args.add_seeds and (args.methods is not None or args.replace):
+            raise MergeError("--add-seeds adds seeds to every searched row of the target; it takes neither "
+                             "--methods nor --replace")
+        if args.add_seeds:
+            data = add_seeds(_read(into_path), _read(new_path), source=str(new_path))
+        else:
+            data = merge(_read(into_path), _read(new_path),
+                         methods=_names(args.methods) if args.methods is not None else None,
+                         replace=args.replace, source=str(new_path))
         stem = into_path.with_suffix("")
         atomic_write_json(into_path, data)
         stem.with_suffix(".md").write_text(table(data) + "\n")
@@ -222,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {err}") from None
     except OSError as err:
         raise SystemExit(f"error: could not write {into_path} or its .md/.png ({err}); check the folder") from None
-    print(f"{into_path}: added {', '.join(data['merged'][-1]['methods'])}")
+    done = data["seeds_added"][-1] if args.add_seeds else data["merged"][-1]
+    print(f"{into_path}: added {', '.join(done['methods'])}"
+          + (f" seeds {', '.join(map(str, done['seeds']))} (now {', '.join(map(str, data['seeds']))})"
+             if args.add_seeds else ""))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ from s2dnas.zoo import create_model
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context",
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
-           "aggregate_seeds", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
+           "aggregate_seeds", "oracle_row", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
            "SUMMARY_COLUMNS", "targets_summary", "plot", "main"]
 
 RESULTS = Path("benchmarks/results")
@@ -881,6 +881,17 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
     return {**row, "per_seed": {str(k): entries[k] for k in seeds}}
 
 
+def oracle_row(rl: dict[str, Any], *, base_macs: int) -> dict[str, Any]:
+    """The ``oracle`` row of an ``s2dnas_rl`` row: its first seed's network when every input leaves
+    at the first stage that gets it right (picked on test by definition: a bound, not a method)."""
+    seed = min(rl["seeds"])
+    entry = rl["per_seed"][str(seed)]
+    o = entry["oracle"]
+    return {"points": [{"test_accuracy": o["accuracy"], "macs": o["expected_macs"], "measured_speedup": None,
+                        "macs_ratio": base_macs / o["expected_macs"], "operating_point": True}],
+            "build_seconds": entry["build_seconds"], "of": f"s2dnas_rl seed {seed}"}
+
+
 def default_result(*, model: str, scale: str) -> Path:
     """Where a run's results go without ``--result``: ``methods_<model>.json`` at scale small (the
     committed results of the old protocol), ``methods_<model>_<scale>.json`` at another, so a full
@@ -1036,12 +1047,7 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
         else:
             results[name] = entries[name, 0]
     if "s2dnas_rl" in results:
-        o = entries["s2dnas_rl", seeds[0]]["oracle"]  # the first seed's network; picked on test by definition (a bound, not a method)
-        results["oracle"] = {"points": [{"test_accuracy": o["accuracy"], "macs": o["expected_macs"],
-                                         "measured_speedup": None, "macs_ratio": base_macs / o["expected_macs"],
-                                         "operating_point": True}],
-                             "build_seconds": entries["s2dnas_rl", seeds[0]]["build_seconds"],
-                             "of": f"s2dnas_rl seed {seeds[0]}"}
+        results["oracle"] = oracle_row(results["s2dnas_rl"], base_macs=base_macs)
     data = {"dataset": dataset, "base_model": spec.name, "scale": {"name": scale, **dataclasses.asdict(sc)},
             "seeds": list(seeds), "supernet": supernet, "runs": {k: str(r.path) for k, r in imported.items()},
             "machine": machine(), "base": {"test_accuracy": base_test, "val_accuracy": base_val, "macs": base_macs,
@@ -1280,6 +1286,14 @@ def table(data: dict[str, Any]) -> str:
                   + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]}"
                               + (f", timed on {', '.join(m['timed_on'])}" if m.get("timed_on") else "") + ")"
                               for m in data["merged"]) + "."]
+    if data.get("seeds_added"):
+        lines += ["", "Seeds added from other runs of the same rows (`python -m benchmarks.merge_results --add-seeds`; "
+                  "each seed's speed-ups a ratio to the base timed beside it in its own pass): "
+                  + "; ".join("seed" + ("s " if len(m["seeds"]) > 1 else " ") + ", ".join(map(str, m["seeds"]))
+                              + " of " + ", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` "
+                              f"({m['merged_at'][:10]}" + (f", timed on {', '.join(m['timed_on'])}"
+                                                            if m.get("timed_on") else "") + ")"
+                              for m in data["seeds_added"]) + "."]
     iso = data.get("iso_accuracy") or {}
     if iso:
         keys = list(next(iter(iso.values())))

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from benchmarks import merge_results
-from benchmarks.merge_results import MergeError, merge
-from benchmarks.methods import check_targets, iso_accuracy, table
+from benchmarks.merge_results import MergeError, add_seeds, merge
+from benchmarks.methods import aggregate_seeds, check_targets, iso_accuracy, oracle_row, table
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET = json.loads((ROOT / "benchmarks/results/methods_resnet20_full.json").read_text())
@@ -196,3 +196,94 @@ def test_a_replaced_row_leaves_its_earlier_merge_record() -> None:
         ("runs/second.json", ["static_x0.5_long"])]
     thrice = merge(twice, again, replace=True, source="runs/third.json")  # an emptied record goes
     assert [m["from"] for m in thrice["merged"]] == ["runs/first.json", "runs/third.json"]
+
+
+def seeds_of(data: dict[str, Any], names: list[str], seeds: list[int]) -> dict[str, Any]:
+    """A result of the same run holding the base and the searched rows ``names`` with only ``seeds``
+    (as ``--seeds`` would have run them), the oracle on its first seed's network."""
+    new = copy.deepcopy(data)
+    new["seeds"] = seeds
+    new["methods"] = {"static_base": copy.deepcopy(data["methods"]["static_base"])}
+    for name in names:
+        per_seed = data["methods"][name]["per_seed"]
+        new["methods"][name] = aggregate_seeds({k: copy.deepcopy(per_seed[str(k)]) for k in seeds},
+                                               base_macs=data["base"]["macs"])
+    if "s2dnas_rl" in names:
+        new["methods"]["oracle"] = oracle_row(new["methods"]["s2dnas_rl"], base_macs=data["base"]["macs"])
+    new["iso_accuracy"], new["targets"] = iso_accuracy(new), check_targets(new)
+    return new
+
+
+@pytest.mark.parametrize("first, then", [([0], [1, 2]), ([1, 2], [0]), ([2], [0, 1])])
+def test_seeds_run_apart_and_added_give_the_row_of_one_run(first: list[int], then: list[int]) -> None:
+    names = ["s2dnas_rl", "s2dnas_oneshot_budget"]
+    part, more = seeds_of(VGG, names, first), seeds_of(VGG, names, then)
+    snapshot = copy.deepcopy(part)
+    joined = add_seeds(part, more, source="runs/more.json")
+    assert joined["seeds"] == [0, 1, 2]
+    for name in names:
+        assert joined["methods"][name] == VGG["methods"][name]  # means, spreads, per-seed entries
+    assert joined["methods"]["oracle"] == VGG["methods"]["oracle"]  # seed 0's network, whichever file held it
+    assert joined["iso_accuracy"] == {n: VGG["iso_accuracy"][n] for n in ["static_base", *names]}
+    assert [(m["methods"], m["seeds"], m["from"]) for m in joined["seeds_added"]] == [(names, then, "runs/more.json")]
+    assert part == snapshot
+    assert f"seed{'s' if len(then) > 1 else ''} {', '.join(map(str, then))} of `s2dnas_rl`" in table(joined)
+    # the three seeds, once joined, go into the table that lacks the rows like a row run with all of them
+    rest, _ = split(VGG, names)
+    merged = merge(rest, joined)
+    assert merged["methods"] == VGG["methods"] and merged["targets"] == VGG["targets"]
+
+
+def test_a_row_short_of_the_targets_seeds_is_refused_with_the_way_to_add_them() -> None:
+    rest, _ = split(VGG, ["s2dnas_rl"])
+    with pytest.raises(MergeError, match=r"ran with seeds \[0\], the target's searched rows with \[0, 1, 2\]; run "
+                                         r"it with --seeds 0,1,2 \(or seed by seed, joined with --add-seeds\)"):
+        merge(rest, seeds_of(VGG, ["s2dnas_rl"], [0]))
+
+
+def _untimed(d: dict[str, Any]) -> None:
+    for e in d["methods"]["s2dnas_rl"]["per_seed"].values():
+        for p in e["points"]:
+            p["measured_speedup"] = None
+    d["methods"]["s2dnas_rl"] = aggregate_seeds({int(k): e for k, e in d["methods"]["s2dnas_rl"]["per_seed"].items()},
+                                                base_macs=d["base"]["macs"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(seeds_of(VGG, ["s2dnas_rl"], [0, 1])), "seed 0 is in both files"),
+    (lambda d: d["methods"].update(s2dnas_oneshot_budget=VGG["methods"]["s2dnas_oneshot_budget"]),
+     "the target holds s2dnas_rl, the file s2dnas_rl, s2dnas_oneshot_budget"),
+    (lambda d: d["methods"].pop("s2dnas_rl"), "the target holds s2dnas_rl, the file none"),
+    (lambda d: d["base"].update(test_accuracy=0.5), "the base's test_accuracy differs"),
+    (_untimed, "'s2dnas_rl' is timed in one file and not in the other"),
+    (lambda d: [e.update(supernet={"source": "x", "config_hash": "y", "epochs": 8, "train_seconds": 1.0})
+                for e in d["methods"]["s2dnas_rl"]["per_seed"].values()],
+     "'s2dnas_rl''s seeds loaded different super-networks"),
+    (lambda d: [e.update(search_reward="accuracy_in_budget", search_target={"search.reward": "accuracy_in_budget"})
+                for e in d["methods"]["s2dnas_rl"]["per_seed"].values()],
+     "'s2dnas_rl''s seeds searched for different targets"),
+])
+def test_seeds_that_do_not_belong_to_the_same_rows_are_refused(change: Any, message: str) -> None:
+    part, more = seeds_of(VGG, ["s2dnas_rl"], [0]), seeds_of(VGG, ["s2dnas_rl"], [1, 2])
+    change(more)
+    with pytest.raises(MergeError, match=message):
+        add_seeds(part, more)
+
+
+def test_the_command_line_adds_seeds_or_says_in_one_line_why_not(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    into, more = tmp_path / "rl.json", tmp_path / "rl12.json"
+    into.write_text(json.dumps(seeds_of(VGG, ["s2dnas_rl"], [0])))
+    more.write_text(json.dumps(seeds_of(VGG, ["s2dnas_rl"], [1, 2])))
+    before = into.read_text()
+    for extra in (["--methods", "s2dnas_rl"], ["--replace"]):
+        with pytest.raises(SystemExit, match="--add-seeds adds seeds to every searched row of the target; it takes "
+                                             "neither --methods nor --replace"):
+            merge_results.main([str(more), "--into", str(into), "--add-seeds", *extra])
+    assert into.read_text() == before and not (tmp_path / "rl.md").exists()
+    merge_results.main([str(more), "--into", str(into), "--add-seeds"])
+    assert "added s2dnas_rl seeds 1, 2 (now 0, 1, 2)" in capsys.readouterr().out
+    assert json.loads(into.read_text())["methods"]["s2dnas_rl"] == VGG["methods"]["s2dnas_rl"]
+    assert (tmp_path / "rl.md").read_text() == table(json.loads(into.read_text())) + "\n"
+    with pytest.raises(SystemExit, match="^error: seed 1 is in both files; run the missing seeds only"):
+        merge_results.main([str(more), "--into", str(into), "--add-seeds"])
