@@ -27,7 +27,7 @@ target for every seed, both files timed or neither, no seed in both:
 
     python -m benchmarks.methods --model resnet20 --scale full --methods static_base,s2dnas_rl --seeds 1 \\
         --out runs/bench/resnet20-full --result runs/rl1.json
-    python -m benchmarks.merge_results --add-seeds --into benchmarks/results/rl_part.json runs/rl1.json
+    python -m benchmarks.merge_results --add-seeds --into runs/rl_part.json runs/rl1.json
 """
 from __future__ import annotations
 
@@ -181,7 +181,8 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
     for m in data.get("merged", []):  # a replaced row no longer comes from where it came before
         m["methods"] = [n for n in m["methods"] if n not in names]
     data["merged"] = [m for m in data.get("merged", []) if m["methods"]]
-    data["merged"].append(_record(new, names, source))
+    joined = [m for m in new.get("seeds_added", []) if set(m["methods"]) & set(names)]
+    data["merged"].append({**_record(new, names, source), **({"seeds_added": joined} if joined else {})})
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     return data
@@ -195,49 +196,72 @@ def _record(new: dict[str, Any], names: list[str], source: str) -> dict[str, Any
             "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def _seed_keys(name: str, r: dict[str, Any], seeds: list[int], which: str) -> set[int]:
+    """The seeds of row ``name`` (its ``per_seed`` entries), which must be its file's seeds."""
+    if not isinstance(r.get("per_seed"), dict) or {str(k) for k in seeds} != set(r["per_seed"]):
+        raise MergeError(f"{which}'s {name!r} holds seeds {sorted(r.get('per_seed') or [])}, the file {seeds}: not "
+                         "a result of python -m benchmarks.methods with --seeds (or one changed since)")
+    return {int(k) for k in r["per_seed"]}
+
+
+def _point_keys(r: dict[str, Any]) -> set[tuple[int, str]]:
+    """What a row's seeds measured: (point index, key) of every seed's points."""
+    return {(i, k) for e in seed_entries(r) for i, q in enumerate(e["points"]) for k in q}
+
+
+def _check_seed_rows(name: str, a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Seeds of row ``name`` from two runs that one row can hold: timed alike, on the same
+    super-network and search target."""
+    if _timed(a) != _timed(b) or _point_keys(a) != _point_keys(b):
+        raise MergeError(f"{name!r} was measured differently in the two files (timed in one and not the other, or "
+                         f"other numbers: {sorted({k for _, k in _point_keys(a) ^ _point_keys(b)}) or 'speed-ups'}); "
+                         "run and time both with the same code (the benchmark command without --no-speed)")
+    if _supernets(a) != _supernets(b):
+        raise MergeError(f"{name!r}'s seeds loaded different super-networks ({sorted(_supernets(a))} against "
+                         f"{sorted(_supernets(b))}); run every seed with the same --supernet")
+    targets = {json.dumps(e.get("search_target"), sort_keys=True) for e in seed_entries(a) + seed_entries(b)}
+    if len(targets) > 1:
+        raise MergeError(f"{name!r}'s seeds searched for different targets ({', '.join(sorted(targets))}); "
+                         "run every seed with the same search configuration")
+
+
 def add_seeds(into: dict[str, Any], new: dict[str, Any], *, source: str = "") -> dict[str, Any]:
     """``into`` with the seeds of ``new``'s searched rows added to the same rows: each row's mean
     and spread computed again over every seed (:func:`~benchmarks.methods.aggregate_seeds`), the
-    file's seeds the union, its levels and targets recomputed; the oracle is the first seed's.
-    Neither file is changed.
+    file's seeds the union, its levels and targets recomputed, the oracle the lowest seed's; where
+    the added seeds came from is recorded (``seeds_added``, with ``new``'s own records). The base
+    row and its timing stay ``into``'s. Neither file is changed.
 
     Raises:
-        MergeError: the files measure different things (as :func:`merge`), hold different searched
-            rows, share a seed, or one is timed and the other not; a row's seeds loaded another
-            super-network or searched for another target.
+        MergeError: the files measure different things (as :func:`merge`), hold other rows than the
+            same searched ones, share a seed, or measured a row differently (timed in one only);
+            a row's seeds loaded another super-network or searched for another target.
     """
     _check_files(into, new)
     mine = [n for n in into["methods"] if n in SEARCHED]
     theirs = [n for n in new["methods"] if n in SEARCHED]
-    if not theirs or set(mine) != set(theirs):
-        raise MergeError(f"--add-seeds joins other seeds of the same searched rows; the target holds "
-                         f"{', '.join(mine) or 'none'}, the file {', '.join(theirs) or 'none'}")
-    both = sorted(set(into.get("seeds") or []) & set(new.get("seeds") or []))
-    if both:
-        raise MergeError(f"seed {both[0]} is in both files; run the missing seeds only (--seeds)")
+    other = [n for n in new["methods"] if n not in SEARCHED and n not in NOT_ROWS]
+    if not theirs or set(mine) != set(theirs) or other:
+        raise MergeError(f"--add-seeds joins other seeds of the same searched rows, and nothing else; the target "
+                         f"holds {', '.join(mine) or 'none'}, the file {', '.join(theirs + other) or 'none'}")
     data = json.loads(json.dumps(into))
     for name in theirs:
         a, b = into["methods"][name], new["methods"][name]
-        if _timed(a) != _timed(b):
-            raise MergeError(f"{name!r} is timed in one file and not in the other; time both (the benchmark "
-                             "command without --no-speed)")
-        if _supernets(a) != _supernets(b):
-            raise MergeError(f"{name!r}'s seeds loaded different super-networks ({sorted(_supernets(a))} against "
-                             f"{sorted(_supernets(b))}); run every seed with the same --supernet")
-        targets = {json.dumps(e.get("search_target"), sort_keys=True) for e in seed_entries(a) + seed_entries(b)}
-        if len(targets) > 1:
-            raise MergeError(f"{name!r}'s seeds searched for different targets ({', '.join(sorted(targets))}); "
-                             "run every seed with the same search configuration")
+        both = _seed_keys(name, a, into.get("seeds") or [], "the target") & _seed_keys(
+            name, b, new.get("seeds") or [], "the file")
+        if both:
+            raise MergeError(f"seed {min(both)} is in both files; run the missing seeds only (--seeds)")
+        _check_seed_rows(name, a, b)
         entries = {int(k): e for r in (a, b) for k, e in r["per_seed"].items()}
         data["methods"][name] = aggregate_seeds(entries, base_macs=into["base"]["macs"])
     data["seeds"] = sorted({*into["seeds"], *new["seeds"]})
-    if "s2dnas_rl" in theirs:  # the bound on the first seed's network, which may be the added one
+    if "s2dnas_rl" in theirs:  # the bound on the lowest seed's network, which may be an added one
         data["methods"]["oracle"] = oracle_row(data["methods"]["s2dnas_rl"], base_macs=into["base"]["macs"])
-    data.setdefault("seeds_added", []).append({**_record(new, theirs, source), "seeds": sorted(new["seeds"])})
+    data["seeds_added"] = [*data.get("seeds_added", []), *new.get("seeds_added", []),
+                           {**_record(new, theirs, source), "seeds": sorted(new["seeds"])}]
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     return data
-
 
 def _read(path: Path) -> dict[str, Any]:
     try:

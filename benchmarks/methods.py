@@ -21,7 +21,7 @@ For one base model (the shipped ResNet-20, or VGG-16-BN at half width trained he
    weights; ``s2dnas_oneshot_inherited``: the same search, final training from the base's weights
    (the other rows' start), so the start is not a confound; ``s2dnas_oneshot_budget``: one-shot
    as ``make demo`` searches, ranking candidates by accuracy within the demo's MACs budget;
-7. ``oracle``: the first seed's ``s2dnas_rl`` network when every input leaves at the first stage that gets
+7. ``oracle``: the lowest seed's ``s2dnas_rl`` network when every input leaves at the first stage that gets
    it right (picked on test by definition: a bound, not a method).
 
 Protocol (issue 14). Every point is chosen on val: for each accuracy level (the base's val
@@ -882,7 +882,7 @@ def aggregate_seeds(entries: dict[int, dict[str, Any]], *, base_macs: int) -> di
 
 
 def oracle_row(rl: dict[str, Any], *, base_macs: int) -> dict[str, Any]:
-    """The ``oracle`` row of an ``s2dnas_rl`` row: its first seed's network when every input leaves
+    """The ``oracle`` row of an ``s2dnas_rl`` row: its lowest seed's network when every input leaves
     at the first stage that gets it right (picked on test by definition: a bound, not a method)."""
     seed = min(rl["seeds"])
     entry = rl["per_seed"][str(seed)]
@@ -1220,8 +1220,20 @@ def _passes_note(passes: list[str]) -> str:
             f"kept its speed-ups, each a ratio to the base measured beside it in its pass.")
 
 
-_MERGED_NOTE = (" Timed in more than one pass: the rows added from other runs (below) kept their own timings, "
-                "each a ratio to the base measured beside it in its pass.")
+_MERGED_NOTE = (" Timed in more than one pass: the rows (or seeds) added from other runs (below) kept their own "
+                "timings, each a ratio to the base measured beside it in its pass.")
+
+
+def _provenance(m: dict[str, Any]) -> str:
+    """`` from `FILE` (DATE, timed on CPU)`` of a merge record (:mod:`benchmarks.merge_results`)."""
+    return (f" from `{m['from']}` ({m['merged_at'][:10]}"
+            + (f", timed on {', '.join(m['timed_on'])}" if m.get("timed_on") else "") + ")")
+
+
+def _seeds_from(m: dict[str, Any]) -> str:
+    """``seeds 1, 2 of `s2dnas_rl` from `FILE` (DATE, ...)`` of an ``--add-seeds`` record."""
+    return ("seed" + ("s " if len(m["seeds"]) > 1 else " ") + ", ".join(map(str, m["seeds"])) + " of "
+            + ", ".join(f"`{n}`" for n in m["methods"]) + _provenance(m))
 
 
 def table(data: dict[str, Any]) -> str:
@@ -1238,8 +1250,9 @@ def table(data: dict[str, Any]) -> str:
              f"seeds {data.get('seeds', [0])}. Build time: training and search of this row; a row that loaded a "
              f"super-network trained elsewhere (`--supernet`, or its `s2dnas_oneshot` sibling's) adds its "
              f"training time separately (\"+ ... super-network\"), and when every seed loaded the same one, the "
-             f"spread leaves out the super-network's variance." + (_passes_note(timing_passes(data)) if not data.get("merged")
-                                                               else _MERGED_NOTE), "",
+             f"spread leaves out the super-network's variance."
+             + (_MERGED_NOTE if data.get("merged") or data.get("seeds_added") else _passes_note(timing_passes(data))),
+             "",
              "| method | val target met | val acc | test acc | MACs (% of base) | MAC ratio | speed-up b256 | "
              "speed-up b1 | speed-up / MAC ratio (b256) | build time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in data["methods"].items():
@@ -1283,17 +1296,12 @@ def table(data: dict[str, Any]) -> str:
     if data.get("merged"):
         lines += ["", "Rows added from other runs against the same base and protocol, on a machine of the same "
                   "cores, threads and torch (`python -m benchmarks.merge_results`; the CPU's model where recorded): "
-                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` ({m['merged_at'][:10]}"
-                              + (f", timed on {', '.join(m['timed_on'])}" if m.get("timed_on") else "") + ")"
+                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + _provenance(m)
+                              + "".join(f" (its {_seeds_from(j)})" for j in m.get("seeds_added", []))
                               for m in data["merged"]) + "."]
     if data.get("seeds_added"):
-        lines += ["", "Seeds added from other runs of the same rows (`python -m benchmarks.merge_results --add-seeds`; "
-                  "each seed's speed-ups a ratio to the base timed beside it in its own pass): "
-                  + "; ".join("seed" + ("s " if len(m["seeds"]) > 1 else " ") + ", ".join(map(str, m["seeds"]))
-                              + " of " + ", ".join(f"`{n}`" for n in m["methods"]) + f" from `{m['from']}` "
-                              f"({m['merged_at'][:10]}" + (f", timed on {', '.join(m['timed_on'])}"
-                                                            if m.get("timed_on") else "") + ")"
-                              for m in data["seeds_added"]) + "."]
+        lines += ["", "Seeds added from other runs of the same rows (`python -m benchmarks.merge_results "
+                  "--add-seeds`): " + "; ".join(_seeds_from(m) for m in data["seeds_added"]) + "."]
     iso = data.get("iso_accuracy") or {}
     if iso:
         keys = list(next(iter(iso.values())))

@@ -230,8 +230,22 @@ def test_seeds_run_apart_and_added_give_the_row_of_one_run(first: list[int], the
     assert f"seed{'s' if len(then) > 1 else ''} {', '.join(map(str, then))} of `s2dnas_rl`" in table(joined)
     # the three seeds, once joined, go into the table that lacks the rows like a row run with all of them
     rest, _ = split(VGG, names)
-    merged = merge(rest, joined)
+    merged = merge(rest, joined, source="runs/joined.json")
     assert merged["methods"] == VGG["methods"] and merged["targets"] == VGG["targets"]
+    assert list(merged["methods"]) == list(VGG["methods"])
+    assert merged["merged"][-1]["seeds_added"] == joined["seeds_added"]  # where its seeds came from, kept
+    assert ("`s2dnas_rl`, `s2dnas_oneshot_budget` from `runs/joined.json` (" in table(merged)
+            and "(its seed" in table(merged) and "from `runs/more.json`" in table(merged))
+
+
+def test_seeds_added_one_at_a_time_keep_every_record_and_the_lowest_seeds_oracle() -> None:
+    one = add_seeds(seeds_of(VGG, ["s2dnas_rl"], [2]), seeds_of(VGG, ["s2dnas_rl"], [1]), source="runs/s1.json")
+    assert one["methods"]["oracle"]["of"] == "s2dnas_rl seed 1"
+    joined = add_seeds(seeds_of(VGG, ["s2dnas_rl"], [0]), one, source="runs/s12.json")  # a joined file joined again
+    assert joined["methods"]["s2dnas_rl"] == VGG["methods"]["s2dnas_rl"]
+    assert joined["methods"]["oracle"] == VGG["methods"]["oracle"]
+    assert [(m["from"], m["seeds"]) for m in joined["seeds_added"]] == [("runs/s1.json", [1]), ("runs/s12.json", [1, 2])]
+    assert "Timed in more than one pass: the rows (or seeds) added" in table(joined)
 
 
 def test_a_row_short_of_the_targets_seeds_is_refused_with_the_way_to_add_them() -> None:
@@ -253,9 +267,15 @@ def _untimed(d: dict[str, Any]) -> None:
     (lambda d: d.update(seeds_of(VGG, ["s2dnas_rl"], [0, 1])), "seed 0 is in both files"),
     (lambda d: d["methods"].update(s2dnas_oneshot_budget=VGG["methods"]["s2dnas_oneshot_budget"]),
      "the target holds s2dnas_rl, the file s2dnas_rl, s2dnas_oneshot_budget"),
+    (lambda d: d["methods"].update(static_x0_5=VGG["methods"]["static_x0.5"]),
+     "same searched rows, and nothing else; the target holds s2dnas_rl, the file s2dnas_rl, static_x0_5"),
     (lambda d: d["methods"].pop("s2dnas_rl"), "the target holds s2dnas_rl, the file none"),
     (lambda d: d["base"].update(test_accuracy=0.5), "the base's test_accuracy differs"),
-    (_untimed, "'s2dnas_rl' is timed in one file and not in the other"),
+    (lambda d: d.update(seeds=[1]), r"the file's 's2dnas_rl' holds seeds \['1', '2'\], the file \[1\]"),
+    (lambda d: d["methods"]["s2dnas_rl"].pop("per_seed"), r"the file's 's2dnas_rl' holds seeds \[\], the file"),
+    (_untimed, "'s2dnas_rl' was measured differently in the two files"),
+    (lambda d: [q.pop("measured_speedup_b1") for e in d["methods"]["s2dnas_rl"]["per_seed"].values()
+                for q in e["points"]], r"measured differently .*\['measured_speedup_b1'\]"),
     (lambda d: [e.update(supernet={"source": "x", "config_hash": "y", "epochs": 8, "train_seconds": 1.0})
                 for e in d["methods"]["s2dnas_rl"]["per_seed"].values()],
      "'s2dnas_rl''s seeds loaded different super-networks"),
