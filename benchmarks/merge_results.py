@@ -180,12 +180,20 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
     data["methods"] = {name: rows[name] for name in order}
     for m in data.get("merged", []):  # a replaced row no longer comes from where it came before
         m["methods"] = [n for n in m["methods"] if n not in names]
-    data["merged"] = [m for m in data.get("merged", []) if m["methods"]]
-    joined = [m for m in new.get("seeds_added", []) if set(m["methods"]) & set(names)]
+        m["seeds_added"] = _only(m.get("seeds_added", []), [n for n in m["methods"]])
+    data["merged"] = [{k: v for k, v in m.items() if v or k != "seeds_added"}
+                      for m in data.get("merged", []) if m["methods"]]
+    joined = _only(new.get("seeds_added", []), names)  # where the merged rows' seeds came from
     data["merged"].append({**_record(new, names, source), **({"seeds_added": joined} if joined else {})})
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     return data
+
+
+def _only(records: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """``--add-seeds`` records narrowed to the rows ``names``; those left with none dropped."""
+    kept = [{**m, "methods": [n for n in m["methods"] if n in names]} for m in records]
+    return [m for m in kept if m["methods"]]
 
 
 def _record(new: dict[str, Any], names: list[str], source: str) -> dict[str, Any]:
@@ -198,24 +206,24 @@ def _record(new: dict[str, Any], names: list[str], source: str) -> dict[str, Any
 
 def _seed_keys(name: str, r: dict[str, Any], seeds: list[int], which: str) -> set[int]:
     """The seeds of row ``name`` (its ``per_seed`` entries), which must be its file's seeds."""
-    if not isinstance(r.get("per_seed"), dict) or {str(k) for k in seeds} != set(r["per_seed"]):
-        raise MergeError(f"{which}'s {name!r} holds seeds {sorted(r.get('per_seed') or [])}, the file {seeds}: not "
-                         "a result of python -m benchmarks.methods with --seeds (or one changed since)")
+    per_seed = r.get("per_seed") if isinstance(r.get("per_seed"), dict) else {}
+    if (not all(isinstance(k, int) for k in seeds) or {str(k) for k in seeds} != set(per_seed)
+            or not all(isinstance(e, dict) and isinstance(e.get("points"), list) and e["points"]
+                       and all(isinstance(q, dict) for q in e["points"]) for e in per_seed.values())):
+        raise MergeError(f"{which}'s {name!r} holds seeds {sorted(per_seed)} with points, the file {seeds}: not a "
+                         "result of python -m benchmarks.methods with --seeds (or one changed since)")
     return {int(k) for k in r["per_seed"]}
 
 
-def _point_keys(r: dict[str, Any]) -> set[tuple[int, str]]:
-    """What a row's seeds measured: (point index, key) of every seed's points."""
-    return {(i, k) for e in seed_entries(r) for i, q in enumerate(e["points"]) for k in q}
+def _recorded_keys(r: dict[str, Any]) -> set[tuple[int, str]]:
+    """What a row's seeds recorded: their keys ((-1, key)) and (point index, key) of their points."""
+    return ({(-1, k) for e in seed_entries(r) for k in e}
+            | {(i, k) for e in seed_entries(r) for i, q in enumerate(e["points"]) for k in q})
 
 
 def _check_seed_rows(name: str, a: dict[str, Any], b: dict[str, Any]) -> None:
-    """Seeds of row ``name`` from two runs that one row can hold: timed alike, on the same
-    super-network and search target."""
-    if _timed(a) != _timed(b) or _point_keys(a) != _point_keys(b):
-        raise MergeError(f"{name!r} was measured differently in the two files (timed in one and not the other, or "
-                         f"other numbers: {sorted({k for _, k in _point_keys(a) ^ _point_keys(b)}) or 'speed-ups'}); "
-                         "run and time both with the same code (the benchmark command without --no-speed)")
+    """Seeds of row ``name`` from two runs that one row can hold: on the same super-network and
+    search target, measured alike (the same numbers recorded, timed in both or neither)."""
     if _supernets(a) != _supernets(b):
         raise MergeError(f"{name!r}'s seeds loaded different super-networks ({sorted(_supernets(a))} against "
                          f"{sorted(_supernets(b))}); run every seed with the same --supernet")
@@ -223,6 +231,10 @@ def _check_seed_rows(name: str, a: dict[str, Any], b: dict[str, Any]) -> None:
     if len(targets) > 1:
         raise MergeError(f"{name!r}'s seeds searched for different targets ({', '.join(sorted(targets))}); "
                          "run every seed with the same search configuration")
+    if _timed(a) != _timed(b) or _recorded_keys(a) != _recorded_keys(b):
+        raise MergeError(f"{name!r} was measured differently in the two files (timed in one and not the other, or "
+                         f"other numbers: {sorted({k for _, k in _recorded_keys(a) ^ _recorded_keys(b)}) or 'speed-ups'}); "
+                         "run and time both with the same code (the benchmark command without --no-speed)")
 
 
 def add_seeds(into: dict[str, Any], new: dict[str, Any], *, source: str = "") -> dict[str, Any]:
@@ -257,8 +269,10 @@ def add_seeds(into: dict[str, Any], new: dict[str, Any], *, source: str = "") ->
     data["seeds"] = sorted({*into["seeds"], *new["seeds"]})
     if "s2dnas_rl" in theirs:  # the bound on the lowest seed's network, which may be an added one
         data["methods"]["oracle"] = oracle_row(data["methods"]["s2dnas_rl"], base_macs=into["base"]["macs"])
-    data["seeds_added"] = [*data.get("seeds_added", []), *new.get("seeds_added", []),
-                           {**_record(new, theirs, source), "seeds": sorted(new["seeds"])}]
+    earlier = new.get("seeds_added", [])  # a joined file's own records: those seeds came from elsewhere
+    own = sorted(set(new["seeds"]) - {k for m in earlier for k in m["seeds"]})
+    data["seeds_added"] = [*data.get("seeds_added", []), *earlier,
+                           *([{**_record(new, theirs, source), "seeds": own}] if own else [])]
     data["iso_accuracy"] = iso_accuracy(data)
     data["targets"] = check_targets(data)
     return data
@@ -271,11 +285,15 @@ def _read(path: Path) -> dict[str, Any]:
     ok = (isinstance(data, dict) and isinstance(data.get("methods"), dict) and isinstance(data.get("base"), dict)
           and isinstance(data.get("machine"), dict) and all(k in data["base"] for k in BASE)
           and isinstance(data.get("seeds", []), list)
+          and all(isinstance(m, dict) and isinstance(m.get("methods"), list) and isinstance(m.get("from"), str)
+                  and isinstance(m.get("merged_at"), str) and isinstance(m.get("seeds", []), list)
+                  for m in [*(data.get("merged") or []), *(data.get("seeds_added") or [])])
           and all(isinstance(r, dict) and isinstance(r.get("points"), list) and r["points"]
                   and all(isinstance(q, dict) for q in r["points"]) for r in data["methods"].values()))
     if not ok:
         raise MergeError(f"{path} is not a method-comparison result (expected 'methods' with points, 'base' with "
-                         f"{', '.join(BASE)}, 'machine'): the --result file of python -m benchmarks.methods")
+                         f"{', '.join(BASE)}, 'machine', records of what was merged with methods, from, merged_at): the --result "
+                         "file of python -m benchmarks.methods")
     return data
 
 
@@ -307,9 +325,9 @@ def main(argv: list[str] | None = None) -> None:
             data = merge(_read(into_path), _read(new_path),
                          methods=_names(args.methods) if args.methods is not None else None,
                          replace=args.replace, source=str(new_path))
-        stem = into_path.with_suffix("")
+        stem, text = into_path.with_suffix(""), table(data) + "\n"  # made before anything is written
         atomic_write_json(into_path, data)
-        stem.with_suffix(".md").write_text(table(data) + "\n")
+        stem.with_suffix(".md").write_text(text)
         plot(data, stem.with_suffix(".png"))
     except MergeError as err:
         raise SystemExit(f"error: {err}") from None

@@ -227,7 +227,10 @@ def test_seeds_run_apart_and_added_give_the_row_of_one_run(first: list[int], the
     assert joined["iso_accuracy"] == {n: VGG["iso_accuracy"][n] for n in ["static_base", *names]}
     assert [(m["methods"], m["seeds"], m["from"]) for m in joined["seeds_added"]] == [(names, then, "runs/more.json")]
     assert part == snapshot
-    assert f"seed{'s' if len(then) > 1 else ''} {', '.join(map(str, then))} of `s2dnas_rl`" in table(joined)
+    said = {(1, 2): "seeds 1, 2 of `s2dnas_rl`, `s2dnas_oneshot_budget` from `runs/more.json` (",
+            (0,): "seed 0 of `s2dnas_rl`, `s2dnas_oneshot_budget` from `runs/more.json` (",
+            (0, 1): "seeds 0, 1 of `s2dnas_rl`, `s2dnas_oneshot_budget` from `runs/more.json` ("}[tuple(then)]
+    assert said in table(joined)
     # the three seeds, once joined, go into the table that lacks the rows like a row run with all of them
     rest, _ = split(VGG, names)
     merged = merge(rest, joined, source="runs/joined.json")
@@ -244,7 +247,7 @@ def test_seeds_added_one_at_a_time_keep_every_record_and_the_lowest_seeds_oracle
     joined = add_seeds(seeds_of(VGG, ["s2dnas_rl"], [0]), one, source="runs/s12.json")  # a joined file joined again
     assert joined["methods"]["s2dnas_rl"] == VGG["methods"]["s2dnas_rl"]
     assert joined["methods"]["oracle"] == VGG["methods"]["oracle"]
-    assert [(m["from"], m["seeds"]) for m in joined["seeds_added"]] == [("runs/s1.json", [1]), ("runs/s12.json", [1, 2])]
+    assert [(m["from"], m["seeds"]) for m in joined["seeds_added"]] == [("runs/s1.json", [1]), ("runs/s12.json", [2])]
     assert "Timed in more than one pass: the rows (or seeds) added" in table(joined)
 
 
@@ -271,8 +274,8 @@ def _untimed(d: dict[str, Any]) -> None:
      "same searched rows, and nothing else; the target holds s2dnas_rl, the file s2dnas_rl, static_x0_5"),
     (lambda d: d["methods"].pop("s2dnas_rl"), "the target holds s2dnas_rl, the file none"),
     (lambda d: d["base"].update(test_accuracy=0.5), "the base's test_accuracy differs"),
-    (lambda d: d.update(seeds=[1]), r"the file's 's2dnas_rl' holds seeds \['1', '2'\], the file \[1\]"),
-    (lambda d: d["methods"]["s2dnas_rl"].pop("per_seed"), r"the file's 's2dnas_rl' holds seeds \[\], the file"),
+    (lambda d: d.update(seeds=[1]), r"the file's 's2dnas_rl' holds seeds \['1', '2'\] with points, the file \[1\]"),
+    (lambda d: d["methods"]["s2dnas_rl"].pop("per_seed"), r"the file's 's2dnas_rl' holds seeds \[\] with points, the file"),
     (_untimed, "'s2dnas_rl' was measured differently in the two files"),
     (lambda d: [q.pop("measured_speedup_b1") for e in d["methods"]["s2dnas_rl"]["per_seed"].values()
                 for q in e["points"]], r"measured differently .*\['measured_speedup_b1'\]"),
@@ -307,3 +310,33 @@ def test_the_command_line_adds_seeds_or_says_in_one_line_why_not(tmp_path: Path,
     assert (tmp_path / "rl.md").read_text() == table(json.loads(into.read_text())) + "\n"
     with pytest.raises(SystemExit, match="^error: seed 1 is in both files; run the missing seeds only"):
         merge_results.main([str(more), "--into", str(into), "--add-seeds"])
+
+
+def test_a_joined_rows_seed_records_follow_it_into_a_table_and_out_on_replace() -> None:
+    names = ["s2dnas_rl", "s2dnas_oneshot_budget"]
+    joined = add_seeds(seeds_of(VGG, names, [0]), seeds_of(VGG, names, [1, 2]), source="runs/more.json")
+    rest, _ = split(VGG, names)
+    one = merge(rest, joined, methods=["s2dnas_rl"], source="runs/joined.json")  # one of its two rows
+    assert [m["methods"] for m in one["merged"][-1]["seeds_added"]] == [["s2dnas_rl"]]
+    assert "`s2dnas_rl` from `runs/joined.json` (" in table(one) and "`s2dnas_oneshot_budget` from" not in table(one)
+    _, again = split(VGG, ["s2dnas_rl"])  # the row run again with all its seeds: the seed record goes
+    replaced = merge(one, again, replace=True, source="runs/all_seeds.json")
+    assert [(m["from"], m.get("seeds_added")) for m in replaced["merged"]] == [("runs/all_seeds.json", None)]
+    assert "runs/more.json" not in table(replaced)
+
+
+def test_malformed_merge_records_are_refused_in_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    into, more = tmp_path / "rl.json", tmp_path / "rl12.json"
+    into.write_text(json.dumps(seeds_of(VGG, ["s2dnas_rl"], [0])))
+    bad = seeds_of(VGG, ["s2dnas_rl"], [1, 2])
+    bad["seeds_added"] = [{"methods": ["s2dnas_rl"], "seeds": [1]}]  # no from, no date
+    more.write_text(json.dumps(bad))
+    before = into.read_text()
+    with pytest.raises(SystemExit, match="rl12.json is not a method-comparison result .*records of what was merged"):
+        merge_results.main([str(more), "--into", str(into), "--add-seeds"])
+    bad["seeds_added"] = []
+    bad["methods"]["s2dnas_rl"]["per_seed"]["1"] = 3  # an entry that is not one
+    more.write_text(json.dumps(bad))
+    with pytest.raises(SystemExit, match=r"^error: the file's 's2dnas_rl' holds seeds \['1', '2'\] with points"):
+        merge_results.main([str(more), "--into", str(into), "--add-seeds"])
+    assert into.read_text() == before and not (tmp_path / "rl.md").exists()
