@@ -180,7 +180,7 @@ def merge(into: dict[str, Any], new: dict[str, Any], *, methods: Sequence[str] |
     data["methods"] = {name: rows[name] for name in order}
     for m in data.get("merged", []):  # a replaced row no longer comes from where it came before
         m["methods"] = [n for n in m["methods"] if n not in names]
-        m["seeds_added"] = _only(m.get("seeds_added", []), [n for n in m["methods"]])
+        m["seeds_added"] = _only(m.get("seeds_added", []), m["methods"])
     data["merged"] = [{k: v for k, v in m.items() if v or k != "seeds_added"}
                       for m in data.get("merged", []) if m["methods"]]
     joined = _only(new.get("seeds_added", []), names)  # where the merged rows' seeds came from
@@ -231,10 +231,11 @@ def _check_seed_rows(name: str, a: dict[str, Any], b: dict[str, Any]) -> None:
     if len(targets) > 1:
         raise MergeError(f"{name!r}'s seeds searched for different targets ({', '.join(sorted(targets))}); "
                          "run every seed with the same search configuration")
-    if _timed(a) != _timed(b) or _recorded_keys(a) != _recorded_keys(b):
+    differ = sorted({k for _, k in _recorded_keys(a) ^ _recorded_keys(b)})
+    if _timed(a) != _timed(b) or differ:
         raise MergeError(f"{name!r} was measured differently in the two files (timed in one and not the other, or "
-                         f"other numbers: {sorted({k for _, k in _recorded_keys(a) ^ _recorded_keys(b)}) or 'speed-ups'}); "
-                         "run and time both with the same code (the benchmark command without --no-speed)")
+                         f"other numbers: {differ or 'speed-ups'}); run and time both with the same code (the "
+                         "benchmark command without --no-speed)")
 
 
 def add_seeds(into: dict[str, Any], new: dict[str, Any], *, source: str = "") -> dict[str, Any]:
@@ -277,6 +278,7 @@ def add_seeds(into: dict[str, Any], new: dict[str, Any], *, source: str = "") ->
     data["targets"] = check_targets(data)
     return data
 
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -292,8 +294,8 @@ def _read(path: Path) -> dict[str, Any]:
                   and all(isinstance(q, dict) for q in r["points"]) for r in data["methods"].values()))
     if not ok:
         raise MergeError(f"{path} is not a method-comparison result (expected 'methods' with points, 'base' with "
-                         f"{', '.join(BASE)}, 'machine', records of what was merged with methods, from, merged_at): the --result "
-                         "file of python -m benchmarks.methods")
+                         f"{', '.join(BASE)}, 'machine', records of what was merged with methods, from, merged_at): "
+                         "the --result file of python -m benchmarks.methods")
     return data
 
 

@@ -275,7 +275,8 @@ def _untimed(d: dict[str, Any]) -> None:
     (lambda d: d["methods"].pop("s2dnas_rl"), "the target holds s2dnas_rl, the file none"),
     (lambda d: d["base"].update(test_accuracy=0.5), "the base's test_accuracy differs"),
     (lambda d: d.update(seeds=[1]), r"the file's 's2dnas_rl' holds seeds \['1', '2'\] with points, the file \[1\]"),
-    (lambda d: d["methods"]["s2dnas_rl"].pop("per_seed"), r"the file's 's2dnas_rl' holds seeds \[\] with points, the file"),
+    (lambda d: d["methods"]["s2dnas_rl"].pop("per_seed"),
+     r"the file's 's2dnas_rl' holds seeds \[\] with points, the file"),
     (_untimed, "'s2dnas_rl' was measured differently in the two files"),
     (lambda d: [q.pop("measured_speedup_b1") for e in d["methods"]["s2dnas_rl"]["per_seed"].values()
                 for q in e["points"]], r"measured differently .*\['measured_speedup_b1'\]"),
