@@ -1236,6 +1236,12 @@ def _seeds_from(m: dict[str, Any]) -> str:
             + ", ".join(f"`{n}`" for n in m["methods"]) + _provenance(m))
 
 
+def _its_seeds(m: dict[str, Any]) -> str:
+    """`` (its seed 1 of ... from ...; seed 2 of ... from ...)`` of a merge record whose file had seeds
+    joined into it (``--add-seeds``), every record in one parenthesis; empty otherwise."""
+    return " (its " + "; ".join(_seeds_from(j) for j in m["seeds_added"]) + ")" if m.get("seeds_added") else ""
+
+
 def table(data: dict[str, Any]) -> str:
     """Markdown tables of one result file: the operating point of every method, the val-chosen
     point of every accuracy level, the targets."""
@@ -1296,8 +1302,7 @@ def table(data: dict[str, Any]) -> str:
     if data.get("merged"):
         lines += ["", "Rows added from other runs against the same base and protocol, on a machine of the same "
                   "cores, threads and torch (`python -m benchmarks.merge_results`; the CPU's model where recorded): "
-                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + _provenance(m)
-                              + "".join(f" (its {_seeds_from(j)})" for j in m.get("seeds_added", []))
+                  + "; ".join(", ".join(f"`{n}`" for n in m["methods"]) + _provenance(m) + _its_seeds(m)
                               for m in data["merged"]) + "."]
     if data.get("seeds_added"):
         lines += ["", "Seeds added from other runs of the same rows (`python -m benchmarks.merge_results "

@@ -249,6 +249,10 @@ def test_seeds_added_one_at_a_time_keep_every_record_and_the_lowest_seeds_oracle
     assert joined["methods"]["oracle"] == VGG["methods"]["oracle"]
     assert [(m["from"], m["seeds"]) for m in joined["seeds_added"]] == [("runs/s1.json", [1]), ("runs/s12.json", [2])]
     assert "Timed in more than one pass: the rows (or seeds) added" in table(joined)
+    rest, _ = split(VGG, ["s2dnas_rl"])  # merged into a table: both records in one parenthesis, in join order
+    said = table(merge(rest, joined, source="runs/joined.json"))
+    assert ("`s2dnas_rl` from `runs/joined.json` (" in said and "(its seed 1 of `s2dnas_rl` from `runs/s1.json` ("
+            in said and "); seed 2 of `s2dnas_rl` from `runs/s12.json` (" in said and said.count("(its seed") == 1)
 
 
 def test_a_row_short_of_the_targets_seeds_is_refused_with_the_way_to_add_them() -> None:
