@@ -90,6 +90,11 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     ]
     if records:
         lines += ["## Search", "", f"{len(records)} candidates evaluated.", ""]
+        if (ref := results.get("search_reference")) is not None:
+            lines += [f"Candidates were scored at val accuracy {100 * ref['search_target']['target_accuracy']:.2f}% "
+                      f"(search.target_from: reference): the run's target moved by the most expensive "
+                      f"architecture's score, {100 * ref['accuracy']:.2f}%, against the base's "
+                      f"{100 * ref['base_val_accuracy']:.2f}%.", ""]
         lines += ["![reward](reward_curve.png)", ""]
     lines += ["## Accuracy vs MACs", "", "![curve](accuracy_vs_macs.png)", "", "## Exits", "",
               "![exits](exit_histogram.png)", ""]

@@ -47,7 +47,8 @@ from s2dnas import distributed as dist
 from s2dnas._device import resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.config import (SHIPPED_SUPERNET, CalibrationConfig, CalibrationTarget, RunConfig, config_differences,
-                           config_to_dict, dump_config, load_config, provenance, resolve_config, resolve_target)
+                           config_to_dict, dump_config, load_config, provenance, reference_target, resolve_config,
+                           resolve_target)
 from s2dnas.cost import StageCost, macs_stage_cost
 from s2dnas.cost.latency import LatencyStageCost, expected_latency
 from s2dnas.data import DataSplits, make_loader
@@ -66,6 +67,7 @@ from s2dnas.space.factory import build_space
 from s2dnas.train.base import warn_if_chance
 from s2dnas.train.loops import evaluate, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
+from s2dnas.train.sandwich import most_expensive
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import CHECKPOINT_NAME as SUPERNET_CHECKPOINT
 from s2dnas.train.supernet_training import load_supernet, train_supernet
@@ -111,6 +113,8 @@ class _SearchOutcome:
     architecture: Architecture
     reward: float
     exhausted: bool
+    target: CalibrationTarget  # what the candidates were scored at (the run's, or moved: target_from)
+    reference: dict[str, Any] | None = None  # the reference of search.target_from=reference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,11 +263,13 @@ def _base_metrics(run: _Run) -> dict[str, Any]:
     return metrics
 
 
-def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None,
+def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, base_val_accuracy: float,
             base_latency_ms: float | None = None) -> _SearchOutcome:
     """Run (or resume) the search; the best architecture and its reward. Strategy ``oneshot`` scores
     candidates from ``supernet``; ``rl``/``random`` train each one briefly. ``base_latency_ms`` is the
-    base's measured latency, the rewards' reference when ``calibration.cost`` is latency."""
+    base's measured latency, the rewards' reference when ``calibration.cost`` is latency;
+    ``base_val_accuracy`` the base's val accuracy, which ``search.target_from: reference`` moves
+    the target by (:func:`~s2dnas.config.reference_target`)."""
     cfg, space, resume, progress = run.cfg, run.space, run.resume, run.progress
     sdir = run.out / "search"
     result_path = sdir / "result.json"
@@ -271,22 +277,34 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None,
     assert sc.budget is not None, "resolved by the config loader"
     data = dist.run_on_main(lambda: json.loads(result_path.read_text()) if resume and result_path.exists() else None)
     if data is not None:
+        aim = CalibrationTarget(**_target_fields(data["search_target"])) if "search_target" in data else target
         return _SearchOutcome(Architecture.from_dict(data["architecture"]), float(data["reward"]),
-                              bool(data.get("space_exhausted", False)))
+                              bool(data.get("space_exhausted", False)), aim, data.get("reference"))
     seed = cfg.seed if sc.seed is None else sc.seed
-    # one target and one cost for the search's rewards and the final calibration (contract D)
-    common = dict(target=target, confidence=cfg.calibration.confidence, reward=sc.reward, device=run.device,
-                  eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight,
-                  stage_cost=run.stage_cost, base_cost=base_latency_ms)
-    if sc.strategy == "oneshot":
-        assert supernet is not None, "the oneshot strategy needs the super-network"
-        evaluator: Any = SupernetEvaluator(supernet, run.splits, bn_batches=sc.bn_batches,
-                                           batch_size=cfg.data.batch_size, **common)
-    else:
+
+    def evaluator_at(aim: CalibrationTarget) -> Any:
+        # one cost for the search's rewards and the final calibration (contract D); the target
+        # too, unless search.target_from moves it
+        common = dict(target=aim, confidence=cfg.calibration.confidence, reward=sc.reward, device=run.device,
+                      eval_batch_size=cfg.data.eval_batch_size, tradeoff_weight=sc.tradeoff_weight,
+                      stage_cost=run.stage_cost, base_cost=base_latency_ms)
+        if sc.strategy == "oneshot":
+            assert supernet is not None, "the oneshot strategy needs the super-network"
+            return SupernetEvaluator(supernet, run.splits, bn_batches=sc.bn_batches, batch_size=cfg.data.batch_size,
+                                     **common)
         candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                               limit_train=sc.candidate_limit_train, seed=seed)
-        evaluator = TrainedEvaluator(space, run.splits, teacher=run.base, train=candidate_train,
-                                     bn_batches=sc.bn_batches, **common)
+        return TrainedEvaluator(space, run.splits, teacher=run.base, train=candidate_train,
+                                bn_batches=sc.bn_batches, **common)
+
+    aim, reference = target, None
+    if sc.target_from == "reference":
+        reference = dist.run_on_main(lambda: _reference(lambda: evaluator_at(target), sdir, run=run, target=target,
+                                                        base_val_accuracy=base_val_accuracy))
+        aim = CalibrationTarget(**_target_fields(reference["search_target"]))
+        _say(progress, f"search: the most expensive architecture scores {reference['accuracy']:.4f} on val (the "
+                       f"base {base_val_accuracy:.4f}): candidates scored at {aim.target_accuracy:.4f}")
+    evaluator = evaluator_at(aim)
     if sc.at_random:
         controller: Any = RandomController(space.decisions, seed=seed, unique=True)
     else:
@@ -310,8 +328,37 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None,
                                                              "reward": result.best_reward,
                                                              "num_candidates": len(result.records),
                                                              "space_exhausted": result.exhausted,
+                                                             "search_target": aim.to_dict(), "reference": reference,
                                                              **run.provenance}))
-    return _SearchOutcome(result.best, result.best_reward, result.exhausted)
+    return _SearchOutcome(result.best, result.best_reward, result.exhausted, aim, reference)
+
+
+def _target_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    """:class:`CalibrationTarget`'s fields from its :meth:`~CalibrationTarget.to_dict`."""
+    return {"target_accuracy": saved["target_accuracy"], "macs_budget": saved["macs_budget"],
+            "latency_budget": saved["latency_budget_ms"]}
+
+
+def _reference(evaluator_at_target: Any, sdir: Path, *, run: _Run, target: CalibrationTarget,
+               base_val_accuracy: float) -> dict[str, Any]:
+    """Rank 0: ``search.target_from: reference``'s reference, scored once and kept in
+    ``search/reference.json`` (a resume reads it back): the space's most expensive architecture scored
+    like a candidate (by the evaluator ``evaluator_at_target()`` makes, at the run's ``target``), its
+    best val accuracy, and the search's target moved by it."""
+    path = sdir / "reference.json"
+    if run.resume and path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("config_hash") == run.provenance["config_hash"]:
+            return saved
+    arch = most_expensive(run.space)
+    scored = evaluator_at_target().evaluate(arch)
+    accuracy = float(scored.metrics["best_accuracy"])
+    aim = reference_target(target, reference_accuracy=accuracy, base_val_accuracy=base_val_accuracy)
+    reference = {"architecture": arch.to_dict(), "accuracy": accuracy, "base_val_accuracy": base_val_accuracy,
+                 "search_target": aim.to_dict(), "seconds": scored.seconds, **run.provenance}
+    sdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, reference)
+    return reference
 
 
 def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -390,7 +437,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
 
     # 1. search (METHOD.md "Search")
     t = time.time()
-    found = _search(run, target, supernet, base_metrics.get("latency_ms"))
+    found = _search(run, target, supernet, base_val_accuracy=base_metrics["val_accuracy"],
+                    base_latency_ms=base_metrics.get("latency_ms"))
     timings["search_seconds"] = time.time() - t
     arch = found.architecture
     _say(progress, f"search: best reward {found.reward:.3f}, splits {list(map(list, arch.splits))}, "
@@ -480,7 +528,8 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
         "dataset": splits.name, "base_model": run.model_name, "base": base_metrics,
         "target_val_accuracy": target.target_accuracy,  # None under a MACs or latency budget
         "calibration_target": target.to_dict(), "architecture": found.architecture.to_dict(),
-        "search_reward": found.reward, "search_space_exhausted": found.exhausted, **run.provenance,
+        "search_reward": found.reward, "search_space_exhausted": found.exhausted,
+        "search_target": found.target.to_dict(), "search_reference": found.reference, **run.provenance,
         "supernet": supernet_info, "final_init": cfg.final_init,
         "calibration": cal.to_dict(),
         "val": {"accuracy": cal.accuracy, "expected_macs": cal.expected_macs, "stage_accuracy": val_logits.stage_accuracy()},

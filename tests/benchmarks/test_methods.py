@@ -919,6 +919,20 @@ def test_the_random_budget_row_is_the_budget_row_with_random_search(tmp_path: Pa
     assert searched_with() == str(plain / "supernet")
 
 
+@pytest.mark.parametrize("plain", ["s2dnas_oneshot", "s2dnas_rl"])
+def test_the_reftarget_rows_change_only_the_search_target(plain: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``*_reftarget`` is its plain row with ``search.target_from: reference`` and nothing else changed
+    (super-network, seed, budgets, final training); a searched row per seed, and ours."""
+    config_of = _capture_runs(monkeypatch)
+    ctx = _search_context(tmp_path, seed=1, model="resnet20")
+    name = f"{plain}_reftarget"
+    a, b = config_of(plain, ctx), config_of(name, ctx)
+    assert a.search.target_from == "run" and b.search.target_from == "reference"
+    assert dataclasses.replace(b, out=a.out, search=dataclasses.replace(b.search, target_from="run")) == a
+    assert name in methods.SEARCHED and name in methods.OURS and name not in methods.ALTERNATIVES
+
+
 def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     identity = methods.protocol_identity(scale="smoke", spec=methods.MODELS["resnet20"])
     row = tmp_path / "c" / "s2dnas_oneshot_budget"

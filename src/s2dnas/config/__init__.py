@@ -26,7 +26,7 @@ from s2dnas.config.schema import (
     TrainConfig,
     searches_at_random,
 )
-from s2dnas.config.target import CalibrationTarget, resolve_target
+from s2dnas.config.target import CalibrationTarget, reference_target, resolve_target
 
 #: The built-in demo's configuration file (``s2dnas demo``, ``make demo``): what it changes from the defaults.
 DEMO_CONFIG = str(Path(__file__).with_name("demo.yaml"))
@@ -41,6 +41,7 @@ __all__ = [
     "BaseTrainConfig",
     "CalibrationTarget",
     "resolve_target",
+    "reference_target",
     "CalibrationConfig",
     "DataConfig",
     "ModelConfig",

@@ -41,8 +41,14 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Fields added after runs were made, at the value that computes what those runs computed: left out
+#: of the hash at that value, so a run made before the field existed keeps its hash and resumes.
+ADDED_AT_DEFAULT: dict[str, Any] = {"search.target_from": "run"}
+
+
 def _relevant(cfg: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in _flat(config_to_dict(cfg)).items() if k not in RESUME_MAY_DIFFER}
+    return {k: v for k, v in _flat(config_to_dict(cfg)).items()
+            if k not in RESUME_MAY_DIFFER and not (k in ADDED_AT_DEFAULT and ADDED_AT_DEFAULT[k] == v)}
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -74,6 +74,7 @@ REMOVED_KEYS = {
                               "section; use supernet.epochs",
 }
 REWARDS = ("macs_saving", "accuracy_in_budget", "tradeoff")
+TARGETS_FROM = ("run", "reference")
 CALIBRATION_COSTS = ("macs", "latency")
 IMPORTANCES = ("bn", "l1", "none")
 _BUILTIN_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
@@ -469,6 +470,11 @@ class SearchConfig:
         candidate_limit_train: training examples per candidate epoch (None = all).
         reward: ``macs_saving`` (base MACs / expected MACs at the accuracy target),
             ``accuracy_in_budget`` (needs ``calibration.macs_budget``) or ``tradeoff``.
+        target_from: the accuracy target the candidates are scored at: ``run`` (the run's, as the
+            final calibration's) or ``reference`` (the run's, moved by how far the space's most
+            expensive architecture, scored like a candidate, is from the base: what the scorer can
+            reach, METHOD.md's "a target relative to what brief training can reach"; needs an
+            accuracy target). The final network is calibrated at the run's target either way.
         tradeoff_weight: weight of the MAC term of the ``tradeoff`` reward.
         seed: seed of the controller; None = the run's ``seed``.
         max_invalid: stop after this many invalid or failed candidates in a row.
@@ -493,6 +499,7 @@ class SearchConfig:
     candidate_epochs: int = 1
     candidate_limit_train: int | None = None
     reward: str = "macs_saving"
+    target_from: str = "run"
     tradeoff_weight: float = 0.5
     seed: int | None = None
     max_invalid: int = 5
@@ -517,6 +524,7 @@ class SearchConfig:
         c.at_least("candidate_epochs", 1)
         c.at_least("candidate_limit_train", 1, optional=True)
         c.one_of("reward", REWARDS)
+        c.one_of("target_from", TARGETS_FROM)
         c.at_least("tradeoff_weight", 0.0)
         c.at_least("seed", 0, optional=True)
         c.at_least("max_invalid", 1)
@@ -655,6 +663,9 @@ class RunConfig:
         if self.search.reward == "macs_saving" and budget is not None:
             problems.append(f"search.reward=macs_saving calibrates to an accuracy target, but {name} "
                             "is set; set it to null or use search.reward=accuracy_in_budget")
+        if self.search.target_from == "reference" and budget is not None:
+            problems.append(f"search.target_from=reference moves an accuracy target, but {name} is set; "
+                            "set search.target_from=run or set it to null")
         return problems
 
 

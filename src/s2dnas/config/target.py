@@ -21,7 +21,7 @@ from typing import Any
 
 from s2dnas.config.schema import CalibrationConfig
 
-__all__ = ["CalibrationTarget", "resolve_target"]
+__all__ = ["CalibrationTarget", "resolve_target", "reference_target"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,23 @@ def resolve_target(calibration: CalibrationConfig, *, base_val_accuracy: float, 
     if calibration.target_accuracy is not None:
         return CalibrationTarget(target_accuracy=calibration.target_accuracy)
     return CalibrationTarget(target_accuracy=base_val_accuracy - calibration.tolerance)
+
+
+def reference_target(target: CalibrationTarget, *, reference_accuracy: float,
+                     base_val_accuracy: float) -> CalibrationTarget:
+    """The search's accuracy target under ``search.target_from: reference``: the run's target moved by
+    ``reference_accuracy - base_val_accuracy``, so it sits as far under the reference (the space's most
+    expensive architecture, scored like a candidate) as the run's sits under the base (kept in [0, 1]).
+
+    Briefly trained candidates, or candidates taken from a super-network, may all fall short of the
+    run's target; the ``macs_saving`` reward then ranks them by accuracy alone and never sees their
+    MACs. Moved, the target is one the scorer can reach.
+
+    Example:
+        >>> reference_target(CalibrationTarget(target_accuracy=0.93), reference_accuracy=0.85,
+        ...                  base_val_accuracy=0.94).target_accuracy  # doctest: +ELLIPSIS
+        0.84...
+    """
+    assert target.target_accuracy is not None, "only an accuracy target can be moved"
+    moved = target.target_accuracy + reference_accuracy - base_val_accuracy
+    return CalibrationTarget(target_accuracy=min(1.0, max(0.0, moved)))  # an accuracy, whatever the inputs
