@@ -277,7 +277,7 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
     assert sc.budget is not None, "resolved by the config loader"
     data = dist.run_on_main(lambda: json.loads(result_path.read_text()) if resume and result_path.exists() else None)
     if data is not None:
-        aim = CalibrationTarget(**_target_fields(data["search_target"])) if "search_target" in data else target
+        aim = CalibrationTarget.from_dict(data["search_target"]) if "search_target" in data else target
         return _SearchOutcome(Architecture.from_dict(data["architecture"]), float(data["reward"]),
                               bool(data.get("space_exhausted", False)), aim, data.get("reference"))
     seed = cfg.seed if sc.seed is None else sc.seed
@@ -301,7 +301,7 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
     if sc.target_from == "reference":
         reference = dist.run_on_main(lambda: _reference(lambda: evaluator_at(target), sdir, run=run, target=target,
                                                         base_val_accuracy=base_val_accuracy))
-        aim = CalibrationTarget(**_target_fields(reference["search_target"]))
+        aim = CalibrationTarget.from_dict(reference["search_target"])
         _say(progress, f"search: the most expensive architecture scores {reference['accuracy']:.4f} on val (the "
                        f"base {base_val_accuracy:.4f}): candidates scored at {aim.target_accuracy:.4f}")
     evaluator = evaluator_at(aim)
@@ -331,12 +331,6 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
                                                              "search_target": aim.to_dict(), "reference": reference,
                                                              **run.provenance}))
     return _SearchOutcome(result.best, result.best_reward, result.exhausted, aim, reference)
-
-
-def _target_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    """:class:`CalibrationTarget`'s fields from its :meth:`~CalibrationTarget.to_dict`."""
-    return {"target_accuracy": saved["target_accuracy"], "macs_budget": saved["macs_budget"],
-            "latency_budget": saved["latency_budget_ms"]}
 
 
 def _reference(evaluator_at_target: Any, sdir: Path, *, run: _Run, target: CalibrationTarget,

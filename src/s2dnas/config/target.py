@@ -54,6 +54,12 @@ class CalibrationTarget:
         return {"target_accuracy": self.target_accuracy, "macs_budget": self.macs_budget,
                 "latency_budget_ms": self.latency_budget}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CalibrationTarget":
+        """The target :meth:`to_dict` wrote (e.g. read back from a run's files)."""
+        return cls(target_accuracy=data["target_accuracy"], macs_budget=data["macs_budget"],
+                   latency_budget=data["latency_budget_ms"])
+
 
 def resolve_target(calibration: CalibrationConfig, *, base_val_accuracy: float, base_macs: float,
                    base_latency_ms: float | None = None) -> CalibrationTarget:
