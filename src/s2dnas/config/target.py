@@ -10,9 +10,9 @@ milliseconds per input, turned into milliseconds here). :func:`resolve_target` i
 Example:
     >>> from s2dnas.config import CalibrationConfig
     >>> resolve_target(CalibrationConfig(tolerance=0.01), base_val_accuracy=0.9, base_macs=1000)
-    CalibrationTarget(target_accuracy=0.89, macs_budget=None)
+    CalibrationTarget(target_accuracy=0.89, macs_budget=None, latency_budget=None)
     >>> resolve_target(CalibrationConfig(macs_budget=0.25), base_val_accuracy=0.9, base_macs=1000)
-    CalibrationTarget(target_accuracy=None, macs_budget=250.0)
+    CalibrationTarget(target_accuracy=None, macs_budget=250.0, latency_budget=None)
 """
 from __future__ import annotations
 
