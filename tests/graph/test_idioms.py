@@ -410,3 +410,27 @@ def test_shared_weights_equal_copied_weights_on_new_patterns(make, seed):
     model.zero_grad(set_to_none=True)
     sum(o.sum() for o in space.build(arch, share_weights=True)(x)).backward()
     assert {n for n, p in model.named_parameters() if p.grad is not None} == used  # gradients reach the base
+
+
+
+class StochasticResidual(nn.Module):
+    """A residual branch through torchvision's ``StochasticDepth`` (EfficientNet's and ConvNeXt's), which
+    fx traces into, down to a call of the ``stochastic_depth`` function that torchvision keeps whole."""
+
+    def __init__(self) -> None:
+        from torchvision.ops import StochasticDepth
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), StochasticDepth(0.2, "row"))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.fc(F.relu(x + self.branch(x)).mean((2, 3)))
+
+
+def test_stochastic_depth_keeps_the_channels(seed):
+    """The rule looks the function up only once torchvision.ops is loaded (s2dnas does not import it:
+    seconds of start-up), as it is in any model that holds the module."""
+    check(StochasticResidual())

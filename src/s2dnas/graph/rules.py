@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,6 @@ _PASS_FUNCTIONS = {
     F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.clamp, torch.clip,
     F.interpolate, F.pad, torch.abs, torch.exp, torch.neg, F.hardtanh, F.relu_,
 }
-try:  # torchvision's stochastic depth drops whole samples: it keeps the channel layout
-    from torchvision.ops import stochastic_depth as _stochastic_depth
-
-    _PASS_FUNCTIONS.add(_stochastic_depth)
-except ImportError:  # pragma: no cover - torchvision is a dependency
-    pass
 _PASS_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "contiguous",
                  "clone", "float", "abs", "exp", "neg", "hardtanh", "hardtanh_", "detach", "type_as"}
 _ELEMENTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub,
@@ -67,6 +62,16 @@ _SPLIT_FUNCTIONS = {torch.split, torch.chunk}
 _CAT_FUNCTIONS = {torch.cat, torch.concat}
 _PERMUTE_FUNCTIONS = {torch.permute, torch.transpose}
 _TORCHVISION_PASS_NAMES = {"StochasticDepth"}  # per-sample drop, identity in eval: keeps channels
+
+
+def _is_pass_function(fn: Any) -> bool:
+    """A function that keeps the channel layout. torchvision's ``stochastic_depth`` (it drops whole
+    samples) counts once ``torchvision.ops`` is loaded, as it is in any model that calls it; importing
+    it here would load torch._dynamo and add seconds to every start of the CLI."""
+    if fn in _PASS_FUNCTIONS:
+        return True
+    ops = sys.modules.get("torchvision.ops")
+    return ops is not None and fn is getattr(ops, "stochastic_depth", None)
 
 
 @dataclass
@@ -244,7 +249,7 @@ class NodeRules:
             self.cat(node, shape)
         elif shape is None and fn not in _SPLIT_FUNCTIONS:
             return  # size(), arithmetic on ints: no channels involved
-        elif fn in _PASS_FUNCTIONS:
+        elif _is_pass_function(fn):
             self.pass_through(node)
         elif fn in _ELEMENTWISE_FUNCTIONS:
             self.elementwise(node, shape)
