@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned here only for this machine's local wheel; pyproject declares ranges.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+# test processes (pytest-xdist); each file runs whole in one of them, so a module's fixtures are built once
+TEST_WORKERS ?= 2
 
 .PHONY: install test demo bench clean
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	bash scripts/get_data.sh
