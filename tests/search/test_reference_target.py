@@ -34,6 +34,12 @@ def test_the_target_sits_as_far_under_the_reference_as_the_runs_under_the_base(r
     assert moved.target_accuracy == pytest.approx(expected) and moved.macs_budget is None
 
 
+def test_moving_a_budget_is_refused_in_the_api_too() -> None:
+    # the config refuses the combination; a caller that builds the target itself gets the same error
+    with pytest.raises(ConfigError, match="accuracy target to move"):
+        reference_target(CalibrationTarget(macs_budget=1000.0), reference_accuracy=0.9, base_val_accuracy=0.94)
+
+
 @pytest.mark.parametrize("budget", ["calibration.macs_budget=0.3", "calibration.latency_budget=0.5"])
 def test_a_budget_has_no_target_to_move(budget: str) -> None:
     overrides = ["search.target_from=reference", "search.reward=accuracy_in_budget", budget]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2dnas.config.schema import CalibrationConfig
+from s2dnas.errors import ConfigError
 
 __all__ = ["CalibrationTarget", "resolve_target", "reference_target"]
 
@@ -98,6 +99,8 @@ def reference_target(target: CalibrationTarget, *, reference_accuracy: float,
         ...                  base_val_accuracy=0.94).target_accuracy  # doctest: +ELLIPSIS
         0.84...
     """
-    assert target.target_accuracy is not None, "only an accuracy target can be moved"
+    if target.target_accuracy is None:
+        raise ConfigError(f"Expected an accuracy target to move, but got {target} (a budget has no target to "
+                          "move: set search.target_from=run)")
     moved = target.target_accuracy + reference_accuracy - base_val_accuracy
     return CalibrationTarget(target_accuracy=min(1.0, max(0.0, moved)))  # an accuracy, whatever the inputs
