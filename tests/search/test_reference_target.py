@@ -35,7 +35,7 @@ def test_the_target_sits_as_far_under_the_reference_as_the_runs_under_the_base(r
 
 
 def test_moving_a_budget_is_refused_in_the_api_too() -> None:
-    # the config refuses the combination; a caller that builds the target itself gets the same error
+    # the config refuses the combination; a caller that builds the target itself gets a ConfigError too
     with pytest.raises(ConfigError, match="accuracy target to move"):
         reference_target(CalibrationTarget(macs_budget=1000.0), reference_accuracy=0.9, base_val_accuracy=0.94)
 
