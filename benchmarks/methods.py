@@ -582,8 +582,8 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
         results = run_pipeline(cfg, out=rdir, resume=True, progress=False)
         msnet = load(rdir / "model", device=ctx.device).msnet
         t = results["timings"]
-        seconds = t.get("supernet_seconds", 0.0) + t["search_seconds"] + t["final_training_seconds"]
-        extra = {"architecture": results["architecture"], "search_seconds": t["search_seconds"],
+        seconds = build_seconds(t)
+        extra = {"architecture": results["architecture"], "search_seconds": _phase(t, "search"),
                  "search_reward": results["search_reward"], "final_init": results["final_init"],
                  "supernet": results.get("supernet"), **_search_count(rdir, budget=cfg.search.budget)}
         if search_target is not None:
@@ -796,9 +796,7 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
     net = load(run.path / "model", device=ctx.device)
     check_run(ctx, run, net.model_spec or {})
     res, cfg = run.results, run.config
-    t = res.get("timings") or {}
-    phases = [t[k] for k in ("supernet_seconds", "search_seconds", "final_training_seconds") if k in t]
-    seconds = float(sum(phases)) if phases else t.get("total_seconds")
+    seconds = build_seconds(res.get("timings") or {})
     final_epochs = cfg.get("final_epochs", (cfg.get("train") or {}).get("epochs"))
     limit_train = (cfg.get("train") or {}).get("limit_train")
     supernet = res.get("supernet")
@@ -1093,6 +1091,21 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
     path = result_path or default_result(model=model, scale=scale)
     atomic_write_json(path, data)
     return data
+
+
+def _phase(timings: dict[str, Any], phase: str) -> float:
+    """A run's seconds in ``phase`` (``search``, ``final_training``): this process's clock, or the
+    work of every process where a resumed run recorded more (``results.json`` since s2dnas records it)."""
+    work = {"search": "search_candidate_seconds", "final_training": "final_training_epoch_seconds"}[phase]
+    return max(timings.get(f"{phase}_seconds", 0.0), timings.get(work) or 0.0)
+
+
+def build_seconds(timings: dict[str, Any]) -> float | None:
+    """A run's build time from its ``results.json`` timings: super-network (its loading, when
+    loaded), search and final training, each across resumes; the total when no phase was recorded."""
+    if not any(k in timings for k in ("supernet_seconds", "search_seconds", "final_training_seconds")):
+        return timings.get("total_seconds")
+    return float(timings.get("supernet_seconds", 0.0) + _phase(timings, "search") + _phase(timings, "final_training"))
 
 
 def machine() -> dict[str, Any]:

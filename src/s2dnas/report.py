@@ -45,6 +45,24 @@ def aim_text(results: dict[str, Any]) -> str:
     return "no target recorded"
 
 
+def _work_text(timings: dict[str, Any]) -> str:
+    """The work of a resumed run's earlier processes, which this process's clock does not see: the
+    search's journalled candidates and the final training's epochs (said only when they exceed it)."""
+    parts = [f"{label} {work:.0f}s" for label, clock, key in (("candidates scored", "search_seconds",
+                                                                 "search_candidate_seconds"),
+                                                                ("training epochs", "final_training_seconds",
+                                                                 "final_training_epoch_seconds"))
+             if (work := timings.get(key)) is not None and work > timings.get(clock, 0.0)]
+    return f" (this process; across resumes: {', '.join(parts)})" if parts else ""
+
+
+def _machine_text(machine: dict[str, Any] | None) -> str:
+    """Where the times were measured (runs written before results.json recorded it say nothing)."""
+    if not machine:
+        return ""
+    return f", on {machine.get('cpu')}, {machine.get('threads')} threads, torch {machine.get('torch')}"
+
+
 def write_report(out: Path, results: dict[str, Any]) -> Path:
     """Write ``report.md`` and its plots into ``out``; returns the report's path."""
     base = results["base"]
@@ -85,7 +103,8 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"- thresholds ({results['calibration']['confidence']}): {', '.join(f'{t:.4f}' for t in results['calibration']['thresholds'])}",
         f"- architecture: splits {arch['splits']} (parts of {arch['ratio_grid']}), concat {arch['concat']}",
         f"- time: search {timings.get('search_seconds', 0):.0f}s, final training "
-        f"{timings.get('final_training_seconds', 0):.0f}s, total {timings.get('total_seconds', 0):.0f}s",
+        f"{timings.get('final_training_seconds', 0):.0f}s, total {timings.get('total_seconds', 0):.0f}s"
+        + _work_text(timings) + _machine_text(results.get("machine")),
         "",
     ]
     if records:

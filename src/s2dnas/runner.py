@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from s2dnas import distributed as dist
-from s2dnas._device import resolve_device
+from s2dnas._device import machine_info, resolve_device
 from s2dnas._io import atomic_write_json
 from s2dnas.config import (SHIPPED_SUPERNET, CalibrationConfig, CalibrationTarget, RunConfig, config_differences,
                            config_to_dict, dump_config, load_config, provenance, reference_target, resolve_config,
@@ -58,6 +58,7 @@ from s2dnas.dynamic.evaluate import evaluate_policy
 from s2dnas.dynamic.files import build_model_spec
 from s2dnas.errors import CheckpointError, RunDirError, S2DNASError
 from s2dnas.search.evaluator import SupernetEvaluator, TrainedEvaluator
+from s2dnas.search.journal import Journal
 from s2dnas.search.random import RandomController
 from s2dnas.search.rl import RLController
 from s2dnas.search.score import calibrate_at
@@ -115,6 +116,7 @@ class _SearchOutcome:
     exhausted: bool
     target: CalibrationTarget  # what the candidates were scored at (the run's, or moved: target_from)
     reference: dict[str, Any] | None = None  # the reference of search.target_from=reference
+    candidate_seconds: float | None = None  # the journalled candidates' scoring time, every process's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +281,8 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
     if data is not None:
         aim = CalibrationTarget.from_dict(data["search_target"]) if "search_target" in data else target
         return _SearchOutcome(Architecture.from_dict(data["architecture"]), float(data["reward"]),
-                              bool(data.get("space_exhausted", False)), aim, data.get("reference"))
+                              bool(data.get("space_exhausted", False)), aim, data.get("reference"),
+                              dist.run_on_main(lambda: _journalled_seconds(sdir)))
     seed = cfg.seed if sc.seed is None else sc.seed
 
     def evaluator_at(aim: CalibrationTarget) -> Any:
@@ -330,7 +333,19 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
                                                              "space_exhausted": result.exhausted,
                                                              "search_target": aim.to_dict(), "reference": reference,
                                                              **run.provenance}))
-    return _SearchOutcome(result.best, result.best_reward, result.exhausted, aim, reference)
+    return _SearchOutcome(result.best, result.best_reward, result.exhausted, aim, reference,
+                          dist.run_on_main(lambda: _journalled_seconds(sdir)))
+
+
+def _journalled_seconds(sdir: Path) -> float | None:
+    """The journalled candidates' scoring time: every process's of a resumed search, where the
+    search's wall clock sees only this one. None without a readable journal (e.g. a search result
+    written by hand): it is a record of the work, never a reason to refuse a resume."""
+    try:
+        records = Journal(sdir / "journal.jsonl").records()
+    except CheckpointError:
+        return None
+    return float(sum(r.get("seconds", 0.0) for r in records)) if records else None
 
 
 def _reference(evaluator_at_target: Any, sdir: Path, *, run: _Run, target: CalibrationTarget,
@@ -460,6 +475,10 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                                      out_dir=final_dir, resume=resume_final, progress=progress, distributed=True,
                                      provenance=run.provenance)
     timings["final_training_seconds"] = time.time() - t
+    # What a resumed run did before this process: the search's candidates and the training's epochs
+    if found.candidate_seconds is not None:
+        timings["search_candidate_seconds"] = found.candidate_seconds
+    timings["final_training_epoch_seconds"] = train_metrics["train_seconds"]
     # Steps 3-6 on rank 0 (the others hold the same weights and wait for the results).
     return dist.run_on_main(lambda: _finish(run, msnet, found, base_metrics=base_metrics, target=target,
                                             train_metrics=train_metrics, timings=timings, start=start,
@@ -531,8 +550,8 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
                  "stage_accuracy": scores.stage_accuracy, "oracle": scores.oracle},
         "test_curve": scores.curve,
         "stage_macs": list(stage_macs), "latency": _latency_report(cal, test, base_metrics),
-        "final_training": {k: v for k, v in train_metrics.items() if k != "history"},
-        "timings": {**timings, "total_seconds": time.time() - start}, "export_dir": str(export_dir) if export_dir else None,
+        "final_training": {k: v for k, v in train_metrics.items() if k not in ("history", "train_seconds")},
+        "timings": {**timings, "total_seconds": time.time() - start}, "machine": machine_info(), "export_dir": str(export_dir) if export_dir else None,
     }
     atomic_write_json(out / "results.json", results)
     from s2dnas.report import write_report

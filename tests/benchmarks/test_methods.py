@@ -948,3 +948,16 @@ def test_a_budget_mode_cache_of_another_demo_budget_is_refused(tmp_path: Path, m
             methods.run_benchmark(**kw)
     assert methods._search_target_mismatch("s2dnas_oneshot_budget", {"search_target": now}) is None
     assert methods._search_target_mismatch("s2dnas_oneshot", {}) is None  # other rows have no budget mode
+
+
+def test_a_resumed_runs_build_time_counts_the_work_before_its_restart() -> None:
+    """A run resumed after its search finished records ~0 s of search and only the last process's
+    training on its clock; the journal's candidates and the checkpointed epochs carry the rest."""
+    resumed = {"supernet_seconds": 0.1, "search_seconds": 0.0003, "search_candidate_seconds": 1000.0,
+               "final_training_seconds": 3200.0, "final_training_epoch_seconds": 4100.0, "total_seconds": 3220.0}
+    assert methods.build_seconds(resumed) == pytest.approx(0.1 + 1000.0 + 4100.0)
+    straight = {"search_seconds": 1010.0, "search_candidate_seconds": 1000.0, "final_training_seconds": 4150.0,
+                "final_training_epoch_seconds": 4100.0}
+    assert methods.build_seconds(straight) == pytest.approx(1010.0 + 4150.0)  # the clock, which covers more
+    assert methods.build_seconds({"search_seconds": 5.0, "final_training_seconds": 9.0}) == 14.0  # before the keys
+    assert methods.build_seconds({"total_seconds": 30.0}) == 30.0

@@ -13,6 +13,7 @@ import torch
 
 import s2dnas
 from _synthetic import write_pattern_dataset
+from s2dnas._device import cpu_model
 from s2dnas.cli.main import main
 from s2dnas.config import load_config
 from s2dnas.data import build_splits, make_loader
@@ -73,6 +74,12 @@ def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.Cap
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
+    # the times say where they were measured, and the final training's epochs are all in its time
+    assert results["machine"]["cpu"] == cpu_model() and results["machine"]["torch"] == torch.__version__
+    assert f"on {cpu_model()}, " in (out / "report.md").read_text()
+    timings = results["timings"]
+    assert 0 < timings["final_training_epoch_seconds"] <= timings["final_training_seconds"]
+    assert 0 < timings["search_candidate_seconds"] <= timings["search_seconds"]
     if strategy.startswith("oneshot"):  # trained as the run's first step; the final network starts from it
         meta = json.loads((out / "supernet" / "supernet.json").read_text())
         assert meta["epoch"] == meta["epochs"] == 1 and meta["config"]["limit_train"] == 128

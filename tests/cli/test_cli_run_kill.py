@@ -86,8 +86,8 @@ def search_trace(out: Path) -> list[tuple[str, float]]:
 
 
 def comparable(results: dict) -> dict:
-    """results.json without wall-clock times."""
-    drop = {"timings", "export_dir"}
+    """results.json without wall-clock times and the machine (the threads of the process)."""
+    drop = {"timings", "export_dir", "machine"}
     out = {k: v for k, v in results.items() if k not in drop}
     out["final_training"] = {k: v for k, v in results["final_training"].items() if k != "seconds"}
     return out
@@ -123,9 +123,15 @@ def test_sigkill_mid_search_then_resume_equals_uninterrupted(env: tuple[Path, di
     assert code == -signal.SIGKILL, log.read_text()
     assert 2 <= lines(journal) < BUDGET
     assert not (killed / "results.json").exists()
+    scored_before = Journal(journal).records()
+    killed_work = sum(r["seconds"] for r in scored_before)
     # resumed in this process (a second interpreter start costs ~10 s on a busy machine)
     assert main(run_args(root, killed, "--resume")) == 0
     check_same_run(killed, straight)
+    # the search's time counts the killed process's candidates too, not only this process's clock
+    resumed_work = sum(r["seconds"] for r in Journal(journal).records()[len(scored_before):])
+    timings = json.loads((killed / "results.json").read_text())["timings"]
+    assert killed_work > 0 and timings["search_candidate_seconds"] == pytest.approx(killed_work + resumed_work)
 
 
 @pytest.mark.slow

@@ -116,15 +116,19 @@ def test_resume_equals_uninterrupted(base: nn.Module, splits: DataSplits, tmp_pa
     full = space.build()
     ref = train_multistage(full, splits, config=config, teacher=base, out_dir=tmp_path / "a", progress=False)
     first = space.build()
-    train_multistage(first, splits, config=config, teacher=base, out_dir=tmp_path / "b", progress=False,
-                     stop_after_epochs=1)
+    before = train_multistage(first, splits, config=config, teacher=base, out_dir=tmp_path / "b", progress=False,
+                              stop_after_epochs=1)
     resumed = space.build()  # a fresh process would rebuild the network, then load the checkpoint
     out = train_multistage(resumed, splits, config=config, teacher=base, out_dir=tmp_path / "b", resume=True,
                            progress=False)
     want, got = full.state_dict(), resumed.state_dict()
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
-    assert out["history"] == ref["history"]
+    clockless = [[{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]] for r in (out, ref)]
+    assert clockless[0] == clockless[1]
+    # the first call's epoch comes back with its time: the training's work spans both calls
+    assert out["history"][0]["seconds"] == before["history"][0]["seconds"] == before["train_seconds"] > 0
+    assert out["train_seconds"] == pytest.approx(before["train_seconds"] + out["history"][1]["seconds"])
 
 
 def test_resume_for_another_architecture_is_refused(base: nn.Module, splits: DataSplits, tmp_path: Path) -> None:

@@ -127,9 +127,10 @@ class MultiStageMetrics(TypedDict):
     """What :func:`train_multistage` returns."""
 
     epochs: int  # epochs completed so far (across resumes)
-    history: list[dict[str, Any]]  # per epoch: epoch, lr, train_loss, train_accuracy[S], val_accuracy[S]
+    history: list[dict[str, Any]]  # per epoch: epoch, lr, train_loss, train_accuracy[S], val_accuracy[S], seconds
     val_accuracy: list[float] | None  # per stage after the last epoch (None when not evaluated)
     seconds: float  # wall time of this call
+    train_seconds: float  # the epochs' seconds across resumes (epochs of checkpoints without them count 0)
 
 
 @torch.no_grad()
@@ -253,6 +254,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
     try:
         for epoch in range(start_epoch, end_epoch):
             # 1. one pass over the (limited) training set; 2. per-stage val accuracy; 3. checkpoint
+            t_epoch = time.time()
             entry = _train_epoch(net, msnet, _epoch_loader(splits, run, epoch), epoch=epoch, run=run,
                                  optimizer=optimizer, criterion=criterion, teacher=teacher)
             if val_loader is not None and ddp:
@@ -261,6 +263,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             elif val_loader is not None:
                 entry["val_accuracy"] = evaluate_stages(msnet, val_loader, device=run.device,
                                                         channels_last=config.channels_last)
+            entry["seconds"] = time.time() - t_epoch
             history.append(entry)
             _report_epoch(entry, run)
             if ckpt_path is not None:
@@ -278,7 +281,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             teacher.train(teacher_was_training)
     val_acc = history[-1].get("val_accuracy") if history else None
     return MultiStageMetrics(epochs=len(history), history=history, val_accuracy=val_acc,
-                             seconds=time.time() - t_start)
+                             seconds=time.time() - t_start, train_seconds=sum(h.get("seconds", 0.0) for h in history))
 
 
 @dataclass
