@@ -796,7 +796,8 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
     net = load(run.path / "model", device=ctx.device)
     check_run(ctx, run, net.model_spec or {})
     res, cfg = run.results, run.config
-    seconds = build_seconds(res.get("timings") or {})
+    t = res.get("timings") or {}
+    seconds = build_seconds(t)
     final_epochs = cfg.get("final_epochs", (cfg.get("train") or {}).get("epochs"))
     limit_train = (cfg.get("train") or {}).get("limit_train")
     supernet = res.get("supernet")

@@ -263,7 +263,8 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             elif val_loader is not None:
                 entry["val_accuracy"] = evaluate_stages(msnet, val_loader, device=run.device,
                                                         channels_last=config.channels_last)
-            entry["seconds"] = time.time() - t_epoch
+            # rank 0's clock on every rank: the ranks keep one history (the checkpoint holds rank 0's)
+            entry["seconds"] = dist.broadcast_object(time.time() - t_epoch) if ddp else time.time() - t_epoch
             history.append(entry)
             _report_epoch(entry, run)
             if ckpt_path is not None:
