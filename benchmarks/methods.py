@@ -75,6 +75,7 @@ from s2dnas.config import DEMO_CONFIG, CalibrationConfig, TrainConfig, config_to
 from s2dnas.data import DataSplits, build_splits, make_loader
 from s2dnas.dynamic.calibrate import StageLogits, calibrate, collect_logits, evaluate_dynamic, oracle
 from s2dnas.errors import ConfigError, RunDirError, S2DNASError
+from s2dnas.report import WORK
 from s2dnas.runner import FINAL_BN_BATCHES, run_pipeline
 from s2dnas.space import MultiStageNet, Space
 from s2dnas.space.factory import build_space
@@ -357,7 +358,8 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
                        train_overrides: dict[str, Any] | None = None) -> float:
     """Final training as ``s2dnas run`` does it (resumable), then BN statistics re-estimated as the
     runner does; the finished weights go to ``out/final.safetensors`` and a rebuild loads them (so
-    the speed phase times exactly the evaluated network). Returns the training seconds.
+    the speed phase times exactly the evaluated network). Returns the training seconds (its epochs
+    across resumes where a resume hid them from the clock).
 
     Raises:
         RunDirError: ``out`` holds a checkpoint or weights of another recipe (:func:`check_recipe`).
@@ -373,14 +375,14 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
         return float(meta.get("seconds", 0.0))
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    train_multistage(msnet, ctx.splits, config=config, teacher=ctx.base, device=ctx.device, out_dir=out,
-                     resume=(out / "checkpoint.pt").exists(), progress=False,
-                     eval_batch_size=ctx.scale.eval_batch_size)
+    trained = train_multistage(msnet, ctx.splits, config=config, teacher=ctx.base, device=ctx.device, out_dir=out,
+                               resume=(out / "checkpoint.pt").exists(), progress=False,
+                               eval_batch_size=ctx.scale.eval_batch_size)
     if reestimate:
         cfg = load_config(None)
         reestimate_batch_norm_seeded(msnet, ctx.splits.train, batch_size=cfg.data.batch_size,
                                      batches=FINAL_BN_BATCHES, seed=cfg.seed, device=ctx.device)
-    seconds = time.time() - start
+    seconds = max(time.time() - start, trained["train_seconds"] or 0.0)
     save_weights(final, msnet.state_dict(), {"seconds": seconds})
     return seconds
 
@@ -390,7 +392,7 @@ def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int
                         ) -> tuple[torch.nn.Module, float | None]:
     """``name`` trained from scratch with the base recipe into ``out`` (resumable; reused when
     finished), distilled from ``teacher`` with the final training's alpha and T when given;
-    (model in eval mode, training seconds of its last process or None). The recipe (epochs,
+    (model in eval mode, training seconds: its epochs across resumes, else its last process's, or None). The recipe (epochs,
     images, distillation) is recorded in ``out/recipe.json`` before training starts.
 
     Raises:
@@ -411,7 +413,8 @@ def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int
                    teacher=teacher, distillation=distill)
     model, _, _ = load_base_model(splits=splits, model_name=name, weights=str(out))
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
-    return model.eval(), metrics.get("seconds_this_run")
+    clocks = [s for s in (metrics.get("seconds_this_run"), metrics.get("train_seconds")) if s is not None]
+    return model.eval(), max(clocks) if clocks else None
 
 
 def _train_static(ctx: Context, key: str, *, long: bool = False) -> tuple[torch.nn.Module, float]:
@@ -1095,18 +1098,19 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
 
 
 def _phase(timings: dict[str, Any], phase: str) -> float:
-    """A run's seconds in ``phase`` (``search``, ``final_training``): this process's clock, or the
-    work of every process where a resumed run recorded more (``results.json`` since s2dnas records it)."""
-    work = {"search": "search_candidate_seconds", "final_training": "final_training_epoch_seconds"}[phase]
-    return max(timings.get(f"{phase}_seconds", 0.0), timings.get(work) or 0.0)
+    """A run's seconds in ``phase`` (``supernet``, ``search``, ``final_training``): this process's
+    clock, or the work of every process where a resumed run recorded more (:data:`s2dnas.report.WORK`)."""
+    clock, work = next((c, w) for _, c, w in WORK if c == f"{phase}_seconds")
+    return max(timings.get(clock) or 0.0, timings.get(work) or 0.0)
 
 
 def build_seconds(timings: dict[str, Any]) -> float | None:
-    """A run's build time from its ``results.json`` timings: super-network (its loading, when
-    loaded), search and final training, each across resumes; the total when no phase was recorded."""
-    if not any(k in timings for k in ("supernet_seconds", "search_seconds", "final_training_seconds")):
+    """A run's build time from its ``results.json`` timings: super-network (its training when the
+    run trained it, its loading when loaded), search and final training, each across resumes; the
+    total when no phase was recorded."""
+    if not any(clock in timings for _, clock, _ in WORK):
         return timings.get("total_seconds")
-    return float(timings.get("supernet_seconds", 0.0) + _phase(timings, "search") + _phase(timings, "final_training"))
+    return float(sum(_phase(timings, phase) for phase in ("supernet", "search", "final_training")))
 
 
 def machine() -> dict[str, Any]:

@@ -33,7 +33,7 @@ def _without(obj: Any, dropped: set[str]) -> Any:
 
 #: Wall-clock fields (they differ between any two runs) and where the run lives.
 CLOCK = {"seconds", "elapsed", "timings", "started", "finished", "time", "wall_seconds", "out", "data_dir",
-         "created", "seconds_this_run", "export_dir"}
+         "created", "seconds_this_run", "train_seconds", "export_dir"}
 
 
 def _run(tmp_path: Path, name: str, data: Path, base: Path) -> Path:

@@ -15,9 +15,11 @@ def test_the_report_names_the_budget_when_there_is_no_accuracy_target() -> None:
 
 
 def test_the_time_line_adds_the_earlier_processes_work_only_when_a_resume_hid_it() -> None:
-    resumed = {"search_seconds": 12.0, "search_candidate_seconds": 700.0, "final_training_seconds": 900.0,
+    resumed = {"supernet_seconds": 0.1, "supernet_epoch_seconds": 600.0, "search_seconds": 12.0,
+               "search_candidate_seconds": 700.0, "final_training_seconds": 900.0,
                "final_training_epoch_seconds": 2400.0, "total_seconds": 950.0}
-    assert _work_text(resumed) == " (this process; across resumes: candidates scored 700s, training epochs 2400s)"
+    assert _work_text(resumed) == (" (this process; across resumes: super-network epochs 600s, candidates scored 700s, "
+                                   "training epochs 2400s)")
     # an uninterrupted run: its clock covers the candidates and the epochs (and more)
     straight = {"search_seconds": 710.0, "search_candidate_seconds": 700.0, "final_training_seconds": 2450.0,
                 "final_training_epoch_seconds": 2400.0}

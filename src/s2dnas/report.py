@@ -45,22 +45,29 @@ def aim_text(results: dict[str, Any]) -> str:
     return "no target recorded"
 
 
+#: Per step: its clock in results.json (this process only) and the work kept across resumes.
+WORK = (("super-network epochs", "supernet_seconds", "supernet_epoch_seconds"),
+        ("candidates scored", "search_seconds", "search_candidate_seconds"),
+        ("training epochs", "final_training_seconds", "final_training_epoch_seconds"))
+
+
 def _work_text(timings: dict[str, Any]) -> str:
     """The work of a resumed run's earlier processes, which this process's clock does not see: the
-    search's journalled candidates and the final training's epochs (said only when they exceed it)."""
-    parts = [f"{label} {work:.0f}s" for label, clock, key in (("candidates scored", "search_seconds",
-                                                                 "search_candidate_seconds"),
-                                                                ("training epochs", "final_training_seconds",
-                                                                 "final_training_epoch_seconds"))
+    super-network's and the final training's epochs, the search's journalled candidates (said only
+    where they exceed the clock)."""
+    parts = [f"{label} {work:.0f}s" for label, clock, key in WORK
              if (work := timings.get(key)) is not None and work > timings.get(clock, 0.0)]
     return f" (this process; across resumes: {', '.join(parts)})" if parts else ""
 
 
 def _machine_text(machine: dict[str, Any] | None) -> str:
-    """Where the times were measured (runs written before results.json recorded it say nothing)."""
+    """Where the run's last process ran (runs written before results.json recorded it say nothing)."""
     if not machine:
         return ""
-    return f", on {machine.get('cpu')}, {machine.get('threads')} threads, torch {machine.get('torch')}"
+    ranks = machine.get("world_size") or 1
+    return (f"; last process on {machine.get('gpu') or machine.get('cpu')}"
+            + (f" x {ranks} ranks" if ranks > 1 else "")
+            + f", {machine.get('threads')} threads, torch {machine.get('torch')}")
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:

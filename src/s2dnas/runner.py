@@ -116,7 +116,7 @@ class _SearchOutcome:
     exhausted: bool
     target: CalibrationTarget  # what the candidates were scored at (the run's, or moved: target_from)
     reference: dict[str, Any] | None = None  # the reference of search.target_from=reference
-    candidate_seconds: float | None = None  # the journalled candidates' scoring time, every process's
+    candidate_seconds: float | None = None  # the journalled candidates' scoring time per rank, every process's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,14 +338,17 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
 
 
 def _journalled_seconds(sdir: Path) -> float | None:
-    """The journalled candidates' scoring time: every process's of a resumed search, where the
-    search's wall clock sees only this one. None without a readable journal (e.g. a search result
-    written by hand): it is a record of the work, never a reason to refuse a resume."""
+    """The journalled candidates' scoring time, every process's of a resumed search (the search's
+    wall clock sees only this one), divided by the ranks (under torchrun they score side by side).
+    None without a readable journal (e.g. a search result written by hand): it is a record of the
+    work, never a reason to refuse a resume."""
     try:
         records = Journal(sdir / "journal.jsonl").records()
     except CheckpointError:
         return None
-    return float(sum(r.get("seconds", 0.0) for r in records)) if records else None
+    if not records:
+        return None
+    return float(sum(r.get("seconds") or 0.0 for r in records)) / dist.get_info().world_size
 
 
 def _reference(evaluator_at_target: Any, sdir: Path, *, run: _Run, target: CalibrationTarget,
@@ -476,9 +479,13 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                                      provenance=run.provenance)
     timings["final_training_seconds"] = time.time() - t
     # What a resumed run did before this process: the search's candidates and the training's epochs
+    if supernet_info is not None and supernet_info.get("source") == "trained by this run" \
+            and supernet_info.get("train_seconds") is not None:
+        timings["supernet_epoch_seconds"] = supernet_info["train_seconds"]
     if found.candidate_seconds is not None:
         timings["search_candidate_seconds"] = found.candidate_seconds
-    timings["final_training_epoch_seconds"] = train_metrics["train_seconds"]
+    if train_metrics["train_seconds"] is not None:
+        timings["final_training_epoch_seconds"] = train_metrics["train_seconds"]
     # Steps 3-6 on rank 0 (the others hold the same weights and wait for the results).
     return dist.run_on_main(lambda: _finish(run, msnet, found, base_metrics=base_metrics, target=target,
                                             train_metrics=train_metrics, timings=timings, start=start,
@@ -551,7 +558,9 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
         "test_curve": scores.curve,
         "stage_macs": list(stage_macs), "latency": _latency_report(cal, test, base_metrics),
         "final_training": {k: v for k, v in train_metrics.items() if k not in ("history", "train_seconds")},
-        "timings": {**timings, "total_seconds": time.time() - start}, "machine": machine_info(), "export_dir": str(export_dir) if export_dir else None,
+        "timings": {**timings, "total_seconds": time.time() - start}, "machine": {**machine_info(), "device": str(device), "world_size": dist.get_info().world_size,
+                                **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
+        "export_dir": str(export_dir) if export_dir else None,
     }
     atomic_write_json(out / "results.json", results)
     from s2dnas.report import write_report

@@ -960,4 +960,6 @@ def test_a_resumed_runs_build_time_counts_the_work_before_its_restart() -> None:
                 "final_training_epoch_seconds": 4100.0}
     assert methods.build_seconds(straight) == pytest.approx(1010.0 + 4150.0)  # the clock, which covers more
     assert methods.build_seconds({"search_seconds": 5.0, "final_training_seconds": 9.0}) == 14.0  # before the keys
+    # a super-network the run trained, then resumed after it: its epochs, not its loading
+    assert methods.build_seconds({**resumed, "supernet_epoch_seconds": 600.0}) == pytest.approx(600.0 + 5100.0)
     assert methods.build_seconds({"total_seconds": 30.0}) == 30.0

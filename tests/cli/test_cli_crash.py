@@ -83,8 +83,11 @@ def _same_weights(a: Path, b: Path) -> None:
 
 
 def _metrics(run: Path) -> dict:
+    """metrics.json without its clocks (the run's, the epochs')."""
     metrics = json.loads((run / "metrics.json").read_text())
     metrics.pop("seconds_this_run")
+    metrics.pop("train_seconds")
+    metrics["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
     return metrics
 
 

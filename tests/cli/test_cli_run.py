@@ -76,7 +76,8 @@ def test_run_end_to_end(env: Path, base: Path, strategy: str, capsys: pytest.Cap
     results = json.loads((out / "results.json").read_text())
     # the times say where they were measured, and the final training's epochs are all in its time
     assert results["machine"]["cpu"] == cpu_model() and results["machine"]["torch"] == torch.__version__
-    assert f"on {cpu_model()}, " in (out / "report.md").read_text()
+    assert results["machine"]["device"] == "cpu" and results["machine"]["world_size"] == 1
+    assert f"; last process on {cpu_model()}, " in (out / "report.md").read_text()
     timings = results["timings"]
     assert 0 < timings["final_training_epoch_seconds"] <= timings["final_training_seconds"]
     assert 0 < timings["search_candidate_seconds"] <= timings["search_seconds"]

@@ -118,6 +118,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(run_a: Path, tmp_path: Pa
     err = capsys.readouterr().err
     assert "interrupted; resume with" in err and "--resume" in err
     assert saves == [1] and load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    first_epoch = load_checkpoint(out / "checkpoint.pt")["history"][0]["seconds"]
     assert not (out / "model.safetensors").exists()
     monkeypatch.setattr(train_base_module, "save_checkpoint", real_save)
 
@@ -128,7 +129,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(run_a: Path, tmp_path: Pa
     for key, tensor in uninterrupted.items():
         assert torch.equal(resumed[key], tensor), key
     history_b = json.loads((out / "metrics.json").read_text())["history"]
-    assert history_b == json.loads((run_a / "metrics.json").read_text())["history"]
+    history_a = json.loads((run_a / "metrics.json").read_text())["history"]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history_b] == \
+        [{k: v for k, v in h.items() if k != "seconds"} for h in history_a]
+    # the interrupted process's epoch keeps its time: the training's work spans both processes
+    metrics_b = json.loads((out / "metrics.json").read_text())
+    assert history_b[0]["seconds"] == first_epoch > 0
+    assert metrics_b["train_seconds"] == pytest.approx(first_epoch + history_b[1]["seconds"])
 
 
 def test_model_init_follows_seed(run_a: Path, tmp_path: Path) -> None:

@@ -127,6 +127,7 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     t_start = time.time()
     for epoch in range(start_epoch, config.epochs):
+        t_epoch = time.time()
         # Each epoch's shuffling and augmentation depend only on (seed, epoch): resume replays exactly.
         if ddp:  # DistributedSampler; batch_size is the global batch (see dist.train_loader)
             seed_everything(dist.rank_seed(config.seed * 1000 + epoch))
@@ -160,8 +161,10 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
             val = _evaluate_sharded(model, splits.val, device=device, channels_last=config.channels_last)
         else:
             val = evaluate(model, val_loader, device=device, channels_last=config.channels_last)
+        # rank 0's clock on every rank: the ranks keep one history (the checkpoint holds rank 0's)
+        seconds = dist.broadcast_object(time.time() - t_epoch) if ddp else time.time() - t_epoch
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                        "val_accuracy": val.accuracy, "val_loss": val.loss})
+                        "val_accuracy": val.accuracy, "val_loss": val.loss, "seconds": seconds})
         if main:
             _logger.info("epoch %d: train loss %.4f, val acc %.4f", epoch + 1, loss_sum / seen, val.accuracy)
         if main and on_epoch is not None:
@@ -185,6 +188,8 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         "in_channels": splits.in_channels, "input_size": list(splits.input_size),
         "val_accuracy": val_acc, "test_accuracy": test.accuracy, "history": history,
         "recipe": config.to_dict(), "seconds_this_run": time.time() - t_start,
+        # the epochs across resumes (None: an epoch from before they were kept)
+        "train_seconds": sum(h["seconds"] for h in history) if all("seconds" in h for h in history) else None,
         "mean": list(splits.mean), "std": list(splits.std), "data": splits.data_spec(),
     }
     if main:

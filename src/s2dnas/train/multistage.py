@@ -130,7 +130,7 @@ class MultiStageMetrics(TypedDict):
     history: list[dict[str, Any]]  # per epoch: epoch, lr, train_loss, train_accuracy[S], val_accuracy[S], seconds
     val_accuracy: list[float] | None  # per stage after the last epoch (None when not evaluated)
     seconds: float  # wall time of this call
-    train_seconds: float  # the epochs' seconds across resumes (epochs of checkpoints without them count 0)
+    train_seconds: float | None  # the epochs' seconds across resumes (None: an epoch from before they were kept)
 
 
 @torch.no_grad()
@@ -263,7 +263,8 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             elif val_loader is not None:
                 entry["val_accuracy"] = evaluate_stages(msnet, val_loader, device=run.device,
                                                         channels_last=config.channels_last)
-            # rank 0's clock on every rank: the ranks keep one history (the checkpoint holds rank 0's)
+            # rank 0's clock on every rank: the ranks keep one history (the checkpoint holds rank 0's);
+            # the checkpoint's own writing is not in it
             entry["seconds"] = dist.broadcast_object(time.time() - t_epoch) if ddp else time.time() - t_epoch
             history.append(entry)
             _report_epoch(entry, run)
@@ -282,7 +283,9 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
             teacher.train(teacher_was_training)
     val_acc = history[-1].get("val_accuracy") if history else None
     return MultiStageMetrics(epochs=len(history), history=history, val_accuracy=val_acc,
-                             seconds=time.time() - t_start, train_seconds=sum(h.get("seconds", 0.0) for h in history))
+                             seconds=time.time() - t_start,
+                             train_seconds=(sum(h["seconds"] for h in history)
+                                            if all("seconds" in h for h in history) else None))
 
 
 @dataclass
