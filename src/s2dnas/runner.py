@@ -492,6 +492,13 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                                             supernet_info=supernet_info))
 
 
+def _machine(device: torch.device) -> dict[str, Any]:
+    """Where the run's last process ran: :func:`~s2dnas._device.machine_info`, the device, the
+    ranks and, on CUDA, the GPU."""
+    gpu = {"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}
+    return {**machine_info(), "device": str(device), "world_size": dist.get_info().world_size, **gpu}
+
+
 def _latency_report(cal: Any, test: dict[str, Any], base_metrics: dict[str, Any]) -> dict[str, Any] | None:
     """Predicted latency next to the MACs when the calibration minimised measured latency."""
     if cal.cost_unit != "ms":
@@ -558,8 +565,7 @@ def _finish(run: _Run, msnet: MultiStageNet, found: _SearchOutcome, *, base_metr
         "test_curve": scores.curve,
         "stage_macs": list(stage_macs), "latency": _latency_report(cal, test, base_metrics),
         "final_training": {k: v for k, v in train_metrics.items() if k not in ("history", "train_seconds")},
-        "timings": {**timings, "total_seconds": time.time() - start}, "machine": {**machine_info(), "device": str(device), "world_size": dist.get_info().world_size,
-                                **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
+        "timings": {**timings, "total_seconds": time.time() - start}, "machine": _machine(device),
         "export_dir": str(export_dir) if export_dir else None,
     }
     atomic_write_json(out / "results.json", results)
