@@ -16,8 +16,8 @@ from s2dnas.config import BaseTrainConfig
 from s2dnas.data import DataSplits, make_loader
 from s2dnas.errors import CheckpointError, ConfigError, TrainingError
 from s2dnas.train.checkpoint import check_model_identity, load_checkpoint, save_checkpoint, save_weights
-from s2dnas.train.loops import (EvalResult, check_finite_weights, cosine_lr, evaluate, make_sgd, seed_everything,
-                               to_device, train_step)
+from s2dnas.train.loops import (EvalResult, check_finite_weights, cosine_lr, evaluate, history_seconds, make_sgd,
+                                seed_everything, to_device, train_step)
 from s2dnas.train.multistage import MultiStageLoss
 
 __all__ = ["BaseTrainConfig", "chance_accuracy", "train_base", "warn_if_chance"]
@@ -188,8 +188,7 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         "in_channels": splits.in_channels, "input_size": list(splits.input_size),
         "val_accuracy": val_acc, "test_accuracy": test.accuracy, "history": history,
         "recipe": config.to_dict(), "seconds_this_run": time.time() - t_start,
-        # the epochs across resumes (None: an epoch from before they were kept)
-        "train_seconds": sum(h["seconds"] for h in history) if all("seconds" in h for h in history) else None,
+        "train_seconds": history_seconds(history),
         "mean": list(splits.mean), "std": list(splits.std), "data": splits.data_spec(),
     }
     if main:

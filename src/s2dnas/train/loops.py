@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader
 
 from s2dnas.errors import TrainingError
 
-__all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "seed_everything",
-           "to_device", "optimizer_step", "train_step", "reestimate_batch_norm", "reestimate_batch_norm_seeded"]
+__all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "history_seconds",
+           "seed_everything", "to_device", "optimizer_step", "train_step", "reestimate_batch_norm",
+           "reestimate_batch_norm_seeded"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,12 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer:
 
 
 @torch.no_grad()
+def history_seconds(history: list[dict[str, Any]]) -> float | None:
+    """A training's epochs' seconds summed across resumes (the history comes back from the
+    checkpoint); None when an epoch predates their recording."""
+    return float(sum(h["seconds"] for h in history)) if all("seconds" in h for h in history) else None
+
+
 def check_finite_weights(model: nn.Module, *, where: str) -> None:
     """Raise :class:`TrainingError` when a parameter or floating-point buffer is NaN or infinite.
 

@@ -39,7 +39,8 @@ from s2dnas.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from s2dnas.train.loops import check_finite_weights, cosine_lr, make_sgd, seed_everything, to_device, train_step
+from s2dnas.train.loops import (check_finite_weights, cosine_lr, history_seconds, make_sgd, seed_everything, to_device,
+                                train_step)
 
 __all__ = [
     "MultiStageLoss",
@@ -284,8 +285,7 @@ def train_multistage(msnet: MultiStageNet, splits: DataSplits, *, config: TrainC
     val_acc = history[-1].get("val_accuracy") if history else None
     return MultiStageMetrics(epochs=len(history), history=history, val_accuracy=val_acc,
                              seconds=time.time() - t_start,
-                             train_seconds=(sum(h["seconds"] for h in history)
-                                            if all("seconds" in h for h in history) else None))
+                             train_seconds=history_seconds(history))
 
 
 @dataclass
