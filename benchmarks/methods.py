@@ -60,6 +60,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -387,6 +388,14 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
     return seconds
 
 
+def _recipe(name: str, config: BaseTrainConfig, *, distilled: bool) -> dict[str, Any]:
+    """What a model trained from scratch is tied to (``recipe.json``): protocol, model, training
+    config and, when ``distilled``, the final training's distillation weight and temperature."""
+    tc = load_config(None).train
+    return {"protocol": PROTOCOL_VERSION, "model": name, "train": config_to_dict(config),
+            "distillation": {"weight": tc.distill_weight, "temperature": tc.temperature} if distilled else None}
+
+
 def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int, limit_train: int | None,
                         device: torch.device, teacher: torch.nn.Module | None = None
                         ) -> tuple[torch.nn.Module, float | None]:
@@ -400,9 +409,7 @@ def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int
     """
     tc = load_config(None).train
     config = BaseTrainConfig(epochs=epochs, limit_train=limit_train)
-    check_recipe(out, {"protocol": PROTOCOL_VERSION, "model": name, "train": config_to_dict(config),
-                       "distillation": None if teacher is None else {"weight": tc.distill_weight,
-                                                                     "temperature": tc.temperature}},
+    check_recipe(out, _recipe(name, config, distilled=teacher is not None),
                  artefacts=("checkpoint.pt", "model.safetensors"))
     if not (out / "model.safetensors").exists():
         model = create_model(name, num_classes=splits.num_classes, in_channels=splits.in_channels)
@@ -820,15 +827,47 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
     return net.msnet, seconds, extra
 
 
-def _prepare_base(spec: ModelSpec, splits: DataSplits, out: Path, device: torch.device, scale: Scale
+#: Bases of the non-shipped models, trained once and committed: ``BASES/<model>-<dataset>/`` holds
+#: :data:`BASE_FILES` as a benchmark's ``base/`` folder does. Training is not bit-reproducible from
+#: one CPU to another, so a row trained on a later machine is measured against these weights, not
+#: against a base retrained there (and ``merge_results`` can join it to the table).
+BASES = Path(__file__).resolve().parent / "bases"
+BASE_FILES = ("recipe.json", "metrics.json", "model.safetensors")  # copied in this order, the weights last
+
+
+def _committed_base(model: str, splits: DataSplits, bdir: Path, recipe: dict[str, Any]) -> None:
+    """Copy the committed base of ``model`` on ``splits`` (:data:`BASES`) into ``bdir`` when
+    ``bdir`` holds no base yet and the committed one has ``recipe`` and ``splits``' train/val cut.
+    A base of another recipe or cut is left alone (the caller trains one). The weights are copied
+    last and renamed into place, so a copy killed halfway is only ever an unfinished one."""
+    src = BASES / f"{model}-{splits.name}"
+    if not all((src / f).is_file() for f in BASE_FILES) or any(
+            (bdir / f).exists() for f in ("checkpoint.pt", "model.safetensors")):
+        return
+    data = json.loads(json.dumps(splits.data_spec()))
+    if (read_json(src / "recipe.json") != json.loads(json.dumps(recipe))
+            or read_json(src / "metrics.json").get("data") != data):
+        _logger.warning("the committed base %s is of another recipe or train/val cut: training one in %s", src, bdir)
+        return
+    bdir.mkdir(parents=True, exist_ok=True)
+    for f in BASE_FILES:
+        shutil.copyfile(src / f, bdir / f"{f}.tmp")
+        (bdir / f"{f}.tmp").replace(bdir / f)
+
+
+def _prepare_base(model: str, splits: DataSplits, out: Path, device: torch.device, scale: Scale
                   ) -> tuple[torch.nn.Module, str | None, float | None]:
-    """The base model: shipped weights, or trained here with its recipe (resumable)."""
+    """The base model of ``MODELS[model]``: shipped weights, the committed ones
+    (:func:`_committed_base`), or trained here with its recipe (resumable)."""
+    spec = MODELS[model]
     if spec.shipped:
         base, _, _ = load_base_model(splits=splits, model_name=spec.name)
         return base, None, None
     bdir = out / "base"
-    base, seconds = _train_from_scratch(spec.name, splits, bdir, epochs=spec.base_epochs,
-                                        limit_train=scale.thin_limit_train, device=device)
+    config = BaseTrainConfig(epochs=spec.base_epochs, limit_train=scale.thin_limit_train)
+    _committed_base(model, splits, bdir, _recipe(spec.name, config, distilled=False))
+    base, seconds = _train_from_scratch(spec.name, splits, bdir, epochs=config.epochs,
+                                        limit_train=config.limit_train, device=device)
     return base, str(bdir / "model.safetensors"), seconds
 
 
@@ -844,7 +883,7 @@ def make_context(*, model: str, scale: str, out: Path, dataset: str = "fashion-m
     val_size = load_config(None).data.val_size if val_size is None else val_size
     splits = build_splits(dataset, data_dir=data_dir, val_size=val_size, seed=0)
     out.mkdir(parents=True, exist_ok=True)
-    base, base_weights, base_seconds = _prepare_base(spec, splits, out, device, sc)
+    base, base_weights, base_seconds = _prepare_base(model, splits, out, device, sc)
     base = base.to(device).eval()
     for p in base.parameters():
         p.requires_grad_(False)

@@ -482,6 +482,63 @@ def test_static_models_are_tied_to_their_recipe(tmp_path: Path, monkeypatch: pyt
     assert calls == [(False, False), (True, False)]  # the same recipe resumed its checkpoint
 
 
+def test_a_committed_base_is_used_only_for_its_recipe_and_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A non-shipped base committed under BASES starts the benchmark's base/ folder (no training)
+    when its recipe and train/val cut are this run's; another recipe or cut, or a base/ folder
+    that already holds training of its own, trains (or resumes) here as before."""
+    trained, loaded = [], []
+
+    def train(model, splits, *, out_dir, resume, **kw):
+        trained.append((out_dir.name, resume))
+        raise _Stop
+
+    monkeypatch.setattr(methods, "train_base", train)
+    monkeypatch.setattr(methods, "load_base_model",
+                        lambda *, weights, **kw: (loaded.append(Path(weights)) or torch.nn.Identity(), None, None))
+    monkeypatch.setattr(methods, "BASES", tmp_path / "bases")
+    spec = methods.ModelSpec("benchmarks.models:resnet20_w25", {}, base_epochs=3, shipped=False)
+    monkeypatch.setitem(methods.MODELS, "tiny", spec)
+    cut = {"dataset": "fashion-mnist", "val_size": 5000, "data_seed": 0}
+    splits = types.SimpleNamespace(name="fashion-mnist", num_classes=10, in_channels=1, data_spec=lambda: dict(cut))
+    scale = methods.SCALES["full"]
+    recipe = methods._recipe(spec.name, methods.BaseTrainConfig(epochs=3, limit_train=scale.thin_limit_train),
+                             distilled=False)
+    committed = tmp_path / "bases" / "tiny-fashion-mnist"
+    committed.mkdir(parents=True)
+    (committed / "model.safetensors").write_bytes(b"the committed weights")
+    (committed / "metrics.json").write_text(json.dumps({"data": cut, "train_seconds": 60.0}))
+    (committed / "recipe.json").write_text(json.dumps(recipe))
+
+    def prepare(out: Path) -> tuple[Any, ...]:
+        return methods._prepare_base("tiny", splits, out, torch.device("cpu"), scale)
+
+    _, weights, seconds = prepare(tmp_path / "a")
+    assert trained == [] and loaded == [tmp_path / "a" / "base"] and seconds == 60.0
+    assert weights == str(tmp_path / "a" / "base" / "model.safetensors")
+    assert {f: (tmp_path / "a" / "base" / f).read_bytes() for f in methods.BASE_FILES} == \
+        {f: (committed / f).read_bytes() for f in methods.BASE_FILES}
+
+    own = tmp_path / "b" / "base"  # a base trained here, killed after an epoch: resumed, not replaced
+    own.mkdir(parents=True)
+    (own / "recipe.json").write_text(json.dumps(recipe))
+    (own / "checkpoint.pt").write_bytes(b"epoch 1")
+    with pytest.raises(_Stop):
+        prepare(tmp_path / "b")
+    assert trained == [("base", True)] and not (own / "model.safetensors").exists()
+
+    for name, text in (("recipe.json", json.dumps({**recipe, "train": {**recipe["train"], "epochs": 4}})),
+                       ("metrics.json", json.dumps({"data": {**cut, "val_size": 1000}}))):
+        good = (committed / name).read_text()
+        (committed / name).write_text(text)
+        out = tmp_path / f"other-{name}"
+        with pytest.raises(_Stop):
+            prepare(out)
+        assert trained[-1] == ("base", False) and not (out / "base" / "model.safetensors").exists()
+        assert f"the committed base {committed} is of another recipe or train/val cut" in caplog.text
+        (committed / name).write_text(good)
+
+
 def test_long_static_rows_train_for_the_base_and_final_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """static_x*_long trains the same thin model for the base's epochs plus the final training's, in
     its own folder; cascade_x*_long is built on that model (the same folder), the short rows keep
