@@ -3,9 +3,10 @@
 What it runs, one job at a time (each a subprocess, in this order):
 
 1. methods (issue 14), for each family, ResNet-20 (shipped base) and VGG-16-BN at half
-   width (``vgg16_bn_w50``, trained here): static x0.25/x0.375/x0.5/x0.75, SDN exits (frozen,
-   joint), cascades from x0.25 and x0.5 (and the static x0.25/x0.375/x0.5 models and both
-   cascades again with the base's epochs plus the final training's: the ``*_long`` rows), S2DNAS
+   width (``vgg16_bn_w50``: the base committed in benchmarks/bases/, else trained here): static
+   x0.25/x0.375/x0.5/x0.75, SDN exits (frozen, joint), cascades from x0.25 and x0.5 (and the
+   static x0.25/x0.375/x0.5 models and both cascades again with the base's epochs plus the final
+   training's: the ``*_long`` rows), S2DNAS
    hand-picked, random, RL and one-shot (final training from the super-network and from
    inherited weights; and searching within the demo's MACs budget, with the RL controller and
    with random search over the same scores), the searched ones for each
