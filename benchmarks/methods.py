@@ -832,7 +832,7 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
 #: one CPU to another, so a row trained on a later machine is measured against these weights, not
 #: against a base retrained there (and ``merge_results`` can join it to the table).
 BASES = Path(__file__).resolve().parent / "bases"
-BASE_FILES = ("recipe.json", "metrics.json", "model.safetensors")  # copied in this order, the weights last
+BASE_FILES = ("recipe.json", "metrics.json", "model.json", "model.safetensors")  # in this order, weights last
 
 
 def _committed_base(model: str, splits: DataSplits, bdir: Path, recipe: dict[str, Any]) -> None:
@@ -844,9 +844,11 @@ def _committed_base(model: str, splits: DataSplits, bdir: Path, recipe: dict[str
     if not all((src / f).is_file() for f in BASE_FILES) or any(
             (bdir / f).exists() for f in ("checkpoint.pt", "model.safetensors")):
         return
-    data = json.loads(json.dumps(splits.data_spec()))
+    def cut(spec: Any) -> Any:  # the train/val cut (not the normalisation: its float sums vary with threads)
+        return {k: spec.get(k) for k in ("dataset", "val_size", "data_seed")} if isinstance(spec, dict) else None
+
     if (read_json(src / "recipe.json") != json.loads(json.dumps(recipe))
-            or read_json(src / "metrics.json").get("data") != data):
+            or cut(read_json(src / "metrics.json").get("data")) != cut(splits.data_spec())):
         _logger.warning("the committed base %s is of another recipe or train/val cut: training one in %s", src, bdir)
         return
     bdir.mkdir(parents=True, exist_ok=True)

@@ -509,6 +509,7 @@ def test_a_committed_base_is_used_only_for_its_recipe_and_cut(tmp_path: Path, mo
     (committed / "model.safetensors").write_bytes(b"the committed weights")
     (committed / "metrics.json").write_text(json.dumps({"data": cut, "train_seconds": 60.0}))
     (committed / "recipe.json").write_text(json.dumps(recipe))
+    (committed / "model.json").write_text(json.dumps({"model": spec.name}))
 
     def prepare(out: Path) -> tuple[Any, ...]:
         return methods._prepare_base("tiny", splits, out, torch.device("cpu"), scale)
