@@ -844,6 +844,7 @@ def _committed_base(model: str, splits: DataSplits, bdir: Path, recipe: dict[str
     if not all((src / f).is_file() for f in BASE_FILES) or any(
             (bdir / f).exists() for f in ("checkpoint.pt", "model.safetensors")):
         return
+
     def cut(spec: Any) -> Any:  # the train/val cut (not the normalisation: its float sums vary with threads)
         return {k: spec.get(k) for k in ("dataset", "val_size", "data_seed")} if isinstance(spec, dict) else None
 
