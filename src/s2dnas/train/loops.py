@@ -120,13 +120,13 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer:
     return loss, outputs
 
 
-@torch.no_grad()
 def history_seconds(history: list[dict[str, Any]]) -> float | None:
     """A training's epochs' seconds summed across resumes (the history comes back from the
     checkpoint); None when an epoch predates their recording."""
     return float(sum(h["seconds"] for h in history)) if all("seconds" in h for h in history) else None
 
 
+@torch.no_grad()
 def check_finite_weights(model: nn.Module, *, where: str) -> None:
     """Raise :class:`TrainingError` when a parameter or floating-point buffer is NaN or infinite.
 
