@@ -85,6 +85,7 @@ from s2dnas.train.evaluate import load_base_model
 from s2dnas.train.checkpoint import load_weights, save_weights
 from s2dnas.train.loops import reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageLoss, train_multistage
+from s2dnas.train.teacher import CachedTeacher, LogitStore
 from s2dnas.zoo import create_model
 
 __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "ModelSpec", "Context",
@@ -192,6 +193,9 @@ class Context:
     val_size: int
     device: torch.device
     base_weights: str | None
+    #: the base as every training's distillation teacher, its logits kept in out/TEACHER_CACHE: the
+    #: trainings of one seed see the same batches, so each batch goes through the base once
+    teacher: CachedTeacher
     seed: int = 0  # the searched methods' run seed (search, super-network, final training)
     supernet: str | None = None  # an already trained super-network for the one-shot rows (search.supernet)
     protocol: dict[str, Any] = dataclasses.field(default_factory=dict)  # protocol_identity(): what a cache is tied to
@@ -376,7 +380,7 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
         return float(meta.get("seconds", 0.0))
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    trained = train_multistage(msnet, ctx.splits, config=config, teacher=ctx.base, device=ctx.device, out_dir=out,
+    trained = train_multistage(msnet, ctx.splits, config=config, teacher=ctx.teacher, device=ctx.device, out_dir=out,
                                resume=(out / "checkpoint.pt").exists(), progress=False,
                                eval_batch_size=ctx.scale.eval_batch_size)
     if reestimate:
@@ -431,7 +435,8 @@ def _train_static(ctx: Context, key: str, *, long: bool = False) -> tuple[torch.
     start = time.time()
     model, seconds = _train_from_scratch(ctx.spec.thin[key], ctx.splits, ctx.out / (key + LONG * long),
                                          epochs=static_epochs(ctx.scale, ctx.spec, long=long),
-                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device, teacher=ctx.base)
+                                         limit_train=ctx.scale.thin_limit_train, device=ctx.device,
+                                         teacher=ctx.teacher)
     return model, seconds if seconds is not None else time.time() - start
 
 
@@ -589,7 +594,7 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
             overrides.append(("search.supernet", supernet))
         cfg = load_config(None, overrides)
         rdir.mkdir(parents=True, exist_ok=True)
-        results = run_pipeline(cfg, out=rdir, resume=True, progress=False)
+        results = run_pipeline(cfg, out=rdir, resume=True, progress=False, teacher_cache=ctx.teacher.store)
         msnet = load(rdir / "model", device=ctx.device).msnet
         t = results["timings"]
         seconds = build_seconds(t)
@@ -832,6 +837,7 @@ def import_run(ctx: Context, run: ImportedRun) -> tuple[MultiStageNet, float | N
 #: one CPU to another, so a row trained on a later machine is measured against these weights, not
 #: against a base retrained there (and ``merge_results`` can join it to the table).
 BASES = Path(__file__).resolve().parent / "bases"
+TEACHER_CACHE = "teacher_logits.sqlite"  # in --out: the base's logits of every batch a training distilled on
 BASE_FILES = ("recipe.json", "metrics.json", "model.json", "model.safetensors")  # in this order, weights last
 
 
@@ -897,6 +903,7 @@ def make_context(*, model: str, scale: str, out: Path, dataset: str = "fashion-m
     return Context(splits=splits, base=base, base_val=base_val, base_test=base_test, base_macs=base_macs,
                    base_seconds=base_seconds, target=base_val - tolerance, scale=sc, spec=spec, out=out,
                    dataset=dataset, data_dir=data_dir, val_size=val_size, device=device, base_weights=base_weights,
+                   teacher=CachedTeacher(base, LogitStore(out / TEACHER_CACHE)),
                    protocol=protocol_identity(scale=scale, spec=spec))
 
 

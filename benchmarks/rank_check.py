@@ -40,7 +40,7 @@ def main() -> None:
     target = float(json.loads((out / "s2dnas_rl" / "results.json").read_text())["target_val_accuracy"])
     space = _space(ctx)
     sc = ctx.scale
-    brief = TrainedEvaluator(space, ctx.splits, teacher=ctx.base,
+    brief = TrainedEvaluator(space, ctx.splits, teacher=ctx.teacher,
                              train=dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                                        limit_train=sc.candidate_limit_train, seed=cfg.seed),
                              target=CalibrationTarget(target_accuracy=target), confidence=cfg.calibration.confidence,

@@ -1,6 +1,7 @@
 """run_pipeline's checks of the base model (the steps after it are covered by tests/cli/test_cli_run.py)."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -41,3 +42,39 @@ def test_run_warns_once_about_a_chance_level_base(tmp_path: Path, caplog: pytest
     chance = [r.getMessage() for r in caplog.records if "at chance level" in r.getMessage()]
     assert len(chance) == 1 and "always the most frequent of 10 classes" in chance[0]
     assert "train the base model longer" in chance[0]
+
+
+def test_a_run_reading_every_teacher_logit_back_ends_as_the_run_that_computed_them(tmp_path: Path) -> None:
+    from s2dnas.data import build_splits
+    from s2dnas.train.base import BaseTrainConfig, train_base
+    from s2dnas.train.checkpoint import load_weights
+    from s2dnas.train.teacher import LogitStore
+    from tests.cli._synthetic import write_pattern_dataset
+
+    (tmp_path / "data").mkdir()
+    write_pattern_dataset(tmp_path / "data", n_train=300, n_test=60)
+    splits = build_splits("fashion-mnist", data_dir=str(tmp_path / "data"), val_size=60, seed=0)
+    torch.manual_seed(0)
+    train_base(toy_cnn(), splits, config=BaseTrainConfig(epochs=2), out_dir=tmp_path / "base",
+               model_name="tests._models:toy_cnn", device=torch.device("cpu"), progress=False)
+    cfg = load_config(None, [("data.dataset", "fashion-mnist"), ("data.data_dir", str(tmp_path / "data")),
+                             ("data.val_size", 60), ("model.name", "tests._models:toy_cnn"),
+                             ("model.weights", str(tmp_path / "base" / "model.safetensors")),
+                             ("search.strategy", "random"), ("search.budget", 3), ("search.candidate_limit_train", 64),
+                             ("train.limit_train", 128), ("final_epochs", 1), ("device", "cpu")])
+    store = LogitStore(tmp_path / "logits.sqlite")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    counts = []
+    for out in outs:
+        out.mkdir()
+        runner.run_pipeline(cfg, out=out, progress=False, teacher_cache=store)
+        counts.append((store.hits, store.misses))
+    (hits_a, misses_a), (hits_b, misses_b) = counts
+    # the three candidates train on the same seeded batches: the second and third read the first's logits
+    assert hits_a == 2 * (misses_a - 1) and misses_a > 1  # + the final training's batch, computed once
+    assert misses_b == misses_a and hits_b == hits_a + (hits_a + misses_a)  # the second run computes nothing
+    journals = [(o / "search" / "journal.jsonl").read_text() for o in outs]
+    weights = [load_weights(o / "model" / "weights.safetensors")[0] for o in outs]
+    assert [json.loads(line)["architecture"] for line in journals[0].splitlines()] == \
+        [json.loads(line)["architecture"] for line in journals[1].splitlines()]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

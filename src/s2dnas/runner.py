@@ -72,6 +72,7 @@ from s2dnas.train.sandwich import most_expensive
 from s2dnas.train.supernet import SuperNet
 from s2dnas.train.supernet_training import CHECKPOINT_NAME as SUPERNET_CHECKPOINT
 from s2dnas.train.supernet_training import load_supernet, train_supernet
+from s2dnas.train.teacher import CachedTeacher, LogitStore
 from s2dnas.zoo.weights import shipped_supernet_dir
 
 __all__ = ["run_pipeline", "train_supernet_step", "load_run_base", "RunBase", "check_resume_config", "stage_cost_hook",
@@ -97,6 +98,9 @@ class _Run:
     space: Space
     device: torch.device
     resume: bool
+    #: the base as the distillation teacher of every training of the run, its logits cached
+    #: (:class:`~s2dnas.train.teacher.CachedTeacher`: the candidates all see the same batches)
+    teacher: torch.nn.Module
     progress: bool
     #: the per-stage cost hook of the search's scores and the final calibration (contract D)
     stage_cost: StageCost = macs_stage_cost
@@ -297,7 +301,7 @@ def _search(run: _Run, target: CalibrationTarget, supernet: SuperNet | None, *, 
                                      **common)
         candidate_train = dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                               limit_train=sc.candidate_limit_train, seed=seed)
-        return TrainedEvaluator(space, run.splits, teacher=run.base, train=candidate_train,
+        return TrainedEvaluator(space, run.splits, teacher=run.teacher, train=candidate_train,
                                 bn_batches=sc.bn_batches, **common)
 
     aim, reference = target, None
@@ -373,7 +377,8 @@ def _reference(evaluator_at_target: Any, sdir: Path, *, run: _Run, target: Calib
     return reference
 
 
-def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: bool = True,
+                 teacher_cache: LogitStore | None = None) -> dict[str, Any]:
     """Run every step of the pipeline into ``out`` (prepared by the caller) and return the results.
 
     Args:
@@ -383,6 +388,9 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
             (:class:`~s2dnas.errors.RunDirError`, nothing written) when ``cfg`` differs from the
             run's ``config.yaml`` (see :func:`check_resume_config`).
         progress: progress bars and one line per step (rank 0 only under torchrun).
+        teacher_cache: where the teacher's logits are kept (:class:`~s2dnas.train.teacher.LogitStore`;
+            e.g. an SQLite file shared by runs of the same base, or by a resumed one); None: a
+            new in-memory one for this run. The caller's store is flushed, not closed.
 
     Under torchrun every rank calls it with the same arguments and gets the same results (see the
     module docstring); in one process no step changes.
@@ -418,9 +426,10 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     dist.run_on_main(lambda: dump_config(cfg, out / "config.yaml"))
     splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
     stage_cost = stage_cost_hook(cfg.calibration, device)
+    store = teacher_cache if teacher_cache is not None else LogitStore()
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, base_source=source, space=space,
-               device=device,
-               resume=resume, progress=progress, stage_cost=stage_cost)
+               device=device, resume=resume, progress=progress, teacher=CachedTeacher(base, store),
+               stage_cost=stage_cost)
     base_metrics = dist.run_on_main(lambda: _base_metrics(run))
     if dist.is_main():
         warn_if_chance(val_accuracy=base_metrics["val_accuracy"], splits=splits,
@@ -474,9 +483,11 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
 
     resume_final = dist.run_on_main(prepare_final)
     # under torchrun: data-parallel over every rank (train.batch_size is the global batch)
-    train_metrics = train_multistage(msnet, splits, config=final_cfg, teacher=base, device=device,
+    train_metrics = train_multistage(msnet, splits, config=final_cfg, teacher=run.teacher, device=device,
                                      out_dir=final_dir, resume=resume_final, progress=progress, distributed=True,
                                      provenance=run.provenance)
+    store.flush()
+    _say(progress, f"teacher logits: {store.hits} batches from the cache, {store.misses} computed")
     timings["final_training_seconds"] = time.time() - t
     # What a resumed run did before this process: the search's candidates and the training's epochs
     if supernet_info is not None and supernet_info.get("source") == "trained by this run" \

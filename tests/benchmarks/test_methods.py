@@ -555,7 +555,7 @@ def test_long_static_rows_train_for_the_base_and_final_epochs(tmp_path: Path, mo
     monkeypatch.setattr(methods, "_train_from_scratch", fake)
     spec, sc = methods.MODELS["resnet20"], methods.SCALES["full"]
     ctx = types.SimpleNamespace(spec=spec, scale=sc, out=tmp_path, splits=types.SimpleNamespace(input_shape=(1, 2, 2)),
-                                device=torch.device("cpu"), base=torch.nn.Flatten())
+                                device=torch.device("cpu"), base=torch.nn.Flatten(), teacher=torch.nn.Flatten())
     for name in ("static_x0.5", "static_x0.5_long", "cascade_x0.25_long", "cascade_x0.5"):
         methods.METHODS[name](ctx)
     assert trained == [("benchmarks.models:resnet20_w50", "static_x0.5", 10, True),
@@ -920,7 +920,7 @@ def _search_context(out: Path, *, seed: int, model: str) -> types.SimpleNamespac
     """What a searched row reads of its context, at scale full with ``--supernet out/sn``."""
     return types.SimpleNamespace(scale=methods.SCALES["full"], out=out, seed=seed, supernet=str(out / "sn"),
                                  dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
-                                 spec=methods.MODELS[model], device="cpu")
+                                 spec=methods.MODELS[model], device="cpu", teacher=types.SimpleNamespace(store=None))
 
 
 def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
