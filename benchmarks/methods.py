@@ -83,7 +83,7 @@ from s2dnas.space.factory import build_space
 from s2dnas.train.base import BaseTrainConfig, train_base
 from s2dnas.train.evaluate import load_base_model
 from s2dnas.train.checkpoint import load_weights, save_weights
-from s2dnas.train.loops import reestimate_batch_norm_seeded
+from s2dnas.train.loops import read_back_seconds, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.train.teacher import CachedTeacher, LogitStore
 from s2dnas.zoo import create_model
@@ -193,9 +193,9 @@ class Context:
     val_size: int
     device: torch.device
     base_weights: str | None
-    #: the base as every training's distillation teacher, its logits kept in out/TEACHER_CACHE: the
-    #: trainings of one seed see the same batches, so each batch goes through the base once
-    teacher: CachedTeacher
+    #: the base's logits of every batch a training distilled on (out/TEACHER_CACHE): the trainings
+    #: of one seed see the same batches, so each goes through the base once (:func:`teacher`)
+    teacher_store: LogitStore
     seed: int = 0  # the searched methods' run seed (search, super-network, final training)
     supernet: str | None = None  # an already trained super-network for the one-shot rows (search.supernet)
     protocol: dict[str, Any] = dataclasses.field(default_factory=dict)  # protocol_identity(): what a cache is tied to
@@ -364,7 +364,8 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
     """Final training as ``s2dnas run`` does it (resumable), then BN statistics re-estimated as the
     runner does; the finished weights go to ``out/final.safetensors`` and a rebuild loads them (so
     the speed phase times exactly the evaluated network). Returns the training seconds (its epochs
-    across resumes where a resume hid them from the clock).
+    across resumes where a resume hid them from the clock; with the teacher passes it read from the
+    cache as long as they took).
 
     Raises:
         RunDirError: ``out`` holds a checkpoint or weights of another recipe (:func:`check_recipe`).
@@ -380,16 +381,23 @@ def _finish_multistage(ctx: Context, msnet: MultiStageNet, out: Path, *, reestim
         return float(meta.get("seconds", 0.0))
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    trained = train_multistage(msnet, ctx.splits, config=config, teacher=ctx.teacher, device=ctx.device, out_dir=out,
+    trained = train_multistage(msnet, ctx.splits, config=config, teacher=teacher(ctx), device=ctx.device, out_dir=out,
                                resume=(out / "checkpoint.pt").exists(), progress=False,
                                eval_batch_size=ctx.scale.eval_batch_size)
     if reestimate:
         cfg = load_config(None)
         reestimate_batch_norm_seeded(msnet, ctx.splits.train, batch_size=cfg.data.batch_size,
                                      batches=FINAL_BN_BATCHES, seed=cfg.seed, device=ctx.device)
-    seconds = max(time.time() - start, trained["train_seconds"] or 0.0)
+    # as if alone: with the teacher passes read from the cache as long as they took when computed
+    seconds = max(time.time() - start, trained["train_seconds"] or 0.0) + read_back_seconds(trained["history"])
     save_weights(final, msnet.state_dict(), {"seconds": seconds})
     return seconds
+
+
+def teacher(ctx: Context) -> CachedTeacher:
+    """The base as one training's teacher: its logits shared through ``ctx.teacher_store``, those
+    another training computed counted in its seconds as if it ran alone (a teacher object per training)."""
+    return CachedTeacher(ctx.base, ctx.teacher_store)
 
 
 def _recipe(name: str, config: BaseTrainConfig, *, distilled: bool) -> dict[str, Any]:
@@ -405,7 +413,8 @@ def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int
                         ) -> tuple[torch.nn.Module, float | None]:
     """``name`` trained from scratch with the base recipe into ``out`` (resumable; reused when
     finished), distilled from ``teacher`` with the final training's alpha and T when given;
-    (model in eval mode, training seconds: its epochs across resumes, else its last process's, or None). The recipe (epochs,
+    (model in eval mode, training seconds: its epochs across resumes, else its last process's, or None;
+    with the teacher passes it read from the cache as long as they took). The recipe (epochs,
     images, distillation) is recorded in ``out/recipe.json`` before training starts.
 
     Raises:
@@ -425,7 +434,8 @@ def _train_from_scratch(name: str, splits: DataSplits, out: Path, *, epochs: int
     model, _, _ = load_base_model(splits=splits, model_name=name, weights=str(out))
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     clocks = [s for s in (metrics.get("seconds_this_run"), metrics.get("train_seconds")) if s is not None]
-    return model.eval(), max(clocks) if clocks else None
+    # as if alone: with the teacher passes read from the cache as long as they took when computed
+    return model.eval(), max(clocks) + read_back_seconds(metrics.get("history", [])) if clocks else None
 
 
 def _train_static(ctx: Context, key: str, *, long: bool = False) -> tuple[torch.nn.Module, float]:
@@ -436,7 +446,7 @@ def _train_static(ctx: Context, key: str, *, long: bool = False) -> tuple[torch.
     model, seconds = _train_from_scratch(ctx.spec.thin[key], ctx.splits, ctx.out / (key + LONG * long),
                                          epochs=static_epochs(ctx.scale, ctx.spec, long=long),
                                          limit_train=ctx.scale.thin_limit_train, device=ctx.device,
-                                         teacher=ctx.teacher)
+                                         teacher=teacher(ctx))
     return model, seconds if seconds is not None else time.time() - start
 
 
@@ -594,7 +604,7 @@ def _searched(strategy: str, *, final_init: str | None = None, budget_mode: bool
             overrides.append(("search.supernet", supernet))
         cfg = load_config(None, overrides)
         rdir.mkdir(parents=True, exist_ok=True)
-        results = run_pipeline(cfg, out=rdir, resume=True, progress=False, teacher_cache=ctx.teacher.store)
+        results = run_pipeline(cfg, out=rdir, resume=True, progress=False, teacher_cache=ctx.teacher_store)
         msnet = load(rdir / "model", device=ctx.device).msnet
         t = results["timings"]
         seconds = build_seconds(t)
@@ -903,7 +913,7 @@ def make_context(*, model: str, scale: str, out: Path, dataset: str = "fashion-m
     return Context(splits=splits, base=base, base_val=base_val, base_test=base_test, base_macs=base_macs,
                    base_seconds=base_seconds, target=base_val - tolerance, scale=sc, spec=spec, out=out,
                    dataset=dataset, data_dir=data_dir, val_size=val_size, device=device, base_weights=base_weights,
-                   teacher=CachedTeacher(base, LogitStore(out / TEACHER_CACHE)),
+                   teacher_store=LogitStore(out / TEACHER_CACHE),
                    protocol=protocol_identity(scale=scale, spec=spec))
 
 
@@ -1155,11 +1165,13 @@ def _phase(timings: dict[str, Any], phase: str) -> float:
 
 def build_seconds(timings: dict[str, Any]) -> float | None:
     """A run's build time from its ``results.json`` timings: super-network (its training when the
-    run trained it, its loading when loaded), search and final training, each across resumes; the
-    total when no phase was recorded."""
+    run trained it, its loading when loaded), search and final training, each across resumes, the
+    final training's with the teacher passes it read from the benchmark's cache as long as they took
+    (as if run alone); the total when no phase was recorded."""
     if not any(clock in timings for _, clock, _ in WORK):
         return timings.get("total_seconds")
-    return float(sum(_phase(timings, phase) for phase in ("supernet", "search", "final_training")))
+    return float(sum(_phase(timings, phase) for phase in ("supernet", "search", "final_training"))
+                 + timings.get("final_training_teacher_read_back_seconds", 0.0))
 
 
 def machine() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from s2dnas.dynamic.calibrate import collect_logits
 from s2dnas.search.evaluator import TrainedEvaluator
 from s2dnas.space import Architecture
 
-from benchmarks.methods import METHODS, Scale, _space, make_context
+from benchmarks.methods import METHODS, Scale, _space, make_context, teacher
 from benchmarks.ranking import kendall_tau
 
 NAMES = ["s2dnas_handpicked", "s2dnas_random", "s2dnas_rl", "s2dnas_oneshot"]
@@ -40,7 +40,7 @@ def main() -> None:
     target = float(json.loads((out / "s2dnas_rl" / "results.json").read_text())["target_val_accuracy"])
     space = _space(ctx)
     sc = ctx.scale
-    brief = TrainedEvaluator(space, ctx.splits, teacher=ctx.teacher,
+    brief = TrainedEvaluator(space, ctx.splits, teacher=teacher(ctx),
                              train=dataclasses.replace(cfg.train, epochs=sc.candidate_epochs,
                                                        limit_train=sc.candidate_limit_train, seed=cfg.seed),
                              target=CalibrationTarget(target_accuracy=target), confidence=cfg.calibration.confidence,

@@ -78,3 +78,7 @@ def test_a_run_reading_every_teacher_logit_back_ends_as_the_run_that_computed_th
     assert [json.loads(line)["architecture"] for line in journals[0].splitlines()] == \
         [json.loads(line)["architecture"] for line in journals[1].splitlines()]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # what the second run's final training read back it did not compute: counted as if it had run alone
+    read_back = [json.loads((o / "results.json").read_text())["timings"]["final_training_teacher_read_back_seconds"]
+                 for o in outs]
+    assert read_back[0] == 0.0 < read_back[1]

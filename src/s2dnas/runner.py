@@ -66,7 +66,7 @@ from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.space.factory import build_space
 from s2dnas.train.base import warn_if_chance
-from s2dnas.train.loops import evaluate, reestimate_batch_norm_seeded
+from s2dnas.train.loops import evaluate, read_back_seconds, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 from s2dnas.train.sandwich import most_expensive
 from s2dnas.train.supernet import SuperNet
@@ -497,6 +497,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         timings["search_candidate_seconds"] = found.candidate_seconds
     if train_metrics["train_seconds"] is not None:
         timings["final_training_epoch_seconds"] = train_metrics["train_seconds"]
+    # the teacher passes its epochs read from a shared cache (teacher_cache) took when computed
+    timings["final_training_teacher_read_back_seconds"] = read_back_seconds(train_metrics["history"])
     # Steps 3-6 on rank 0 (the others hold the same weights and wait for the results).
     return dist.run_on_main(lambda: _finish(run, msnet, found, base_metrics=base_metrics, target=target,
                                             train_metrics=train_metrics, timings=timings, start=start,

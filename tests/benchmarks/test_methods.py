@@ -555,7 +555,7 @@ def test_long_static_rows_train_for_the_base_and_final_epochs(tmp_path: Path, mo
     monkeypatch.setattr(methods, "_train_from_scratch", fake)
     spec, sc = methods.MODELS["resnet20"], methods.SCALES["full"]
     ctx = types.SimpleNamespace(spec=spec, scale=sc, out=tmp_path, splits=types.SimpleNamespace(input_shape=(1, 2, 2)),
-                                device=torch.device("cpu"), base=torch.nn.Flatten(), teacher=torch.nn.Flatten())
+                                device=torch.device("cpu"), base=torch.nn.Flatten(), teacher_store=None)
     for name in ("static_x0.5", "static_x0.5_long", "cascade_x0.25_long", "cascade_x0.5"):
         methods.METHODS[name](ctx)
     assert trained == [("benchmarks.models:resnet20_w50", "static_x0.5", 10, True),
@@ -920,7 +920,7 @@ def _search_context(out: Path, *, seed: int, model: str) -> types.SimpleNamespac
     """What a searched row reads of its context, at scale full with ``--supernet out/sn``."""
     return types.SimpleNamespace(scale=methods.SCALES["full"], out=out, seed=seed, supernet=str(out / "sn"),
                                  dataset="fashion-mnist", data_dir=None, val_size=None, base_weights=None,
-                                 spec=methods.MODELS[model], device="cpu", teacher=types.SimpleNamespace(store=None))
+                                 spec=methods.MODELS[model], device="cpu", teacher_store=None)
 
 
 def test_the_budget_mode_one_shot_row_searches_as_the_demo_does(tmp_path: Path,
@@ -1023,3 +1023,39 @@ def test_a_resumed_runs_build_time_counts_the_work_before_its_restart() -> None:
     # a super-network the run trained, then resumed after it: its epochs, not its loading
     assert methods.build_seconds({**resumed, "supernet_epoch_seconds": 600.0}) == pytest.approx(600.0 + 5100.0)
     assert methods.build_seconds({"total_seconds": 30.0}) == 30.0
+    # a final training that read the base's logits from the benchmark's cache: as long as it would have taken alone
+    assert methods.build_seconds({**straight, "final_training_teacher_read_back_seconds": 700.0}) == \
+        pytest.approx(1010.0 + 4150.0 + 700.0)
+
+
+def test_a_static_model_that_read_the_teachers_logits_back_counts_them_in_its_build_time(tmp_path: Path) -> None:
+    """The second of two thin models of one seed reads every logit the first computed: its build time
+    is what it would have taken alone, not its shorter clock."""
+    from s2dnas.train.teacher import CachedTeacher, LogitStore
+    from tests._models import ToyCNN, blob_splits
+
+    class Slow(torch.nn.Module):  # a teacher of at least 200 ms a batch
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(1)
+            self.inner = ToyCNN(num_classes=2).eval()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            import time
+
+            time.sleep(0.2)
+            return self.inner(x)
+
+    splits, slow, store = blob_splits(), Slow().eval(), LogitStore(tmp_path / "logits.sqlite")
+    runs = []
+    for name in ("first", "second"):  # a teacher object per training, as methods.teacher() makes them
+        _, seconds = methods._train_from_scratch("tests._models:ToyCNN", splits, tmp_path / name, epochs=2,
+                                                 limit_train=None, device=torch.device("cpu"),
+                                                 teacher=CachedTeacher(slow, store))
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        runs.append((seconds, metrics["train_seconds"]))
+    batches = 2 * -(-len(splits.train) // 128)
+    assert store.hits == store.misses == batches
+    (first, first_clock), (second, second_clock) = runs
+    assert first_clock >= 0.2 * batches  # it ran them
+    assert second_clock < 0.2 * batches <= second - second_clock  # its clock saw none of them; its build time does

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from s2dnas.config import TrainConfig
 from s2dnas.errors import ConfigError
 from s2dnas.space import Space
 from s2dnas.train.base import BaseTrainConfig, train_base
+from s2dnas.train.loops import read_back_seconds
 from s2dnas.train.multistage import MultiStageLoss, train_multistage
 from s2dnas.train.teacher import CachedTeacher, LogitStore
 from tests._models import ToyCNN, blob_splits
@@ -33,6 +35,34 @@ def _train(teacher: nn.Module) -> dict[str, torch.Tensor]:
     msnet = Space(ToyCNN(num_classes=2).eval(), input_shape=(1, 8, 8), num_stages=2, ratio_grid=4).build()
     train_multistage(msnet, blob_splits(), config=CFG, teacher=teacher, progress=False, evaluate_val=False)
     return msnet.state_dict()
+
+
+class _Slow(nn.Module):
+    """``teacher`` taking at least 10 ms a batch."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.01)
+        return self.teacher(x)
+
+
+def test_a_training_that_reads_logits_back_records_how_long_they_took(tmp_path: Path) -> None:
+    store = LogitStore(tmp_path / "logits.sqlite")
+    histories = []
+    for _ in range(2):
+        torch.manual_seed(2)
+        msnet = Space(ToyCNN(num_classes=2).eval(), input_shape=(1, 8, 8), num_stages=2, ratio_grid=4).build()
+        histories.append(train_multistage(msnet, blob_splits(), config=CFG, teacher=CachedTeacher(_Slow(_teacher()),
+                                          store), progress=False, evaluate_val=False)["history"])
+    store.close()
+    with sqlite3.connect(tmp_path / "logits.sqlite") as db:
+        stored, count = db.execute("SELECT SUM(seconds), COUNT(*) FROM logits").fetchone()
+    assert [h["teacher_seconds_read_back"] for h in histories[0]] == [0.0, 0.0]  # computed, not read
+    assert stored >= 0.01 * count and read_back_seconds(histories[1]) == pytest.approx(stored, rel=1e-9)
+    assert read_back_seconds(histories[0]) == 0.0 and read_back_seconds([{"seconds": 1.0}]) == 0.0
 
 
 def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -105,6 +135,21 @@ def test_training_mode_or_autograd_passes_through() -> None:
     assert len(teacher.store) == 0 and teacher.store.hits == teacher.store.misses == 0
 
 
+def test_only_logits_another_teacher_computed_count_as_read_back() -> None:
+    one = CachedTeacher(_Slow(_teacher()).eval())
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        one(x)
+        one(x)  # its own logits again: a run alone reads these back too
+        assert one.store.hits == 1 and one.seconds_read_back == 0.0
+        twin = copy.deepcopy(one)  # the same teacher, copied by a training loop
+        twin(x)
+        assert twin.seconds_read_back == 0.0
+        other = CachedTeacher(one.teacher, one.store)  # another training over the same store
+        other(x)
+        assert other.seconds_read_back >= 0.01 and one.store.hits == 3
+
+
 def test_a_deep_copy_shares_the_store_and_the_answers() -> None:
     teacher = CachedTeacher(_teacher())
     x = torch.randn(4, 1, 8, 8)
@@ -120,22 +165,22 @@ def test_the_file_keeps_dtype_shape_and_bits_across_processes(tmp_path: Path) ->
     values = {b"a": torch.randn(3, 5, dtype=torch.float64), b"b": torch.randn(2, 7).to(torch.bfloat16),
               b"c": torch.randn(4)}
     store = LogitStore(path)
-    for key, value in values.items():
-        store.put(key, value)
+    for i, (key, value) in enumerate(values.items()):
+        store.put(key, value, seconds=0.5 * i)
     store.close()
     reopened = LogitStore(path)
     assert len(reopened) == 3 and reopened.get(b"missing") is None
-    for key, value in values.items():
+    for i, (key, value) in enumerate(values.items()):
         back = reopened.get(key)
-        assert back is not None and back.dtype == value.dtype and torch.equal(back, value)
+        assert back is not None and back[0].dtype == value.dtype and torch.equal(back[0], value) and back[1] == 0.5 * i
     assert (reopened.hits, reopened.misses) == (3, 1)
 
 
 def test_a_full_memory_store_keeps_what_it_has(tmp_path: Path) -> None:
     store = LogitStore(max_bytes=2 * 10 * 4)  # two tensors of 10 floats
     for i in range(3):
-        store.put(bytes([i]), torch.full((10,), float(i)))
-    assert len(store) == 2 and store.get(bytes([2])) is None and torch.equal(store.get(bytes([1])), torch.ones(10))
+        store.put(bytes([i]), torch.full((10,), float(i)), seconds=1.0)
+    assert len(store) == 2 and store.get(bytes([2])) is None and torch.equal(store.get(bytes([1]))[0], torch.ones(10))
 
 
 def test_a_file_that_is_not_a_logit_cache_is_refused(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
                                  seed=config.seed * 1000 + epoch, limit=config.limit_train)
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
+        read_back = getattr(teacher, "seconds_read_back", None)  # a CachedTeacher's, before this epoch
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for i, (x, y) in enumerate(bar):
             step = epoch * train_loader_len + i
@@ -165,6 +166,8 @@ def train_base(model: nn.Module, splits: DataSplits, *, config: BaseTrainConfig,
         seconds = dist.broadcast_object(time.time() - t_epoch) if ddp else time.time() - t_epoch
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "val_accuracy": val.accuracy, "val_loss": val.loss, "seconds": seconds})
+        if read_back is not None:
+            history[-1]["teacher_seconds_read_back"] = getattr(teacher, "seconds_read_back") - read_back
         if main:
             _logger.info("epoch %d: train loss %.4f, val acc %.4f", epoch + 1, loss_sum / seen, val.accuracy)
         if main and on_epoch is not None:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from s2dnas.errors import TrainingError
 
 __all__ = ["EvalResult", "make_sgd", "cosine_lr", "evaluate", "check_finite", "check_finite_weights", "history_seconds",
-           "seed_everything", "to_device", "optimizer_step", "train_step", "reestimate_batch_norm",
+           "read_back_seconds", "seed_everything", "to_device", "optimizer_step", "train_step", "reestimate_batch_norm",
            "reestimate_batch_norm_seeded"]
 
 
@@ -124,6 +124,13 @@ def history_seconds(history: list[dict[str, Any]]) -> float | None:
     """A training's epochs' seconds summed across resumes (the history comes back from the
     checkpoint); None when an epoch predates their recording."""
     return float(sum(h["seconds"] for h in history)) if all("seconds" in h for h in history) else None
+
+
+def read_back_seconds(history: list[dict[str, Any]]) -> float:
+    """What the teacher passes a training's epochs read from the cache took when they were computed
+    (:class:`~s2dnas.train.teacher.CachedTeacher`; 0 without one): added to its seconds, how long it
+    would have taken alone."""
+    return float(sum(h.get("teacher_seconds_read_back", 0.0) for h in history))
 
 
 @torch.no_grad()

@@ -355,6 +355,7 @@ def _train_epoch(net: nn.Module, msnet: MultiStageNet, loader: DataLoader, *, ep
     net.train()
     loss_sum, seen, lr = 0.0, 0, config.lr
     correct = [0] * msnet.num_stages
+    read_back = getattr(teacher, "seconds_read_back", None)  # a CachedTeacher's, before this epoch
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not run.progress, leave=False)
     for i, (x, y) in enumerate(bar):
         lr = cosine_lr(epoch * run.steps_per_epoch + i, total_steps=total_steps, warmup_steps=warmup_steps,
@@ -376,8 +377,11 @@ def _train_epoch(net: nn.Module, msnet: MultiStageNet, loader: DataLoader, *, ep
         dist.average_buffers(msnet)  # the ranks' batch-norm statistics differ after the last step
         total = dist.all_reduce_sum(torch.tensor([loss_sum, seen, *correct], dtype=torch.float64))
         loss_sum, seen, correct = float(total[0]), int(total[1]), [int(c) for c in total[2:]]
-    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": [c / max(seen, 1) for c in correct]}
+    entry = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+             "train_accuracy": [c / max(seen, 1) for c in correct]}
+    if read_back is not None:
+        entry["teacher_seconds_read_back"] = getattr(teacher, "seconds_read_back") - read_back
+    return entry
 
 
 def _report_epoch(entry: dict[str, Any], run: _Run) -> None:

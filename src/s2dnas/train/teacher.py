@@ -9,13 +9,18 @@ teacher's forward pass is a large part of such a training (with a small student,
 type) and by the teacher (its weights, torch version, thread count), so a hit returns the logits a
 new forward pass would give, bit for bit (where the teacher's forward pass is deterministic, as it
 is on the CPU), and anything else misses. It caches only in eval mode without autograd (how every
-training loop here calls a teacher); otherwise it is the teacher.
+training loop here calls a teacher); otherwise it is the teacher. Each entry keeps the seconds its
+forward pass took, and :attr:`CachedTeacher.seconds_read_back` sums those of the hits on entries
+another teacher object computed (another run, row or process sharing the store): the training
+loops record it per epoch (``teacher_seconds_read_back``), so a training that read logits another
+one computed can say how long it would have taken alone (``make bench``'s build times do).
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ __all__ = ["LogitStore", "CachedTeacher", "MEMORY_BUDGET_BYTES"]
 
 #: How many bytes of logits an in-memory store keeps (the rest is computed as usual).
 MEMORY_BUDGET_BYTES = 256 * 2**20
-_COLUMNS = ("key", "dtype", "shape", "data")
+_COLUMNS = ("key", "dtype", "shape", "data", "seconds")
 _COMMIT_EVERY = 64  # SQLite puts between commits: a crash loses at most these (they are recomputed)
 
 
@@ -37,13 +42,14 @@ class LogitStore:
     kept across processes: a resumed or later run on the same teacher starts with them; an existing
     file is checked at once, a new one written at the first :meth:`put`).
 
-    Counts ``hits`` and ``misses`` (:meth:`get`)."""
+    Counts ``hits`` and ``misses`` (:meth:`get`). Each entry is the logits and the seconds their
+    forward pass took."""
 
     def __init__(self, path: str | Path | None = None, *, max_bytes: int = MEMORY_BUDGET_BYTES) -> None:
         self.path = None if path is None else Path(path)
         self.max_bytes = max_bytes
         self.hits = self.misses = 0
-        self._memory: dict[bytes, torch.Tensor] = {}
+        self._memory: dict[bytes, tuple[torch.Tensor, float]] = {}
         self._bytes = 0
         self._pending = 0
         self._db: sqlite3.Connection | None = None
@@ -55,8 +61,8 @@ class LogitStore:
             self._db = _open(self.path)
         return self._db
 
-    def get(self, key: bytes) -> torch.Tensor | None:
-        """The logits stored under ``key`` (CPU), or None."""
+    def get(self, key: bytes) -> tuple[torch.Tensor, float] | None:
+        """The logits stored under ``key`` (CPU) and their forward pass's seconds, or None."""
         found = self._memory.get(key) if self.path is None else _read(self._connection(create=False), key)
         if found is None:
             self.misses += 1
@@ -64,19 +70,20 @@ class LogitStore:
             self.hits += 1
         return found
 
-    def put(self, key: bytes, logits: torch.Tensor) -> None:
-        """Keep ``logits`` (copied to the CPU) under ``key``; a full in-memory store keeps nothing more."""
+    def put(self, key: bytes, logits: torch.Tensor, *, seconds: float) -> None:
+        """Keep ``logits`` (copied to the CPU), computed in ``seconds``, under ``key``; a full in-memory
+        store keeps nothing more."""
         logits = logits.detach().to("cpu", copy=True).contiguous()
         db = self._connection(create=True)
         if db is None:
             size = logits.numel() * logits.element_size()
             if key not in self._memory and self._bytes + size <= self.max_bytes:
-                self._memory[key] = logits
+                self._memory[key] = logits, seconds
                 self._bytes += size
             return
         raw = logits.flatten().view(torch.uint8).numpy().tobytes()
-        db.execute("INSERT OR REPLACE INTO logits VALUES (?, ?, ?, ?)",
-                   (key, str(logits.dtype).removeprefix("torch."), ",".join(map(str, logits.shape)), raw))
+        db.execute("INSERT OR REPLACE INTO logits VALUES (?, ?, ?, ?, ?)",
+                   (key, str(logits.dtype).removeprefix("torch."), ",".join(map(str, logits.shape)), raw, seconds))
         self._pending += 1
         if self._pending >= _COMMIT_EVERY:
             self.flush()
@@ -107,7 +114,7 @@ def _open(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path)
     try:
         db.execute("CREATE TABLE IF NOT EXISTS logits (key BLOB PRIMARY KEY, dtype TEXT NOT NULL, "
-                   "shape TEXT NOT NULL, data BLOB NOT NULL)")
+                   "shape TEXT NOT NULL, data BLOB NOT NULL, seconds REAL NOT NULL)")
         db.commit()
         columns = [row[1] for row in db.execute("PRAGMA table_info(logits)")]
     except sqlite3.DatabaseError as e:
@@ -121,13 +128,14 @@ def _open(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _read(db: sqlite3.Connection | None, key: bytes) -> torch.Tensor | None:
-    row = None if db is None else db.execute("SELECT dtype, shape, data FROM logits WHERE key = ?", (key,)).fetchone()
+def _read(db: sqlite3.Connection | None, key: bytes) -> tuple[torch.Tensor, float] | None:
+    row = None if db is None else db.execute("SELECT dtype, shape, data, seconds FROM logits WHERE key = ?",
+                                             (key,)).fetchone()
     if row is None:
         return None
-    dtype, shape, data = row
+    dtype, shape, data, seconds = row
     flat = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(getattr(torch, dtype))
-    return flat.reshape([int(n) for n in shape.split(",") if n])
+    return flat.reshape([int(n) for n in shape.split(",") if n]), float(seconds)
 
 
 def _digest(tensor: torch.Tensor, h: Any) -> None:
@@ -140,13 +148,18 @@ class CachedTeacher(nn.Module):
     """``teacher`` with its logits kept in ``store`` (a new in-memory :class:`LogitStore` when None).
 
     Its weights and buffers are part of every key (hashed again whenever one of them has changed in
-    place or been replaced). A deep copy (a training loop may copy its teacher) shares the store."""
+    place or been replaced). A deep copy (a training loop may copy its teacher) shares the store
+    and counts as the same teacher for :attr:`seconds_read_back`."""
 
     def __init__(self, teacher: nn.Module, store: LogitStore | None = None) -> None:
         super().__init__()
         self.teacher = teacher
         self.store = store if store is not None else LogitStore()
         self.train(teacher.training)
+        #: the seconds the forward passes whose logits this module read back took when another
+        #: teacher computed them (its own, read back again, are not counted: a run alone has them too)
+        self.seconds_read_back = 0.0
+        self._computed: set[bytes] = set()
         self._fingerprint: tuple[tuple[tuple[int, int], ...], bytes] | None = None
 
     def fingerprint(self) -> bytes:
@@ -176,11 +189,18 @@ class CachedTeacher(nn.Module):
         key = self.key(x)
         found = self.store.get(key)
         if found is not None:
-            return found.to(x.device)
+            if key not in self._computed:
+                self.seconds_read_back += found[1]
+            return found[0].to(x.device)
+        start = time.perf_counter()
         logits = self.teacher(x)
         if isinstance(logits, torch.Tensor):
-            self.store.put(key, logits)
+            on_cpu = logits.detach().to("cpu", copy=True)  # waits for the device: the pass's whole time
+            self.store.put(key, on_cpu, seconds=time.perf_counter() - start)
+            self._computed.add(key)
         return logits
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CachedTeacher:
-        return CachedTeacher(copy.deepcopy(self.teacher, memo), self.store).train(self.training)
+        twin = CachedTeacher(copy.deepcopy(self.teacher, memo), self.store).train(self.training)
+        twin._computed = self._computed
+        return twin
