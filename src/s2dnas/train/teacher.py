@@ -191,7 +191,7 @@ class CachedTeacher(nn.Module):
         if found is not None:
             if key not in self._computed:
                 self.seconds_read_back += found[1]
-            return found[0].to(x.device)
+            return found[0].to(x.device, copy=True)  # the caller may change it in place; the store's stays
         start = time.perf_counter()
         logits = self.teacher(x)
         if isinstance(logits, torch.Tensor):
