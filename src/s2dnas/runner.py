@@ -390,7 +390,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
         progress: progress bars and one line per step (rank 0 only under torchrun).
         teacher_cache: where the teacher's logits are kept (:class:`~s2dnas.train.teacher.LogitStore`;
             e.g. an SQLite file shared by runs of the same base, or by a resumed one); None: a
-            new in-memory one for this run. The caller's store is flushed, not closed.
+            new in-memory one for this run. The caller's store is flushed, not closed. Under
+            torchrun each rank needs its own (its batches differ; one SQLite file is not for two writers).
 
     Under torchrun every rank calls it with the same arguments and gets the same results (see the
     module docstring); in one process no step changes.

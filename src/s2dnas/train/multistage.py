@@ -128,7 +128,9 @@ class MultiStageMetrics(TypedDict):
     """What :func:`train_multistage` returns."""
 
     epochs: int  # epochs completed so far (across resumes)
-    history: list[dict[str, Any]]  # per epoch: epoch, lr, train_loss, train_accuracy[S], val_accuracy[S], seconds
+    # per epoch: epoch, lr, train_loss, train_accuracy[S], val_accuracy[S], seconds (and, with a
+    # CachedTeacher, teacher_seconds_read_back)
+    history: list[dict[str, Any]]
     val_accuracy: list[float] | None  # per stage after the last epoch (None when not evaluated)
     seconds: float  # wall time of this call
     train_seconds: float | None  # the epochs' seconds across resumes (None: an epoch from before they were kept)
