@@ -44,7 +44,8 @@ def test_run_warns_once_about_a_chance_level_base(tmp_path: Path, caplog: pytest
     assert "train the base model longer" in chance[0]
 
 
-def test_a_run_reading_every_teacher_logit_back_ends_as_the_run_that_computed_them(tmp_path: Path) -> None:
+def test_a_run_reading_every_teacher_logit_back_ends_as_the_run_that_computed_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from s2dnas.data import build_splits
     from s2dnas.train.base import BaseTrainConfig, train_base
     from s2dnas.train.checkpoint import load_weights
@@ -67,9 +68,13 @@ def test_a_run_reading_every_teacher_logit_back_ends_as_the_run_that_computed_th
     counts = []
     for out in outs:
         out.mkdir()
-        runner.run_pipeline(cfg, out=out, progress=False, teacher_cache=store)
+        with caplog.at_level(logging.INFO, logger="s2dnas.runner"):
+            runner.run_pipeline(cfg, out=out, progress=False, teacher_cache=store)
         counts.append((store.hits, store.misses))
     (hits_a, misses_a), (hits_b, misses_b) = counts
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("teacher logits:")]
+    assert said == [f"teacher logits: {hits_a} batches from the cache, {misses_a} computed",  # each run its own
+                    f"teacher logits: {hits_a + misses_a} batches from the cache, 0 computed"]
     # the three candidates train on the same seeded batches: the second and third read the first's logits
     assert hits_a == 2 * (misses_a - 1) and misses_a > 1  # + the final training's batch, computed once
     assert misses_b == misses_a and hits_b == hits_a + (hits_a + misses_a)  # the second run computes nothing

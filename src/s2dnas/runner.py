@@ -428,6 +428,7 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
     splits, base, model_name, source, space = loaded.splits, loaded.model, loaded.model_name, loaded.source, loaded.space
     stage_cost = stage_cost_hook(cfg.calibration, device)
     store = teacher_cache if teacher_cache is not None else LogitStore()
+    counted = store.hits, store.misses  # a caller's store may have served other runs before
     run = _Run(cfg=cfg, out=out, splits=splits, base=base, model_name=model_name, base_source=source, space=space,
                device=device, resume=resume, progress=progress, teacher=CachedTeacher(base, store),
                stage_cost=stage_cost)
@@ -488,7 +489,8 @@ def run_pipeline(cfg: RunConfig, *, out: Path, resume: bool = False, progress: b
                                      out_dir=final_dir, resume=resume_final, progress=progress, distributed=True,
                                      provenance=run.provenance)
     store.flush()
-    _say(progress, f"teacher logits: {store.hits} batches from the cache, {store.misses} computed")
+    _say(progress, f"teacher logits: {store.hits - counted[0]} batches from the cache, "
+                   f"{store.misses - counted[1]} computed")
     timings["final_training_seconds"] = time.time() - t
     # What a resumed run did before this process: the search's candidates and the training's epochs
     if supernet_info is not None and supernet_info.get("source") == "trained by this run" \
