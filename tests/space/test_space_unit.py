@@ -10,6 +10,7 @@ from torch import nn
 
 from s2dnas.errors import ConfigError, InvalidArchitectureError, TransformError, UnsupportedModelError
 from s2dnas.space import Architecture, Space
+from s2dnas.space.modules import SharedBatchNorm, SharedConv2d, SharedLinear
 from s2dnas.space.space import compositions
 from s2dnas.zoo import create_model
 
@@ -126,9 +127,30 @@ def test_shared_weights_equal_copied_weights(seed):
     x = torch.randn(8, 1, 16, 16)
     for a, b in zip(copied(x), shared(x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    # gradients of the shared network reach the base model's parameters
-    sum(o.sum() for o in shared(x)).backward()
-    assert model.conv1.weight.grad is not None and model.conv1.weight.grad.abs().sum() > 0
+    # the base's gradient through the shared views is the copies' gradients put back at their slices
+    copied.zero_grad()
+    sum(o.square().sum() for o in copied(x)).backward()
+    sum(o.square().sum() for o in shared(x)).backward()
+    expected = {id(p): torch.zeros_like(p) for p in model.parameters()}
+    views = 0
+    for cstage, sstage in zip(copied.stages, shared.stages):
+        copies = dict(cstage.named_modules())
+        for name, view in sstage.named_modules():
+            if not isinstance(view, (SharedConv2d, SharedLinear, SharedBatchNorm)):
+                continue
+            views += 1
+            copy, base = copies[name], view.base
+            grad = copy.weight.grad
+            if base.weight.dim() > 1 and getattr(base, "groups", 1) == 1:  # conv / linear: rows and columns
+                grad = torch.zeros(len(view.out_idx), *base.weight.shape[1:]).index_copy_(1, view.in_idx, grad)
+            expected[id(base.weight)].index_add_(0, view.out_idx, grad)
+            if base.bias is not None:
+                expected[id(base.bias)].index_add_(0, view.out_idx, copy.bias.grad)
+    assert views > 20
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, expected[id(p)], rtol=1e-4, atol=1e-4, msg=name)
+    assert model.conv1.weight.grad.abs().sum() > 0
 
 
 def test_architecture_json_round_trip_and_errors(tmp_path):

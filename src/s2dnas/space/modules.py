@@ -72,7 +72,10 @@ def sliced_module(base: nn.Module, *, out_idx: torch.Tensor, in_idx: torch.Tenso
 
 
 class _Shared(nn.Module):
-    """Computes its weights as a slice of a base layer at every call (gradients flow to the base)."""
+    """Computes its weights as a slice of a base layer at every call (gradients flow to the base).
+    Slices are taken with ``index_select``, whose backward is one ``index_add`` (advanced indexing's
+    is an accumulating ``index_put``, which sorts its indices on CUDA): the super-network's step
+    runs hundreds of them."""
 
     def __init__(self, base: nn.Module, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
         super().__init__()
@@ -94,10 +97,10 @@ class SharedConv2d(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        w = b.weight[self.out_idx]
+        w = b.weight.index_select(0, self.out_idx)
         if b.groups == 1:
-            w = w[:, self.in_idx]
-        bias = b.bias[self.out_idx] if b.bias is not None else None
+            w = w.index_select(1, self.in_idx)
+        bias = b.bias.index_select(0, self.out_idx) if b.bias is not None else None
         if b.padding_mode != "zeros":  # as nn.Conv2d does for reflect/replicate/circular padding
             x = F.pad(x, b._reversed_padding_repeated_twice, mode=b.padding_mode)
             return F.conv2d(x, w, bias, b.stride, 0, b.dilation, self.groups)
@@ -113,8 +116,8 @@ class SharedLinear(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        bias = b.bias[self.out_idx] if b.bias is not None else None
-        return F.linear(x, b.weight[self.out_idx][:, self.in_idx], bias)
+        bias = b.bias.index_select(0, self.out_idx) if b.bias is not None else None
+        return F.linear(x, b.weight.index_select(0, self.out_idx).index_select(1, self.in_idx), bias)
 
 
 class SharedBatchNorm(_Shared):
@@ -123,8 +126,8 @@ class SharedBatchNorm(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        weight = b.weight[self.out_idx] if b.affine else None
-        bias = b.bias[self.out_idx] if b.affine else None
+        weight = b.weight.index_select(0, self.out_idx) if b.affine else None
+        bias = b.bias.index_select(0, self.out_idx) if b.affine else None
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, b.eps)
 
 
@@ -133,8 +136,8 @@ class SharedLayerNorm(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        weight = b.weight[self.out_idx] if b.weight is not None else None
-        bias = b.bias[self.out_idx] if b.bias is not None else None
+        weight = b.weight.index_select(0, self.out_idx) if b.weight is not None else None
+        bias = b.bias.index_select(0, self.out_idx) if b.bias is not None else None
         return F.layer_norm(x, (len(self.out_idx),), weight, bias, b.eps)
 
 
