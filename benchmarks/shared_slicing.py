@@ -1,7 +1,7 @@
 """A VGG super-network's sandwich step with the shared views slicing their weights by advanced
 indexing (before 2026-12-04) and by ``index_select`` (since), side by side in one process.
 
-    python -m benchmarks.shared_slicing --threads 2 --out benchmarks/results/shared_slicing.json
+    python -m benchmarks.shared_slicing --threads 2 --steps 5 --out benchmarks/results/shared_slicing.json
 
 ``benchmarks.models:vgg16_bn_w50`` (1x28x28, 10 classes, random weights), the default space and
 super-network recipe; the same batches and sandwich architectures for both, a fresh super-network
@@ -91,7 +91,7 @@ def main() -> None:
         modules.SharedConv2d.forward, modules.SharedLinear.forward, modules.SharedBatchNorm.forward = \
             VARIANTS["index_select"]
     out = {"machine": machine_info(), "model": "benchmarks.models:vgg16_bn_w50", "threads": args.threads,
-           "num_sampled": 2, "results": results}
+           "num_sampled": 2, "steps": args.steps, "rounds": args.rounds, "results": results}
     if args.out:
         atomic_write_json(args.out, out)
 

@@ -10,9 +10,12 @@
 # Here, once:   mkdir -p .data && cp /usr/share/datasets/fashion-mnist/*.gz .data/   (.data/ is git-ignored)
 # Device tool:  run(command='bash scripts/device_vgg_rows.sh train "--methods static_base,s2dnas_handpicked" \
 #                   "--seeds 2 --methods static_base,s2dnas_random"', carry=[".data"], timeout_s=...)
-#               (TRAIN_SECONDS: the deadline, default 480; each argument is one benchmarks.methods call)
-#               then, at once while the machine is warm (30 s), run(command="bash scripts/device_vgg_rows.sh deliver")
-#               until its output says "nothing left".
+#               (TRAIN_SECONDS: the deadline, default 480; each argument is one benchmarks.methods call;
+#               give timeout_s >= TRAIN_SECONDS + 90 for the packing). Finished rows go into $OUT as they
+#               finish (what is there comes back even when the call times out); then, at once while the
+#               machine is warm (30 s), run(command="bash scripts/device_vgg_rows.sh deliver") until its
+#               output says "nothing left". A second `train` call on the same warm machine resumes the rows
+#               the first one left unfinished (runs/ in the /tmp copy is kept).
 # Back here:    copy every call's files into one folder F, then, in the repo root:
 #               bash scripts/device_vgg_rows.sh unpack F
 #               (restores runs/bench/vgg16_bn_w50-full/<row>/: a finished row's cache, or an unfinished
@@ -22,8 +25,8 @@
 #
 # Learnt on the first call (session 30, 2026-12-04): every call re-sends the working tree and
 # removes what the last call wrote into it, so the work happens in a copy under /tmp, which lives
-# as long as the machine is held. One 16-epoch final training of a VGG row takes ~2.7 min on the
-# H200 (21 ms a step; 2.5 min an epoch on the 2-core CPU here); the super-network takes ~110 s an
+# as long as the machine is held. One 16-epoch final training of a VGG row takes ~3.2 min on the
+# H200 (12 s an epoch, 21 ms a step; ~130 s an epoch on the 2-core CPU here); the super-network takes ~110 s an
 # epoch there (256 ms a step: four architectures rebuilt per step, bound by Python, not the GPU),
 # so its 8 epochs do not fit one session's 15 device minutes.
 set -uo pipefail
@@ -42,13 +45,16 @@ if [ "$MODE" = unpack ]; then  # here, in the repo root: F holds NN-row.tgz.aa, 
   exit 0
 fi
 
-deliver() {  # move the next pieces (at most 7 files, 62 MB) into $OUT; log.txt is the 8th
+deliver() {  # move the next pieces into $OUT, up to 6 files and 62 MB there in all; beside them log.txt
+             # (the log so far) and, during a train call, train-log.txt (the same, written as it grows)
   OUT=${OUT:?set OUT to the folder whose files come back}
   mkdir -p "$PACK/sent"
-  local n=0 bytes=0 f size left
+  local n bytes f size left
+  n=$(ls "$OUT" | grep -c '\.tgz\.')
+  bytes=$(cat "$OUT"/*.tgz.* 2>/dev/null | wc -c)
   for f in $(ls "$PACK" | grep '\.tgz\.' | sort); do
     size=$(stat -c %s "$PACK/$f")
-    if [ $n -ge 7 ] || [ $((bytes + size)) -gt 62000000 ]; then break; fi
+    if [ $n -ge 6 ] || [ $((bytes + size)) -gt 62000000 ]; then break; fi
     cp "$PACK/$f" "$OUT/" && mv "$PACK/$f" "$PACK/sent/" && n=$((n + 1)) && bytes=$((bytes + size))
   done
   cp "$LOG" "$OUT/log.txt" 2>/dev/null
@@ -62,20 +68,23 @@ if [ "$MODE" = deliver ]; then deliver; exit 0; fi
 shift
 
 # -- train (on the device) ------------------------------------------------------------------------
+OUT=${OUT:?set OUT to the folder whose files come back}
 START=$(date +%s)
+STAMP=$(date +%m%d%H%M)  # in the piece names: pieces of two calls never mix in one folder here
 DEADLINE=$((START + ${TRAIN_SECONDS:-480}))
 export PYTHONPATH=src:. PYTHONUNBUFFERED=1
-mkdir -p "$PACK" /usr/share/datasets/fashion-mnist && cp .data/*.gz /usr/share/datasets/fashion-mnist/ || exit 1
-rm -rf "$WORK" && mkdir -p "$WORK" && cp -r src benchmarks "$WORK"/ && cd "$WORK" || exit 1
+rm -rf "$PACK" && mkdir -p "$PACK" /usr/share/datasets/fashion-mnist && cp .data/*.gz /usr/share/datasets/fashion-mnist/ || exit 1
+# the code afresh, runs/ (an earlier call's rows and checkpoints) kept
+mkdir -p "$WORK" && rm -rf "$WORK/src" "$WORK/benchmarks" && cp -r src benchmarks "$WORK"/ && cd "$WORK" || exit 1
 ORDER=10
 
-pack() {  # a row's folder, once: finished (result.json) without its checkpoint, else its checkpoint
-  local dir=$1 tag exclude=()
+pack() {  # a row's folder, once: finished (result.json) without its checkpoints, else all of it
+  local dir=$1 tag exclude=(--exclude=export)
   tag=$(basename "$dir")
   [ -e "$PACK/done-$tag" ] && return
-  [ -f "$dir/result.json" ] && exclude=(--exclude=checkpoint.pt)
-  tar -czf "$PACK/tmp.tgz" "${exclude[@]}" --exclude=export --exclude=controller.pt "$dir" || return
-  split -b 15000000 "$PACK/tmp.tgz" "$PACK/$ORDER-$tag.tgz." && rm "$PACK/tmp.tgz"
+  [ -f "$dir/result.json" ] && exclude+=(--exclude=checkpoint.pt --exclude=controller.pt)
+  tar -czf "$PACK/tmp.tgz" "${exclude[@]}" "$dir" || return
+  split -b 15000000 "$PACK/tmp.tgz" "$PACK/$ORDER-$tag-$STAMP.tgz." && rm "$PACK/tmp.tgz"
   touch "$PACK/done-$tag"; ORDER=$((ORDER + 1))
   echo "packed $tag ($(du -sh "$dir" | cut -f1) raw$([ -f "$dir/result.json" ] || echo ', unfinished'))"
 }
@@ -97,13 +106,14 @@ pack_rows() {  # every finished row; with `all`, the unfinished ones too
     if [ $left -lt 45 ]; then echo "skipped (deadline): $args"; continue; fi
     echo "--- $(date -Is) methods $args (${left}s left)"
     # shellcheck disable=SC2086
-    timeout $left python3 -m benchmarks.methods --scale full --model vgg16_bn_w50 --out "$BENCH" --no-speed \
+    timeout -k 20 $left python3 -m benchmarks.methods --scale full --model vgg16_bn_w50 --out "$BENCH" --no-speed \
         --result /tmp/r.json $args
     echo "--- rc $? after $(( $(date +%s) - START )) s"
     pack_rows
+    deliver  # what is finished comes back even if the call is cut short
   done
   pack_rows all
   echo "=== training done after $(( $(date +%s) - START )) s"
-} > "$LOG" 2>&1
+} 2>&1 | tee "$LOG" > "$OUT/train-log.txt"
 deliver
 tail -25 "$LOG"

@@ -118,12 +118,16 @@ def test_concat_positions_change_what_stages_read(seed):
     assert none.analytic_macs[0] == full.analytic_macs[0]
 
 
-def test_shared_weights_equal_copied_weights(seed):
-    model = create_model("resnet20", num_classes=10, in_channels=1).eval()
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])  # mobilenetv2: depthwise (grouped) convs
+def test_shared_weights_equal_copied_weights(seed, name):
+    model = create_model(name, num_classes=10, in_channels=1).eval()
     space = Space(model, input_shape=(1, 16, 16), num_stages=3)
     arch = space.sample(torch.Generator().manual_seed(3))
     copied = space.build(arch).train()
     shared = space.build(arch, share_weights=True).train()
+    for m in [*copied.modules(), *shared.modules()]:
+        if isinstance(m, nn.Dropout):  # mobilenetv2's classifier: no randomness between the two
+            m.p = 0.0
     x = torch.randn(8, 1, 16, 16)
     for a, b in zip(copied(x), shared(x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -147,10 +151,10 @@ def test_shared_weights_equal_copied_weights(seed):
             if base.bias is not None:
                 expected[id(base.bias)].index_add_(0, view.out_idx, copy.bias.grad)
     assert views > 20
-    for name, p in model.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, expected[id(p)], rtol=1e-4, atol=1e-4, msg=name)
-    assert model.conv1.weight.grad.abs().sum() > 0
+    for pname, p in model.named_parameters():  # a parameter no view reached has no gradient: zero expected
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(grad, expected[id(p)], rtol=1e-4, atol=1e-4, msg=pname)
+    assert sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None) > 0
 
 
 def test_architecture_json_round_trip_and_errors(tmp_path):
