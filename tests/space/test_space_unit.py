@@ -139,11 +139,11 @@ def test_shared_weights_equal_copied_weights(seed, name):
     views = 0
     for cstage, sstage in zip(copied.stages, shared.stages):
         copies = dict(cstage.named_modules())
-        for name, view in sstage.named_modules():
+        for module_name, view in sstage.named_modules():
             if not isinstance(view, (SharedConv2d, SharedLinear, SharedBatchNorm)):
                 continue
             views += 1
-            copy, base = copies[name], view.base
+            copy, base = copies[module_name], view.base
             grad = copy.weight.grad
             if base.weight.dim() > 1 and getattr(base, "groups", 1) == 1:  # conv / linear: rows and columns
                 grad = torch.zeros(len(view.out_idx), *base.weight.shape[1:]).index_copy_(1, view.in_idx, grad)
