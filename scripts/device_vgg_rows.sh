@@ -24,11 +24,12 @@
 #               --methods static_base,<rows> --result runs/<name>.json
 #
 # Learnt on the first call (session 30, 2026-12-04): every call re-sends the working tree and
-# removes what the last call wrote into it, so the work happens in a copy under /tmp, which lives
+# removes what the last call wrote into its tracked or untracked-but-not-ignored paths (the
+# super-network written under benchmarks/bases/ went that way); the work happens in a copy under /tmp, which lives
 # as long as the machine is held. One 16-epoch final training of a VGG row takes ~3.2 min on the
 # H200 (12 s an epoch, 21 ms a step; ~130 s an epoch on the 2-core CPU here); the super-network takes ~110 s an
-# epoch there (256 ms a step: four architectures rebuilt per step, bound by Python, not the GPU),
-# so its 8 epochs do not fit one session's 15 device minutes.
+# epoch there (256 ms a step: four architectures whose shared layers slice their weights at every
+# pass, launch-bound), so its 8 epochs take two calls: scripts/device_supernet.sh (SN_SECONDS).
 set -uo pipefail
 MODE=${1:-train}
 BENCH=runs/bench/vgg16_bn_w50-full
