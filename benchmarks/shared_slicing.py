@@ -6,7 +6,9 @@ indexing (before 2026-12-04) and by ``index_select`` (since), side by side in on
 ``benchmarks.models:vgg16_bn_w50`` (1x28x28, 10 classes, random weights), the default space and
 super-network recipe; the same batches and sandwich architectures for both, a fresh super-network
 per variant and round, alternating variants over ``--rounds``; median step time after one warm-up
-step per round, at each ``--batch-sizes``. The "before" forwards are kept here as the reference.
+step per round, at each ``--batch-sizes``. The "before" forwards are kept here as the reference,
+without the old ones' branches for non-zero padding modes and affine-free batch norms, which VGG
+does not take.
 """
 from __future__ import annotations
 

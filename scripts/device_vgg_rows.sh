@@ -29,7 +29,7 @@
 # as long as the machine is held. One 16-epoch final training of a VGG row takes ~3.2 min on the
 # H200 (12 s an epoch, 21 ms a step; ~130 s an epoch on the 2-core CPU here); the super-network takes ~110 s an
 # epoch there (256 ms a step: four architectures whose shared layers slice their weights at every
-# pass, launch-bound), so its 8 epochs take two calls: scripts/device_supernet.sh (SN_SECONDS).
+# pass, most likely launch-bound; inferred from a CPU profile), so its 8 epochs take two calls: scripts/device_supernet.sh (SN_SECONDS).
 set -uo pipefail
 MODE=${1:-train}
 BENCH=runs/bench/vgg16_bn_w50-full
