@@ -83,6 +83,10 @@ class _Shared(nn.Module):
         self.register_buffer("out_idx", out_idx.clone(), persistent=False)
         self.register_buffer("in_idx", in_idx.clone(), persistent=False)
 
+    def _rows(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """The base tensor's rows of this view's output channels (None stays None)."""
+        return t.index_select(0, self.out_idx) if t is not None else None
+
 
 class SharedConv2d(_Shared):
     """Conv2d over a slice of a shared base conv."""
@@ -97,10 +101,10 @@ class SharedConv2d(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        w = b.weight.index_select(0, self.out_idx)
+        w = self._rows(b.weight)
         if b.groups == 1:
             w = w.index_select(1, self.in_idx)
-        bias = b.bias.index_select(0, self.out_idx) if b.bias is not None else None
+        bias = self._rows(b.bias)
         if b.padding_mode != "zeros":  # as nn.Conv2d does for reflect/replicate/circular padding
             x = F.pad(x, b._reversed_padding_repeated_twice, mode=b.padding_mode)
             return F.conv2d(x, w, bias, b.stride, 0, b.dilation, self.groups)
@@ -116,8 +120,7 @@ class SharedLinear(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        bias = b.bias.index_select(0, self.out_idx) if b.bias is not None else None
-        return F.linear(x, b.weight.index_select(0, self.out_idx).index_select(1, self.in_idx), bias)
+        return F.linear(x, self._rows(b.weight).index_select(1, self.in_idx), self._rows(b.bias))
 
 
 class SharedBatchNorm(_Shared):
@@ -126,9 +129,7 @@ class SharedBatchNorm(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        weight = b.weight.index_select(0, self.out_idx) if b.affine else None
-        bias = b.bias.index_select(0, self.out_idx) if b.affine else None
-        return F.batch_norm(x, None, None, weight, bias, True, 0.0, b.eps)
+        return F.batch_norm(x, None, None, self._rows(b.weight), self._rows(b.bias), True, 0.0, b.eps)
 
 
 class SharedLayerNorm(_Shared):
@@ -136,9 +137,7 @@ class SharedLayerNorm(_Shared):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.base
-        weight = b.weight.index_select(0, self.out_idx) if b.weight is not None else None
-        bias = b.bias.index_select(0, self.out_idx) if b.bias is not None else None
-        return F.layer_norm(x, (len(self.out_idx),), weight, bias, b.eps)
+        return F.layer_norm(x, (len(self.out_idx),), self._rows(b.weight), self._rows(b.bias), b.eps)
 
 
 class SharedTensor(nn.Module):
