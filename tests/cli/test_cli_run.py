@@ -18,6 +18,7 @@ from s2dnas.cli.main import main
 from s2dnas.config import load_config
 from s2dnas.data import build_splits, make_loader
 from s2dnas.runner import load_run_base
+from s2dnas.train.checkpoint import load_weights, save_weights
 from s2dnas.search import Journal
 from s2dnas.search.random import RandomController
 
@@ -229,6 +230,20 @@ def test_supernet_command_resume_and_a_changed_config(env: Path, base: Path, cap
     assert results["supernet"]["source"] == str(out) and results["supernet"]["config_hash"] == meta["config_hash"]
     assert results["final_init"] == "inherited" and "supernet_seconds" in results["timings"]
     assert len(Journal(run / "search" / "journal.jsonl").records()) == 3
+
+    # the same model with other weights (a base retrained): refused in one line before the search starts
+    other = env / "other-base" / "model.safetensors"
+    tensors, meta_base = load_weights(base)
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = tensors[first] + 0.01
+    other.parent.mkdir()
+    save_weights(other, tensors, meta_base)
+    refused = env / "run-other-base"
+    assert main(run_args(refused, other, "--set", "search.strategy=oneshot", "--set", f"search.supernet={out}")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "trained from other base weights" in err and str(base) in err and "s2dnas supernet --out NEW_DIR" in err
+    assert not (refused / "search").exists() and not (refused / "model").exists()
 
 
 def test_shipped_supernet_with_a_users_base_is_refused(env: Path, base: Path,

@@ -16,6 +16,7 @@ from s2dnas.config import CalibrationTarget, SupernetConfig
 from s2dnas.search.score import calibrate_at, score
 from s2dnas.space import Space
 from s2dnas.space.space import compositions
+from s2dnas.train.checkpoint import weights_digest
 from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
 from s2dnas.train.supernet import SuperNet, recalibrate
 from s2dnas.train.supernet_training import (CHECKPOINT_NAME, SupernetTrainer, load_supernet,
@@ -294,6 +295,23 @@ def test_load_supernet_refuses_unfinished_weights_and_another_split(seed, tmp_pa
         load_supernet(SuperNet(_space()), tmp_path / "half", data={**data, "val_size": 20})
     with pytest.raises(CheckpointError, match="does not exist; train one with s2dnas supernet"):
         load_supernet(SuperNet(_space()), tmp_path / "none", data=data)
+
+
+def test_load_supernet_refuses_a_base_with_other_weights(seed, tmp_path):
+    """A super-network records its base's weights digest; loading it for a base whose weights differ
+    (retrained in place, another file) is refused, the same weights on a copy of the model load."""
+    space = _space()
+    digest = weights_digest(space.model)
+    train_supernet(SuperNet(space), _data(16), config=SupernetConfig(epochs=1, batch_size=16, num_sampled=0),
+                   out_dir=tmp_path / "sn", progress=False, context={"model": {"name": "tiny", "weights_digest": digest}})
+    same = copy.deepcopy(space.model)
+    assert load_supernet(SuperNet(_space()), tmp_path / "sn", base=same)["epoch"] == 1
+    with torch.no_grad():
+        next(same.parameters()).view(-1)[0] += 1e-3  # one weight of one layer
+    with pytest.raises(CheckpointError, match=f"other base weights .*digest {digest}; this run's base: digest "
+                                              f"{weights_digest(same)}.*set model.weights"):
+        load_supernet(SuperNet(_space()), tmp_path / "sn", base=same)
+    assert load_supernet(SuperNet(_space()), tmp_path / "sn")["epoch"] == 1  # no base given: nothing to check
 
 
 def test_a_corrupt_checkpoint_is_one_clear_error(seed, tmp_path):

@@ -6,6 +6,7 @@ to safetensors with a JSON file of metadata beside them.
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from s2dnas._io import atomic_torch_save, atomic_write_bytes, atomic_write_json,
 from s2dnas.errors import CheckpointError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "check_state_dict",
-           "check_model_identity"]
+           "check_model_identity", "hash_tensor", "weights_digest"]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -85,3 +86,19 @@ def check_model_identity(state_dict: dict[str, torch.Tensor], model: nn.Module, 
         raise CheckpointError(
             f"{source} was saved for another model ({problem}); pass the matching --model and class count"
         )
+
+
+def hash_tensor(h: Any, tensor: torch.Tensor) -> None:
+    """Feed ``tensor``'s values (not its layout or device) and its dtype and shape to the hash ``h``."""
+    h.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
+    h.update(tensor.detach().to("cpu").contiguous().flatten().view(torch.uint8).numpy())
+
+
+def weights_digest(module: nn.Module) -> str:
+    """16 hex digits of SHA-256 over ``module``'s parameter and buffer names and values: the same
+    weights give the same digest on any device, other weights (a base retrained in place) another."""
+    h = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        h.update(f"{name};".encode())
+        hash_tensor(h, value)
+    return h.hexdigest()[:16]

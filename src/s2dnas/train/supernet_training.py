@@ -33,6 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -44,6 +45,7 @@ from s2dnas.config import DataConfig, SupernetConfig, config_to_dict, validate_c
 from s2dnas.data import make_loader
 from s2dnas.errors import CheckpointError, ConfigError, RunDirError
 from s2dnas.space import Architecture, MultiStageNet
+from s2dnas.train.checkpoint import weights_digest
 from s2dnas.train.loops import cosine_lr, make_sgd, optimizer_step, seed_everything, to_device
 from s2dnas.train.multistage import MultiStageLoss
 from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
@@ -279,8 +281,8 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
 _SPLIT_KEYS = ("dataset", "val_size", "data_seed")
 
 
-def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
+def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[str, Any] | None = None,
+                  base: nn.Module | None = None) -> dict[str, Any]:
     """Load the trained weights of ``directory`` (``s2dnas supernet --out DIR``) into ``supernet``.
 
     Args:
@@ -288,12 +290,15 @@ def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[st
         directory: holds ``supernet.safetensors`` + ``supernet.json``.
         data: this run's data spec (``DataSplits.data_spec()``); the super-network must have been
             trained on the same train/val cut (else it has seen this run's val images).
+        base: this run's base model; the super-network must have been trained from the same weights
+            (checked where it recorded their :func:`~s2dnas.train.checkpoint.weights_digest`).
 
     Returns:
         The metadata (config, config hash, epochs, training time, machine).
 
     Raises:
-        CheckpointError: missing or unfinished weights, another space or model, another data split.
+        CheckpointError: missing or unfinished weights, another space or model, another data split,
+            other base weights.
     """
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
@@ -311,6 +316,15 @@ def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[st
                                   f"({', '.join(f'{k}={theirs.get(k)}' for k in _SPLIT_KEYS)}; this run: "
                                   f"{', '.join(f'{k}={v}' for k, v in mine.items())}), so it has seen other "
                                   "images than this run's training split; use the data options it was trained with")
+    recorded = ((meta.get("context") or {}).get("model") or {})
+    if base is not None and recorded.get("weights_digest") is not None:
+        mine = weights_digest(base)
+        if mine != recorded["weights_digest"]:
+            raise CheckpointError(f"{path} was trained from other base weights ({recorded.get('weights') or 'shipped'}, "
+                                  f"digest {recorded['weights_digest']}; this run's base: digest {mine}), so it "
+                                  "ranks architectures for that base; set model.weights to the weights it was "
+                                  "trained from, or train one for these into a new directory (s2dnas supernet "
+                                  "--out NEW_DIR)")
     return meta
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from s2dnas.errors import ConfigError
+from s2dnas.train.checkpoint import hash_tensor
 
 __all__ = ["LogitStore", "CachedTeacher", "MEMORY_BUDGET_BYTES"]
 
@@ -138,12 +139,6 @@ def _read(db: sqlite3.Connection | None, key: bytes) -> tuple[torch.Tensor, floa
     return flat.reshape([int(n) for n in shape.split(",") if n]), float(seconds)
 
 
-def _digest(tensor: torch.Tensor, h: Any) -> None:
-    """Feed ``tensor``'s values (not its layout) and its dtype and shape to the hash ``h``."""
-    h.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
-    h.update(tensor.detach().to("cpu").contiguous().flatten().view(torch.uint8).numpy())
-
-
 class CachedTeacher(nn.Module):
     """``teacher`` with its logits kept in ``store`` (a new in-memory :class:`LogitStore` when None).
 
@@ -171,7 +166,7 @@ class CachedTeacher(nn.Module):
             h.update(f"{type(self.teacher).__module__}.{type(self.teacher).__qualname__};{torch.__version__};".encode())
             for name, value in state.items():
                 h.update(name.encode())
-                _digest(value, h)
+                hash_tensor(h, value)
             self._fingerprint = versions, h.digest()
         return self._fingerprint[1]
 
@@ -179,7 +174,7 @@ class CachedTeacher(nn.Module):
         """The store's key for input ``x`` at this thread count."""
         h = hashlib.blake2b(self.fingerprint(), digest_size=32)
         h.update(f"{x.device.type};{torch.get_num_threads()};{tuple(x.stride())};".encode())  # strides: the layout
-        _digest(x, h)
+        hash_tensor(h, x)
         return h.digest()
 
     def forward(self, x: torch.Tensor) -> Any:
