@@ -37,8 +37,10 @@ killed `make bench` rerun picks up where it stopped and does not retrain what fi
 Run time: scale ``small`` (one seed) took about 3 hours on a 2-core CPU (ours, the previous
 protocol). Scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has not run end to end
 here; from its parts, each measured on the 2-core CPU (README, "Method comparison", "Run time"),
-it needs about 44 hours there, almost a third of it the six one-shot super-networks: a GPU job, or
-one to run in resumable pieces (``--methods``, ``--seeds``).
+it needed about 44 hours there, almost a third of it the six one-shot super-networks (VGG's three
+are no longer trained: its one-shot rows at scale full load the super-network committed beside its
+committed base, 37 min of CPU training once): a GPU job, or one to run in resumable pieces
+(``--methods``, ``--seeds``).
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def main() -> None:
     p.add_argument("--scale", default="small", help="scale of the method benchmark (small, full; smoke for a dry run)")
     p.add_argument("--seeds", default=None, help="seeds of the searched methods (default: 0,1,2 at scale full, else 0)")
     p.add_argument("--supernet", default=None, help="a trained super-network directory for the one-shot rows "
-                   "(ResNet-20 only: a super-network belongs to one base model)")
+                   "(ResNet-20 only: a super-network belongs to one base model; VGG's rows at scale full load the "
+                   "one committed beside its committed base)")
     args = p.parse_args()
     seeds = args.seeds or ("0,1,2" if args.scale == "full" else "0")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -542,6 +542,33 @@ def test_a_committed_base_is_used_only_for_its_recipe_and_cut(tmp_path: Path, mo
         (committed / name).write_text(good)
 
 
+def test_the_committed_supernet_is_the_default_at_scale_full_for_the_committed_base_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At scale full the one-shot rows load the super-network committed beside the committed base;
+    a benchmark whose base is another (trained here, or the shipped one) is refused in one line."""
+    monkeypatch.setattr(methods, "BASES", tmp_path / "bases")
+    home = tmp_path / "bases" / "tiny-fashion-mnist"
+    assert methods.committed_supernet(model="tiny", dataset="fashion-mnist", scale="full") is None  # none committed
+    (home / "supernet").mkdir(parents=True)
+    (home / "supernet" / "supernet.json").write_text("{}")
+    (home / "model.safetensors").write_bytes(b"the committed weights")
+    sn = methods.committed_supernet(model="tiny", dataset="fashion-mnist", scale="full")
+    assert sn is not None and Path(sn) == home / "supernet"
+    assert methods.committed_supernet(model="tiny", dataset="fashion-mnist", scale="small") is None
+    assert methods.committed_supernet(model="tiny", dataset="cifar10", scale="full") is None
+
+    copied = tmp_path / "bench" / "base" / "model.safetensors"  # what _committed_base copies
+    copied.parent.mkdir(parents=True)
+    copied.write_bytes(b"the committed weights")
+    methods._check_committed_supernet(sn, str(copied), model="tiny", dataset="fashion-mnist")
+    methods._check_committed_supernet(str(tmp_path / "mine"), None, model="tiny", dataset="fashion-mnist")  # not it
+    copied.write_bytes(b"weights trained here")
+    for weights in (str(copied), None):
+        with pytest.raises(RunDirError, match=f"trained from the committed base .*, but this benchmark's base is "
+                                              f"{weights or 'the shipped one'}; pass --supernet"):
+            methods._check_committed_supernet(sn + "/", weights, model="tiny", dataset="fashion-mnist")
+
+
 def test_long_static_rows_train_for_the_base_and_final_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """static_x*_long trains the same thin model for the base's epochs plus the final training's, in
     its own folder; cascade_x*_long is built on that model (the same folder), the short rows keep
