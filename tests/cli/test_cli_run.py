@@ -244,6 +244,15 @@ def test_supernet_command_resume_and_a_changed_config(env: Path, base: Path, cap
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "trained from other base weights" in err and str(base) in err and "s2dnas supernet --out NEW_DIR" in err
     assert not (refused / "search").exists() and not (refused / "model").exists()
+    kept = base.read_bytes()  # the base retrained in place (same path): the digest, in the hash, refuses a resume
+    try:
+        base.write_bytes(other.read_bytes())
+        assert main(["supernet", "--out", str(out), "--no-progress", *sets, "--set", "supernet.epochs=2",
+                     "--resume"]) == 2
+    finally:
+        base.write_bytes(kept)
+    assert "another configuration" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.iterdir()} == files
 
 
 def test_shipped_supernet_with_a_users_base_is_refused(env: Path, base: Path,
