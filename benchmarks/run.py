@@ -39,8 +39,8 @@ protocol). Scale ``full`` with seeds 0,1,2 (the default of ``--scale full``) has
 here; from its parts, each measured on the 2-core CPU (README, "Method comparison", "Run time"),
 it needed about 44 hours there, almost a third of it the six one-shot super-networks (VGG's three
 are no longer trained: its one-shot rows at scale full load the super-network committed beside its
-committed base, 37 min of CPU training once): a GPU job, or one to run in resumable pieces
-(``--methods``, ``--seeds``).
+committed base, 37 min of CPU training once, 4 epochs as in both VGG tables: about 41 hours
+now): a GPU job, or one to run in resumable pieces (``--methods``, ``--seeds``).
 """
 from __future__ import annotations
 
