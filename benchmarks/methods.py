@@ -92,7 +92,7 @@ __all__ = ["SCALES", "MODELS", "METHODS", "ABLATIONS", "SEARCHED", "Scale", "Mod
            "ImportedRun", "parse_runs", "read_run", "check_run", "import_run", "ours",
            "protocol_identity", "default_result", "choose_points", "evaluate_network", "make_context",
            "aggregate_seeds", "oracle_row", "run_benchmark", "iso_accuracy", "MACS_TARGET", "check_targets", "table",
-           "SUMMARY_COLUMNS", "targets_summary", "plot", "main"]
+           "SUMMARY_COLUMNS", "targets_summary", "plot", "committed_supernet", "main"]
 
 RESULTS = Path("benchmarks/results")
 _logger = logging.getLogger("benchmarks.methods")
@@ -874,24 +874,21 @@ def _committed_base(model: str, splits: DataSplits, bdir: Path, recipe: dict[str
         (bdir / f"{f}.tmp").replace(bdir / f)
 
 
-def committed_supernet(*, model: str, dataset: str, scale: str) -> str | None:
-    """The super-network committed beside the committed base of ``model`` on ``dataset``
-    (``BASES/<model>-<dataset>/supernet``), the one-shot rows' default at scale ``full`` (the scale
-    whose recipe the committed base has); None elsewhere or when none is committed."""
-    directory = BASES / f"{model}-{dataset}" / "supernet"
-    return str(directory) if scale == "full" and (directory / "supernet.json").is_file() else None
-
-
-def _check_committed_supernet(supernet: str | None, base_weights: str | None, *, model: str, dataset: str) -> None:
-    """Refuse the committed super-network (:func:`committed_supernet`) for another base than the
-    committed one (it records only its base's path, which a benchmark's cache shares)."""
+def committed_supernet(*, model: str, dataset: str, scale: str, out: Path) -> str | None:
+    """The one-shot rows' default super-network at scale ``full`` (the scale whose recipe the
+    committed base has): the one committed beside the committed base of ``model`` on ``dataset``
+    (``BASES/<model>-<dataset>/supernet``), unless ``out`` already holds another base (then None:
+    the rows train their own, as they do where none is committed). It records its base's weights
+    digest, so a base that turns out otherwise (another recipe or cut) is refused when it loads."""
     home = BASES / f"{model}-{dataset}"
-    if supernet is None or Path(supernet).resolve() != (home / "supernet").resolve():
-        return
-    if base_weights is None or Path(base_weights).read_bytes() != (home / "model.safetensors").read_bytes():
-        raise RunDirError(f"{supernet} was trained from the committed base {home / 'model.safetensors'}, but this "
-                          f"benchmark's base is {base_weights or 'the shipped one'}; pass --supernet with a "
-                          "super-network trained from it (s2dnas supernet --out DIR)")
+    if scale != "full" or not (home / "supernet" / "supernet.json").is_file():
+        return None
+    mine = out / "base" / "model.safetensors"
+    if mine.is_file() and not _same_base_weights(str(mine), str(home / "model.safetensors")):
+        _logger.warning("%s holds another base than the committed one: the one-shot rows train their own "
+                        "super-network instead of loading %s", out / "base", home / "supernet")
+        return None
+    return str(home / "supernet")
 
 
 def _prepare_base(model: str, splits: DataSplits, out: Path, device: torch.device, scale: Scale
@@ -1080,7 +1077,6 @@ def run_benchmark(*, model: str, scale: str, out: Path, dataset: str = "fashion-
             if mismatch is not None:
                 raise RunDirError(_stale(cache.parent, mismatch))
     ctx = make_context(model=model, scale=scale, out=out, dataset=dataset, data_dir=data_dir, val_size=val_size)
-    _check_committed_supernet(supernet, ctx.base_weights, model=model, dataset=dataset)
     ctx.supernet = supernet
     imported_nets: dict[str, tuple[MultiStageNet, float | None, dict[str, Any]]] = {}
     for name, run in imported.items():  # refused (another split or base) before any method trains
@@ -1556,9 +1552,9 @@ def main(argv: list[str] | None = None) -> None:
                    "scale small, methods_<model>_<scale>.json at another)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the searched methods (e.g. 0,1,2)")
     p.add_argument("--supernet", default=None, help="a trained super-network directory (s2dnas supernet --out DIR) "
-                   "for the one-shot rows, passed as search.supernet (default at scale full: the one committed "
-                   "beside the committed base, benchmarks/bases/<model>-<dataset>/supernet, where there is one; "
-                   "elsewhere each one-shot row trains its own)")
+                   "for the one-shot rows, passed as search.supernet, or `none`: they train their own (default at "
+                   "scale full: the one committed beside the committed base, benchmarks/bases/<model>-<dataset>/"
+                   "supernet, where there is one and --out holds no other base; elsewhere none)")
     p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="also compare the network of a finished `s2dnas run` made elsewhere (e.g. longer, or on a "
                         "GPU) as row NAME (starting with s2dnas_), evaluated and timed as every row; it must be a "
@@ -1572,8 +1568,9 @@ def main(argv: list[str] | None = None) -> None:
         data = run_benchmark(model=args.model, scale=args.scale, out=out, dataset=args.dataset,
                              data_dir=args.data_dir, methods=methods, speed=not args.no_speed,
                              seeds=parse_seeds(args.seeds),
-                             supernet=args.supernet or committed_supernet(model=args.model, dataset=args.dataset,
-                                                                          scale=args.scale),
+                             supernet=(None if args.supernet == "none" else args.supernet
+                                       or committed_supernet(model=args.model, dataset=args.dataset,
+                                                             scale=args.scale, out=out)),
                              thread_options=(parse_positive_ints(args.thread_options, flag="--thread-options")
                                              if args.thread_options is not None else None),
                              result_path=Path(args.result) if args.result else None, runs=imported,

@@ -72,13 +72,13 @@ def load_setup(*, cfg: RunConfig, supernet_dir: str | Path, device: torch.device
     """Load the base model, the data, the space and the super-network of ``supernet_dir`` for ``cfg``.
 
     Raises:
-        CheckpointError: the super-network is missing, unfinished, of another space, data split or base.
+        CheckpointError: the super-network is missing, unfinished, of another space or data split.
     """
     device = device or resolve_device(cfg.device)
     loaded = load_run_base(cfg, device)
     splits, base, space = loaded.splits, loaded.model, loaded.space
     supernet = SuperNet(space)
-    meta = load_supernet(supernet, supernet_dir, data=splits.data_spec(), base=base)
+    meta = load_supernet(supernet, supernet_dir, data=splits.data_spec())
     supernet.to(device).eval()
     base_val = evaluate(base, make_loader(splits.val, batch_size=cfg.data.eval_batch_size), device=device).accuracy
     target = resolve_target(cfg.calibration, base_val_accuracy=base_val, base_macs=space.base_macs())

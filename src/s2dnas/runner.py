@@ -66,7 +66,6 @@ from s2dnas.search.strategy import SearchStrategy
 from s2dnas.space import Architecture, MultiStageNet, Space
 from s2dnas.space.factory import build_space
 from s2dnas.train.base import warn_if_chance
-from s2dnas.train.checkpoint import weights_digest
 from s2dnas.train.loops import evaluate, read_back_seconds, reestimate_batch_norm_seeded
 from s2dnas.train.multistage import MultiStageMetrics, train_multistage
 from s2dnas.train.sandwich import most_expensive
@@ -149,11 +148,9 @@ def load_run_base(cfg: RunConfig, device: torch.device) -> RunBase:
     return RunBase(splits=splits, model=base, model_name=model_name, source=source, space=space)
 
 
-def _supernet_context(cfg: RunConfig, splits: DataSplits, model_name: str, base: torch.nn.Module) -> dict[str, Any]:
-    """What besides its recipe produced a super-network: the train/val split and the base model
-    (its weights' file and digest: a search loading it checks the digest against its own base)."""
-    return {"data": splits.data_spec(),
-            "model": {"name": model_name, "weights": cfg.model.weights, "weights_digest": weights_digest(base)}}
+def _supernet_context(cfg: RunConfig, splits: DataSplits, model_name: str) -> dict[str, Any]:
+    """What besides its recipe produced a super-network: the train/val split and the base model."""
+    return {"data": splits.data_spec(), "model": {"name": model_name, "weights": cfg.model.weights}}
 
 
 def train_supernet_step(cfg: RunConfig, *, out: Path, resume: bool, overwrite: bool, progress: bool,
@@ -176,7 +173,7 @@ def train_supernet_step(cfg: RunConfig, *, out: Path, resume: bool, overwrite: b
                                  f"{cfg.supernet.num_sampled} sampled + 2 extreme architectures per step)")
     return train_supernet(supernet, base.splits.train, config=cfg.supernet, out_dir=out, resume=resume,
                           overwrite=overwrite, progress=progress, device=device, log_epochs=log_epochs,
-                          context=_supernet_context(cfg, base.splits, base.model_name, base.model))
+                          context=_supernet_context(cfg, base.splits, base.model_name))
 
 
 def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
@@ -188,7 +185,7 @@ def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
     def obtain() -> dict[str, Any]:
         if cfg.search.supernet is not None:
             directory = _supernet_dir(run)
-            meta = load_supernet(supernet, directory, data=run.splits.data_spec(), base=run.base)
+            meta = load_supernet(supernet, directory, data=run.splits.data_spec())
             _say(run.progress, f"super-network loaded from {directory} (trained {meta.get('epoch')} epochs "
                                f"in {meta.get('train_seconds') or 0:.0f} s)")
             source = str(cfg.search.supernet)
@@ -198,7 +195,7 @@ def _supernet(run: _Run) -> tuple[SuperNet, dict[str, Any]]:
             _say(run.progress, f"training the super-network ({cfg.supernet.epochs} epochs)")
             meta = train_supernet(supernet, run.splits.train, config=cfg.supernet, out_dir=sdir, resume=resume,
                                   overwrite=not run.resume, progress=run.progress, device=run.device,
-                                  context=_supernet_context(cfg, run.splits, run.model_name, run.base))
+                                  context=_supernet_context(cfg, run.splits, run.model_name))
             meta = {**meta, "epoch": meta["epochs"], "config": config_to_dict(cfg.supernet)}
             source = "trained by this run"
         return {"source": source, "config_hash": meta.get("config_hash"), "epochs": meta.get("epoch"),

@@ -544,29 +544,39 @@ def test_a_committed_base_is_used_only_for_its_recipe_and_cut(tmp_path: Path, mo
 
 def test_the_committed_supernet_is_the_default_at_scale_full_for_the_committed_base_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At scale full the one-shot rows load the super-network committed beside the committed base;
-    a benchmark whose base is another (trained here, or the shipped one) is refused in one line."""
+    """`benchmarks.methods --scale full` gives the one-shot rows the super-network committed beside
+    the committed base, unless --out holds another base, --supernet names one, or --supernet none."""
     monkeypatch.setattr(methods, "BASES", tmp_path / "bases")
+    monkeypatch.setitem(methods.MODELS, "tiny", methods.ModelSpec("benchmarks.models:resnet20_w25", {},
+                                                                   base_epochs=3, shipped=False))
+    given: list[str | None] = []
+
+    def record(**kw: Any) -> None:
+        given.append(kw["supernet"])
+        raise _Stop
+
+    monkeypatch.setattr(methods, "run_benchmark", record)
+
+    def supernet(*argv: str, out: Path = tmp_path / "bench") -> str | None:
+        with pytest.raises(_Stop):
+            methods.main(["--model", "tiny", "--out", str(out), *argv])
+        return given[-1]
+
     home = tmp_path / "bases" / "tiny-fashion-mnist"
-    assert methods.committed_supernet(model="tiny", dataset="fashion-mnist", scale="full") is None  # none committed
+    assert supernet("--scale", "full") is None  # none committed
     (home / "supernet").mkdir(parents=True)
     (home / "supernet" / "supernet.json").write_text("{}")
     (home / "model.safetensors").write_bytes(b"the committed weights")
-    sn = methods.committed_supernet(model="tiny", dataset="fashion-mnist", scale="full")
-    assert sn is not None and Path(sn) == home / "supernet"
-    assert methods.committed_supernet(model="tiny", dataset="fashion-mnist", scale="small") is None
-    assert methods.committed_supernet(model="tiny", dataset="cifar10", scale="full") is None
-
-    copied = tmp_path / "bench" / "base" / "model.safetensors"  # what _committed_base copies
-    copied.parent.mkdir(parents=True)
-    copied.write_bytes(b"the committed weights")
-    methods._check_committed_supernet(sn, str(copied), model="tiny", dataset="fashion-mnist")
-    methods._check_committed_supernet(str(tmp_path / "mine"), None, model="tiny", dataset="fashion-mnist")  # not it
-    copied.write_bytes(b"weights trained here")
-    for weights in (str(copied), None):
-        with pytest.raises(RunDirError, match=f"trained from the committed base .*, but this benchmark's base is "
-                                              f"{weights or 'the shipped one'}; pass --supernet"):
-            methods._check_committed_supernet(sn + "/", weights, model="tiny", dataset="fashion-mnist")
+    assert supernet("--scale", "full") == str(home / "supernet")  # no base yet: the committed one is copied
+    assert supernet("--scale", "small") is None
+    assert supernet("--scale", "full", "--supernet", "none") is None
+    assert supernet("--scale", "full", "--supernet", "runs/sn") == "runs/sn"
+    bench = tmp_path / "bench" / "base"
+    bench.mkdir(parents=True)
+    (bench / "model.safetensors").write_bytes(b"the committed weights")  # a copy of it
+    assert supernet("--scale", "full") == str(home / "supernet")
+    (bench / "model.safetensors").write_bytes(b"weights trained here")
+    assert supernet("--scale", "full") is None
 
 
 def test_long_static_rows_train_for_the_base_and_final_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

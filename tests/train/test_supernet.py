@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from s2dnas.space.space import compositions
 from s2dnas.train.checkpoint import weights_digest
 from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
 from s2dnas.train.supernet import SuperNet, recalibrate
-from s2dnas.train.supernet_training import (CHECKPOINT_NAME, SupernetTrainer, load_supernet,
+from s2dnas.train.supernet_training import (BASE_DIGEST_KEY, CHECKPOINT_NAME, SupernetTrainer, load_supernet,
                                             train_supernet)
 
 
@@ -297,21 +298,47 @@ def test_load_supernet_refuses_unfinished_weights_and_another_split(seed, tmp_pa
         load_supernet(SuperNet(_space()), tmp_path / "none", data=data)
 
 
-def test_load_supernet_refuses_a_base_with_other_weights(seed, tmp_path):
-    """A super-network records its base's weights digest; loading it for a base whose weights differ
-    (retrained in place, another file) is refused, the same weights on a copy of the model load."""
-    space = _space()
-    digest = weights_digest(space.model)
-    train_supernet(SuperNet(space), _data(16), config=SupernetConfig(epochs=1, batch_size=16, num_sampled=0),
-                   out_dir=tmp_path / "sn", progress=False, context={"model": {"name": "tiny", "weights_digest": digest}})
-    same = copy.deepcopy(space.model)
-    assert load_supernet(SuperNet(_space()), tmp_path / "sn", base=same)["epoch"] == 1
+def test_weights_digest_follows_the_values_not_the_layout_or_mode() -> None:
+    model = _space().model
+    digest = weights_digest(model)
+    moved = copy.deepcopy(model).to(memory_format=torch.channels_last).train().requires_grad_(False)
+    assert weights_digest(moved) == digest  # the same weights in another layout and mode
+    bn = next(m for m in moved.modules() if isinstance(m, nn.BatchNorm2d))
+    bn.running_mean[0] += 1e-3  # a buffer counts as much as a parameter
+    assert weights_digest(moved) != digest
+    assert weights_digest(copy.deepcopy(model).to(torch.bfloat16)) != digest  # another dtype: other weights
+
+
+def _nudged(space: Space) -> Space:
+    """``space`` over a base with one weight changed (a base retrained in place)."""
     with torch.no_grad():
-        next(same.parameters()).view(-1)[0] += 1e-3  # one weight of one layer
-    with pytest.raises(CheckpointError, match=f"other base weights .*digest {digest}; this run's base: digest "
-                                              f"{weights_digest(same)}.*set model.weights"):
-        load_supernet(SuperNet(_space()), tmp_path / "sn", base=same)
-    assert load_supernet(SuperNet(_space()), tmp_path / "sn")["epoch"] == 1  # no base given: nothing to check
+        next(space.model.parameters()).view(-1)[0] += 1e-3
+    return space
+
+
+def test_a_super_network_is_refused_for_a_base_with_other_weights(seed, tmp_path):
+    """A super-network records its base's weights digest: loading it, or resuming its training,
+    over a base whose weights differ is refused; one saved before the digest existed loads unchecked."""
+    config = SupernetConfig(epochs=2, batch_size=16, num_sampled=0)
+    context = {"model": {"name": "tiny", "weights": "runs/base/model.safetensors"}}
+    train_supernet(SuperNet(_space()), _data(16), config=config, out_dir=tmp_path, progress=False,
+                   stop_after_epochs=1, context=context)
+    digest = weights_digest(_space().model)
+    other = weights_digest(_nudged(_space()).model)
+    with pytest.raises(CheckpointError, match=f"other base weights than this run's \\(runs/base/model.safetensors, "
+                                              f"digest {digest}; this run's base: digest {other}\\).*model.weights: "
+                                              "runs/base/model.safetensors"):
+        train_supernet(SuperNet(_nudged(_space())), _data(16), config=config, out_dir=tmp_path, resume=True,
+                       progress=False, context=context)
+    train_supernet(SuperNet(_space()), _data(16), config=config, out_dir=tmp_path, resume=True, progress=False,
+                   context=context)
+    assert load_supernet(SuperNet(_space()), tmp_path)["epoch"] == 2
+    with pytest.raises(CheckpointError, match="other base weights"):
+        load_supernet(SuperNet(_nudged(_space())), tmp_path)
+    meta = json.loads((tmp_path / "supernet.json").read_text())
+    del meta[BASE_DIGEST_KEY]  # as written before the digest was recorded
+    (tmp_path / "supernet.json").write_text(json.dumps(meta))
+    assert load_supernet(SuperNet(_nudged(_space())), tmp_path)["epoch"] == 2
 
 
 def test_a_corrupt_checkpoint_is_one_clear_error(seed, tmp_path):

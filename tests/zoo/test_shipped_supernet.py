@@ -16,7 +16,8 @@ from s2dnas.errors import CheckpointError
 from s2dnas.space.factory import build_space
 from s2dnas.train.sandwich import cheapest, most_expensive
 from s2dnas.train.supernet import SuperNet
-from s2dnas.train.supernet_training import load_supernet
+from s2dnas.train.checkpoint import weights_digest
+from s2dnas.train.supernet_training import BASE_DIGEST_KEY, load_supernet
 from s2dnas.zoo import create_model
 from s2dnas.zoo.weights import shipped_supernet_dir
 
@@ -39,6 +40,8 @@ def test_shipped_supernet_is_finished_and_made_from_the_defaults(shipped: tuple[
     _, meta = shipped
     assert meta["epoch"] == meta["epochs"] >= 1
     assert meta["context"]["model"] == {"name": "resnet20", "weights": None}  # the shipped base
+    # ... whose digest it records, so a run over retrained or other resnet20 weights is refused
+    assert meta[BASE_DIGEST_KEY] == weights_digest(shipped[0].teacher)
     recipe = dict(meta["config"])
     assert recipe.pop("epochs") == meta["epochs"]
     defaults = json.loads(json.dumps(SupernetConfig().__dict__))  # tuples -> lists, as stored

@@ -33,7 +33,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -52,13 +51,15 @@ from s2dnas.train.sandwich import cheapest, most_expensive, sandwich
 from s2dnas.train.supernet import SuperNet
 
 __all__ = ["SupernetConfig", "SupernetTrainer", "train_supernet", "load_supernet", "config_hash", "CHECKPOINT_NAME",
-           "WEIGHTS_NAME"]
+           "WEIGHTS_NAME", "BASE_DIGEST_KEY"]
 
 _logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "supernet_checkpoint.safetensors"
 WEIGHTS_NAME = "supernet.safetensors"
 _KIND = "s2dnas.supernet-training/1"
+#: the metadata key of the base's (the teacher's) :func:`~s2dnas.train.checkpoint.weights_digest`
+BASE_DIGEST_KEY = "base_weights_digest"
 
 
 def config_hash(config: SupernetConfig, supernet: SuperNet, context: Mapping[str, Any] | None = None) -> str:
@@ -213,6 +214,7 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
     supernet.teacher.to(device)
     trainer = SupernetTrainer(supernet, config=config)
     digest = config_hash(config, supernet, context)
+    base_digest = weights_digest(supernet.teacher)  # not in the hash: checkpoints made before it still resume
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -226,6 +228,7 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
         meta = _read_meta(ckpt)
         if meta.get("kind") != _KIND:
             raise CheckpointError(f"{ckpt} is not a super-network training checkpoint; use another directory")
+        _check_base(supernet, meta, ckpt)
         if meta.get("config_hash") != digest:
             raise CheckpointError(
                 f"{ckpt} was made with another configuration (hash {meta.get('config_hash')}, this run's is "
@@ -269,7 +272,7 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
         if ckpt is not None:
             meta = {"kind": _KIND, "epoch": epoch + 1, "epochs": config.epochs,
                     "step": (epoch + 1) * steps_per_epoch, "config": config_to_dict(config), "config_hash": digest,
-                    "context": dict(context or {}), "history": history,
+                    "context": dict(context or {}), BASE_DIGEST_KEY: base_digest, "history": history,
                     "train_seconds": sum(h["seconds"] for h in history), "machine": machine_info()}
             trainer.save(ckpt, meta)
             supernet.save(ckpt.parent / WEIGHTS_NAME, metadata={k: v for k, v in meta.items() if k != "kind"})
@@ -281,8 +284,8 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
 _SPLIT_KEYS = ("dataset", "val_size", "data_seed")
 
 
-def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[str, Any] | None = None,
-                  base: nn.Module | None = None) -> dict[str, Any]:
+def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """Load the trained weights of ``directory`` (``s2dnas supernet --out DIR``) into ``supernet``.
 
     Args:
@@ -290,8 +293,9 @@ def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[st
         directory: holds ``supernet.safetensors`` + ``supernet.json``.
         data: this run's data spec (``DataSplits.data_spec()``); the super-network must have been
             trained on the same train/val cut (else it has seen this run's val images).
-        base: this run's base model; the super-network must have been trained from the same weights
-            (checked where it recorded their :func:`~s2dnas.train.checkpoint.weights_digest`).
+
+    The super-network must also have been trained from the weights of ``supernet``'s base (its
+    teacher), checked where it recorded their digest (:data:`BASE_DIGEST_KEY`).
 
     Returns:
         The metadata (config, config hash, epochs, training time, machine).
@@ -316,16 +320,24 @@ def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[st
                                   f"({', '.join(f'{k}={theirs.get(k)}' for k in _SPLIT_KEYS)}; this run: "
                                   f"{', '.join(f'{k}={v}' for k, v in mine.items())}), so it has seen other "
                                   "images than this run's training split; use the data options it was trained with")
-    recorded = ((meta.get("context") or {}).get("model") or {})
-    if base is not None and recorded.get("weights_digest") is not None:
-        mine = weights_digest(base)
-        if mine != recorded["weights_digest"]:
-            raise CheckpointError(f"{path} was trained from other base weights ({recorded.get('weights') or 'shipped'}, "
-                                  f"digest {recorded['weights_digest']}; this run's base: digest {mine}), so it "
-                                  "ranks architectures for that base; set model.weights to the weights it was "
-                                  "trained from, or train one for these into a new directory (s2dnas supernet "
-                                  "--out NEW_DIR)")
+    _check_base(supernet, meta, path)
     return meta
+
+
+def _check_base(supernet: SuperNet, meta: Mapping[str, Any], path: Path) -> None:
+    """Refuse weights or a checkpoint (``meta`` of ``path``) trained from another base than
+    ``supernet``'s teacher; those made before the digest was recorded are not checked."""
+    recorded = meta.get(BASE_DIGEST_KEY)
+    if recorded is None:
+        return
+    mine = weights_digest(supernet.teacher)
+    if mine != recorded:
+        weights = ((meta.get("context") or {}).get("model") or {}).get("weights")
+        raise CheckpointError(
+            f"{path} was trained from other base weights than this run's ({weights or 'the shipped ones'}, digest "
+            f"{recorded}; this run's base: digest {mine}), so it ranks architectures for that base; use the base it "
+            f"was trained from (model.weights: {weights or 'null'}), or train one for this base in a new directory "
+            "(s2dnas supernet --out NEW_DIR)")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
