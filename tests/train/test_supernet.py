@@ -308,6 +308,24 @@ def test_weights_digest_follows_the_values_not_the_layout_or_mode() -> None:
     assert weights_digest(moved) != digest
     assert weights_digest(copy.deepcopy(model).to(torch.bfloat16)) != digest  # another dtype: other weights
 
+    class WithExtraState(nn.Module):  # a user's module may keep non-tensor state in its state dict
+        def __init__(self, step: int) -> None:
+            super().__init__()
+            self.fc, self.step = nn.Linear(2, 2), step
+
+        def get_extra_state(self) -> dict:
+            return {"step": self.step}
+
+        def set_extra_state(self, state: dict) -> None:
+            self.step = state["step"]
+
+    torch.manual_seed(0)
+    a = WithExtraState(1)
+    assert weights_digest(copy.deepcopy(a)) == weights_digest(a)
+    b = copy.deepcopy(a)
+    b.step = 2
+    assert weights_digest(b) != weights_digest(a)
+
 
 def _nudged(space: Space) -> Space:
     """``space`` over a base with one weight changed (a base retrained in place)."""

@@ -100,5 +100,8 @@ def weights_digest(module: nn.Module) -> str:
     h = hashlib.sha256()
     for name, value in module.state_dict().items():
         h.update(f"{name};".encode())
-        hash_tensor(h, value)
+        if isinstance(value, torch.Tensor):
+            hash_tensor(h, value)
+        else:  # a module's extra state (get_extra_state): anything picklable
+            h.update(repr(value).encode())
     return h.hexdigest()[:16]
