@@ -60,6 +60,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -888,7 +889,7 @@ def committed_supernet(*, model: str, dataset: str, scale: str, out: Path) -> st
         _logger.warning("%s holds another base than the committed one: the one-shot rows train their own "
                         "super-network instead of loading %s", out / "base", home / "supernet")
         return None
-    return str(home / "supernet")
+    return os.path.relpath(home / "supernet")  # as the README's commands spell it: rows record their source
 
 
 def _prepare_base(model: str, splits: DataSplits, out: Path, device: torch.device, scale: Scale

@@ -567,14 +567,18 @@ def test_the_committed_supernet_is_the_default_at_scale_full_for_the_committed_b
     (home / "supernet").mkdir(parents=True)
     (home / "supernet" / "supernet.json").write_text("{}")
     (home / "model.safetensors").write_bytes(b"the committed weights")
-    assert supernet("--scale", "full") == str(home / "supernet")  # no base yet: the committed one is copied
+    # no base yet (the committed one is copied); spelt relative to the working directory, as the README's
+    # commands pass it and the rows record it (merge_results compares that spelling)
+    committed = supernet("--scale", "full")
+    assert committed is not None and not os.path.isabs(committed)
+    assert Path(committed).resolve() == (home / "supernet").resolve()
     assert supernet("--scale", "small") is None
     assert supernet("--scale", "full", "--supernet", "none") is None
     assert supernet("--scale", "full", "--supernet", "runs/sn") == "runs/sn"
     bench = tmp_path / "bench" / "base"
     bench.mkdir(parents=True)
     (bench / "model.safetensors").write_bytes(b"the committed weights")  # a copy of it
-    assert supernet("--scale", "full") == str(home / "supernet")
+    assert supernet("--scale", "full") == committed
     (bench / "model.safetensors").write_bytes(b"weights trained here")
     assert supernet("--scale", "full") is None
 
