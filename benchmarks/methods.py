@@ -852,12 +852,17 @@ TEACHER_CACHE = "teacher_logits.sqlite"  # in --out: the base's logits of every 
 BASE_FILES = ("recipe.json", "metrics.json", "model.json", "model.safetensors")  # in this order, weights last
 
 
+def _committed_home(model: str, dataset: str) -> Path:
+    """Where the base of ``model`` on ``dataset`` (and its super-network) is committed."""
+    return BASES / f"{model}-{dataset}"
+
+
 def _committed_base(model: str, splits: DataSplits, bdir: Path, recipe: dict[str, Any]) -> None:
     """Copy the committed base of ``model`` on ``splits`` (:data:`BASES`) into ``bdir`` when
     ``bdir`` holds no base yet and the committed one has ``recipe`` and ``splits``' train/val cut.
     A base of another recipe or cut is left alone (the caller trains one). The weights are copied
     last and renamed into place, so a copy killed halfway is only ever an unfinished one."""
-    src = BASES / f"{model}-{splits.name}"
+    src = _committed_home(model, splits.name)
     if not all((src / f).is_file() for f in BASE_FILES) or any(
             (bdir / f).exists() for f in ("checkpoint.pt", "model.safetensors")):
         return
@@ -881,7 +886,7 @@ def committed_supernet(*, model: str, dataset: str, scale: str, out: Path) -> st
     (``BASES/<model>-<dataset>/supernet``), unless ``out`` already holds another base (then None:
     the rows train their own, as they do where none is committed). It records its base's weights
     digest, so a base that turns out otherwise (another recipe or cut) is refused when it loads."""
-    home = BASES / f"{model}-{dataset}"
+    home = _committed_home(model, dataset)
     if scale != "full" or not (home / "supernet" / "supernet.json").is_file():
         return None
     mine = out / "base" / "model.safetensors"

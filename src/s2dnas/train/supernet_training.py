@@ -228,7 +228,7 @@ def train_supernet(supernet: SuperNet, train_data: Dataset, *, config: SupernetC
         meta = _read_meta(ckpt)
         if meta.get("kind") != _KIND:
             raise CheckpointError(f"{ckpt} is not a super-network training checkpoint; use another directory")
-        _check_base(supernet, meta, ckpt)
+        _check_base(meta, ckpt, base_digest=base_digest)
         if meta.get("config_hash") != digest:
             raise CheckpointError(
                 f"{ckpt} was made with another configuration (hash {meta.get('config_hash')}, this run's is "
@@ -320,24 +320,21 @@ def load_supernet(supernet: SuperNet, directory: str | Path, *, data: Mapping[st
                                   f"({', '.join(f'{k}={theirs.get(k)}' for k in _SPLIT_KEYS)}; this run: "
                                   f"{', '.join(f'{k}={v}' for k, v in mine.items())}), so it has seen other "
                                   "images than this run's training split; use the data options it was trained with")
-    _check_base(supernet, meta, path)
+    _check_base(meta, path, base_digest=weights_digest(supernet.teacher))
     return meta
 
 
-def _check_base(supernet: SuperNet, meta: Mapping[str, Any], path: Path) -> None:
-    """Refuse weights or a checkpoint (``meta`` of ``path``) trained from another base than
-    ``supernet``'s teacher; those made before the digest was recorded are not checked."""
+def _check_base(meta: Mapping[str, Any], path: Path, *, base_digest: str) -> None:
+    """Refuse weights or a checkpoint (``meta`` of ``path``) trained from another base than the one
+    of ``base_digest`` (this run's teacher's); those made before the digest was recorded are not checked."""
     recorded = meta.get(BASE_DIGEST_KEY)
-    if recorded is None:
-        return
-    mine = weights_digest(supernet.teacher)
-    if mine != recorded:
+    if recorded is not None and recorded != base_digest:
         weights = ((meta.get("context") or {}).get("model") or {}).get("weights")
         raise CheckpointError(
             f"{path} was trained from other base weights than this run's ({weights or 'the shipped ones'}, digest "
-            f"{recorded}; this run's base: digest {mine}), so it ranks architectures for that base; use the base it "
-            f"was trained from (model.weights: {weights or 'null'}), or train one for this base in a new directory "
-            "(s2dnas supernet --out NEW_DIR)")
+            f"{recorded}; this run's base: digest {base_digest}), so it ranks architectures for that base; use the "
+            f"base it was trained from (model.weights: {weights or 'null'}), or train one for this base in a new "
+            "directory (s2dnas supernet --out NEW_DIR)")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
