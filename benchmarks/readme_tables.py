@@ -1,16 +1,17 @@
-"""The README's method-comparison tables, regenerated from the committed JSON results.
+"""The method-comparison tables of README.md and docs/results.md, regenerated from the committed JSON.
 
-Two kinds of block in README.md, each between an opening and a closing marker:
+Two kinds of block in those files, each between an opening and a closing marker whose paths are
+relative to the file's folder:
 
 * ``<!-- table: benchmarks/results/<name>.json -->`` ... ``<!-- /table -->``: :func:`benchmarks.methods.table`
   of that file, the same text as the ``.md`` beside it;
 * ``<!-- targets: a.json b.json -->`` ... ``<!-- /targets -->``: :func:`benchmarks.methods.targets_summary`
   of those files (issue 14's targets of every family in one table).
 
-``make bench`` rewrites the blocks after the benchmark; the test suite runs ``--check``, so a
-README whose tables disagree with the JSON does not pass.
+``make bench`` rewrites the blocks after the benchmark; the test suite checks them, so a README
+(or docs/results.md) whose tables disagree with the JSON does not pass.
 
-    python -m benchmarks.readme_tables            # rewrite the blocks in README.md
+    python -m benchmarks.readme_tables            # rewrite the blocks in README.md and docs/results.md
     python -m benchmarks.readme_tables --check    # exit 1, naming the stale blocks, when they differ
 """
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any, Callable
 
 from benchmarks.methods import table, targets_summary
 
-__all__ = ["BLOCK", "KINDS", "TableError", "render", "main"]
+__all__ = ["BLOCK", "DOCUMENTS", "KINDS", "TableError", "render", "main"]
 
+#: The files whose blocks ``main`` regenerates by default, relative to the repository root.
+DOCUMENTS = ("README.md", "docs/results.md")
 #: What each kind of block holds, from the parsed JSON files its opening marker names.
 KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "table": lambda results: table(results[0]),
@@ -86,24 +89,29 @@ def render(text: str, *, root: Path) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--readme", default="README.md")
+    p.add_argument("--readme", nargs="+", default=list(DOCUMENTS), metavar="FILE",
+                   help="the markdown files whose blocks to regenerate (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="only report stale blocks (exit 1), change nothing")
     args = p.parse_args(argv)
-    readme = Path(args.readme)
-    if not readme.is_file():
-        raise SystemExit(f"error: no README at {readme}; run from the repository root or pass --readme PATH")
-    try:
-        new, stale = render(readme.read_text(encoding="utf-8"), root=readme.parent)
-    except TableError as err:
-        raise SystemExit(f"error: {readme}: {err}") from None
+    readmes = [Path(name) for name in args.readme]
+    for readme in readmes:  # all checked before any is written
+        if not readme.is_file():
+            raise SystemExit(f"error: no file at {readme}; run from the repository root or pass --readme FILE ...")
+    rendered = []
+    for readme in readmes:
+        try:
+            rendered.append((readme, *render(readme.read_text(encoding="utf-8"), root=readme.parent)))
+        except TableError as err:
+            raise SystemExit(f"error: {readme}: {err}") from None
+    stale = [f"{readme}: {', '.join(paths)}" for readme, _, paths in rendered if paths]
     if args.check:
         if stale:
-            raise SystemExit(f"error: stale tables in {readme} (run python -m benchmarks.readme_tables): "
-                             f"{', '.join(stale)}")
+            raise SystemExit(f"error: stale tables (run python -m benchmarks.readme_tables): {'; '.join(stale)}")
         return
-    if stale:
-        readme.write_text(new, encoding="utf-8")
-    print(f"{readme}: {len(stale)} table(s) regenerated", file=sys.stderr)
+    for readme, new, paths in rendered:
+        if paths:
+            readme.write_text(new, encoding="utf-8")
+        print(f"{readme}: {len(paths)} table(s) regenerated", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def main() -> None:
     table = speed_table(RESULTS / "speed.json")
     (RESULTS / "speed.md").write_text(table + "\n")
     print(table)
-    _run(sys.executable, "-m", "benchmarks.readme_tables")  # README's method tables from the new JSON
+    _run(sys.executable, "-m", "benchmarks.readme_tables")  # README.md and docs/results.md tables from the JSON
 
 
 if __name__ == "__main__":

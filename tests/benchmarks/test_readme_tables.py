@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULT = "benchmarks/results/methods_resnet20_full.json"
 
 
-def test_the_readme_tables_match_the_committed_results() -> None:
-    text = (ROOT / "README.md").read_text()
-    assert readme_tables.BLOCK.search(text), "README.md has no generated table block"
-    assert readme_tables.render(text, root=ROOT)[1] == []
+@pytest.mark.parametrize("document", readme_tables.DOCUMENTS)
+def test_the_readme_tables_match_the_committed_results(document: str) -> None:
+    path = ROOT / document
+    text = path.read_text()
+    assert readme_tables.BLOCK.search(text), f"{document} has no generated table block"
+    assert readme_tables.render(text, root=path.parent)[1] == []
 
 
 def test_a_stale_block_is_regenerated_and_nothing_else_changes(tmp_path: Path) -> None:
@@ -25,7 +27,7 @@ def test_a_stale_block_is_regenerated_and_nothing_else_changes(tmp_path: Path) -
     shutil.copy(ROOT / RESULT, tmp_path / RESULT)
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nprose before\n<!-- table: {RESULT} -->\nold numbers\n<!-- /table -->\nprose after\n")
-    with pytest.raises(SystemExit, match=f"stale tables in .*README.md .*{RESULT}"):
+    with pytest.raises(SystemExit, match=f"stale tables .*README.md: {RESULT}"):
         readme_tables.main(["--readme", str(readme), "--check"])
     assert "old numbers" in readme.read_text()  # --check changes nothing
     readme_tables.main(["--readme", str(readme)])
@@ -61,8 +63,30 @@ def test_unpaired_or_mistyped_markers_are_refused_and_nothing_is_written(tmp_pat
         with pytest.raises(SystemExit, match="well-formed blocks"):
             readme_tables.main(["--readme", str(readme)])
         assert readme.read_text() == text
-    with pytest.raises(SystemExit, match="no README at"):
+    with pytest.raises(SystemExit, match="no file at .*missing.md"):
         readme_tables.main(["--readme", str(tmp_path / "missing.md")])
+
+
+def test_several_files_are_rendered_from_their_own_folders_and_none_written_when_one_fails(tmp_path: Path) -> None:
+    """docs/results.md names the results from docs/ (``../benchmarks/...``); a failure in any file
+    leaves every file as it was."""
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    shutil.copy(ROOT / RESULT, tmp_path / RESULT)
+    readme, doc = tmp_path / "README.md", tmp_path / "docs/results.md"
+    readme.write_text(f"<!-- table: {RESULT} -->\nold\n<!-- /table -->\n")
+    doc.write_text(f"<!-- table: ../{RESULT} -->\nold\n<!-- /table -->\n"
+                   "<!-- table: ../nothing.json -->\n<!-- /table -->\n")
+    before = readme.read_text(), doc.read_text()
+    with pytest.raises(SystemExit, match=r"docs/results.md: \.\./nothing.json is not a readable"):
+        readme_tables.main(["--readme", str(readme), str(doc)])
+    assert (readme.read_text(), doc.read_text()) == before
+    doc.write_text(f"<!-- table: ../{RESULT} -->\nold\n<!-- /table -->\n")
+    readme_tables.main(["--readme", str(readme), str(doc)])
+    expected = table(json.loads((ROOT / RESULT).read_text()))
+    assert readme.read_text() == f"<!-- table: {RESULT} -->\n{expected}\n<!-- /table -->\n"
+    assert doc.read_text() == f"<!-- table: ../{RESULT} -->\n{expected}\n<!-- /table -->\n"
+    readme_tables.main(["--readme", str(readme), str(doc), "--check"])
 
 
 def test_a_targets_block_summarises_several_results_and_pairs_with_its_own_end(tmp_path: Path) -> None:
