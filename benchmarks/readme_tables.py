@@ -35,7 +35,7 @@ KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "targets": targets_summary,
 }
 _KIND = "|".join(KINDS)
-#: A generated block: its opening marker names the JSON files (relative to the README's folder,
+#: A generated block: its opening marker names the JSON files (relative to the file's folder,
 #: without spaces, separated by one space; a ``table`` names one); its body cannot hold another
 #: opening marker, so a block missing its end does not swallow the next.
 BLOCK = re.compile(rf"(?P<open><!-- (?P<kind>{_KIND}): (?P<paths>\S+\.json(?: \S+\.json)*) -->\n)"
@@ -45,7 +45,7 @@ CLOSES = tuple(f"<!-- /{kind} -->" for kind in KINDS)
 
 
 class TableError(Exception):
-    """A README block that cannot be regenerated (malformed marker, unreadable result)."""
+    """A generated block that cannot be regenerated (malformed marker, unreadable result)."""
 
 
 def render(text: str, *, root: Path) -> tuple[str, list[str]]:
@@ -59,9 +59,10 @@ def render(text: str, *, root: Path) -> tuple[str, list[str]]:
                     if line.startswith(OPENS + CLOSES) and n not in covered), None)
         raise TableError(f"{opens} opening and {closes} closing markers, {len(blocks)} well-formed blocks"
                          + (f" (first marker outside one: line {bad})" if bad else "")
-                         + "; every block is '<!-- table: benchmarks/results/X.json -->' (or '<!-- targets: "
-                         "X.json Y.json -->', paths without spaces), a newline, the table, '<!-- /table -->' "
-                         "(or '<!-- /targets -->')")
+                         + "; every block is '<!-- table: PATH.json -->' (PATH relative to the file's folder: "
+                         "benchmarks/results/X.json in README.md, ../benchmarks/results/X.json in docs/; or "
+                         "'<!-- targets: X.json Y.json -->', paths without spaces), a newline, the table, "
+                         "'<!-- /table -->' (or '<!-- /targets -->')")
     stale: list[str] = []
 
     def fill(m: re.Match[str]) -> str:
@@ -71,7 +72,8 @@ def render(text: str, *, root: Path) -> tuple[str, list[str]]:
                 results.append(json.loads((root / name).read_text(encoding="utf-8")))
             except (OSError, ValueError) as err:
                 raise TableError(f"{name} is not a readable method-comparison result "
-                                 f"({type(err).__name__}: {err}); rerun the benchmark or fix the marker") from None
+                                 f"({type(err).__name__}: {err}); rerun the benchmark or fix the marker "
+                                 "(paths are relative to the file's folder)") from None
         try:
             body = KINDS[m["kind"]](results) + "\n"
         except ValueError as err:  # files that cannot go in one summary (e.g. different operating points)

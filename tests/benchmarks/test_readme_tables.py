@@ -1,4 +1,5 @@
-"""The README's method tables are the committed JSON's, and the regenerator touches only its blocks."""
+"""The method tables of README.md and docs/results.md are the committed JSON's, and the regenerator touches only
+their blocks."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ RESULT = "benchmarks/results/methods_resnet20_full.json"
 @pytest.mark.parametrize("document", readme_tables.DOCUMENTS)
 def test_the_readme_tables_match_the_committed_results(document: str) -> None:
     path = ROOT / document
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert readme_tables.BLOCK.search(text), f"{document} has no generated table block"
     assert readme_tables.render(text, root=path.parent)[1] == []
 
@@ -87,6 +88,21 @@ def test_several_files_are_rendered_from_their_own_folders_and_none_written_when
     assert readme.read_text() == f"<!-- table: {RESULT} -->\n{expected}\n<!-- /table -->\n"
     assert doc.read_text() == f"<!-- table: ../{RESULT} -->\n{expected}\n<!-- /table -->\n"
     readme_tables.main(["--readme", str(readme), str(doc), "--check"])
+
+
+def test_the_default_files_are_checked_from_the_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # as make bench runs it
+    readme_tables.main(["--check"])
+
+
+def test_a_missing_second_file_is_refused_before_the_first_is_written(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    shutil.copy(ROOT / RESULT, tmp_path / RESULT)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"<!-- table: {RESULT} -->\nold\n<!-- /table -->\n")
+    with pytest.raises(SystemExit, match="no file at .*missing.md"):
+        readme_tables.main(["--readme", str(readme), str(tmp_path / "missing.md")])
+    assert "old" in readme.read_text()
 
 
 def test_a_targets_block_summarises_several_results_and_pairs_with_its_own_end(tmp_path: Path) -> None:
